@@ -1,0 +1,65 @@
+//! The command line: one file per subcommand. The only place (with tests) where `anyhow` is used;
+//! errors reach the user as one readable chain and a non-zero exit code.
+
+mod bench;
+mod certs;
+mod gen;
+mod publish;
+mod run;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cxnode", version, about = "Cross-regional credit information exchange node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node from a TOML config file.
+    Run(run::RunArgs),
+    /// Make and manage the federation's certificates (CA, node, publisher, department, operator).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Publish a JSON Lines file of credit records to a node.
+    Publish(publish::PublishArgs),
+    /// Re-check a whole store offline: frames, chains, checkpoints, indexes.
+    Verify(verify::VerifyArgs),
+    /// Rebuild a store's indexes from its journal alone.
+    Reindex(verify::ReindexArgs),
+    /// Write realistic, valid records (for trying things out).
+    Gen(gen::GenArgs),
+    /// Benchmarks (not tests): print medians and ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Certs(c) => certs::run(c),
+        Command::Publish(a) => publish::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Reindex(a) => verify::reindex(a),
+        Command::Gen(a) => gen::run(a),
+        Command::Bench(b) => bench::run(b),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded runtime for subcommands that talk to the network.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,229 @@
+//! Node configuration: raw TOML (unknown keys refused) -> a validated `Config`. Checked entirely
+//! before any port is bound; every error names the key and the fix. Relative paths are resolved
+//! against the config file's directory. No defaults for what has none (region, listen address,
+//! certificate paths, data directory).
+
+use crate::pki::TlsFiles;
+use crate::record::Region;
+use crate::store::StoreConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    tls: RawTls,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    publish: RawPublish,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    region: String,
+    listen: String,
+    data_dir: PathBuf,
+    policy: Option<PathBuf>,
+    #[serde(default = "default_connections_max")]
+    connections_max: usize,
+}
+
+fn default_connections_max() -> usize {
+    1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+    #[serde(default = "default_crl_reload_seconds")]
+    crl_reload_seconds: u64,
+}
+
+fn default_crl_reload_seconds() -> u64 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_segment_bytes_max")]
+    segment_bytes_max: u64,
+    #[serde(default = "default_index_cache_bytes")]
+    index_cache_bytes: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { segment_bytes_max: default_segment_bytes_max(), index_cache_bytes: default_index_cache_bytes() }
+    }
+}
+
+fn default_segment_bytes_max() -> u64 {
+    StoreConfig::SEGMENT_BYTES_DEFAULT
+}
+fn default_index_cache_bytes() -> u64 {
+    StoreConfig::INDEX_CACHE_BYTES_DEFAULT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    #[serde(default = "default_queue_depth")]
+    queue_depth: usize,
+    #[serde(default = "default_group_ops_max")]
+    group_ops_max: usize,
+    #[serde(default = "default_message_bytes_max")]
+    message_bytes_max: usize,
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        RawPublish {
+            queue_depth: default_queue_depth(),
+            group_ops_max: default_group_ops_max(),
+            message_bytes_max: default_message_bytes_max(),
+        }
+    }
+}
+
+fn default_queue_depth() -> usize {
+    64
+}
+fn default_group_ops_max() -> usize {
+    20_000
+}
+fn default_message_bytes_max() -> usize {
+    32 * 1024 * 1024
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub region: Region,
+    pub listen: SocketAddr,
+    pub policy: Option<PathBuf>,
+    pub connections_max: usize,
+    pub tls: TlsFiles,
+    pub crl_reload: Duration,
+    pub store: StoreConfig,
+    pub queue_depth: usize,
+    pub group_ops_max: usize,
+    pub message_bytes_max: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })
+    }
+
+    /// Parses and validates `text`; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let region = Region::parse(&raw.node.region)
+            .map_err(|e| format!("node.region: {e} (use the six-digit GB/T 2260 province code, e.g. \"330000\")"))?;
+        let listen: SocketAddr = raw.node.listen.parse().map_err(|_| {
+            format!("node.listen: {:?} is not an address:port (e.g. \"0.0.0.0:7443\")", raw.node.listen)
+        })?;
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let must_exist = |key: &str, p: &Path| -> Result<PathBuf, String> {
+            let full = resolve(p);
+            if full.is_file() {
+                Ok(full)
+            } else {
+                Err(format!("{key}: file {} does not exist (make it with `cxnode certs`, or fix the path)", full.display()))
+            }
+        };
+        let tls = TlsFiles {
+            ca: must_exist("tls.ca", &raw.tls.ca)?,
+            cert: must_exist("tls.cert", &raw.tls.cert)?,
+            key: must_exist("tls.key", &raw.tls.key)?,
+            crl: raw.tls.crl.as_deref().map(|p| must_exist("tls.crl", p)).transpose()?,
+        };
+        let policy = raw.node.policy.as_deref().map(|p| must_exist("node.policy", p)).transpose()?;
+        if raw.node.connections_max == 0 || raw.node.connections_max > 100_000 {
+            return Err("node.connections_max: must be between 1 and 100000".to_string());
+        }
+        if !(1..=3600).contains(&raw.tls.crl_reload_seconds) {
+            return Err("tls.crl_reload_seconds: must be between 1 and 3600".to_string());
+        }
+        const MIB: u64 = 1024 * 1024;
+        if !(MIB..=4096 * MIB).contains(&raw.store.segment_bytes_max) {
+            return Err("store.segment_bytes_max: must be between 1 MiB and 4 GiB".to_string());
+        }
+        if !(4 * MIB..=64 * 1024 * MIB).contains(&raw.store.index_cache_bytes) {
+            return Err("store.index_cache_bytes: must be between 4 MiB and 64 GiB".to_string());
+        }
+        if !(1..=10_000).contains(&raw.publish.queue_depth) {
+            return Err("publish.queue_depth: must be between 1 and 10000".to_string());
+        }
+        if !(1..=1_000_000).contains(&raw.publish.group_ops_max) {
+            return Err("publish.group_ops_max: must be between 1 and 1000000".to_string());
+        }
+        if !((MIB as usize)..=(1024 * MIB as usize)).contains(&raw.publish.message_bytes_max) {
+            return Err("publish.message_bytes_max: must be between 1 MiB and 1 GiB".to_string());
+        }
+        let log_format = match raw.log.format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(format!("log.format: {other:?} is not \"human\" or \"json\"")),
+        };
+        let log_level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(format!("log.level: {log_level:?} is not a level or filter (e.g. \"info\" or \"cxnode=debug\")"));
+        }
+        Ok(Config {
+            region,
+            listen,
+            policy,
+            connections_max: raw.node.connections_max,
+            tls,
+            crl_reload: Duration::from_secs(raw.tls.crl_reload_seconds),
+            store: StoreConfig {
+                dir: resolve(&raw.node.data_dir),
+                segment_bytes_max: raw.store.segment_bytes_max,
+                index_cache_bytes: raw.store.index_cache_bytes,
+            },
+            queue_depth: raw.publish.queue_depth,
+            group_ops_max: raw.publish.group_ops_max,
+            message_bytes_max: raw.publish.message_bytes_max,
+            log_format,
+            log_level,
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! The `cxnode` binary: parses the command line and dispatches to `cli`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    cxnode::cli::main()
+}

@@ -1,0 +1,167 @@
+//! Wiring of one node: load and check everything (config, TLS identity, policy, store recovery)
+//! before a port is bound, then serve every gRPC service over mutual TLS until shutdown, then
+//! drain: stop accepting, finish in-flight groups, close the store. The server takes its listener
+//! and a shutdown future, so tests pass their own.
+
+use crate::config::Config;
+use crate::pki::{self, Identity, NodeSigner};
+use crate::policy::{Policy, PolicyError};
+use crate::rpc::pb;
+use crate::rpc::publisher::PublisherService;
+use crate::rpc::transport::{self, ReloadableTls, TransportStats};
+use crate::store::writer::{self, WriterLimits};
+use crate::store::{Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The CA certificate is copied here so `cxnode verify` can check signatures without the config.
+pub const FEDERATION_CA_FILE: &str = "federation-ca.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the node certificate {cert} has identity {found}, but node.region is {region}: a node must hold cx://node/{region} (issue one with `cxnode certs issue --kind node --region {region}`)")]
+    WrongIdentity { cert: String, found: Identity, region: crate::record::Region },
+    #[error("cannot copy the federation CA into the data directory: {0}")]
+    CopyCa(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("grpc server failed: {0}")]
+    Serve(String),
+    #[error("the store writer failed: {0}")]
+    Writer(Arc<StoreError>),
+}
+
+/// Everything a node needs, loaded and checked, before any port is bound.
+pub struct Prepared {
+    pub config: Config,
+    tls: ReloadableTls,
+    signer: Arc<NodeSigner>,
+    policy: Arc<Policy>,
+    store: Store,
+}
+
+/// Loads the TLS identity, policy and store. Blocking (store recovery reads the journal).
+pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
+    let signer = NodeSigner::load(&config.tls)?;
+    let expected = Identity::Node(config.region);
+    if *signer.identity() != expected {
+        return Err(NodeError::WrongIdentity {
+            cert: config.tls.cert.display().to_string(),
+            found: signer.identity().clone(),
+            region: config.region,
+        });
+    }
+    let tls = ReloadableTls::load(config.tls.clone())?;
+    let policy = match &config.policy {
+        Some(path) => Policy::load(config.region, path)?,
+        None => Policy::builtin(config.region),
+    };
+    let (store, report) = Store::open(&config.store)?;
+    if let Some(at) = report.tail.truncated_at {
+        tracing::warn!(
+            position = at.0,
+            bytes = report.tail.truncated_bytes,
+            "journal ended in a torn frame (a crash mid-write); truncated it, nothing acknowledged was lost"
+        );
+    }
+    tracing::info!(
+        data_dir = %config.store.dir.display(),
+        journal_bytes = report.journal_end,
+        reindexed_frames = report.replayed_frames,
+        "store opened"
+    );
+    std::fs::copy(&config.tls.ca, config.store.dir.join(FEDERATION_CA_FILE)).map_err(NodeError::CopyCa)?;
+    Ok(Prepared { config, tls, signer: Arc::new(signer), policy: Arc::new(policy), store })
+}
+
+/// Services that later work implements answer UNIMPLEMENTED until then.
+struct NotYet;
+impl pb::replication_server::Replication for NotYet {}
+impl pb::feed_server::Feed for NotYet {}
+impl pb::operations_server::Operations for NotYet {}
+
+/// Serves until `shutdown` completes, then drains and closes the store.
+pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    let Prepared { config, tls, signer, policy, store } = prepared;
+    let (writer, writer_thread) = writer::spawn(
+        store,
+        config.region,
+        signer,
+        WriterLimits { queue_depth: config.queue_depth, group_ops_max: config.group_ops_max },
+    );
+
+    let publisher = PublisherService { origin: config.region, policy, writer };
+    let publisher = pb::publisher_server::PublisherServer::new(publisher)
+        .max_decoding_message_size(config.message_bytes_max)
+        .max_encoding_message_size(config.message_bytes_max);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<pb::publisher_server::PublisherServer<PublisherService>>().await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
+
+    let reload_tls = tls.clone();
+    let crl_every = config.crl_reload;
+    let reloader = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crl_every);
+        loop {
+            tick.tick().await;
+            let tls = reload_tls.clone();
+            // Reading and parsing files is blocking work.
+            let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+        }
+    });
+
+    let stats = Arc::new(TransportStats::default());
+    let local = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let incoming = transport::incoming(listener, tls, config.connections_max, stats);
+    tracing::info!(region = %config.region, listen = %local, "node serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(publisher)
+        .add_service(pb::replication_server::ReplicationServer::new(NotYet))
+        .add_service(pb::feed_server::FeedServer::new(NotYet))
+        .add_service(pb::operations_server::OperationsServer::new(NotYet))
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    reloader.abort();
+    tracing::info!("stopped accepting; closing the store");
+    // The router (and with it the last writer handle) is gone: the writer finishes its queue.
+    let closed = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|e| NodeError::Serve(format!("writer join: {e}")))?;
+    match closed {
+        Ok(Ok(store)) => {
+            let flushed = tokio::task::spawn_blocking(move || store.index().flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "index flush at shutdown failed; it is rebuilt from the journal at the next start");
+            }
+        }
+        Ok(Err(e)) => return Err(NodeError::Writer(e)),
+        Err(_) => return Err(NodeError::Serve("the store writer panicked".to_string())),
+    }
+    served.map_err(|e| NodeError::Serve(e.to_string()))?;
+    tracing::info!("node stopped cleanly");
+    Ok(())
+}
+
+/// Prepares, binds `config.listen` and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    let prepared = tokio::task::spawn_blocking(move || prepare(config))
+        .await
+        .map_err(|e| NodeError::Serve(format!("prepare: {e}")))??;
+    let addr = prepared.config.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+    serve(prepared, listener, shutdown).await
+}

@@ -1,0 +1,169 @@
+//! Province-level regions (GB/T 2260): a `Region` always holds one of the 31 participating
+//! province codes, so every accessor is total.
+
+use std::fmt;
+
+/// The 31 participants in code order, as listed in `record-schema.json` ("provinces").
+/// Hong Kong, Macao and Taiwan (810000, 820000, 710000) are deliberately absent: they are not
+/// exchange participants (STANDARDS §3).
+const PROVINCES: [(u32, &str, &str); 31] = [
+    (110000, "北京市", "Beijing"),
+    (120000, "天津市", "Tianjin"),
+    (130000, "河北省", "Hebei"),
+    (140000, "山西省", "Shanxi"),
+    (150000, "内蒙古自治区", "Inner Mongolia"),
+    (210000, "辽宁省", "Liaoning"),
+    (220000, "吉林省", "Jilin"),
+    (230000, "黑龙江省", "Heilongjiang"),
+    (310000, "上海市", "Shanghai"),
+    (320000, "江苏省", "Jiangsu"),
+    (330000, "浙江省", "Zhejiang"),
+    (340000, "安徽省", "Anhui"),
+    (350000, "福建省", "Fujian"),
+    (360000, "江西省", "Jiangxi"),
+    (370000, "山东省", "Shandong"),
+    (410000, "河南省", "Henan"),
+    (420000, "湖北省", "Hubei"),
+    (430000, "湖南省", "Hunan"),
+    (440000, "广东省", "Guangdong"),
+    (450000, "广西壮族自治区", "Guangxi"),
+    (460000, "海南省", "Hainan"),
+    (500000, "重庆市", "Chongqing"),
+    (510000, "四川省", "Sichuan"),
+    (520000, "贵州省", "Guizhou"),
+    (530000, "云南省", "Yunnan"),
+    (540000, "西藏自治区", "Xizang (Tibet)"),
+    (610000, "陕西省", "Shaanxi"),
+    (620000, "甘肃省", "Gansu"),
+    (630000, "青海省", "Qinghai"),
+    (640000, "宁夏回族自治区", "Ningxia"),
+    (650000, "新疆维吾尔自治区", "Xinjiang"),
+];
+
+static ALL: [Region; 31] = {
+    let mut all = [Region(0); 31];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = Region(PROVINCES[i].0);
+        i += 1;
+    }
+    all
+};
+
+/// A GB/T 2260 province-level code such as 330000 (Zhejiang).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Region(u32);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a province-level region code: {value:?}")]
+pub struct RegionError {
+    pub value: String,
+}
+
+impl Region {
+    /// Accepts exactly six ASCII digits naming one of the 31 provinces; no trimming, no sign.
+    pub fn parse(s: &str) -> Result<Region, RegionError> {
+        let bad = || RegionError {
+            value: s.to_owned(),
+        };
+        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let code = s.parse().map_err(|_| bad())?;
+        Region::from_code(code).map_err(|_| bad())
+    }
+
+    pub fn from_code(code: u32) -> Result<Region, RegionError> {
+        match PROVINCES.binary_search_by_key(&code, |p| p.0) {
+            Ok(_) => Ok(Region(code)),
+            Err(_) => Err(RegionError {
+                value: code.to_string(),
+            }),
+        }
+    }
+
+    pub fn code(self) -> u32 {
+        self.0
+    }
+
+    pub fn name_en(self) -> &'static str {
+        self.entry().2
+    }
+
+    pub fn name_zh(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// The 31 provinces in code order.
+    pub fn all() -> &'static [Region] {
+        &ALL
+    }
+
+    /// Position in `all()`, handy for per-province tables elsewhere.
+    pub fn index(self) -> usize {
+        PROVINCES
+            .binary_search_by_key(&self.0, |p| p.0)
+            .expect("a region is only built from a code in PROVINCES")
+    }
+
+    fn entry(self) -> &'static (u32, &'static str, &'static str) {
+        &PROVINCES[self.index()]
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:06}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("record-schema.json")).expect("schema parses");
+        let provinces = schema["provinces"].as_object().expect("provinces object");
+        assert_eq!(provinces.len(), Region::all().len());
+        for region in Region::all() {
+            let entry = &provinces[&region.to_string()];
+            assert_eq!(entry["zh"], region.name_zh());
+            assert_eq!(entry["en"], region.name_en());
+        }
+        assert!(Region::all().windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn parse_accepts_only_six_digit_province_codes() {
+        let zj = Region::parse("330000").expect("zhejiang");
+        assert_eq!(
+            (zj.code(), zj.name_zh(), zj.to_string()),
+            (330000, "浙江省", "330000".into())
+        );
+        assert_eq!(Region::all()[zj.index()], zj);
+        for bad in [
+            "",
+            "33000",
+            "3300000",
+            "330100",
+            "810000",
+            "710000",
+            "+33000",
+            " 330000",
+            "３３００００",
+        ] {
+            let err = Region::parse(bad).expect_err(bad);
+            assert_eq!(err.value, bad);
+            assert!(err
+                .to_string()
+                .starts_with("not a province-level region code"));
+        }
+        assert!(Region::from_code(999999).is_err());
+        assert_eq!(
+            Region::from_code(650000).map(Region::name_en),
+            Ok("Xinjiang")
+        );
+    }
+}

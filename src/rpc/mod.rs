@@ -1,0 +1,97 @@
+//! The gRPC edge: the only module that imports tonic and prost types. Converts wire messages to
+//! domain types (validating) and back, maps domain errors to status codes in one place, and runs
+//! the mutual-TLS transport (`transport`) and the services.
+
+pub mod client;
+pub mod publisher;
+pub mod transport;
+
+use crate::log::ledger::{OpKind, OpRejection};
+use crate::log::{Checkpoint, Entry};
+use crate::pki::Identity;
+use crate::record::Rejection;
+use crate::store::StoreError;
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("cx.v1");
+    /// The descriptor set that server reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cx_descriptor.bin"));
+}
+
+/// Who is calling, as proven by the TLS handshake; put in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub identity: Identity,
+    pub remote: std::net::SocketAddr,
+}
+
+/// The caller of a request, or UNAUTHENTICATED (cannot happen behind our transport, which refuses
+/// connections without an identity; checked anyway so a mistake fails closed).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no verified client certificate on this connection"))
+}
+
+impl From<&Entry> for pb::Entry {
+    fn from(e: &Entry) -> Self {
+        pb::Entry {
+            origin: e.origin.code(),
+            seq: e.seq,
+            prev_hash: e.prev_hash.to_vec().into(),
+            appended_at_micros: e.appended_at_micros,
+            op_digest: e.op_digest.to_vec().into(),
+            op_bytes: e.op_bytes.clone().into(),
+            hash: e.hash.to_vec().into(),
+        }
+    }
+}
+
+impl From<&Checkpoint> for pb::Checkpoint {
+    fn from(c: &Checkpoint) -> Self {
+        pb::Checkpoint {
+            origin: c.origin.code(),
+            seq: c.seq,
+            head_hash: c.head_hash.to_vec().into(),
+            at_unix_seconds: c.at_unix_seconds,
+            signature_scheme: u32::from(c.signature_scheme),
+            signature: c.signature.clone().into(),
+            signer_chain: c.signer_chain.iter().map(|d| d.clone().into()).collect(),
+        }
+    }
+}
+
+impl From<OpKind> for pb::OpKind {
+    fn from(k: OpKind) -> Self {
+        match k {
+            OpKind::Publish => pb::OpKind::Publish,
+            OpKind::Amend => pb::OpKind::Amend,
+            OpKind::Repair => pb::OpKind::Repair,
+            OpKind::Revoke => pb::OpKind::Revoke,
+        }
+    }
+}
+
+impl From<&Rejection> for pb::Rejection {
+    fn from(r: &Rejection) -> Self {
+        pb::Rejection { reason: r.reason.code().to_string(), field: r.field.clone(), detail: r.detail.clone() }
+    }
+}
+
+impl From<&OpRejection> for pb::Rejection {
+    fn from(r: &OpRejection) -> Self {
+        pb::Rejection { reason: r.reason.to_string(), field: r.field.to_string(), detail: r.detail.clone() }
+    }
+}
+
+/// The one mapping from store failures to gRPC status codes.
+pub fn store_status(e: &StoreError) -> tonic::Status {
+    match e {
+        StoreError::WriterStopped => tonic::Status::unavailable(e.to_string()),
+        StoreError::Locked { .. } => tonic::Status::unavailable(e.to_string()),
+        _ => tonic::Status::internal(format!("store failure: {e}")),
+    }
+}

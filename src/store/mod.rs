@@ -1,0 +1,269 @@
+//! The store: the journal (truth, the only durability point) and the sled indexes derived from it.
+//! Invariants: a group is appended to the journal and fsynced before the indexes see it and before
+//! any ack; the indexes commit a group atomically together with the journal position they reach;
+//! on open, whatever the journal holds past that position is indexed again, so a crash at any
+//! instant leaves a store that opens and holds every acknowledged operation.
+
+pub mod index;
+pub mod journal;
+pub mod verify;
+pub mod writer;
+
+use crate::log::ledger::{self, Decision, OpKind, OpRejection};
+use crate::log::{digest, Checkpoint, CheckpointSigner, Entry, Hash};
+use crate::record::{Operation, Region};
+use index::{Index, IndexError};
+use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// Frames indexed per sled batch when replaying the journal.
+const REPLAY_BATCH_FRAMES: usize = 10_000;
+const JOURNAL_DIR: &str = "journal";
+const INDEX_DIR: &str = "index";
+const LOCK_FILE: &str = "LOCK";
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub segment_bytes_max: u64,
+    pub index_cache_bytes: u64,
+}
+
+impl StoreConfig {
+    pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+    pub const INDEX_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+
+    pub fn new(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes_max: Self::SEGMENT_BYTES_DEFAULT,
+            index_cache_bytes: Self::INDEX_CACHE_BYTES_DEFAULT,
+        }
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join(JOURNAL_DIR)
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.dir.join(INDEX_DIR)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("store directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("store {path} is in use by another process (lock held on {path}/LOCK); stop it first")]
+    Locked { path: PathBuf },
+    #[error("the index claims journal position {indexed} but the journal ends at {end}: the journal lost acknowledged data or belongs to another store; restore it, or run `cxnode reindex` to rebuild the index from what is there")]
+    IndexAhead { indexed: u64, end: u64 },
+    #[error("checkpoint signing failed: {0}")]
+    Sign(String),
+    #[error("the store's writer has stopped after an earlier failure; restart the node")]
+    WriterStopped,
+}
+
+/// What `open` found and did.
+#[derive(Clone, Debug, Default)]
+pub struct OpenReport {
+    pub tail: TailRepair,
+    pub replayed_frames: u64,
+    pub journal_end: u64,
+}
+
+/// The result of one operation of a committed group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpOutcome {
+    Appended { kind: OpKind, held_for_target: bool, seq: u64, hash: Hash },
+    Duplicate { seq: u64, hash: Hash },
+    Rejected(OpRejection),
+}
+
+pub struct Store {
+    cfg: StoreConfig,
+    journal: Journal,
+    index: Index,
+    _lock: File,
+}
+
+fn lock_store(dir: &Path) -> Result<File, StoreError> {
+    fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(StoreError::Locked { path: dir.to_path_buf() }),
+    }
+}
+
+impl Store {
+    /// Opens the store: recovers the journal's tail, then indexes what the index has not seen.
+    pub fn open(cfg: &StoreConfig) -> Result<(Store, OpenReport), StoreError> {
+        let lock = lock_store(&cfg.dir)?;
+        let (journal, tail) = Journal::open(&cfg.journal_dir(), cfg.segment_bytes_max)?;
+        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes)?;
+        let indexed = index.indexed_upto()?;
+        if indexed > journal.end() {
+            return Err(StoreError::IndexAhead { indexed: indexed.0, end: journal.end().0 });
+        }
+        let replayed_frames = replay(&journal.reader(), &index, indexed, journal.end())?;
+        if replayed_frames > 0 {
+            index.flush()?;
+        }
+        let report = OpenReport { tail, replayed_frames, journal_end: journal.end().0 };
+        Ok((Store { cfg: cfg.clone(), journal, index, _lock: lock }, report))
+    }
+
+    /// Deletes the indexes and rebuilds them from the journal alone. Returns the frames indexed.
+    pub fn reindex(cfg: &StoreConfig) -> Result<u64, StoreError> {
+        let lock = lock_store(&cfg.dir)?;
+        let index_dir = cfg.index_dir();
+        if index_dir.exists() {
+            fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io { path: index_dir.clone(), source })?;
+        }
+        drop(lock);
+        let (store, report) = Store::open(cfg)?;
+        drop(store);
+        Ok(report.replayed_frames)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn reader(&self) -> JournalReader {
+        self.journal.reader()
+    }
+
+    /// Decides, appends, fsyncs and indexes one group of `origin`'s own operations, then signs a
+    /// checkpoint over the new head (in the same fsync). Operations are decided in order, each
+    /// seeing the ones before it.
+    pub fn commit_local(
+        &mut self,
+        origin: Region,
+        ops: &[Operation],
+        signer: &dyn CheckpointSigner,
+        now_micros: i64,
+    ) -> Result<(Vec<OpOutcome>, Option<Checkpoint>), StoreError> {
+        let reader = self.journal.reader();
+        let mut batch = self.index.begin();
+        let mut head = batch.head(origin)?;
+        let mut next_pos = self.journal.end().0;
+        let mut frames = Vec::with_capacity(ops.len() + 1);
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut group_hashes: HashMap<u64, Hash> = HashMap::new();
+        for op in ops {
+            let op_digest = digest(op.canonical());
+            let current = batch.record(origin, &op.record_id())?;
+            let target = match ledger::repair_target(op) {
+                Some(t) => batch.record(origin, &t)?,
+                None => None,
+            };
+            match ledger::decide(op, &op_digest, current.as_ref(), target.as_ref()) {
+                Decision::Append { kind, held_for_target } => {
+                    let entry = Entry::new(origin, head.next_seq, head.head_hash, now_micros, op.canonical().to_vec());
+                    head.advance(&entry).expect("a new entry links to the head it was built on");
+                    let frame = Frame::Entry(entry);
+                    let pos = JournalPos(next_pos);
+                    next_pos += encoded_len(&frame);
+                    batch.index_frame(pos, &frame, Some(op))?;
+                    let Frame::Entry(entry) = &frame else { unreachable!("built as an entry above") };
+                    group_hashes.insert(entry.seq, entry.hash);
+                    outcomes.push(OpOutcome::Appended { kind, held_for_target, seq: entry.seq, hash: entry.hash });
+                    frames.push(frame);
+                }
+                Decision::Duplicate { seq } => {
+                    let hash = match group_hashes.get(&seq) {
+                        Some(h) => *h,
+                        None => self.entry_hash(&reader, origin, seq)?,
+                    };
+                    outcomes.push(OpOutcome::Duplicate { seq, hash });
+                }
+                Decision::Reject(r) => outcomes.push(OpOutcome::Rejected(r)),
+            }
+        }
+        if frames.is_empty() {
+            return Ok((outcomes, None));
+        }
+        let checkpoint = Checkpoint::sign(origin, head, now_micros.div_euclid(1_000_000), signer).map_err(StoreError::Sign)?;
+        let cp_frame = Frame::Checkpoint(checkpoint.clone());
+        batch.index_frame(JournalPos(next_pos), &cp_frame, None)?;
+        frames.push(cp_frame);
+        let positions = self.journal.append(&frames)?;
+        debug_assert_eq!(positions.last().map(|p| p.0), Some(next_pos));
+        self.journal.sync()?;
+        batch.commit(self.journal.end())?;
+        Ok((outcomes, Some(checkpoint)))
+    }
+
+    fn entry_hash(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
+        let pos = self.index.entry_pos(origin, seq)?.ok_or_else(|| IndexError::Damaged {
+            key: format!("entry {origin}/{seq}"),
+            reason: "a record state points at an entry the index does not have".to_string(),
+        })?;
+        match reader.read_at(pos)? {
+            Frame::Entry(e) if e.origin == origin && e.seq == seq => Ok(e.hash),
+            _ => Err(IndexError::Damaged {
+                key: format!("entry {origin}/{seq}"),
+                reason: format!("journal position {} does not hold that entry", pos.0),
+            }
+            .into()),
+        }
+    }
+
+    /// Reads the entry `origin/seq` through the index.
+    pub fn read_entry(&self, origin: Region, seq: u64) -> Result<Option<Entry>, StoreError> {
+        let Some(pos) = self.index.entry_pos(origin, seq)? else { return Ok(None) };
+        match self.journal.reader().read_at(pos)? {
+            Frame::Entry(e) => Ok(Some(e)),
+            Frame::Checkpoint(_) => Err(IndexError::Damaged {
+                key: format!("entry {origin}/{seq}"),
+                reason: format!("journal position {} holds a checkpoint", pos.0),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Indexes the journal's frames in `[from, to)`, committing every `REPLAY_BATCH_FRAMES`.
+fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPos) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    let mut batch = Some(index.begin());
+    let mut in_batch = 0usize;
+    let mut last_end = from;
+    reader.scan(from, to, |pos, end, frame| {
+        let b = batch.as_mut().expect("a batch is always open during the scan");
+        b.index_frame(pos, &frame, None)?;
+        count += 1;
+        in_batch += 1;
+        last_end = end;
+        if in_batch == REPLAY_BATCH_FRAMES {
+            batch.take().expect("open batch").commit(end)?;
+            batch = Some(index.begin());
+            in_batch = 0;
+        }
+        Ok::<_, StoreError>(true)
+    })?;
+    if let Some(b) = batch {
+        if in_batch > 0 {
+            b.commit(last_end)?;
+        }
+    }
+    Ok(count)
+}

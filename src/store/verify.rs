@@ -1,0 +1,151 @@
+//! `cxnode verify`: an offline re-check of a whole store. It trusts nothing it reads: every frame's
+//! checksum, every origin's chain (contiguous seq, links, digests, hashes), every checkpoint (it
+//! matches the chain at its seq and its signature is valid), and the indexes (rebuilt from the
+//! journal in a scratch directory and compared key by key). It never modifies the store.
+
+use super::index::Index;
+use super::journal::{Frame, JournalError, JournalPos, JournalReader};
+use super::{lock_store, replay, StoreConfig, StoreError};
+use crate::log::{ChainHead, CheckpointVerifier, Hash, LogError};
+use crate::record::{decode_stored, Region};
+use std::collections::BTreeMap;
+
+/// Problems listed in full; past this only their number is kept.
+const PROBLEMS_LISTED_MAX: usize = 100;
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub frames: u64,
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub signatures_checked: u64,
+    pub heads: BTreeMap<Region, ChainHead>,
+    pub torn_tail_at: Option<u64>,
+    pub index_behind_bytes: u64,
+    pub problems: Vec<String>,
+    pub problems_total: u64,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems_total == 0
+    }
+
+    fn problem(&mut self, p: String) {
+        self.problems_total += 1;
+        if self.problems.len() < PROBLEMS_LISTED_MAX {
+            self.problems.push(p);
+        }
+    }
+}
+
+pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>) -> Result<VerifyReport, StoreError> {
+    let _lock = lock_store(&cfg.dir)?;
+    let mut report = VerifyReport::default();
+    let reader = JournalReader::new(&cfg.journal_dir());
+    let mut hashes: BTreeMap<Region, Vec<Hash>> = BTreeMap::new();
+    let mut end = JournalPos(0);
+    let scanned = reader.scan(JournalPos(0), JournalPos(u64::MAX), |_, frame_end, frame| {
+        report.frames += 1;
+        end = frame_end;
+        match frame {
+            Frame::Entry(e) => {
+                report.entries += 1;
+                let head = report.heads.entry(e.origin).or_default();
+                match head.advance(&e) {
+                    Ok(()) => hashes.entry(e.origin).or_default().push(e.hash),
+                    Err(err) => {
+                        // Keep checking the rest of the chain from this entry on.
+                        *head = ChainHead { next_seq: e.seq + 1, head_hash: e.hash };
+                        report.problem(format!("chain: {err}"));
+                    }
+                }
+                if !e.op_bytes.is_empty() {
+                    if let Err(r) = decode_stored(&e.op_bytes) {
+                        report.problem(format!("entry {}/{}: stored operation does not decode: {r}", e.origin, e.seq));
+                    }
+                }
+            }
+            Frame::Checkpoint(c) => {
+                report.checkpoints += 1;
+                let chain = hashes.get(&c.origin).map(Vec::as_slice).unwrap_or_default();
+                let at = usize::try_from(c.seq).ok().and_then(|s| s.checked_sub(1)).and_then(|i| chain.get(i));
+                match at {
+                    None if c.seq == 0 => {}
+                    None => report.problem(format!(
+                        "{}",
+                        LogError::CheckpointAhead { origin: c.origin, seq: c.seq, head: chain.len() as u64 }
+                    )),
+                    Some(h) if *h != c.head_hash => {
+                        report.problem(format!("{}", LogError::CheckpointMismatch { origin: c.origin, seq: c.seq }))
+                    }
+                    Some(_) => {}
+                }
+                if let Some(v) = verifier {
+                    report.signatures_checked += 1;
+                    if let Err(err) = c.verify(v) {
+                        report.problem(format!("{err}"));
+                    }
+                }
+            }
+        }
+        Ok::<_, JournalError>(true)
+    });
+    match scanned {
+        Ok(()) => {}
+        Err(JournalError::TornTail { position }) => report.torn_tail_at = Some(position),
+        Err(e) => {
+            report.problem(format!("{e}"));
+            return Ok(report);
+        }
+    }
+
+    let live = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    let indexed = live.indexed_upto()?;
+    if indexed > end {
+        report.problem(format!("index claims journal position {} but the journal ends at {}", indexed.0, end.0));
+        return Ok(report);
+    }
+    report.index_behind_bytes = end.0 - indexed.0;
+    let scratch_dir = cfg.dir.join("verify-scratch-index");
+    if scratch_dir.exists() {
+        std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io { path: scratch_dir.clone(), source })?;
+    }
+    let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    replay(&reader, &rebuilt, JournalPos(0), indexed)?;
+    compare_indexes(&live, &rebuilt, &mut report)?;
+    drop(rebuilt);
+    std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io { path: scratch_dir.clone(), source })?;
+    Ok(report)
+}
+
+fn compare_indexes(live: &Index, rebuilt: &Index, report: &mut VerifyReport) -> Result<(), StoreError> {
+    let mut a = live.iter();
+    let mut b = rebuilt.iter();
+    let mut x = a.next().transpose().map_err(super::index::IndexError::from)?;
+    let mut y = b.next().transpose().map_err(super::index::IndexError::from)?;
+    loop {
+        match (&x, &y) {
+            (None, None) => return Ok(()),
+            (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                if va != vb {
+                    report.problem(format!("index key {} has a value the journal does not give", hex::encode(ka)));
+                }
+                x = a.next().transpose().map_err(super::index::IndexError::from)?;
+                y = b.next().transpose().map_err(super::index::IndexError::from)?;
+            }
+            (Some((ka, _)), Some((kb, _))) if ka < kb => {
+                report.problem(format!("index key {} is not derived from the journal", hex::encode(ka)));
+                x = a.next().transpose().map_err(super::index::IndexError::from)?;
+            }
+            (Some((ka, _)), None) => {
+                report.problem(format!("index key {} is not derived from the journal", hex::encode(ka)));
+                x = a.next().transpose().map_err(super::index::IndexError::from)?;
+            }
+            (_, Some((kb, _))) => {
+                report.problem(format!("index is missing key {}", hex::encode(kb)));
+                y = b.next().transpose().map_err(super::index::IndexError::from)?;
+            }
+        }
+    }
+}
