@@ -73,7 +73,10 @@ struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { segment_bytes_max: default_segment_bytes_max(), index_cache_bytes: default_index_cache_bytes() }
+        RawStore {
+            segment_bytes_max: default_segment_bytes_max(),
+            index_cache_bytes: default_index_cache_bytes(),
+        }
     }
 }
 
@@ -147,9 +150,15 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
     }
 
     /// Parses and validates `text`; relative paths are taken from `base`.
@@ -158,15 +167,27 @@ impl Config {
         let region = Region::parse(&raw.node.region)
             .map_err(|e| format!("node.region: {e} (use the six-digit GB/T 2260 province code, e.g. \"330000\")"))?;
         let listen: SocketAddr = raw.node.listen.parse().map_err(|_| {
-            format!("node.listen: {:?} is not an address:port (e.g. \"0.0.0.0:7443\")", raw.node.listen)
+            format!(
+                "node.listen: {:?} is not an address:port (e.g. \"0.0.0.0:7443\")",
+                raw.node.listen
+            )
         })?;
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let must_exist = |key: &str, p: &Path| -> Result<PathBuf, String> {
             let full = resolve(p);
             if full.is_file() {
                 Ok(full)
             } else {
-                Err(format!("{key}: file {} does not exist (make it with `cxnode certs`, or fix the path)", full.display()))
+                Err(format!(
+                    "{key}: file {} does not exist (make it with `cxnode certs`, or fix the path)",
+                    full.display()
+                ))
             }
         };
         let tls = TlsFiles {
@@ -175,7 +196,12 @@ impl Config {
             key: must_exist("tls.key", &raw.tls.key)?,
             crl: raw.tls.crl.as_deref().map(|p| must_exist("tls.crl", p)).transpose()?,
         };
-        let policy = raw.node.policy.as_deref().map(|p| must_exist("node.policy", p)).transpose()?;
+        let policy = raw
+            .node
+            .policy
+            .as_deref()
+            .map(|p| must_exist("node.policy", p))
+            .transpose()?;
         if raw.node.connections_max == 0 || raw.node.connections_max > 100_000 {
             return Err("node.connections_max: must be between 1 and 100000".to_string());
         }
@@ -205,7 +231,9 @@ impl Config {
         };
         let log_level = raw.log.level.unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(format!("log.level: {log_level:?} is not a level or filter (e.g. \"info\" or \"cxnode=debug\")"));
+            return Err(format!(
+                "log.level: {log_level:?} is not a level or filter (e.g. \"info\" or \"cxnode=debug\")"
+            ));
         }
         Ok(Config {
             region,

@@ -27,11 +27,18 @@ pub enum NodeError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("the node certificate {cert} has identity {found}, but node.region is {region}: a node must hold cx://node/{region} (issue one with `cxnode certs issue --kind node --region {region}`)")]
-    WrongIdentity { cert: String, found: Identity, region: crate::record::Region },
+    WrongIdentity {
+        cert: String,
+        found: Identity,
+        region: crate::record::Region,
+    },
     #[error("cannot copy the federation CA into the data directory: {0}")]
     CopyCa(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("grpc server failed: {0}")]
     Serve(String),
     #[error("the store writer failed: {0}")]
@@ -78,7 +85,13 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         "store opened"
     );
     std::fs::copy(&config.tls.ca, config.store.dir.join(FEDERATION_CA_FILE)).map_err(NodeError::CopyCa)?;
-    Ok(Prepared { config, tls, signer: Arc::new(signer), policy: Arc::new(policy), store })
+    Ok(Prepared {
+        config,
+        tls,
+        signer: Arc::new(signer),
+        policy: Arc::new(policy),
+        store,
+    })
 }
 
 /// Services that later work implements answer UNIMPLEMENTED until then.
@@ -88,22 +101,43 @@ impl pb::feed_server::Feed for NotYet {}
 impl pb::operations_server::Operations for NotYet {}
 
 /// Serves until `shutdown` completes, then drains and closes the store.
-pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
-    let Prepared { config, tls, signer, policy, store } = prepared;
+pub async fn serve(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let Prepared {
+        config,
+        tls,
+        signer,
+        policy,
+        store,
+    } = prepared;
     let (writer, writer_thread) = writer::spawn(
         store,
         config.region,
         signer,
-        WriterLimits { queue_depth: config.queue_depth, group_ops_max: config.group_ops_max },
+        WriterLimits {
+            queue_depth: config.queue_depth,
+            group_ops_max: config.group_ops_max,
+        },
     );
 
-    let publisher = PublisherService { origin: config.region, policy, writer };
+    let publisher = PublisherService {
+        origin: config.region,
+        policy,
+        writer,
+    };
     let publisher = pb::publisher_server::PublisherServer::new(publisher)
         .max_decoding_message_size(config.message_bytes_max)
         .max_encoding_message_size(config.message_bytes_max);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::publisher_server::PublisherServer<PublisherService>>().await;
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_serving::<pb::publisher_server::PublisherServer<PublisherService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -123,7 +157,10 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
     });
 
     let stats = Arc::new(TransportStats::default());
-    let local = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let local = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let incoming = transport::incoming(listener, tls, config.connections_max, stats);
     tracing::info!(region = %config.region, listen = %local, "node serving");
     let served = tonic::transport::Server::builder()
@@ -162,6 +199,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .await
         .map_err(|e| NodeError::Serve(format!("prepare: {e}")))??;
     let addr = prepared.config.listen;
-    let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { addr, source })?;
     serve(prepared, listener, shutdown).await
 }

@@ -81,12 +81,21 @@ pub struct Policy {
 impl Policy {
     /// The built-in rules only.
     pub fn builtin(region: Region) -> Policy {
-        Policy { region, grants: Vec::new() }
+        Policy {
+            region,
+            grants: Vec::new(),
+        }
     }
 
     pub fn load(region: Region, path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
-        Policy::parse(region, &text).map_err(|message| PolicyError::Parse { path: path.display().to_string(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Policy::parse(region, &text).map_err(|message| PolicyError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
     }
 
     pub fn parse(region: Region, text: &str) -> Result<Policy, String> {
@@ -98,7 +107,10 @@ impl Policy {
             }
             if let Some(prefix) = g.identity.strip_suffix('*') {
                 if prefix.contains('*') {
-                    return Err(format!("grant[{i}].identity {:?}: only one trailing * is allowed", g.identity));
+                    return Err(format!(
+                        "grant[{i}].identity {:?}: only one trailing * is allowed",
+                        g.identity
+                    ));
                 }
             } else {
                 Identity::parse_uri(&g.identity).map_err(|e| format!("grant[{i}].identity: {e}"))?;
@@ -112,7 +124,10 @@ impl Policy {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            grants.push(Grant { pattern: g.identity, rpcs });
+            grants.push(Grant {
+                pattern: g.identity,
+                rpcs,
+            });
         }
         Ok(Policy { region, grants })
     }
@@ -145,7 +160,10 @@ mod tests {
         let p = Policy::builtin(zj());
         let own = Identity::Publisher(zj());
         let other = Identity::Publisher(Region::parse("320000").expect("province"));
-        let dept = Identity::Department { region: zj(), dept: "amr".to_string() };
+        let dept = Identity::Department {
+            region: zj(),
+            dept: "amr".to_string(),
+        };
         assert!(p.allows(&own, Rpc::Publish));
         assert!(!p.allows(&other, Rpc::Publish));
         assert!(!p.allows(&dept, Rpc::Publish));
@@ -167,7 +185,10 @@ mod tests {
             "#,
         )
         .expect("valid policy");
-        let dept = Identity::Department { region: zj(), dept: "amr".to_string() };
+        let dept = Identity::Department {
+            region: zj(),
+            dept: "amr".to_string(),
+        };
         assert!(p.allows(&dept, Rpc::Subscribe));
         assert!(!p.allows(&dept, Rpc::Publish));
         assert!(p.allows(&Identity::Operator("alice".to_string()), Rpc::Publish));
@@ -176,7 +197,8 @@ mod tests {
 
     #[test]
     fn bad_policies_name_the_problem() {
-        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://node/330000\"\nrpcs = [\"Drop\"]\n").expect_err("unknown rpc");
+        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://node/330000\"\nrpcs = [\"Drop\"]\n")
+            .expect_err("unknown rpc");
         assert!(e.contains("grant[0].rpcs") && e.contains("Drop"), "{e}");
         let e = Policy::parse(zj(), "[[grant]]\nidentity = \"node/330000\"\nrpcs = []\n").expect_err("bad identity");
         assert!(e.contains("must start with cx://"), "{e}");

@@ -31,7 +31,12 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Publish { records, runs, batch, dir } => bench_publish(records, runs.max(1), batch, dir),
+        BenchCommand::Publish {
+            records,
+            runs,
+            batch,
+            dir,
+        } => bench_publish(records, runs.max(1), batch, dir),
     }
 }
 
@@ -48,7 +53,9 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {
@@ -65,7 +72,10 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
@@ -112,7 +122,10 @@ fn start_node(work: &Path, data: &Path, port: u16) -> anyhow::Result<NodeProcess
 /// The baseline: the same lines inserted into a raw sled tree in batches, flushed per batch.
 fn sled_baseline(dir: &Path, lines: &[String], batch: usize) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(dir);
-    let db = sled::Config::new().path(dir).cache_capacity(crate::store::StoreConfig::INDEX_CACHE_BYTES_DEFAULT).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(crate::store::StoreConfig::INDEX_CACHE_BYTES_DEFAULT)
+        .open()?;
     let tree = db.open_tree("baseline")?;
     let start = Instant::now();
     for (i, chunk) in lines.chunks(batch).enumerate() {

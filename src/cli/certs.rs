@@ -87,12 +87,16 @@ pub struct IssueArgs {
 }
 
 fn parse_time(what: &str, s: &str) -> anyhow::Result<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).with_context(|| format!("--{what} {s:?} is not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z)"))
+    OffsetDateTime::parse(s, &Rfc3339)
+        .with_context(|| format!("--{what} {s:?} is not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z)"))
 }
 
 fn identity(args: &IssueArgs) -> anyhow::Result<Identity> {
     let region = || -> anyhow::Result<Region> {
-        let r = args.region.as_deref().context("--region is required for this kind (e.g. --region 330000)")?;
+        let r = args
+            .region
+            .as_deref()
+            .context("--region is required for this kind (e.g. --region 330000)")?;
         Ok(Region::parse(r)?)
     };
     Ok(match args.kind {
@@ -100,9 +104,16 @@ fn identity(args: &IssueArgs) -> anyhow::Result<Identity> {
         Kind::Publisher => Identity::Publisher(region()?),
         Kind::Department => Identity::Department {
             region: region()?,
-            dept: args.dept.clone().context("--dept is required for a department (e.g. --dept market-regulation)")?,
+            dept: args
+                .dept
+                .clone()
+                .context("--dept is required for a department (e.g. --dept market-regulation)")?,
         },
-        Kind::Operator => Identity::Operator(args.operator.clone().context("--operator NAME is required for an operator")?),
+        Kind::Operator => Identity::Operator(
+            args.operator
+                .clone()
+                .context("--operator NAME is required for an operator")?,
+        ),
     })
 }
 
@@ -117,9 +128,16 @@ fn default_name(id: &Identity) -> String {
 
 pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CertsCommand::Init { dir, name, validity_days } => {
+        CertsCommand::Init {
+            dir,
+            name,
+            validity_days,
+        } => {
             pki::init_ca(&dir, &name, validity_days)?;
-            println!("federation CA created in {} (ca.pem, ca.key [0600], crl.pem)", dir.display());
+            println!(
+                "federation CA created in {} (ca.pem, ca.key [0600], crl.pem)",
+                dir.display()
+            );
         }
         CertsCommand::Issue(args) => {
             let id = identity(&args)?;
@@ -140,13 +158,27 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             let name = args.name.clone().unwrap_or_else(|| default_name(&id));
             let out = args.out.clone().unwrap_or_else(|| args.ca_dir.clone());
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let req = IssueRequest { identity: id.clone(), not_before, not_after, dns_names, ip_addresses };
+            let req = IssueRequest {
+                identity: id.clone(),
+                not_before,
+                not_after,
+                dns_names,
+                ip_addresses,
+            };
             let paths = pki::issue(&args.ca_dir, &req, &out, &name)?;
-            println!("issued {id}: {} (key {} [0600])", paths.cert.display(), paths.key.display());
+            println!(
+                "issued {id}: {} (key {} [0600])",
+                paths.cert.display(),
+                paths.key.display()
+            );
         }
         CertsCommand::Revoke { ca_dir, cert, reason } => {
             pki::revoke(&ca_dir, &cert, &reason)?;
-            println!("revoked {}; CRL re-published at {}", cert.display(), ca_dir.join(pki::ca::CRL_FILE).display());
+            println!(
+                "revoked {}; CRL re-published at {}",
+                cert.display(),
+                ca_dir.join(pki::ca::CRL_FILE).display()
+            );
         }
         CertsCommand::Crl { ca_dir } => {
             let path = pki::write_crl(&ca_dir)?;

@@ -5,7 +5,7 @@
 
 use crate::pki::TlsFiles;
 use crate::record::RECORD_BYTES_MAX;
-use crate::rpc::client::{connect, explain_status};
+use crate::rpc::client::{connect, diagnose, explain_status};
 use crate::rpc::pb::{self, operation_result::Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -119,9 +119,15 @@ pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
             println!("appended:     {n} {kind}");
         }
         if summary.held_repairs > 0 {
-            println!("held repairs: {} (their target record is not in the log yet)", summary.held_repairs);
+            println!(
+                "held repairs: {} (their target record is not in the log yet)",
+                summary.held_repairs
+            );
         }
-        println!("duplicates:   {} (already in the log, acknowledged again)", summary.duplicates);
+        println!(
+            "duplicates:   {} (already in the log, acknowledged again)",
+            summary.duplicates
+        );
         println!("rejected:     {}", summary.rejected_total());
         for (reason, n) in &summary.rejected {
             println!("  {reason}: {n}");
@@ -130,7 +136,11 @@ pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
             println!("rejected lines and reasons: {}", rejects_path(&args).display());
         }
     }
-    Ok(if summary.rejected_total() > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if summary.rejected_total() > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn rejects_path(args: &PublishArgs) -> PathBuf {
@@ -143,10 +153,18 @@ fn rejects_path(args: &PublishArgs) -> PathBuf {
 
 /// Publishes the file and returns the summary (the library entry point for tests and benches).
 pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
-    anyhow::ensure!((1..=crate::rpc::publisher::PUBLISH_OPS_MAX).contains(&args.batch), "--batch must be 1..=10000");
+    anyhow::ensure!(
+        (1..=crate::rpc::publisher::PUBLISH_OPS_MAX).contains(&args.batch),
+        "--batch must be 1..=10000"
+    );
     let file = File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let files = TlsFiles { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone(), crl: None };
+    let files = TlsFiles {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        crl: None,
+    };
     let channel = connect(&args.node, &files, args.server_name.as_deref()).await?;
     let mut client = pb::publisher_client::PublisherClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
@@ -158,7 +176,8 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let rejects_path = rejects_path(args);
-    let mut rejects = BufWriter::new(File::create(&rejects_path).with_context(|| format!("creating {}", rejects_path.display()))?);
+    let mut rejects =
+        BufWriter::new(File::create(&rejects_path).with_context(|| format!("creating {}", rejects_path.display()))?);
     let mut summary = Summary::default();
 
     // Line numbers of each batch sent, in order (the answers come back in the same order).
@@ -194,9 +213,13 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
             }
             if ops.len() == batch_size || (end && !ops.is_empty()) {
                 reader_progress.set_position(read_bytes);
-                numbers_tx.blocking_send(std::mem::take(&mut numbers)).map_err(|_| anyhow::anyhow!("publisher stopped"))?;
+                numbers_tx
+                    .blocking_send(std::mem::take(&mut numbers))
+                    .map_err(|_| anyhow::anyhow!("publisher stopped"))?;
                 requests_tx
-                    .blocking_send(pb::PublishRequest { operations: std::mem::take(&mut ops) })
+                    .blocking_send(pb::PublishRequest {
+                        operations: std::mem::take(&mut ops),
+                    })
                     .map_err(|_| anyhow::anyhow!("publisher stopped"))?;
             }
             if end {
@@ -205,24 +228,43 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
         }
     });
 
-    let mut responses = client
-        .publish_stream(ReceiverStream::new(requests_rx))
-        .await
-        .map_err(|s| anyhow::anyhow!("publish refused by {}: {}", args.node, explain_status(&s)))?
-        .into_inner();
+    let mut responses = match client.publish_stream(ReceiverStream::new(requests_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            let why = match s.code() {
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                    diagnose(&args.node, &files, args.server_name.as_deref())
+                        .await
+                        .unwrap_or_else(|| explain_status(&s))
+                }
+                _ => explain_status(&s),
+            };
+            anyhow::bail!("publish refused by {}: {why}", args.node)
+        }
+    };
     loop {
         let response = match responses.message().await {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(s) => anyhow::bail!("publish to {} failed: {}", args.node, explain_status(&s)),
         };
-        let numbers = numbers_rx.recv().await.context("the node answered more batches than were sent")?;
-        anyhow::ensure!(response.results.len() == numbers.len(), "the node answered {} results for {} operations", response.results.len(), numbers.len());
+        let numbers = numbers_rx
+            .recv()
+            .await
+            .context("the node answered more batches than were sent")?;
+        anyhow::ensure!(
+            response.results.len() == numbers.len(),
+            "the node answered {} results for {} operations",
+            response.results.len(),
+            numbers.len()
+        );
         for result in &response.results {
             let line = numbers.get(result.index as usize).copied().unwrap_or(0);
             match &result.outcome {
                 Some(Outcome::Appended(ack)) => {
-                    let kind = pb::OpKind::try_from(result.kind).map(|k| k.as_str_name()).unwrap_or("OP_KIND_UNSPECIFIED");
+                    let kind = pb::OpKind::try_from(result.kind)
+                        .map(|k| k.as_str_name())
+                        .unwrap_or("OP_KIND_UNSPECIFIED");
                     let kind = kind.trim_start_matches("OP_KIND_").to_lowercase();
                     *summary.appended.entry(kind).or_default() += 1;
                     summary.held_repairs += u64::from(result.held_for_target);
@@ -252,6 +294,10 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
     rejects.flush()?;
     progress.finish_and_clear();
     let answered: u64 = summary.appended.values().sum::<u64>() + summary.duplicates + summary.rejected_total();
-    anyhow::ensure!(answered == summary.lines, "{} lines read but {answered} answered: the stream ended early", summary.lines);
+    anyhow::ensure!(
+        answered == summary.lines,
+        "{} lines read but {answered} answered: the stream ended early",
+        summary.lines
+    );
     Ok(summary)
 }

@@ -34,6 +34,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     telemetry::init(config.log_format, &config.log_level);
     let rt = super::runtime()?;
-    rt.block_on(node::run(config, shutdown_signal())).context("node failed")?;
+    rt.block_on(node::run(config, shutdown_signal()))
+        .context("node failed")?;
     Ok(ExitCode::SUCCESS)
 }

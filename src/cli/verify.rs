@@ -38,21 +38,37 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let verifier = if ca.is_file() {
         Some(SignatureVerifier::new(&ca, args.crl.as_deref()).with_context(|| format!("loading CA {}", ca.display()))?)
     } else {
-        eprintln!("warning: no CA at {}: checkpoint signatures are not checked (pass --ca)", ca.display());
+        eprintln!(
+            "warning: no CA at {}: checkpoint signatures are not checked (pass --ca)",
+            ca.display()
+        );
         None
     };
-    let report = verify_store(&cfg, verifier.as_ref().map(|v| v as &dyn crate::log::CheckpointVerifier))?;
+    let report = verify_store(
+        &cfg,
+        verifier.as_ref().map(|v| v as &dyn crate::log::CheckpointVerifier),
+    )?;
     println!("frames:      {}", report.frames);
     println!("entries:     {}", report.entries);
-    println!("checkpoints: {} ({} signatures checked)", report.checkpoints, report.signatures_checked);
+    println!(
+        "checkpoints: {} ({} signatures checked)",
+        report.checkpoints, report.signatures_checked
+    );
     for (origin, head) in &report.heads {
-        println!("origin {origin}: {} entries, head {}", head.seq(), hex::encode(head.head_hash));
+        println!(
+            "origin {origin}: {} entries, head {}",
+            head.seq(),
+            hex::encode(head.head_hash)
+        );
     }
     if let Some(at) = report.torn_tail_at {
         println!("note: the journal ends in a torn frame at position {at} (a crash mid-write); the node truncates it at start");
     }
     if report.index_behind_bytes > 0 {
-        println!("note: the index is {} bytes behind the journal; the node catches up at start", report.index_behind_bytes);
+        println!(
+            "note: the index is {} bytes behind the journal; the node catches up at start",
+            report.index_behind_bytes
+        );
     }
     if report.ok() {
         println!("OK: store verified");
@@ -62,7 +78,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             println!("DAMAGE: {p}");
         }
         if report.problems_total > report.problems.len() as u64 {
-            println!("... and {} more problems", report.problems_total - report.problems.len() as u64);
+            println!(
+                "... and {} more problems",
+                report.problems_total - report.problems.len() as u64
+            );
         }
         println!("FAILED: {} problems", report.problems_total);
         Ok(ExitCode::FAILURE)

@@ -50,9 +50,14 @@ pub struct OpRejection {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Append { kind: OpKind, held_for_target: bool },
+    Append {
+        kind: OpKind,
+        held_for_target: bool,
+    },
     /// Already in the log with identical content at this seq.
-    Duplicate { seq: u64 },
+    Duplicate {
+        seq: u64,
+    },
     Reject(OpRejection),
 }
 
@@ -77,9 +82,15 @@ pub fn decide(op: &Operation, digest: &Hash, current: Option<&RecordState>, targ
         Operation::Upsert(rec) => match current {
             None => {
                 if rec.category == Category::CreditRepair {
-                    Decision::Append { kind: OpKind::Repair, held_for_target: target.is_none() }
+                    Decision::Append {
+                        kind: OpKind::Repair,
+                        held_for_target: target.is_none(),
+                    }
                 } else {
-                    Decision::Append { kind: OpKind::Publish, held_for_target: false }
+                    Decision::Append {
+                        kind: OpKind::Publish,
+                        held_for_target: false,
+                    }
                 }
             }
             Some(s) if s.revoked_seq != 0 => reject(
@@ -101,25 +112,42 @@ pub fn decide(op: &Operation, digest: &Hash, current: Option<&RecordState>, targ
             Some(s) if rec.record_version < s.version => reject(
                 "stale_version",
                 "record_version",
-                format!("record_version {} is older than the logged version {}", rec.record_version, s.version),
+                format!(
+                    "record_version {} is older than the logged version {}",
+                    rec.record_version, s.version
+                ),
             ),
             Some(s) if rec.category != s.category => reject(
                 "category_changed",
                 "category",
                 format!("an amendment cannot change the category from {}", s.category.code()),
             ),
-            Some(_) => Decision::Append { kind: OpKind::Amend, held_for_target: false },
+            Some(_) => Decision::Append {
+                kind: OpKind::Amend,
+                held_for_target: false,
+            },
         },
         Operation::Revoke(_) => match current {
-            None => reject("unknown_record", "record_id", "no record with this id in this origin's log".to_string()),
+            None => reject(
+                "unknown_record",
+                "record_id",
+                "no record with this id in this origin's log".to_string(),
+            ),
             Some(s) if s.revoked_seq != 0 => {
                 if *digest == s.revoke_digest {
                     Decision::Duplicate { seq: s.revoked_seq }
                 } else {
-                    reject("record_revoked", "record_id", format!("record was already revoked at seq {}", s.revoked_seq))
+                    reject(
+                        "record_revoked",
+                        "record_id",
+                        format!("record was already revoked at seq {}", s.revoked_seq),
+                    )
                 }
             }
-            Some(_) => Decision::Append { kind: OpKind::Revoke, held_for_target: false },
+            Some(_) => Decision::Append {
+                kind: OpKind::Revoke,
+                held_for_target: false,
+            },
         },
     }
 }
@@ -246,16 +274,30 @@ mod tests {
         let mut st = MapState::default();
         let mut seq = 0;
         let line = first_of(&mut gen, "administrative_penalty");
-        assert_eq!(submit(&mut st, &mut seq, &line), Decision::Append { kind: OpKind::Publish, held_for_target: false });
+        assert_eq!(
+            submit(&mut st, &mut seq, &line),
+            Decision::Append {
+                kind: OpKind::Publish,
+                held_for_target: false
+            }
+        );
         assert_eq!(submit(&mut st, &mut seq, &line), Decision::Duplicate { seq: 1 });
 
         let conflicting = set(&line, "subject_name", "另一家公司".into());
         match submit(&mut st, &mut seq, &conflicting) {
-            Decision::Reject(r) => assert_eq!((r.reason, r.field), ("version_conflict", "record_version")),
+            Decision::Reject(r) => {
+                assert_eq!((r.reason, r.field), ("version_conflict", "record_version"))
+            }
             other => panic!("expected a conflict, got {other:?}"),
         }
         let amended = set(&conflicting, "record_version", 2.into());
-        assert_eq!(submit(&mut st, &mut seq, &amended), Decision::Append { kind: OpKind::Amend, held_for_target: false });
+        assert_eq!(
+            submit(&mut st, &mut seq, &amended),
+            Decision::Append {
+                kind: OpKind::Amend,
+                held_for_target: false
+            }
+        );
         match submit(&mut st, &mut seq, &line) {
             Decision::Reject(r) => assert_eq!(r.reason, "stale_version"),
             other => panic!("expected stale, got {other:?}"),
@@ -273,10 +315,25 @@ mod tests {
         let penalty_v: serde_json::Value = serde_json::from_str(&penalty).expect("json");
         let repair = set(&repair, "repaired_record_id", penalty_v["record_id"].clone());
 
-        assert_eq!(submit(&mut st, &mut seq, &repair), Decision::Append { kind: OpKind::Repair, held_for_target: true });
-        assert_eq!(submit(&mut st, &mut seq, &penalty), Decision::Append { kind: OpKind::Publish, held_for_target: false });
+        assert_eq!(
+            submit(&mut st, &mut seq, &repair),
+            Decision::Append {
+                kind: OpKind::Repair,
+                held_for_target: true
+            }
+        );
+        assert_eq!(
+            submit(&mut st, &mut seq, &penalty),
+            Decision::Append {
+                kind: OpKind::Publish,
+                held_for_target: false
+            }
+        );
         let id = parse_operation(penalty.as_bytes()).expect("valid").record_id();
-        assert_eq!(st.records[&id].repaired_by_seq, 1, "the held repair applies when its target arrives");
+        assert_eq!(
+            st.records[&id].repaired_by_seq, 1,
+            "the held repair applies when its target arrives"
+        );
         assert!(st.pending.is_empty());
     }
 
@@ -290,7 +347,13 @@ mod tests {
         let penalty_v: serde_json::Value = serde_json::from_str(&penalty).expect("json");
         let repair = set(&repair, "repaired_record_id", penalty_v["record_id"].clone());
         submit(&mut st, &mut seq, &penalty);
-        assert_eq!(submit(&mut st, &mut seq, &repair), Decision::Append { kind: OpKind::Repair, held_for_target: false });
+        assert_eq!(
+            submit(&mut st, &mut seq, &repair),
+            Decision::Append {
+                kind: OpKind::Repair,
+                held_for_target: false
+            }
+        );
         let id = parse_operation(penalty.as_bytes()).expect("valid").record_id();
         assert_eq!(st.records[&id].repaired_by_seq, 2);
     }
@@ -308,7 +371,13 @@ mod tests {
             other => panic!("expected unknown_record, got {other:?}"),
         }
         submit(&mut st, &mut seq, &licence);
-        assert_eq!(submit(&mut st, &mut seq, &revoke), Decision::Append { kind: OpKind::Revoke, held_for_target: false });
+        assert_eq!(
+            submit(&mut st, &mut seq, &revoke),
+            Decision::Append {
+                kind: OpKind::Revoke,
+                held_for_target: false
+            }
+        );
         assert_eq!(submit(&mut st, &mut seq, &revoke), Decision::Duplicate { seq: 2 });
         let amended = set(&licence, "record_version", 2.into());
         match submit(&mut st, &mut seq, &amended) {

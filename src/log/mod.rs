@@ -72,17 +72,37 @@ impl Entry {
     pub fn new(origin: Region, seq: u64, prev_hash: Hash, appended_at_micros: i64, op_bytes: Vec<u8>) -> Entry {
         let op_digest = digest(&op_bytes);
         let hash = entry_hash(origin, seq, &prev_hash, appended_at_micros, &op_digest);
-        Entry { origin, seq, prev_hash, appended_at_micros, op_digest, op_bytes, hash }
+        Entry {
+            origin,
+            seq,
+            prev_hash,
+            appended_at_micros,
+            op_digest,
+            op_bytes,
+            hash,
+        }
     }
 
     /// Checks the entry against itself: digest of the bytes (unless erased) and the hash.
     pub fn verify_self(&self) -> Result<(), LogError> {
         if !self.op_bytes.is_empty() && digest(&self.op_bytes) != self.op_digest {
-            return Err(LogError::DigestMismatch { origin: self.origin, seq: self.seq });
+            return Err(LogError::DigestMismatch {
+                origin: self.origin,
+                seq: self.seq,
+            });
         }
-        let expected = entry_hash(self.origin, self.seq, &self.prev_hash, self.appended_at_micros, &self.op_digest);
+        let expected = entry_hash(
+            self.origin,
+            self.seq,
+            &self.prev_hash,
+            self.appended_at_micros,
+            &self.op_digest,
+        );
         if expected != self.hash {
-            return Err(LogError::HashMismatch { origin: self.origin, seq: self.seq });
+            return Err(LogError::HashMismatch {
+                origin: self.origin,
+                seq: self.seq,
+            });
         }
         Ok(())
     }
@@ -108,7 +128,10 @@ pub struct ChainHead {
 
 impl Default for ChainHead {
     fn default() -> Self {
-        ChainHead { next_seq: 1, head_hash: ZERO_HASH }
+        ChainHead {
+            next_seq: 1,
+            head_hash: ZERO_HASH,
+        }
     }
 }
 
@@ -121,10 +144,17 @@ impl ChainHead {
     /// Checks that `entry` is a valid next link and moves the head past it.
     pub fn advance(&mut self, entry: &Entry) -> Result<(), LogError> {
         if entry.seq != self.next_seq {
-            return Err(LogError::SeqGap { origin: entry.origin, expected: self.next_seq, got: entry.seq });
+            return Err(LogError::SeqGap {
+                origin: entry.origin,
+                expected: self.next_seq,
+                got: entry.seq,
+            });
         }
         if entry.prev_hash != self.head_hash {
-            return Err(LogError::BrokenLink { origin: entry.origin, seq: entry.seq });
+            return Err(LogError::BrokenLink {
+                origin: entry.origin,
+                seq: entry.seq,
+            });
         }
         entry.verify_self()?;
         self.next_seq += 1;
@@ -205,9 +235,11 @@ impl Checkpoint {
     }
 
     pub fn verify(&self, verifier: &dyn CheckpointVerifier) -> Result<(), LogError> {
-        verifier
-            .verify(self)
-            .map_err(|reason| LogError::BadSignature { origin: self.origin, seq: self.seq, reason })
+        verifier.verify(self).map_err(|reason| LogError::BadSignature {
+            origin: self.origin,
+            seq: self.seq,
+            reason,
+        })
     }
 }
 
@@ -244,7 +276,13 @@ mod tests {
         let mut head = ChainHead::default();
         let mut out = Vec::new();
         for seq in 1..=n {
-            let e = Entry::new(zj(), seq, head.head_hash, 1_700_000_000_000_000 + seq as i64, format!("op{seq}").into_bytes());
+            let e = Entry::new(
+                zj(),
+                seq,
+                head.head_hash,
+                1_700_000_000_000_000 + seq as i64,
+                format!("op{seq}").into_bytes(),
+            );
             head.advance(&e).expect("fresh chain links");
             out.push(e);
         }
@@ -266,22 +304,38 @@ mod tests {
     fn tampering_is_detected() {
         let mut entries = chain(3);
         entries[1].op_bytes[0] ^= 1;
-        assert_eq!(entries[1].verify_self(), Err(LogError::DigestMismatch { origin: zj(), seq: 2 }));
+        assert_eq!(
+            entries[1].verify_self(),
+            Err(LogError::DigestMismatch { origin: zj(), seq: 2 })
+        );
 
         let mut entries = chain(3);
         entries[1].appended_at_micros += 1;
-        assert_eq!(entries[1].verify_self(), Err(LogError::HashMismatch { origin: zj(), seq: 2 }));
+        assert_eq!(
+            entries[1].verify_self(),
+            Err(LogError::HashMismatch { origin: zj(), seq: 2 })
+        );
 
         let entries = chain(3);
         let mut head = ChainHead::default();
         head.advance(&entries[0]).expect("first links");
-        assert_eq!(head.advance(&entries[2]), Err(LogError::SeqGap { origin: zj(), expected: 2, got: 3 }));
+        assert_eq!(
+            head.advance(&entries[2]),
+            Err(LogError::SeqGap {
+                origin: zj(),
+                expected: 2,
+                got: 3
+            })
+        );
 
         let mut other = chain(3);
         other[1] = Entry::new(zj(), 2, [7u8; 32], 0, b"x".to_vec());
         let mut head = ChainHead::default();
         head.advance(&other[0]).expect("first links");
-        assert_eq!(head.advance(&other[1]), Err(LogError::BrokenLink { origin: zj(), seq: 2 }));
+        assert_eq!(
+            head.advance(&other[1]),
+            Err(LogError::BrokenLink { origin: zj(), seq: 2 })
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
@@ -91,10 +91,7 @@ const REVOCATION_REASONS: &[(&str, RevocationReason)] = &[
     ("ca-compromise", RevocationReason::CaCompromise),
     ("affiliation-changed", RevocationReason::AffiliationChanged),
     ("superseded", RevocationReason::Superseded),
-    (
-        "cessation-of-operation",
-        RevocationReason::CessationOfOperation,
-    ),
+    ("cessation-of-operation", RevocationReason::CessationOfOperation),
     ("certificate-hold", RevocationReason::CertificateHold),
     ("privilege-withdrawn", RevocationReason::PrivilegeWithdrawn),
 ];
@@ -156,8 +153,7 @@ fn now_seconds() -> OffsetDateTime {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Creates a new federation CA in `dir` (created if missing): ECDSA P-256, valid from an hour ago
@@ -225,11 +221,9 @@ fn load_ca(ca_dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
         path: key_path.clone(),
         reason: e.to_string(),
     })?;
-    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| {
-        PkiError::CertificateInvalid {
-            what: cert_path.display().to_string(),
-            reason: e.to_string(),
-        }
+    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| PkiError::CertificateInvalid {
+        what: cert_path.display().to_string(),
+        reason: e.to_string(),
     })?;
     // A key that does not match the CA certificate would issue certificates nobody can verify.
     if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
@@ -238,8 +232,7 @@ fn load_ca(ca_dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
             cert: cert_path,
         });
     }
-    Issuer::from_ca_cert_der(&cert_der.into(), key)
-        .map_err(generate_error("read the ca certificate as an issuer"))
+    Issuer::from_ca_cert_der(&cert_der.into(), key).map_err(generate_error("read the ca certificate as an issuer"))
 }
 
 fn first_pem_cert(path: &Path) -> Result<Vec<u8>, PkiError> {
@@ -275,12 +268,7 @@ fn check_file_name(name: &str) -> Result<(), PkiError> {
 
 /// Issues a party certificate signed by the CA in `ca_dir`, writing `out_dir/NAME.pem` (the leaf
 /// only) and `out_dir/NAME.key` (PKCS#8, 0600). Neither file may exist yet.
-pub fn issue(
-    ca_dir: &Path,
-    req: &IssueRequest,
-    out_dir: &Path,
-    name: &str,
-) -> Result<IssuedPaths, PkiError> {
+pub fn issue(ca_dir: &Path, req: &IssueRequest, out_dir: &Path, name: &str) -> Result<IssuedPaths, PkiError> {
     check_file_name(name)?;
     req.identity.validate()?;
     if req.not_after <= req.not_before {
@@ -336,10 +324,7 @@ pub fn issue(
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     // The authority key identifier lets verifiers pick the right CA when a federation rolls its
     // CA and both are trusted for a while.
     params.use_authority_key_identifier_extension = true;
@@ -387,19 +372,16 @@ fn read_revoked(ca_dir: &Path) -> Result<Vec<RevokedEntry>, PkiError> {
 pub fn revoke(ca_dir: &Path, cert_pem: &Path, reason: &str) -> Result<(), PkiError> {
     let (reason_text, _) = parse_reason(reason)?;
     let cert_der = first_pem_cert(cert_pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| {
-        PkiError::CertificateInvalid {
-            what: cert_pem.display().to_string(),
-            reason: e.to_string(),
-        }
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| PkiError::CertificateInvalid {
+        what: cert_pem.display().to_string(),
+        reason: e.to_string(),
     })?;
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
     let ca_der = first_pem_cert(&ca_cert_path)?;
-    let (_, ca_cert) =
-        x509_parser::parse_x509_certificate(&ca_der).map_err(|e| PkiError::CertificateInvalid {
-            what: ca_cert_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| PkiError::CertificateInvalid {
+        what: ca_cert_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     if cert.issuer().as_raw() != ca_cert.subject().as_raw() {
         return Err(PkiError::NotIssuedByCa {
             cert: cert_pem.to_path_buf(),
@@ -441,12 +423,7 @@ pub fn write_crl(ca_dir: &Path) -> Result<PathBuf, PkiError> {
     let next = match fs::read(&crl_path) {
         Ok(pem) => crl_number(&crl_path, &pem)?.saturating_add(1),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-        Err(source) => {
-            return Err(PkiError::Read {
-                path: crl_path,
-                source,
-            })
-        }
+        Err(source) => return Err(PkiError::Read { path: crl_path, source }),
     };
     write_crl_numbered(ca_dir, next)
 }
@@ -458,8 +435,7 @@ fn crl_number(path: &Path, pem: &[u8]) -> Result<u64, PkiError> {
         reason,
     };
     let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| invalid(e.to_string()))?;
-    let (_, crl) =
-        x509_parser::parse_x509_crl(&block.contents).map_err(|e| invalid(e.to_string()))?;
+    let (_, crl) = x509_parser::parse_x509_crl(&block.contents).map_err(|e| invalid(e.to_string()))?;
     let Some(number) = crl.crl_number() else {
         return Ok(0);
     };
@@ -490,22 +466,17 @@ fn write_crl_numbered(ca_dir: &Path, number: u64) -> Result<PathBuf, PkiError> {
     for entry in read_revoked(ca_dir)? {
         let serial = hex_to_bytes(&entry.serial).ok_or_else(|| PkiError::InvalidRequest {
             field: "revoked.json serial",
-            reason: format!(
-                "{:?} in {} is not hex",
-                entry.serial,
-                revoked_path.display()
-            ),
+            reason: format!("{:?} in {} is not hex", entry.serial, revoked_path.display()),
         })?;
-        let revocation_time = OffsetDateTime::parse(&entry.revoked_at, &Rfc3339).map_err(|e| {
-            PkiError::InvalidRequest {
+        let revocation_time =
+            OffsetDateTime::parse(&entry.revoked_at, &Rfc3339).map_err(|e| PkiError::InvalidRequest {
                 field: "revoked.json revoked_at",
                 reason: format!(
                     "{:?} in {} is not an rfc 3339 time: {e}",
                     entry.revoked_at,
                     revoked_path.display()
                 ),
-            }
-        })?;
+            })?;
         revoked_certs.push(RevokedCertParams {
             serial_number: SerialNumber::from_slice(&serial),
             revocation_time,
@@ -522,9 +493,7 @@ fn write_crl_numbered(ca_dir: &Path, number: u64) -> Result<PathBuf, PkiError> {
         revoked_certs,
         key_identifier_method: KeyIdMethod::Sha256,
     };
-    let crl = params
-        .signed_by(&ca)
-        .map_err(generate_error("sign the crl"))?;
+    let crl = params.signed_by(&ca).map_err(generate_error("sign the crl"))?;
     let pem = crl.pem().map_err(generate_error("encode the crl"))?;
     let crl_path = ca_dir.join(CRL_FILE);
     files::write_atomic(&crl_path, pem.as_bytes(), false)?;
@@ -552,10 +521,7 @@ mod tests {
         }
         assert_eq!(read_revoked(&ca_dir).expect("revoked"), Vec::new());
         let crl_pem = fs::read(ca_dir.join(CRL_FILE)).expect("crl");
-        assert_eq!(
-            crl_number(&ca_dir.join(CRL_FILE), &crl_pem).expect("number"),
-            1
-        );
+        assert_eq!(crl_number(&ca_dir.join(CRL_FILE), &crl_pem).expect("number"), 1);
 
         // A second init must refuse: the key would be lost.
         let err = init_ca(&ca_dir, "again", 30).expect_err("refuses overwrite");
@@ -573,10 +539,7 @@ mod tests {
         let paths = issue(&ca_dir, &req, &out, "node-330000").expect("issue");
         let chain = load_cert_chain(&paths.cert).expect("chain");
         assert_eq!(chain.len(), 1, "leaf only");
-        assert_eq!(
-            identity_from_cert_der(&chain[0]).expect("identity"),
-            node("330000")
-        );
+        assert_eq!(identity_from_cert_der(&chain[0]).expect("identity"), node("330000"));
         let (_, x509) = x509_parser::parse_x509_certificate(&chain[0]).expect("parse");
         assert_eq!(trim_serial(x509.raw_serial()).len(), SERIAL_BYTES);
         assert!(!x509.is_ca());
@@ -586,8 +549,7 @@ mod tests {
         assert!(matches!(err, PkiError::AlreadyExists { .. }), "{err}");
 
         let ledger = fs::read_to_string(ca_dir.join(ISSUED_FILE)).expect("ledger");
-        let entry: IssuedEntry =
-            serde_json::from_str(ledger.lines().next().expect("one line")).expect("json line");
+        let entry: IssuedEntry = serde_json::from_str(ledger.lines().next().expect("one line")).expect("json line");
         assert_eq!(entry.identity, "cx://node/330000");
         assert_eq!(entry.serial, serial_hex(x509.raw_serial()));
 
@@ -631,18 +593,10 @@ mod tests {
                 .expect("run openssl")
         };
         let out = verify(&good.cert);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let out = verify(&bad.cert);
-        assert!(
-            !out.status.success(),
-            "revoked certificate must fail openssl verify"
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "revoked certificate must fail openssl verify");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(text.contains("revoked"), "{text}");
     }
 
@@ -658,21 +612,12 @@ mod tests {
             dns_names: vec![],
             ip_addresses: vec![],
         };
-        assert!(
-            issue(dir.path(), &req, dir.path(), "x").is_err(),
-            "empty validity"
-        );
+        assert!(issue(dir.path(), &req, dir.path(), "x").is_err(), "empty validity");
         req.not_after = now + Duration::days(1);
-        assert!(
-            issue(dir.path(), &req, dir.path(), "../x").is_err(),
-            "path in name"
-        );
+        assert!(issue(dir.path(), &req, dir.path(), "../x").is_err(), "path in name");
         assert!(issue(dir.path(), &req, dir.path(), ".hidden").is_err());
         req.identity = Identity::Operator("a/b".into());
-        assert!(
-            issue(dir.path(), &req, dir.path(), "x").is_err(),
-            "bad identity"
-        );
+        assert!(issue(dir.path(), &req, dir.path(), "x").is_err(), "bad identity");
         assert!(init_ca(&dir.path().join("z"), "", 1).is_err());
         assert!(init_ca(&dir.path().join("z"), "ca", 0).is_err());
     }

@@ -38,21 +38,18 @@ fn open_options(private: bool) -> OpenOptions {
 
 /// Creates `path`, failing if it exists (O_EXCL), and writes `bytes` durably.
 pub(crate) fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> {
-    let mut file = open_options(private)
-        .create_new(true)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                PkiError::AlreadyExists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                PkiError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
+    let mut file = open_options(private).create_new(true).open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            PkiError::AlreadyExists {
+                path: path.to_path_buf(),
             }
-        })?;
+        } else {
+            PkiError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
     file.write_all(bytes).map_err(write_error(path))?;
     file.sync_all().map_err(write_error(path))?;
     sync_parent(path)
@@ -95,10 +92,7 @@ pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), PkiError> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }

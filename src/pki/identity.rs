@@ -99,9 +99,7 @@ fn check_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "character {c:?} is not allowed; use A-Z a-z 0-9 . _ -"
-        ));
+        return Err(format!("character {c:?} is not allowed; use A-Z a-z 0-9 . _ -"));
     }
     Ok(())
 }
@@ -128,11 +126,7 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<Identity, PkiError> {
                 .filter_map(|name| match name {
                     // The URI scheme is case-insensitive (RFC 3986), so `CX://` must not slip
                     // past the "exactly one" rule; parse_uri then insists on the canonical case.
-                    GeneralName::URI(uri)
-                        if uri.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("cx:")) =>
-                    {
-                        Some(*uri)
-                    }
+                    GeneralName::URI(uri) if uri.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("cx:")) => Some(*uri),
                     _ => None,
                 })
                 .collect()
@@ -215,10 +209,7 @@ mod tests {
             long.as_str(),
         ];
         for uri in rejects {
-            assert!(
-                Identity::parse_uri(uri).is_err(),
-                "{uri:?} must be rejected"
-            );
+            assert!(Identity::parse_uri(uri).is_err(), "{uri:?} must be rejected");
         }
         let bad = Identity::Operator("a/b".into());
         assert!(bad.validate().is_err());

@@ -7,10 +7,10 @@
 //! logged or put into an error message.
 
 pub mod ca;
+mod checkpoint;
 pub mod identity;
 pub mod sign;
 pub mod tls;
-mod checkpoint;
 
 mod files;
 
@@ -19,9 +19,7 @@ use std::path::PathBuf;
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
 pub use identity::{identity_from_cert_der, Identity};
 pub use sign::{NodeSigner, SignatureVerifier};
-pub use tls::{
-    cert_not_after, client_config, load_cert_chain, load_key, load_roots, server_config, TlsFiles,
-};
+pub use tls::{cert_not_after, client_config, load_cert_chain, load_key, load_roots, server_config, TlsFiles};
 
 /// Every failure of the PKI layer. Messages name the file or field at fault and, where there is
 /// one, the fix.
@@ -114,14 +112,10 @@ pub enum PkiError {
     #[error("signing failed: {reason}")]
     Sign { reason: String },
 
-    #[error(
-        "signer certificate chain is empty; a checkpoint must carry its signer's chain, leaf first"
-    )]
+    #[error("signer certificate chain is empty; a checkpoint must carry its signer's chain, leaf first")]
     EmptyChain,
 
-    #[error(
-        "signer certificate chain does not verify to the federation ca at unix time {at}: {reason}"
-    )]
+    #[error("signer certificate chain does not verify to the federation ca at unix time {at}: {reason}")]
     SignerChain { at: i64, reason: String },
 
     #[error("checkpoint signed by {actual}, expected {expected}")]

@@ -58,33 +58,23 @@ impl std::fmt::Debug for NodeSigner {
 impl NodeSigner {
     /// Loads the node's key and chain from its TLS files and checks that they match.
     pub fn load(files: &TlsFiles) -> Result<NodeSigner, PkiError> {
-        let chain: Vec<Vec<u8>> = load_cert_chain(&files.cert)?
-            .into_iter()
-            .map(|c| c.to_vec())
-            .collect();
+        let chain: Vec<Vec<u8>> = load_cert_chain(&files.cert)?.into_iter().map(|c| c.to_vec()).collect();
         let key_der = load_key(&files.key)?;
-        let key = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| {
-            PkiError::KeyUnusable {
-                path: files.key.clone(),
-                reason: e.to_string(),
-            }
+        let key = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| PkiError::KeyUnusable {
+            path: files.key.clone(),
+            reason: e.to_string(),
         })?;
         let identity = identity_from_cert_der(&chain[0])?;
-        let signer = NodeSigner {
-            key,
-            chain,
-            identity,
-        };
+        let signer = NodeSigner { key, chain, identity };
         let (scheme, signature) = signer.sign(KEY_PROBE).map_err(|_| PkiError::KeyUnusable {
             path: files.key.clone(),
             reason: "no supported signature scheme for this key type".to_string(),
         })?;
         let leaf = CertificateDer::from(signer.chain[0].as_slice());
-        let leaf_cert =
-            EndEntityCert::try_from(&leaf).map_err(|e| PkiError::CertificateInvalid {
-                what: files.cert.display().to_string(),
-                reason: format!("{e:?}"),
-            })?;
+        let leaf_cert = EndEntityCert::try_from(&leaf).map_err(|e| PkiError::CertificateInvalid {
+            what: files.cert.display().to_string(),
+            reason: format!("{e:?}"),
+        })?;
         let matches = verification_algorithm(&algorithms(), scheme)
             .and_then(|alg| {
                 leaf_cert
@@ -103,18 +93,13 @@ impl NodeSigner {
 
     /// Signs `msg`, returning the TLS signature scheme id used and the signature.
     pub fn sign(&self, msg: &[u8]) -> Result<(u16, Vec<u8>), PkiError> {
-        let signer = self
-            .key
-            .choose_scheme(SIGNING_SCHEMES)
-            .ok_or_else(|| PkiError::Sign {
-                reason: format!(
-                    "key algorithm {:?} has no scheme among the supported ones",
-                    self.key.algorithm()
-                ),
-            })?;
-        let signature = signer.sign(msg).map_err(|e| PkiError::Sign {
-            reason: e.to_string(),
+        let signer = self.key.choose_scheme(SIGNING_SCHEMES).ok_or_else(|| PkiError::Sign {
+            reason: format!(
+                "key algorithm {:?} has no scheme among the supported ones",
+                self.key.algorithm()
+            ),
         })?;
+        let signature = signer.sign(msg).map_err(|e| PkiError::Sign { reason: e.to_string() })?;
         Ok((u16::from(signer.scheme()), signature))
     }
 
@@ -154,9 +139,7 @@ fn is_rsa_pkcs1(scheme: SignatureScheme) -> bool {
     // NodeSigner.
     matches!(
         scheme,
-        SignatureScheme::RSA_PKCS1_SHA256
-            | SignatureScheme::RSA_PKCS1_SHA384
-            | SignatureScheme::RSA_PKCS1_SHA512
+        SignatureScheme::RSA_PKCS1_SHA256 | SignatureScheme::RSA_PKCS1_SHA384 | SignatureScheme::RSA_PKCS1_SHA512
     )
 }
 
@@ -184,23 +167,20 @@ impl SignatureVerifier {
     pub fn new(roots_pem: &Path, crl: Option<&Path>) -> Result<SignatureVerifier, PkiError> {
         let mut roots = Vec::new();
         for (index, der) in load_cert_chain(roots_pem)?.iter().enumerate() {
-            let anchor = webpki::anchor_from_trusted_cert(der).map_err(|e| {
-                PkiError::CertificateInvalid {
-                    what: format!("ca certificate #{} in {}", index + 1, roots_pem.display()),
-                    reason: format!("{e:?}"),
-                }
+            let anchor = webpki::anchor_from_trusted_cert(der).map_err(|e| PkiError::CertificateInvalid {
+                what: format!("ca certificate #{} in {}", index + 1, roots_pem.display()),
+                reason: format!("{e:?}"),
             })?;
             roots.push(anchor.to_owned());
         }
         let mut revoked = HashMap::new();
         if let Some(path) = crl {
             for der in load_crls(path)? {
-                let (_, parsed) =
-                    x509_parser::parse_x509_crl(&der).map_err(|e| PkiError::PemInvalid {
-                        path: path.to_path_buf(),
-                        what: "X509 CRL",
-                        reason: e.to_string(),
-                    })?;
+                let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| PkiError::PemInvalid {
+                    path: path.to_path_buf(),
+                    what: "X509 CRL",
+                    reason: e.to_string(),
+                })?;
                 let issuer = parsed.issuer().as_raw().to_vec();
                 for entry in parsed.iter_revoked_certificates() {
                     let key = (issuer.clone(), trim_serial(entry.raw_serial()).to_vec());
@@ -239,10 +219,7 @@ impl SignatureVerifier {
             reason: "the signature time is before 1970".to_string(),
         })?;
         let leaf = CertificateDer::from(leaf_der.as_slice());
-        let intermediates: Vec<CertificateDer<'_>> = rest
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
+        let intermediates: Vec<CertificateDer<'_>> = rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let leaf_cert = EndEntityCert::try_from(&leaf).map_err(|e| PkiError::SignerChain {
             at,
             reason: format!("leaf certificate: {e:?}"),
@@ -272,16 +249,11 @@ impl SignatureVerifier {
             });
         }
 
-        let (_, x509) = x509_parser::parse_x509_certificate(leaf_der).map_err(|e| {
-            PkiError::CertificateInvalid {
-                what: "signer certificate".to_string(),
-                reason: e.to_string(),
-            }
+        let (_, x509) = x509_parser::parse_x509_certificate(leaf_der).map_err(|e| PkiError::CertificateInvalid {
+            what: "signer certificate".to_string(),
+            reason: e.to_string(),
         })?;
-        let key = (
-            x509.issuer().as_raw().to_vec(),
-            trim_serial(x509.raw_serial()).to_vec(),
-        );
+        let key = (x509.issuer().as_raw().to_vec(), trim_serial(x509.raw_serial()).to_vec());
         // Revoked at or before the signature time: refused. Revoked later: the signature was
         // made while the key was still trusted, and stays valid.
         match self.revoked.get(&key) {
@@ -400,11 +372,7 @@ mod tests {
         let not_before = t0;
         let not_after = t0 + TimeDuration::days(10);
         // A certificate that expired 20 days ago.
-        let files = issue_files(
-            &f.ca,
-            &request(node("330000"), not_before, not_after),
-            "old",
-        );
+        let files = issue_files(&f.ca, &request(node("330000"), not_before, not_after), "old");
         let signer = NodeSigner::load(&files).expect("expired certs still load for signing");
         let (scheme, sig) = signer.sign(b"old checkpoint").expect("sign");
         let v = verifier(&f.ca);
@@ -430,21 +398,16 @@ mod tests {
     fn revocation_refuses_only_later_signatures() {
         let f = fixture();
         let t0 = OffsetDateTime::now_utc() - TimeDuration::days(10);
-        let files = issue_files(
-            &f.ca,
-            &request(node("330000"), t0, t0 + TimeDuration::days(20)),
-            "n",
-        );
+        let files = issue_files(&f.ca, &request(node("330000"), t0, t0 + TimeDuration::days(20)), "n");
         let signer = NodeSigner::load(&files).expect("signer");
         let (scheme, sig) = signer.sign(b"m").expect("sign");
         let chain = signer.chain_der();
         let expected = node("330000");
 
         revoke(&f.ca, &files.cert, "key-compromise").expect("revoke");
-        let revoked: Vec<crate::pki::ca::RevokedEntry> = serde_json::from_str(
-            &std::fs::read_to_string(f.ca.join(REVOKED_FILE)).expect("revoked.json"),
-        )
-        .expect("json");
+        let revoked: Vec<crate::pki::ca::RevokedEntry> =
+            serde_json::from_str(&std::fs::read_to_string(f.ca.join(REVOKED_FILE)).expect("revoked.json"))
+                .expect("json");
         let revoked_at = OffsetDateTime::parse(&revoked[0].revoked_at, &Rfc3339)
             .expect("time")
             .unix_timestamp();
@@ -491,14 +454,7 @@ mod tests {
         let (scheme, sig) = signer.sign(b"m").expect("sign");
         SignatureVerifier::new(&ca, None)
             .expect("verifier")
-            .verify(
-                signer.chain_der(),
-                &node("330000"),
-                now(),
-                scheme,
-                b"m",
-                &sig,
-            )
+            .verify(signer.chain_der(), &node("330000"), now(), scheme, b"m", &sig)
             .expect("verifies");
     }
 
@@ -508,10 +464,7 @@ mod tests {
         let files = issue_now(&f.ca, node("330000"), "n");
         let signer = NodeSigner::load(&files).expect("signer");
         let text = format!("{signer:?}");
-        assert!(
-            text.contains("cx://node/330000") || text.contains("Node"),
-            "{text}"
-        );
+        assert!(text.contains("cx://node/330000") || text.contains("Node"), "{text}");
         assert!(!text.to_lowercase().contains("private"), "{text}");
     }
 }

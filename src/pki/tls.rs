@@ -55,8 +55,7 @@ fn pem_error(path: &Path, what: &'static str, e: rustls::pki_types::pem::Error) 
 
 /// Reads every `CERTIFICATE` block of a PEM file, in order; at least one is required.
 pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let iter =
-        CertificateDer::pem_file_iter(path).map_err(|e| pem_error(path, "CERTIFICATE", e))?;
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| pem_error(path, "CERTIFICATE", e))?;
     let certs = iter
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, "CERTIFICATE", e))?;
@@ -77,8 +76,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
 
 /// Reads every `X509 CRL` block of a PEM file; at least one is required.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
-    let iter = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, "X509 CRL", e))?;
+    let iter = CertificateRevocationListDer::pem_file_iter(path).map_err(|e| pem_error(path, "X509 CRL", e))?;
     let crls = iter
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, "X509 CRL", e))?;
@@ -172,11 +170,10 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, PkiError> {
 
 /// The end of a certificate's validity, for expiry warnings and the operations view.
 pub fn cert_not_after(der: &[u8]) -> Result<time::OffsetDateTime, PkiError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::CertificateInvalid {
-            what: "certificate".to_string(),
-            reason: e.to_string(),
-        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::CertificateInvalid {
+        what: "certificate".to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(cert.validity().not_after.to_datetime())
 }
 
@@ -203,11 +200,7 @@ pub(crate) mod tests {
         Identity::Node(Region::parse(region).expect("test region"))
     }
 
-    pub(crate) fn request(
-        identity: Identity,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-    ) -> IssueRequest {
+    pub(crate) fn request(identity: Identity, not_before: OffsetDateTime, not_after: OffsetDateTime) -> IssueRequest {
         IssueRequest {
             identity,
             not_before,
@@ -220,11 +213,7 @@ pub(crate) mod tests {
     /// Issues a certificate valid from a minute ago for a day.
     pub(crate) fn issue_now(ca_dir: &Path, identity: Identity, name: &str) -> TlsFiles {
         let now = OffsetDateTime::now_utc();
-        let req = request(
-            identity,
-            now - Duration::minutes(1),
-            now + Duration::days(1),
-        );
+        let req = request(identity, now - Duration::minutes(1), now + Duration::days(1));
         issue_files(ca_dir, &req, name)
     }
 
@@ -272,20 +261,15 @@ pub(crate) mod tests {
         });
         let client_result = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let name =
-                rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
             let mut tls = TlsConnector::from(client)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
-            tls.write_all(b"hello")
-                .await
-                .map_err(|e| format!("write: {e}"))?;
+            tls.write_all(b"hello").await.map_err(|e| format!("write: {e}"))?;
             tls.flush().await.map_err(|e| format!("flush: {e}"))?;
             let mut buf = [0u8; 5];
-            tls.read_exact(&mut buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            tls.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
             if &buf != b"hello" {
                 return Err("echo mismatch".to_string());
             }
@@ -335,21 +319,13 @@ pub(crate) mod tests {
 
         // An expired client certificate.
         let now = OffsetDateTime::now_utc();
-        let expired_req = request(
-            node("340000"),
-            now - Duration::days(10),
-            now - Duration::days(1),
-        );
+        let expired_req = request(node("340000"), now - Duration::days(10), now - Duration::days(1));
         let expired = issue_files(&ca, &expired_req, "expired");
         let outcome = exchange(server.clone(), client_config(&expired).expect("client")).await;
         assert_refused(&outcome, "expired");
 
         // A not-yet-valid client certificate.
-        let future_req = request(
-            node("350000"),
-            now + Duration::days(1),
-            now + Duration::days(2),
-        );
+        let future_req = request(node("350000"), now + Duration::days(1), now + Duration::days(2));
         let future = issue_files(&ca, &future_req, "future");
         let outcome = exchange(server.clone(), client_config(&future).expect("client")).await;
         assert_refused(&outcome, "not valid yet");
@@ -534,10 +510,7 @@ pub(crate) mod tests {
         assert_eq!(roots.len(), 1);
         let chain = load_cert_chain(&leaf).expect("chain");
         // The https URI SAN is ignored; the cx:// one is the identity.
-        assert_eq!(
-            identity_from_cert_der(&chain[0]).expect("identity"),
-            node("330000")
-        );
+        assert_eq!(identity_from_cert_der(&chain[0]).expect("identity"), node("330000"));
 
         let files = TlsFiles {
             ca,
@@ -557,15 +530,7 @@ pub(crate) mod tests {
         let d = dir.path();
         openssl(
             d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "k.pem",
-            ],
+            &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"],
         );
         for (name, san, expect_ok) in [
             (
@@ -604,10 +569,7 @@ pub(crate) mod tests {
             assert_eq!(result.is_ok(), expect_ok, "{name}: {result:?}");
             match name {
                 "none" => assert!(matches!(result, Err(PkiError::NoIdentity { .. }))),
-                "two" => assert!(matches!(
-                    result,
-                    Err(PkiError::MultipleIdentities { count: 2, .. })
-                )),
+                "two" => assert!(matches!(result, Err(PkiError::MultipleIdentities { count: 2, .. }))),
                 _ => {}
             }
         }

@@ -10,10 +10,7 @@ use serde_json::{json, Map, Value};
 use time::macros::date;
 use time::{Date, Duration, Month, Weekday};
 
-use super::{
-    resident_id_check_char, uscc_check_char, Category, RecordId, Region, RejectReason,
-    RECORD_BYTES_MAX,
-};
+use super::{resident_id_check_char, uscc_check_char, Category, RecordId, Region, RejectReason, RECORD_BYTES_MAX};
 
 /// Penalties a later repair may refer to; older ones are forgotten.
 const RECENT_PENALTIES_MAX: usize = 512;
@@ -90,11 +87,7 @@ const LICENCES: [(usize, &str, &str); 5] = [
         "排污许可证",
         "排放污染物种类：废水、废气，按许可证副本载明的标准执行",
     ),
-    (
-        3,
-        "道路运输经营许可证",
-        "道路普通货物运输；货物专用运输（集装箱）",
-    ),
+    (3, "道路运输经营许可证", "道路普通货物运输；货物专用运输（集装箱）"),
     (
         4,
         "建筑业企业资质证书",
@@ -144,16 +137,16 @@ const VIOLATIONS: [(usize, &str, &str, &str); 6] = [
 ];
 
 const SURNAMES: [&str; 20] = [
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
-    "何", "林", "罗", "高",
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "罗",
+    "高",
 ];
 const GIVEN_NAMES: [&str; 20] = [
-    "伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟",
-    "涛", "明", "超", "建华", "晓东",
+    "伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超",
+    "建华", "晓东",
 ];
 const TRADE_NAMES: [&str; 15] = [
-    "华信", "恒通", "鑫达", "宏远", "天成", "金源", "瑞丰", "博雅", "中和", "永安", "新联", "嘉禾",
-    "立信", "盛世", "汇达",
+    "华信", "恒通", "鑫达", "宏远", "天成", "金源", "瑞丰", "博雅", "中和", "永安", "新联", "嘉禾", "立信", "盛世",
+    "汇达",
 ];
 const INDUSTRIES: [&str; 12] = [
     "科技",
@@ -169,15 +162,7 @@ const INDUSTRIES: [&str; 12] = [
     "文化传媒",
     "新材料",
 ];
-const SHOPS: [&str; 7] = [
-    "便利店",
-    "小吃店",
-    "五金店",
-    "理发店",
-    "水果店",
-    "服装店",
-    "餐馆",
-];
+const SHOPS: [&str; 7] = ["便利店", "小吃店", "五金店", "理发店", "水果店", "服装店", "餐馆"];
 const COMMITMENT_TYPES: [&str; 6] = [
     "审批替代型",
     "容缺受理型",
@@ -188,11 +173,7 @@ const COMMITMENT_TYPES: [&str; 6] = [
 ];
 const AWARDS: [(usize, &str, &str); 3] = [
     (TAX, "纳税信用A级纳税人", "《纳税信用管理办法》第二十条"),
-    (
-        MARKET,
-        "守合同重信用企业",
-        "《守合同重信用企业公示管理办法》第八条",
-    ),
+    (MARKET, "守合同重信用企业", "《守合同重信用企业公示管理办法》第八条"),
     (
         DEVELOPMENT,
         "诚信示范企业",
@@ -257,10 +238,7 @@ impl RecordGenerator {
             Category::AdministrativeLicence
         };
         let mut r = self.build(category);
-        let uscc = r["data_source_unit_uscc"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let uscc = r["data_source_unit_uscc"].as_str().unwrap_or_default().to_owned();
         let id = self.resident_id(self.origin);
         let decision = r
             .get("decision_date")
@@ -271,10 +249,7 @@ impl RecordGenerator {
         match reason {
             RejectReason::UsccBadCheckDigit => {
                 let wrong = if uscc.ends_with('0') { '1' } else { '0' };
-                set(
-                    "data_source_unit_uscc",
-                    json!(format!("{}{wrong}", &uscc[..17])),
-                )
+                set("data_source_unit_uscc", json!(format!("{}{wrong}", &uscc[..17])))
             }
             RejectReason::UsccWrongLength => set("data_source_unit_uscc", json!(&uscc[..17])),
             RejectReason::UsccUnknownProvince => set(
@@ -287,22 +262,14 @@ impl RecordGenerator {
             ),
             RejectReason::IdBadCheckDigit => {
                 let wrong = if id.ends_with('0') { '1' } else { '0' };
-                set(
-                    "legal_rep_id_number",
-                    json!(format!("{}{wrong}", &id[..17])),
-                )
+                set("legal_rep_id_number", json!(format!("{}{wrong}", &id[..17])))
             }
             RejectReason::IdInvalidFormat => set("legal_rep_id_number", json!(&id[..17])),
             RejectReason::DateOrder => {
                 let decision = super::validate::parse_iso_date(&decision).unwrap_or(FIRST_DECISION);
-                set(
-                    "valid_to",
-                    json!((decision - Duration::days(1)).to_string()),
-                )
+                set("valid_to", json!((decision - Duration::days(1)).to_string()))
             }
-            RejectReason::InvalidDateFormat => {
-                set("decision_date", json!(decision.replace('-', "/")))
-            }
+            RejectReason::InvalidDateFormat => set("decision_date", json!(decision.replace('-', "/"))),
             RejectReason::MissingRequiredField => r.remove("subject_name"),
             RejectReason::OversizedText => set("subject_name", json!("测".repeat(201))),
             RejectReason::ControlCharacters => set("subject_name", json!("某某公司\u{7}")),
@@ -323,8 +290,7 @@ impl RecordGenerator {
 
     fn build(&mut self, category: Category) -> Object {
         let mut r = self.envelope(category);
-        let decision =
-            FIRST_DECISION + Duration::days(self.rng.random_range(0..DECISION_SPAN_DAYS));
+        let decision = FIRST_DECISION + Duration::days(self.rng.random_range(0..DECISION_SPAN_DAYS));
         let fields = match category {
             Category::AdministrativeLicence => self.licence(decision),
             Category::AdministrativePenalty => self.penalty(decision),
@@ -351,21 +317,14 @@ impl RecordGenerator {
         r.insert("schema_version".into(), json!("1.0"));
         r.insert("category".into(), json!(category.code()));
         r.insert("source_region_code".into(), json!(self.origin.to_string()));
-        r.insert(
-            "subject_region_code".into(),
-            json!(subject_region.to_string()),
-        );
+        r.insert("subject_region_code".into(), json!(subject_region.to_string()));
         r.insert("data_source_unit".into(), json!(unit));
         r.insert("data_source_unit_uscc".into(), json!(unit_uscc));
         r.insert("record_version".into(), json!(1));
         let city = PROVINCE_STYLE[subject_region.index()].0;
         let natural = match self.rng.random_range(0..100) {
             0..=74 => {
-                let name = format!(
-                    "{city}{}{}有限公司",
-                    self.pick(&TRADE_NAMES),
-                    self.pick(&INDUSTRIES)
-                );
+                let name = format!("{city}{}{}有限公司", self.pick(&TRADE_NAMES), self.pick(&INDUSTRIES));
                 self.insert_business(&mut r, "legal_entity", name, "91", subject_region);
                 false
             }
@@ -378,10 +337,7 @@ impl RecordGenerator {
                 r.insert("subject_type".into(), json!("natural_person"));
                 r.insert("subject_name".into(), json!(self.person_name()));
                 r.insert("subject_id_type".into(), json!("居民身份证"));
-                r.insert(
-                    "subject_id_number".into(),
-                    json!(self.resident_id(subject_region)),
-                );
+                r.insert("subject_id_number".into(), json!(self.resident_id(subject_region)));
                 true
             }
         };
@@ -397,14 +353,7 @@ impl RecordGenerator {
         r
     }
 
-    fn insert_business(
-        &mut self,
-        r: &mut Object,
-        subject_type: &str,
-        name: String,
-        uscc_head: &str,
-        region: Region,
-    ) {
+    fn insert_business(&mut self, r: &mut Object, subject_type: &str, name: String, uscc_head: &str, region: Region) {
         r.insert("subject_type".into(), json!(subject_type));
         r.insert("subject_name".into(), json!(name));
         r.insert("subject_uscc".into(), json!(self.uscc(uscc_head, region)));
@@ -443,12 +392,7 @@ impl RecordGenerator {
             match self.rng.random_range(0..100) {
                 0..=39 => ("minor", None, 1..=20, &["警告", "罚款"]),
                 40..=84 => ("general", Some((3, 12)), 20..=200, &["罚款"]),
-                _ => (
-                    "serious",
-                    Some((12, 36)),
-                    200..=2000,
-                    &["罚款", "没收违法所得"],
-                ),
+                _ => ("serious", Some((12, 36)), 200..=2000, &["罚款", "没收违法所得"]),
             };
         let fine_yuan = self.rng.random_range(yuan_range) * 100;
         let mut object = into_object(json!({
@@ -543,12 +487,7 @@ impl RecordGenerator {
         let Some(penalty) = self.penalties.remove(index) else {
             unreachable!("index drawn below len")
         };
-        let text = |field: &str| {
-            penalty
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
+        let text = |field: &str| penalty.get(field).and_then(Value::as_str).unwrap_or_default();
         let date_of = |field: &str| super::validate::parse_iso_date(text(field));
         let decision = date_of("decision_date").unwrap_or(FIRST_DECISION);
         // Minor penalties may be repaired as soon as the obligations are met.
@@ -606,10 +545,7 @@ impl RecordGenerator {
             .and_then(Value::as_str)
             .and_then(|s| s.get(..10))
             .and_then(super::validate::parse_iso_date);
-        self.set_updated_at(
-            &mut r,
-            earlier.unwrap_or(FIRST_DECISION) + Duration::days(30),
-        );
+        self.set_updated_at(&mut r, earlier.unwrap_or(FIRST_DECISION) + Duration::days(30));
         r
     }
 
@@ -621,20 +557,13 @@ impl RecordGenerator {
             self.rng.random_range(0..60),
             self.rng.random_range(0..60),
         );
-        r.insert(
-            "updated_at".into(),
-            json!(format!("{day}T{h:02}:{m:02}:{s:02}+08:00")),
-        );
+        r.insert("updated_at".into(), json!(format!("{day}T{h:02}:{m:02}:{s:02}+08:00")));
     }
 
     fn record_id(&mut self) -> RecordId {
         let mut bytes = [0u8; 16];
         self.rng.fill(&mut bytes);
-        RecordId(
-            uuid::Builder::from_random_bytes(bytes)
-                .into_uuid()
-                .into_bytes(),
-        )
+        RecordId(uuid::Builder::from_random_bytes(bytes).into_uuid().into_bytes())
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -664,10 +593,7 @@ impl RecordGenerator {
             body.push(char::from(*self.pick(charset)));
         }
         let division = self.division(region);
-        with_check(&format!(
-            "{head}{division}{body}{}",
-            organisation_check(&body)
-        ))
+        with_check(&format!("{head}{division}{body}{}", organisation_check(&body)))
     }
 
     /// A city department of the origin province, with a stable code derived from its identity.
@@ -748,8 +674,7 @@ fn add_months(d: Date, months: u32) -> Date {
     let total = d.year() * 12 + i32::from(u8::from(d.month())) - 1 + months as i32;
     let year = total.div_euclid(12);
     let month = Month::try_from((total.rem_euclid(12) + 1) as u8).expect("1..=12");
-    Date::from_calendar_date(year, month, d.day().min(month.length(year)))
-        .expect("day clamped to month length")
+    Date::from_calendar_date(year, month, d.day().min(month.length(year))).expect("day clamped to month length")
 }
 
 /// Skips Saturdays and Sundays; public holidays are ignored, which only makes deadlines earlier.
@@ -777,8 +702,7 @@ mod tests {
         let mut per_category: HashMap<Category, usize> = HashMap::new();
         let mut penalties = HashSet::new();
         let mut seen_ids = HashSet::new();
-        let (mut amendments, mut repairs, mut foreign_subjects, mut natural, mut bytes) =
-            (0, 0, 0, 0, 0);
+        let (mut amendments, mut repairs, mut foreign_subjects, mut natural, mut bytes) = (0, 0, 0, 0, 0);
         for _ in 0..10_000 {
             let line = generator.next_line();
             assert!(!line.contains('\n'));
@@ -790,10 +714,7 @@ mod tests {
             assert_eq!(record.source_region, origin);
             *per_category.entry(record.category).or_default() += 1;
             if !seen_ids.insert(record.record_id) {
-                assert!(
-                    record.record_version > 1,
-                    "a repeated id must be an amendment"
-                );
+                assert!(record.record_version > 1, "a repeated id must be an amendment");
                 amendments += 1;
             }
             match record.category {
@@ -801,22 +722,14 @@ mod tests {
                     penalties.insert(record.record_id);
                 }
                 Category::CreditRepair if record.record_version == 1 => {
-                    let target = record
-                        .repaired_record_id
-                        .expect("repairs name their target");
-                    assert!(
-                        penalties.contains(&target),
-                        "repairs refer to an earlier penalty"
-                    );
+                    let target = record.repaired_record_id.expect("repairs name their target");
+                    assert!(penalties.contains(&target), "repairs refer to an earlier penalty");
                     repairs += 1;
                 }
                 _ => {}
             }
             foreign_subjects += usize::from(record.subject_region != Some(origin));
-            natural += usize::from(matches!(
-                record.subject,
-                crate::record::SubjectKey::ResidentId(_)
-            ));
+            natural += usize::from(matches!(record.subject, crate::record::SubjectKey::ResidentId(_)));
         }
         assert_eq!(per_category.len(), 6, "{per_category:?}");
         assert!(per_category[&Category::AdministrativeLicence] > 3_500);
@@ -869,10 +782,7 @@ mod tests {
         assert_eq!(add_months(date!(2024 - 11 - 15), 3), date!(2025 - 02 - 15));
         assert_eq!(add_months(date!(2024 - 02 - 29), 36), date!(2027 - 02 - 28));
         // Friday + 3 working days = Wednesday.
-        assert_eq!(
-            add_working_days(date!(2025 - 06 - 27), 3),
-            date!(2025 - 07 - 02)
-        );
+        assert_eq!(add_working_days(date!(2025 - 06 - 27), 3), date!(2025 - 07 - 02));
         // The GB 11714 worked examples of STANDARDS §1.4.
         assert_eq!(organisation_check("60003734"), '1');
         assert_eq!(organisation_check("MA1K3BTP"), '2');

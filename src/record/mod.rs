@@ -109,13 +109,7 @@ pub struct Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} on {}: {}",
-            self.reason.code(),
-            self.field,
-            self.detail
-        )
+        write!(f, "{} on {}: {}", self.reason.code(), self.field, self.detail)
     }
 }
 
@@ -242,8 +236,7 @@ impl RecordId {
     /// UUID; the simple, braced and URN forms are refused so that one id has one spelling.
     pub fn parse(s: &str) -> Option<RecordId> {
         let uuid = uuid::Uuid::try_parse(s).ok()?;
-        let v4 = uuid.get_version() == Some(uuid::Version::Random)
-            && uuid.get_variant() == uuid::Variant::RFC4122;
+        let v4 = uuid.get_version() == Some(uuid::Version::Random) && uuid.get_variant() == uuid::Variant::RFC4122;
         (s.len() == 36 && v4).then(|| RecordId(uuid.into_bytes()))
     }
 }
@@ -332,8 +325,7 @@ mod tests {
 
     #[test]
     fn codes_are_unique_snake_case_and_cover_the_schema() {
-        let codes: std::collections::BTreeSet<&str> =
-            RejectReason::all().iter().map(|r| r.code()).collect();
+        let codes: std::collections::BTreeSet<&str> = RejectReason::all().iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), RejectReason::all().len());
         assert!(codes
             .iter()
@@ -357,10 +349,7 @@ mod tests {
             assert_eq!(SharingClass::parse(s).map(SharingClass::code), Some(s));
         }
         for s in ["public", "limited", "non_public"] {
-            assert_eq!(
-                DisclosureClass::parse(s).map(DisclosureClass::code),
-                Some(s)
-            );
+            assert_eq!(DisclosureClass::parse(s).map(DisclosureClass::code), Some(s));
         }
         assert_eq!(SharingClass::parse("shared"), None);
         assert_eq!(DisclosureClass::parse("Public"), None);

@@ -26,11 +26,7 @@ mod tests {
     use crate::record::{RecordId, Region, SharingClass, SubjectKey};
     use time::macros::date;
 
-    fn record(
-        category: Category,
-        disclosure_class: DisclosureClass,
-        end: Option<Date>,
-    ) -> ValidRecord {
+    fn record(category: Category, disclosure_class: DisclosureClass, end: Option<Date>) -> ValidRecord {
         ValidRecord {
             record_id: RecordId([0x42; 16]),
             category,
@@ -49,13 +45,7 @@ mod tests {
     #[test]
     fn visibility_rules() {
         let today = date!(2025 - 06 - 30);
-        let penalty = |end| {
-            record(
-                Category::AdministrativePenalty,
-                DisclosureClass::Public,
-                end,
-            )
-        };
+        let penalty = |end| record(Category::AdministrativePenalty, DisclosureClass::Public, end);
         assert!(
             is_publicly_visible(&penalty(Some(today)), false, false, today),
             "last day is included"
@@ -84,11 +74,7 @@ mod tests {
             !is_publicly_visible(&penalty(Some(today)), false, true, today),
             "revoked"
         );
-        let licence = record(
-            Category::AdministrativeLicence,
-            DisclosureClass::Public,
-            None,
-        );
+        let licence = record(Category::AdministrativeLicence, DisclosureClass::Public, None);
         assert!(is_publicly_visible(&licence, false, false, today));
         for class in [DisclosureClass::Limited, DisclosureClass::NonPublic] {
             let hidden = record(Category::AdministrativeLicence, class, None);

@@ -63,9 +63,7 @@ pub struct RegionError {
 impl Region {
     /// Accepts exactly six ASCII digits naming one of the 31 provinces; no trimming, no sign.
     pub fn parse(s: &str) -> Result<Region, RegionError> {
-        let bad = || RegionError {
-            value: s.to_owned(),
-        };
+        let bad = || RegionError { value: s.to_owned() };
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -156,14 +154,9 @@ mod tests {
         ] {
             let err = Region::parse(bad).expect_err(bad);
             assert_eq!(err.value, bad);
-            assert!(err
-                .to_string()
-                .starts_with("not a province-level region code"));
+            assert!(err.to_string().starts_with("not a province-level region code"));
         }
         assert!(Region::from_code(999999).is_err());
-        assert_eq!(
-            Region::from_code(650000).map(Region::name_en),
-            Ok("Xinjiang")
-        );
+        assert_eq!(Region::from_code(650000).map(Region::name_en), Ok("Xinjiang"));
     }
 }

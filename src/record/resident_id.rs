@@ -66,9 +66,7 @@ mod tests {
             rules["extra_address_prefixes_allowed"],
             serde_json::json!(EXTRA_ADDRESS_PREFIXES)
         );
-        let valid = schema["worked_examples"]["resident_id_valid"]
-            .as_array()
-            .expect("list");
+        let valid = schema["worked_examples"]["resident_id_valid"].as_array().expect("list");
         assert_eq!(valid.len(), 3);
         for id in valid {
             assert_eq!(check_resident_id(id.as_str().expect("string")), Ok(()));
@@ -98,10 +96,7 @@ mod tests {
     fn hong_kong_macao_taiwan_permits_are_accepted() {
         for prefix in EXTRA_ADDRESS_PREFIXES {
             let first17 = format!("{prefix}19900101001");
-            let id = format!(
-                "{first17}{}",
-                resident_id_check_char(&first17).expect("digits")
-            );
+            let id = format!("{first17}{}", resident_id_check_char(&first17).expect("digits"));
             assert_eq!(check_resident_id(&id), Ok(()));
         }
         assert_eq!(resident_id_check_char("1101051949123100"), None);

@@ -100,9 +100,7 @@ pub fn required(category: Category) -> impl Iterator<Item = &'static str> {
 /// (earlier, later) pairs: the later date may not precede the earlier one.
 pub fn date_order(category: Category) -> &'static [(&'static str, &'static str)] {
     match category {
-        Category::AdministrativeLicence => {
-            &[("decision_date", "valid_to"), ("valid_from", "valid_to")]
-        }
+        Category::AdministrativeLicence => &[("decision_date", "valid_to"), ("valid_from", "valid_to")],
         Category::AdministrativePenalty => &[
             ("decision_date", "publicity_end_date"),
             ("decision_date", "earliest_repair_date"),
@@ -115,9 +113,7 @@ pub fn date_order(category: Category) -> &'static [(&'static str, &'static str)]
             ("listing_date", "removal_date"),
         ],
         Category::RedList => &[("award_date", "valid_to"), ("valid_from", "valid_to")],
-        Category::CreditCommitment => {
-            &[("commitment_date", "valid_to"), ("valid_from", "valid_to")]
-        }
+        Category::CreditCommitment => &[("commitment_date", "valid_to"), ("valid_from", "valid_to")],
         Category::CreditRepair => &[
             ("application_date", "repair_decision_date"),
             ("repair_decision_date", "sync_deadline_date"),
@@ -136,16 +132,10 @@ pub const ENUMS: [(&str, &[&str]); 6] = [
         "subject_type",
         &["legal_entity", "natural_person", "individual_business"],
     ),
-    (
-        "sharing_class",
-        &["unconditional", "conditional", "not_shared"],
-    ),
+    ("sharing_class", &["unconditional", "conditional", "not_shared"]),
     ("disclosure_class", &["public", "limited", "non_public"]),
     ("severity", &["minor", "general", "serious"]),
-    (
-        "repair_method",
-        &["terminate_publicity", "remove_from_list"],
-    ),
+    ("repair_method", &["terminate_publicity", "remove_from_list"]),
     ("fulfilment_status", &["fulfilled", "pending", "breached"]),
 ];
 
@@ -300,16 +290,11 @@ pub fn kind_of(field: &str) -> Option<Kind> {
                     .find(|(name, _)| *name == field)
                     .map(|(_, max)| *max);
                 let long = LONG_TEXT_FIELDS.contains(&field);
-                let required_somewhere = Category::all()
-                    .iter()
-                    .any(|c| required(*c).any(|f| f == field));
+                let required_somewhere = Category::all().iter().any(|c| required(*c).any(|f| f == field));
                 if max_code_points.is_none() && !long && !required_somewhere {
                     return None;
                 }
-                Kind::Text {
-                    max_code_points,
-                    long,
-                }
+                Kind::Text { max_code_points, long }
             }
         }
     };
@@ -341,10 +326,7 @@ mod tests {
         assert_eq!(categories.len(), Category::all().len());
         for category in Category::all() {
             let rules = &categories[category.code()];
-            assert_eq!(
-                strings(&rules["required"]),
-                required(*category).collect::<Vec<_>>()
-            );
+            assert_eq!(strings(&rules["required"]), required(*category).collect::<Vec<_>>());
             let pairs: Vec<(&str, &str)> = rules["date_order"]
                 .as_array()
                 .expect("pairs")
@@ -363,10 +345,7 @@ mod tests {
         for (name, max) in MAX_LEN_CODE_POINTS {
             assert_eq!(max_len[name], json!(max));
         }
-        assert_eq!(
-            strings(&s["long_text_fields_allowing_tab_cr_lf"]),
-            LONG_TEXT_FIELDS
-        );
+        assert_eq!(strings(&s["long_text_fields_allowing_tab_cr_lf"]), LONG_TEXT_FIELDS);
         assert_eq!(strings(&s["uscc_fields"]), USCC_FIELDS);
         assert_eq!(strings(&s["resident_id_fields"]), RESIDENT_ID_FIELDS);
         assert_eq!(strings(&s["date_fields"]), DATE_FIELDS);

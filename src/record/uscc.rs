@@ -9,19 +9,13 @@ use super::RejectReason;
 pub const USCC_CHARSET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// Weights for positions 1–17: 3^(i-1) mod 31.
-pub const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+pub const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// Real codes from the early Xiamen/Fuzhou pilot that fail the mod-31 check yet were lawfully
 /// issued (STANDARDS §1.4). `check_uscc` still reports them as `uscc_bad_check_digit`, as the
 /// schema's worked examples demand; record validation accepts them through
 /// `is_legacy_pilot_uscc` so that such subjects are not silently dropped.
-pub const LEGACY_PILOT_USCCS: [&str; 3] = [
-    "91350100M0001TGQXM",
-    "91350211M0000XUF46",
-    "91350203M0001FUE2P",
-];
+pub const LEGACY_PILOT_USCCS: [&str; 3] = ["91350100M0001TGQXM", "91350211M0000XUF46", "91350203M0001FUE2P"];
 
 pub fn is_legacy_pilot_uscc(s: &str) -> bool {
     LEGACY_PILOT_USCCS.contains(&s)
@@ -118,32 +112,17 @@ mod tests {
     #[test]
     fn edge_cases() {
         // Lower case, full-width digits and masked codes are rejected, never normalised.
-        assert_eq!(
-            check_uscc("91110000600037341l"),
-            Err(RejectReason::UsccInvalidCharset)
-        );
-        assert_eq!(
-            check_uscc("９1110000600037341L"),
-            Err(RejectReason::UsccInvalidCharset)
-        );
-        assert_eq!(
-            check_uscc("911101******92690J"),
-            Err(RejectReason::UsccInvalidCharset)
-        );
+        assert_eq!(check_uscc("91110000600037341l"), Err(RejectReason::UsccInvalidCharset));
+        assert_eq!(check_uscc("９1110000600037341L"), Err(RejectReason::UsccInvalidCharset));
+        assert_eq!(check_uscc("911101******92690J"), Err(RejectReason::UsccInvalidCharset));
         // Positions 3–8 must be digits even though letters are in the charset.
-        assert_eq!(
-            check_uscc("911A0000600037341L"),
-            Err(RejectReason::UsccInvalidCharset)
-        );
+        assert_eq!(check_uscc("911A0000600037341L"), Err(RejectReason::UsccInvalidCharset));
         // Authority codes A, N and Y are legal in position 1 (python-stdnum wrongly rejects them).
         let first17 = "A1110000600037341";
         let code = format!("{first17}{}", uscc_check_char(first17).expect("charset"));
         assert_eq!(check_uscc(&code), Ok(()));
         // Hong Kong is not a participant, so its prefix is unknown.
-        assert_eq!(
-            check_uscc("91810000600037341L"),
-            Err(RejectReason::UsccUnknownProvince)
-        );
+        assert_eq!(check_uscc("91810000600037341L"), Err(RejectReason::UsccUnknownProvince));
         assert_eq!(check_uscc(""), Err(RejectReason::UsccWrongLength));
         assert_eq!(uscc_check_char("9111000060003734"), None);
         assert_eq!(uscc_check_char("911100006000373411"), None);

@@ -9,9 +9,8 @@ use time::{Date, Month, OffsetDateTime};
 
 use super::schema::{self, Kind};
 use super::{
-    check_resident_id, check_uscc, is_legacy_pilot_uscc, Category, DisclosureClass, Operation,
-    RecordId, Region, RejectReason, Rejection, Revocation, SharingClass, SubjectKey, ValidRecord,
-    RECORD_BYTES_MAX,
+    check_resident_id, check_uscc, is_legacy_pilot_uscc, Category, DisclosureClass, Operation, RecordId, Region,
+    RejectReason, Rejection, Revocation, SharingClass, SubjectKey, ValidRecord, RECORD_BYTES_MAX,
 };
 
 /// The `field` of a rejection that concerns the line as a whole.
@@ -38,13 +37,7 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     }
     let mut obj = match serde_json::from_slice(line) {
         Ok(Value::Object(obj)) => obj,
-        Ok(_) => {
-            return Err(reject(
-                RejectReason::InvalidJson,
-                WHOLE_RECORD,
-                "not a json object",
-            ))
-        }
+        Ok(_) => return Err(reject(RejectReason::InvalidJson, WHOLE_RECORD, "not a json object")),
         Err(e) => {
             let detail = format!("{} error at column {}", json_error_kind(&e), e.column());
             return Err(reject(RejectReason::InvalidJson, WHOLE_RECORD, detail));
@@ -56,10 +49,7 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
         Some(_) => return Err(invalid("op", "op must be \"revoke\" or absent")),
     };
     // Forbidden data is refused before anything else is looked at, for either kind of line.
-    if let Some(field) = schema::FORBIDDEN_FIELDS
-        .iter()
-        .find(|f| obj.contains_key(**f))
-    {
+    if let Some(field) = schema::FORBIDDEN_FIELDS.iter().find(|f| obj.contains_key(**f)) {
         return Err(reject(
             RejectReason::ForbiddenField,
             field,
@@ -79,13 +69,8 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
             }
         }
     }
-    let canonical = serde_json::to_vec(&obj).map_err(|_| {
-        reject(
-            RejectReason::InvalidJson,
-            WHOLE_RECORD,
-            "cannot serialise record",
-        )
-    })?;
+    let canonical = serde_json::to_vec(&obj)
+        .map_err(|_| reject(RejectReason::InvalidJson, WHOLE_RECORD, "cannot serialise record"))?;
     // Escaping may grow a line a little, and the limit is a promise about stored bytes.
     if canonical.len() > RECORD_BYTES_MAX {
         return Err(oversized_record());
@@ -141,14 +126,13 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
         }
         _ => return Err(invalid("schema_version", "must be a string")),
     }
-    let category =
-        Category::parse(text("category", required(obj, "category")?)?).ok_or_else(|| {
-            reject(
-                RejectReason::UnknownCategory,
-                "category",
-                "not one of the six categories",
-            )
-        })?;
+    let category = Category::parse(text("category", required(obj, "category")?)?).ok_or_else(|| {
+        reject(
+            RejectReason::UnknownCategory,
+            "category",
+            "not one of the six categories",
+        )
+    })?;
     for field in schema::required(category).chain(conditionally_required(obj, category)) {
         required(obj, field)?;
     }
@@ -159,11 +143,7 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
     for (earlier, later) in schema::date_order(category) {
         if let (Some(a), Some(b)) = (optional_date(obj, earlier)?, optional_date(obj, later)?) {
             if b < a {
-                return Err(reject(
-                    RejectReason::DateOrder,
-                    later,
-                    format!("precedes {earlier}"),
-                ));
+                return Err(reject(RejectReason::DateOrder, later, format!("precedes {earlier}")));
             }
         }
     }
@@ -178,19 +158,14 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
         }
         let repaired = record_id_value("repaired_record_id", required(obj, "repaired_record_id")?)?;
         if repaired == record_id {
-            return Err(invalid(
-                "repaired_record_id",
-                "a record cannot repair itself",
-            ));
+            return Err(invalid("repaired_record_id", "a record cannot repair itself"));
         }
         Some(repaired)
     } else {
         None
     };
     let subject = if text("subject_type", required(obj, "subject_type")?)? == "natural_person" {
-        SubjectKey::ResidentId(
-            text("subject_id_number", required(obj, "subject_id_number")?)?.to_owned(),
-        )
+        SubjectKey::ResidentId(text("subject_id_number", required(obj, "subject_id_number")?)?.to_owned())
     } else {
         SubjectKey::Uscc(text("subject_uscc", required(obj, "subject_uscc")?)?.to_owned())
     };
@@ -209,11 +184,8 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
         record_version,
         sharing_class: SharingClass::parse(text("sharing_class", required(obj, "sharing_class")?)?)
             .ok_or_else(|| invalid("sharing_class", "not an allowed value"))?,
-        disclosure_class: DisclosureClass::parse(text(
-            "disclosure_class",
-            required(obj, "disclosure_class")?,
-        )?)
-        .ok_or_else(|| invalid("disclosure_class", "not an allowed value"))?,
+        disclosure_class: DisclosureClass::parse(text("disclosure_class", required(obj, "disclosure_class")?)?)
+            .ok_or_else(|| invalid("disclosure_class", "not an allowed value"))?,
         publicity_end_date: optional_date(obj, "publicity_end_date")?,
         repaired_record_id,
         canonical: Vec::new(),
@@ -294,11 +266,7 @@ fn check_fields(obj: &Object, kind_of: impl Fn(&str) -> Option<Kind>) -> Result<
             continue;
         }
         let kind = kind_of(name);
-        check_controls(
-            name,
-            value,
-            matches!(kind, Some(Kind::Text { long: true, .. })),
-        )?;
+        check_controls(name, value, matches!(kind, Some(Kind::Text { long: true, .. })))?;
         if let Some(kind) = kind {
             check_kind(name, value, kind)?;
         }
@@ -308,8 +276,7 @@ fn check_fields(obj: &Object, kind_of: impl Fn(&str) -> Option<Kind>) -> Result<
 
 fn has_control(s: &str, allow_tab_cr_lf: bool) -> bool {
     s.chars().any(|c| {
-        matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
-            && !(allow_tab_cr_lf && matches!(c, '\t' | '\r' | '\n'))
+        matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}') && !(allow_tab_cr_lf && matches!(c, '\t' | '\r' | '\n'))
     })
 }
 
@@ -317,12 +284,8 @@ fn has_control(s: &str, allow_tab_cr_lf: bool) -> bool {
 fn check_controls(field: &str, value: &Value, allow_tab_cr_lf: bool) -> Result<(), Rejection> {
     let found = |detail| Err(reject(RejectReason::ControlCharacters, field, detail));
     match value {
-        Value::String(s) if has_control(s, allow_tab_cr_lf) => {
-            found("contains a control character")
-        }
-        Value::Array(items) => items
-            .iter()
-            .try_for_each(|v| check_controls(field, v, allow_tab_cr_lf)),
+        Value::String(s) if has_control(s, allow_tab_cr_lf) => found("contains a control character"),
+        Value::Array(items) => items.iter().try_for_each(|v| check_controls(field, v, allow_tab_cr_lf)),
         Value::Object(map) => map.iter().try_for_each(|(k, v)| {
             if has_control(k, false) {
                 return found("contains a key with a control character");
@@ -335,9 +298,7 @@ fn check_controls(field: &str, value: &Value, allow_tab_cr_lf: bool) -> Result<(
 
 fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
     match kind {
-        Kind::Text {
-            max_code_points, ..
-        } => {
+        Kind::Text { max_code_points, .. } => {
             let s = text(name, value)?;
             if let Some(max) = max_code_points {
                 if s.chars().count() > max {
@@ -350,11 +311,9 @@ fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
             }
         }
         Kind::TextList => {
-            let ok = value.as_array().is_some_and(|items| {
-                items
-                    .iter()
-                    .all(|i| i.as_str().is_some_and(|s| !s.is_empty()))
-            });
+            let ok = value
+                .as_array()
+                .is_some_and(|items| items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())));
             if !ok {
                 return Err(invalid(name, "must be a list of non-empty strings"));
             }
@@ -369,13 +328,7 @@ fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
             match check_uscc(s) {
                 Ok(()) => {}
                 Err(RejectReason::UsccBadCheckDigit) if is_legacy_pilot_uscc(s) => {}
-                Err(reason) => {
-                    return Err(reject(
-                        reason,
-                        name,
-                        "not a valid unified social credit code",
-                    ))
-                }
+                Err(reason) => return Err(reject(reason, name, "not a valid unified social credit code")),
             }
         }
         Kind::ResidentId => check_resident_id(text(name, value)?)
@@ -405,11 +358,7 @@ fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
         Kind::Amount => match value.as_f64() {
             None => return Err(invalid(name, "must be a number")),
             Some(amount) if amount < 0.0 => {
-                return Err(reject(
-                    RejectReason::NegativeAmount,
-                    name,
-                    "must not be negative",
-                ))
+                return Err(reject(RejectReason::NegativeAmount, name, "must not be negative"))
             }
             Some(_) => {}
         },
@@ -441,14 +390,11 @@ fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
 }
 
 fn text<'a>(name: &str, value: &'a Value) -> Result<&'a str, Rejection> {
-    value
-        .as_str()
-        .ok_or_else(|| invalid(name, "must be a string"))
+    value.as_str().ok_or_else(|| invalid(name, "must be a string"))
 }
 
 fn record_id_value(name: &str, value: &Value) -> Result<RecordId, Rejection> {
-    RecordId::parse(text(name, value)?)
-        .ok_or_else(|| invalid(name, "not a hyphenated version-4 uuid"))
+    RecordId::parse(text(name, value)?).ok_or_else(|| invalid(name, "not a hyphenated version-4 uuid"))
 }
 
 fn region_value(name: &str, value: &Value) -> Result<Region, Rejection> {
@@ -464,19 +410,12 @@ fn version_value(value: &Value) -> Result<u32, Rejection> {
 }
 
 fn date_value(name: &str, value: &Value) -> Result<Date, Rejection> {
-    parse_iso_date(text(name, value)?).ok_or_else(|| {
-        reject(
-            RejectReason::InvalidDateFormat,
-            name,
-            "not a real YYYY-MM-DD date",
-        )
-    })
+    parse_iso_date(text(name, value)?)
+        .ok_or_else(|| reject(RejectReason::InvalidDateFormat, name, "not a real YYYY-MM-DD date"))
 }
 
 fn optional_date(obj: &Object, field: &str) -> Result<Option<Date>, Rejection> {
-    present(obj, field)
-        .map(|v| date_value(field, v))
-        .transpose()
+    present(obj, field).map(|v| date_value(field, v)).transpose()
 }
 
 /// `YYYY-MM-DD` with ASCII digits and a real calendar date; nothing else (no `/`, no sign).
@@ -498,10 +437,7 @@ pub fn parse_compact_date(s: &str) -> Option<Date> {
 }
 
 fn date_from_parts(year: &str, month: &str, day: &str) -> Option<Date> {
-    if ![year, month, day]
-        .iter()
-        .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if ![year, month, day].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
     let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
@@ -611,24 +547,17 @@ mod tests {
             assert_eq!(record.record_id.to_string(), ID);
             assert_eq!(record.source_region.code(), 330000);
             assert_eq!(record.subject_region.map(Region::code), Some(310000));
-            assert_eq!(
-                record.subject,
-                SubjectKey::Uscc("91310115MA1K3BTP2B".into())
-            );
+            assert_eq!(record.subject, SubjectKey::Uscc("91310115MA1K3BTP2B".into()));
             assert_eq!(record.record_version, 2);
             assert_eq!(
                 (record.sharing_class, record.disclosure_class),
                 (SharingClass::Unconditional, DisclosureClass::Public)
             );
-            let repaired = (*category == Category::CreditRepair)
-                .then(|| RecordId::parse(OTHER_ID).expect("v4"));
+            let repaired = (*category == Category::CreditRepair).then(|| RecordId::parse(OTHER_ID).expect("v4"));
             assert_eq!(record.repaired_record_id, repaired);
         }
         let penalty = upsert(&base(Category::AdministrativePenalty));
-        assert_eq!(
-            penalty.publicity_end_date,
-            Some(time::macros::date!(2026 - 05 - 20))
-        );
+        assert_eq!(penalty.publicity_end_date, Some(time::macros::date!(2026 - 05 - 20)));
     }
 
     #[test]
@@ -658,10 +587,7 @@ mod tests {
             (
                 Category::AdministrativeLicence,
                 |r| {
-                    r.insert(
-                        "licensing_authority_uscc".into(),
-                        json!("91110000600037341N"),
-                    );
+                    r.insert("licensing_authority_uscc".into(), json!("91110000600037341N"));
                 },
                 R::UsccBadCheckDigit,
                 "licensing_authority_uscc",
@@ -677,10 +603,7 @@ mod tests {
             (
                 Category::RedList,
                 |r| {
-                    r.insert(
-                        "awarding_authority_uscc".into(),
-                        json!("91990000600037341L"),
-                    );
+                    r.insert("awarding_authority_uscc".into(), json!("91990000600037341L"));
                 },
                 R::UsccUnknownProvince,
                 "awarding_authority_uscc",
@@ -977,10 +900,7 @@ mod tests {
             (
                 Category::AdministrativeLicence,
                 |r| {
-                    r.insert(
-                        "record_id".into(),
-                        json!("3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
-                    );
+                    r.insert("record_id".into(), json!("3f2504e0-4f89-11d3-9a0c-0305e82c3301"));
                 },
                 R::InvalidValue,
                 "record_id",
@@ -1095,17 +1015,10 @@ mod tests {
             (b"\xff", WHOLE_RECORD),
         ] {
             let r = parse_operation(line).expect_err("not an object");
-            assert_eq!(
-                (r.reason, r.field.as_str()),
-                (RejectReason::InvalidJson, field)
-            );
+            assert_eq!((r.reason, r.field.as_str()), (RejectReason::InvalidJson, field));
             covered.insert(r.reason);
         }
-        assert_eq!(
-            covered.len(),
-            RejectReason::all().len(),
-            "every reason is exercised"
-        );
+        assert_eq!(covered.len(), RejectReason::all().len(), "every reason is exercised");
     }
 
     #[test]
@@ -1117,10 +1030,7 @@ mod tests {
         // Fields are checked in key order: data_source_unit_uscc < subject_name < valid_to.
         assert_eq!(
             rejection(&r),
-            (
-                RejectReason::UsccWrongLength,
-                "data_source_unit_uscc".into()
-            )
+            (RejectReason::UsccWrongLength, "data_source_unit_uscc".into())
         );
         r.remove("licence_content");
         assert_eq!(
@@ -1128,29 +1038,19 @@ mod tests {
             (RejectReason::MissingRequiredField, "licence_content".into())
         );
         r.insert("category".into(), json!("nonsense"));
-        assert_eq!(
-            rejection(&r),
-            (RejectReason::UnknownCategory, "category".into())
-        );
+        assert_eq!(rejection(&r), (RejectReason::UnknownCategory, "category".into()));
         r.insert("religion".into(), json!("无"));
-        assert_eq!(
-            rejection(&r),
-            (RejectReason::ForbiddenField, "religion".into())
-        );
+        assert_eq!(rejection(&r), (RejectReason::ForbiddenField, "religion".into()));
     }
 
     #[test]
     fn schema_worked_examples_in_records() {
-        let schema: Value =
-            serde_json::from_str(include_str!("record-schema.json")).expect("schema parses");
+        let schema: Value = serde_json::from_str(include_str!("record-schema.json")).expect("schema parses");
         let examples = &schema["worked_examples"];
         for code in examples["uscc_valid"].as_array().expect("list") {
             let mut r = base(Category::AdministrativeLicence);
             r.insert("subject_uscc".into(), code.clone());
-            assert_eq!(
-                upsert(&r).subject,
-                SubjectKey::Uscc(code.as_str().expect("s").into())
-            );
+            assert_eq!(upsert(&r).subject, SubjectKey::Uscc(code.as_str().expect("s").into()));
         }
         for code in examples["uscc_invalid"].as_array().expect("list") {
             let code = code.as_str().expect("s");
@@ -1175,17 +1075,11 @@ mod tests {
 
     #[test]
     fn resident_id_values_never_reach_messages() {
-        for bad in [
-            "110105194912310021",
-            "11010519491231002x",
-            "110105194913310020",
-        ] {
+        for bad in ["110105194912310021", "11010519491231002x", "110105194913310020"] {
             let mut r = base(Category::AdministrativeLicence);
             r.insert("legal_rep_id_number".into(), json!(bad));
             let rejection = parse(&r).expect_err("bad id");
-            assert!(
-                !rejection.to_string().contains(bad) && !rejection.to_string().contains(&bad[..17])
-            );
+            assert!(!rejection.to_string().contains(bad) && !rejection.to_string().contains(&bad[..17]));
         }
     }
 
@@ -1270,13 +1164,8 @@ mod tests {
         };
         assert_eq!(revocation.record_id.to_string(), ID);
         assert_eq!(revocation.revoked_at, "2025-07-01");
-        assert!(std::str::from_utf8(op.canonical())
-            .expect("utf-8")
-            .contains(ID));
-        assert_eq!(
-            decode_stored(op.canonical()).map(|o| o.record_id()),
-            Ok(op.record_id())
-        );
+        assert!(std::str::from_utf8(op.canonical()).expect("utf-8").contains(ID));
+        assert_eq!(decode_stored(op.canonical()).map(|o| o.record_id()), Ok(op.record_id()));
         let revoke = |edit: fn(&mut Object)| {
             let mut r = into_object(
                 json!({"op": "revoke", "record_id": ID, "reason": "撤销", "revoked_at": "2025-07-01T09:30:00+08:00"}),

@@ -25,8 +25,14 @@ pub enum ClientError {
 
 /// Splits "host:port" (an optional https:// in front is accepted) into host and port.
 fn host_port(address: &str) -> Result<(String, u16), ClientError> {
-    let bad = |reason: &str| ClientError::Address { address: address.to_string(), reason: reason.to_string() };
-    let rest = address.strip_prefix("https://").unwrap_or(address).trim_end_matches('/');
+    let bad = |reason: &str| ClientError::Address {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = address
+        .strip_prefix("https://")
+        .unwrap_or(address)
+        .trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     let port = port.parse::<u16>().map_err(|_| bad("port is not a number"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -36,20 +42,57 @@ fn host_port(address: &str) -> Result<(String, u16), ClientError> {
     Ok((host.to_string(), port))
 }
 
+/// Finds out why a TLS connection to `address` fails, for a message a person can act on. With TLS
+/// 1.3 the server judges our certificate after the client considers the handshake done, so tonic
+/// only sees a closed connection; a raw connection reads the server's alert instead.
+pub async fn diagnose(address: &str, files: &TlsFiles, server_name: Option<&str>) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, port) = host_port(address).ok()?;
+    let config = pki::client_config(files).ok()?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.unwrap_or(&host).to_string()).ok()?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .ok()?
+        .ok()?;
+    let mut tls = match TlsConnector::from(config).connect(name, tcp).await {
+        Ok(t) => t,
+        Err(e) => return Some(explain(&e)),
+    };
+    // The HTTP/2 preface; a server that accepted us answers with its SETTINGS.
+    if let Err(e) = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await {
+        return Some(explain(&e));
+    }
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(CONNECT_TIMEOUT, tls.read(&mut buf)).await {
+        Ok(Err(e)) => Some(explain(&e)),
+        Ok(Ok(0)) => Some("the server closed the connection after the handshake".to_string()),
+        _ => None,
+    }
+}
+
 /// Opens a channel to `address` authenticating with `files`. `server_name` overrides the name the
 /// server certificate must carry (default: the host part of the address).
 pub async fn connect(address: &str, files: &TlsFiles, server_name: Option<&str>) -> Result<Channel, ClientError> {
     let (host, port) = host_port(address)?;
     let config = pki::client_config(files)?;
     let name = server_name.unwrap_or(&host).to_string();
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-        .map_err(|_| ClientError::Address { address: address.to_string(), reason: format!("{name:?} is not a valid server name") })?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| ClientError::Address {
+        address: address.to_string(),
+        reason: format!("{name:?} is not a valid server name"),
+    })?;
     let connector = TlsConnector::from(Arc::clone(&config));
     let target = format!("{host}:{port}");
     // The URI only carries the authority for HTTP/2; TLS is done by the connector below.
-    let uri_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let uri_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     let endpoint = Endpoint::from_shared(format!("http://{uri_host}:{port}"))
-        .map_err(|e| ClientError::Address { address: address.to_string(), reason: e.to_string() })?
+        .map_err(|e| ClientError::Address {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     endpoint
@@ -65,7 +108,10 @@ pub async fn connect(address: &str, files: &TlsFiles, server_name: Option<&str>)
             }
         }))
         .await
-        .map_err(|e| ClientError::Connect { address: address.to_string(), reason: explain(&e) })
+        .map_err(|e| ClientError::Connect {
+            address: address.to_string(),
+            reason: explain(&e),
+        })
 }
 
 /// The most specific message in an error's source chain, with a hint for the usual TLS refusals.
@@ -85,6 +131,8 @@ pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
         " (the certificates do not chain to the same federation CA)"
     } else if all.contains("CertificateRequired") || all.contains("certificate required") {
         " (the server requires a client certificate)"
+    } else if all.contains("DecryptError") || all.contains("decrypterror") || all.contains("BadSignature") {
+        " (a certificate's signature does not verify: it was issued by a different CA than the federation CA the other side trusts)"
     } else if all.contains("BadCertificate") || all.contains("bad certificate") {
         " (the server refused our certificate)"
     } else {

@@ -77,13 +77,21 @@ impl From<OpKind> for pb::OpKind {
 
 impl From<&Rejection> for pb::Rejection {
     fn from(r: &Rejection) -> Self {
-        pb::Rejection { reason: r.reason.code().to_string(), field: r.field.clone(), detail: r.detail.clone() }
+        pb::Rejection {
+            reason: r.reason.code().to_string(),
+            field: r.field.clone(),
+            detail: r.detail.clone(),
+        }
     }
 }
 
 impl From<&OpRejection> for pb::Rejection {
     fn from(r: &OpRejection) -> Self {
-        pb::Rejection { reason: r.reason.to_string(), field: r.field.to_string(), detail: r.detail.clone() }
+        pb::Rejection {
+            reason: r.reason.to_string(),
+            field: r.field.to_string(),
+            detail: r.detail.clone(),
+        }
     }
 }
 

@@ -24,7 +24,11 @@ pub struct PublisherService {
 }
 
 fn ack(origin: Region, seq: u64, hash: &Hash) -> pb::Ack {
-    pb::Ack { origin: origin.code(), seq, entry_hash: hash.to_vec().into() }
+    pb::Ack {
+        origin: origin.code(),
+        seq,
+        entry_hash: hash.to_vec().into(),
+    }
 }
 
 fn rejected(index: usize, record_id: String, r: pb::Rejection) -> pb::OperationResult {
@@ -106,18 +110,33 @@ async fn check(origin: Region, operations: Vec<pb::Operation>) -> Result<Checked
         }
     }
     let valid_ids = valid.iter().map(|op| op.record_id().to_string()).collect();
-    Ok(Checked { results, valid, valid_at, valid_ids })
+    Ok(Checked {
+        results,
+        valid,
+        valid_at,
+        valid_ids,
+    })
 }
 
 /// Merges the writer's outcomes into the validation results.
 fn respond(origin: Region, checked: Checked, committed: Option<Committed>) -> Result<pb::PublishResponse, Status> {
-    let Checked { mut results, valid_at, valid_ids, .. } = checked;
+    let Checked {
+        mut results,
+        valid_at,
+        valid_ids,
+        ..
+    } = checked;
     let mut checkpoint = None;
     if let Some((outcomes, cp)) = committed {
         checkpoint = cp.as_ref().map(pb::Checkpoint::from);
         for ((i, outcome), record_id) in valid_at.into_iter().zip(outcomes).zip(valid_ids) {
             results[i] = Some(match outcome {
-                OpOutcome::Appended { kind, held_for_target, seq, hash } => pb::OperationResult {
+                OpOutcome::Appended {
+                    kind,
+                    held_for_target,
+                    seq,
+                    hash,
+                } => pb::OperationResult {
                     index: i as u32,
                     record_id,
                     outcome: Some(Outcome::Appended(ack(origin, seq, &hash))),
@@ -155,7 +174,12 @@ impl pb::publisher_server::Publisher for PublisherService {
         let committed = if checked.valid.is_empty() {
             None
         } else {
-            Some(self.writer.submit(std::mem::take(&mut checked.valid)).await.map_err(|e| store_status(&e))?)
+            Some(
+                self.writer
+                    .submit(std::mem::take(&mut checked.valid))
+                    .await
+                    .map_err(|e| store_status(&e))?,
+            )
         };
         Ok(Response::new(respond(self.origin, checked, committed)?))
     }
@@ -168,7 +192,8 @@ impl pb::publisher_server::Publisher for PublisherService {
         let mut inbound = request.into_inner();
         let origin = self.origin;
         let writer = self.writer.clone();
-        let (checking_tx, mut checking_rx) = mpsc::channel::<tokio::task::JoinHandle<Result<Checked, Status>>>(PUBLISH_PIPELINE_DEPTH);
+        let (checking_tx, mut checking_rx) =
+            mpsc::channel::<tokio::task::JoinHandle<Result<Checked, Status>>>(PUBLISH_PIPELINE_DEPTH);
         let (queued_tx, mut queued_rx) = mpsc::channel::<(Checked, Option<Pending>)>(PUBLISH_PIPELINE_DEPTH);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishResponse, Status>>(PUBLISH_PIPELINE_DEPTH);
 
@@ -202,7 +227,9 @@ impl pb::publisher_server::Publisher for PublisherService {
                         return;
                     }
                     Err(e) => {
-                        let _ = fail.send(Err(Status::internal(format!("validation task failed: {e}")))).await;
+                        let _ = fail
+                            .send(Err(Status::internal(format!("validation task failed: {e}"))))
+                            .await;
                         return;
                     }
                 };

@@ -59,7 +59,9 @@ impl ReloadableTls {
     /// Reloads the configuration if the CRL file changed. A bad new CRL keeps the old
     /// configuration (and says so): refusing all clients would be worse than a stale list.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(crl) = self.files.crl.as_deref() else { return false };
+        let Some(crl) = self.files.crl.as_deref() else {
+            return false;
+        };
         let now = modified(crl);
         let before = *self.crl_modified.read().unwrap_or_else(|p| p.into_inner());
         if now == before {
@@ -143,8 +145,12 @@ pub fn incoming(
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
     tokio::spawn(async move {
         loop {
-            let Ok(connection_permit) = connections.clone().acquire_owned().await else { return };
-            let Ok(handshake_permit) = handshakes.clone().acquire_owned().await else { return };
+            let Ok(connection_permit) = connections.clone().acquire_owned().await else {
+                return;
+            };
+            let Ok(handshake_permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -168,7 +174,13 @@ pub fn incoming(
                     Ok((inner, caller)) => {
                         stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(remote = %remote, identity = %caller.identity, "client connected");
-                        let _ = tx.send(Ok(TlsConn { inner, caller, _permit: connection_permit })).await;
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                inner,
+                                caller,
+                                _permit: connection_permit,
+                            }))
+                            .await;
                     }
                     Err(reason) => {
                         stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +193,11 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) -> Result<(TlsStream<TcpStream>, Caller), String> {
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+) -> Result<(TlsStream<TcpStream>, Caller), String> {
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Err(_) => return Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
         Ok(Err(e)) => return Err(e.to_string()),
@@ -192,6 +208,7 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) ->
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or_else(|| "client presented no certificate".to_string())?;
-    let identity = pki::identity_from_cert_der(leaf.as_ref()).map_err(|e| format!("client certificate has no usable identity: {e}"))?;
+    let identity = pki::identity_from_cert_der(leaf.as_ref())
+        .map_err(|e| format!("client certificate has no usable identity: {e}"))?;
     Ok((stream, Caller { identity, remote }))
 }

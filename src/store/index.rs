@@ -31,7 +31,9 @@ pub enum IndexError {
     Open { path: String, source: sled::Error },
     #[error("index store (sled): {0}")]
     Sled(#[from] sled::Error),
-    #[error("index is damaged at key {key}: {reason}; run `cxnode reindex --data <DIR>` to rebuild it from the journal")]
+    #[error(
+        "index is damaged at key {key}: {reason}; run `cxnode reindex --data <DIR>` to rebuild it from the journal"
+    )]
     Damaged { key: String, reason: String },
 }
 
@@ -64,7 +66,10 @@ fn be_u64(bytes: &[u8], what: &str) -> Result<u64, IndexError> {
     let arr: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| IndexError::Damaged { key: what.to_string(), reason: "value too short".to_string() })?;
+        .ok_or_else(|| IndexError::Damaged {
+            key: what.to_string(),
+            reason: "value too short".to_string(),
+        })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -111,8 +116,14 @@ impl Index {
             // point, so a lazy flush loses nothing.
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|source| IndexError::Open { path: path.display().to_string(), source })?;
-        let tree = db.open_tree("idx").map_err(|source| IndexError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| IndexError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let tree = db.open_tree("idx").map_err(|source| IndexError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Index { db, tree })
     }
 
@@ -139,10 +150,20 @@ impl Index {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix([P_HEAD]) {
             let (k, v) = item?;
-            let damaged = |reason: &str| IndexError::Damaged { key: hex::encode(&k), reason: reason.to_string() };
-            let code = u32::from_be_bytes(k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(|| damaged("short key"))?);
+            let damaged = |reason: &str| IndexError::Damaged {
+                key: hex::encode(&k),
+                reason: reason.to_string(),
+            };
+            let code = u32::from_be_bytes(
+                k.get(1..5)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| damaged("short key"))?,
+            );
             let origin = Region::from_code(code).map_err(|_| damaged("not a province"))?;
-            out.push((origin, decode_head(&v).ok_or_else(|| damaged("value has the wrong length"))?));
+            out.push((
+                origin,
+                decode_head(&v).ok_or_else(|| damaged("value has the wrong length"))?,
+            ));
         }
         Ok(out)
     }
@@ -183,7 +204,10 @@ impl Index {
         for item in self.tree.scan_prefix(&prefix).take(limit) {
             let (k, _) = item?;
             let rest = &k[prefix.len()..];
-            let damaged = || IndexError::Damaged { key: hex::encode(&k), reason: "bad subject key".to_string() };
+            let damaged = || IndexError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad subject key".to_string(),
+            };
             let code = u32::from_be_bytes(rest.get(0..4).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
             let seq = u64::from_be_bytes(rest.get(4..12).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
             out.push((Region::from_code(code).map_err(|_| damaged())?, seq));
@@ -193,7 +217,13 @@ impl Index {
 
     /// Starts a group of updates; nothing is visible until `commit`.
     pub fn begin(&self) -> IndexBatch<'_> {
-        IndexBatch { index: self, records: HashMap::new(), pending: HashMap::new(), heads: HashMap::new(), batch: sled::Batch::default() }
+        IndexBatch {
+            index: self,
+            records: HashMap::new(),
+            pending: HashMap::new(),
+            heads: HashMap::new(),
+            batch: sled::Batch::default(),
+        }
     }
 
     pub fn flush(&self) -> Result<(), IndexError> {
@@ -296,7 +326,11 @@ impl<'a> IndexBatch<'a> {
 
     /// The current state of a record, as of this batch.
     pub fn record(&mut self, origin: Region, id: &RecordId) -> Result<Option<RecordState>, IndexError> {
-        let mut view = OriginState { batch: self, origin, error: None };
+        let mut view = OriginState {
+            batch: self,
+            origin,
+            error: None,
+        };
         let s = view.get(id);
         match view.error {
             Some(e) => Err(e),
@@ -304,21 +338,34 @@ impl<'a> IndexBatch<'a> {
         }
     }
 
-    /// Indexes one frame at `pos`. `op` is the decoded operation of an entry, if the caller has it
-    /// already (the writer does); otherwise the entry's bytes are decoded here.
+    /// Indexes one frame at `pos`. `op` is the decoded operation of an entry when the caller has
+    /// just built it (the writer): then the entry is trusted. Otherwise (replay) the entry's link
+    /// and hash are checked and its bytes decoded here.
     pub fn index_frame(&mut self, pos: JournalPos, frame: &Frame, op: Option<&Operation>) -> Result<(), IndexError> {
         match frame {
             Frame::Entry(e) => {
-                let head = self.head(e.origin)?;
-                // The journal was checked when written; a break here means the journal and the
-                // index disagree, which only a rebuild can settle.
-                if e.seq != head.next_seq {
-                    return Err(IndexError::Damaged {
+                let mut head = self.head(e.origin)?;
+                if op.is_some() {
+                    debug_assert!(
+                        {
+                            let mut h = head;
+                            h.advance(e).is_ok()
+                        },
+                        "the writer builds linked entries"
+                    );
+                    head = ChainHead {
+                        next_seq: e.seq + 1,
+                        head_hash: e.hash,
+                    };
+                } else {
+                    // A break here means the journal and the index disagree, or the journal holds
+                    // an entry that is not a valid link: refuse rather than index it.
+                    head.advance(e).map_err(|err| IndexError::Damaged {
                         key: format!("head of {}", e.origin),
-                        reason: format!("expected seq {} but the journal has {} at position {}", head.next_seq, e.seq, pos.0),
-                    });
+                        reason: format!("journal position {}: {err}", pos.0),
+                    })?;
                 }
-                self.heads.insert(e.origin, ChainHead { next_seq: e.seq + 1, head_hash: e.hash });
+                self.heads.insert(e.origin, head);
                 self.batch.insert(key_entry(e.origin, e.seq), &pos.0.to_be_bytes());
                 let decoded;
                 let op = match op {
@@ -338,7 +385,11 @@ impl<'a> IndexBatch<'a> {
                         k.extend_from_slice(&e.seq.to_be_bytes());
                         self.batch.insert(k, &[]);
                     }
-                    let mut view = OriginState { batch: self, origin: e.origin, error: None };
+                    let mut view = OriginState {
+                        batch: self,
+                        origin: e.origin,
+                        error: None,
+                    };
                     ledger::apply(&mut view, op, e.seq, e.op_digest);
                     if let Some(err) = view.error {
                         return Err(err);
@@ -357,7 +408,8 @@ impl<'a> IndexBatch<'a> {
     /// Makes the group visible atomically, with `indexed_upto` = `end`.
     pub fn commit(mut self, end: JournalPos) -> Result<(), IndexError> {
         for ((origin, id), state) in &self.records {
-            self.batch.insert(key_record(P_RECORD, *origin, id), encode_state(state));
+            self.batch
+                .insert(key_record(P_RECORD, *origin, id), encode_state(state));
         }
         for ((origin, id), seq) in &self.pending {
             let key = key_record(P_PENDING, *origin, id);

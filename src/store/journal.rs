@@ -41,11 +41,19 @@ pub enum JournalError {
     #[error("journal ends in a torn frame at position {position} (a crash mid-write); the node truncates it on start")]
     TornTail { position: u64 },
     #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore this segment from a replica or backup, then run `cxnode verify`")]
-    Corrupt { path: PathBuf, offset: u64, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        position: u64,
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
-    move |source| JournalError::Io { path: path.to_path_buf(), source }
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What recovery found at the tail.
@@ -76,7 +84,10 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
         let item = item.map_err(io_err(dir))?;
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(base) = name.strip_prefix(SEGMENT_PREFIX).and_then(|r| r.strip_suffix(SEGMENT_SUFFIX)) {
+        if let Some(base) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|r| r.strip_suffix(SEGMENT_SUFFIX))
+        {
             let base = base.parse::<u64>().map_err(|_| JournalError::Corrupt {
                 path: dir.join(name),
                 offset: 0,
@@ -110,7 +121,10 @@ impl Journal {
                 path: segment_path(dir, segments[0]),
                 offset: 0,
                 position: 0,
-                reason: format!("the first segment starts at {} instead of 0: a segment is missing", segments[0]),
+                reason: format!(
+                    "the first segment starts at {} instead of 0: a segment is missing",
+                    segments[0]
+                ),
             });
         }
         for pair in segments.windows(2) {
@@ -121,7 +135,11 @@ impl Journal {
                     path,
                     offset: len,
                     position: pair[0] + len,
-                    reason: format!("segment ends at {} but the next one starts at {}", pair[0] + len, pair[1]),
+                    reason: format!(
+                        "segment ends at {} but the next one starts at {}",
+                        pair[0] + len,
+                        pair[1]
+                    ),
                 });
             }
         }
@@ -129,11 +147,18 @@ impl Journal {
         let path = segment_path(dir, last);
         let (valid_len, file_len) = scan_tail(&path)?;
         let mut repair = TailRepair::default();
-        let active = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
+        let active = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         if valid_len < file_len {
             active.set_len(valid_len).map_err(io_err(&path))?;
             active.sync_all().map_err(io_err(&path))?;
-            repair = TailRepair { truncated_bytes: file_len - valid_len, truncated_at: Some(JournalPos(last + valid_len)) };
+            repair = TailRepair {
+                truncated_bytes: file_len - valid_len,
+                truncated_at: Some(JournalPos(last + valid_len)),
+            };
         }
         let journal = Journal {
             dir: dir.to_path_buf(),
@@ -182,7 +207,12 @@ impl Journal {
     fn roll(&mut self) -> Result<(), JournalError> {
         self.sync()?;
         let path = segment_path(&self.dir, self.end);
-        let file = OpenOptions::new().create_new(true).read(true).append(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         self.active = file;
         self.segments.push(self.end);
@@ -206,7 +236,12 @@ fn scan_tail(path: &Path) -> Result<(u64, u64), JournalError> {
     let mut offset = 0u64;
     let mut group_end = 0u64;
     let mut body = Vec::new();
-    let corrupt = |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, position: offset, reason };
+    let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        position: offset,
+        reason,
+    };
     loop {
         match read_frame_body(&mut reader, &mut body).map_err(io_err(path))? {
             ReadOutcome::End | ReadOutcome::Torn => return Ok((group_end, file_len)),
@@ -214,13 +249,19 @@ fn scan_tail(path: &Path) -> Result<(u64, u64), JournalError> {
                 if rest_is_zero(path, offset + frame_len)? {
                     return Ok((group_end, file_len));
                 }
-                return Err(corrupt(offset, "frame checksum mismatch before the end of the journal".to_string()));
+                return Err(corrupt(
+                    offset,
+                    "frame checksum mismatch before the end of the journal".to_string(),
+                ));
             }
             ReadOutcome::BadLength { len } => {
                 if rest_is_zero(path, offset)? {
                     return Ok((group_end, file_len));
                 }
-                return Err(corrupt(offset, format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}")));
+                return Err(corrupt(
+                    offset,
+                    format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"),
+                ));
             }
             ReadOutcome::Frame { len } => {
                 let frame = decode_body(&body).map_err(|reason| corrupt(offset, reason))?;
@@ -279,9 +320,13 @@ fn read_frame_body(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<ReadOut
         return Ok(ReadOutcome::Torn);
     }
     if crc32c::crc32c(body) != crc {
-        return Ok(ReadOutcome::BadChecksum { frame_len: (FRAME_HEADER_BYTES + len) as u64 });
+        return Ok(ReadOutcome::BadChecksum {
+            frame_len: (FRAME_HEADER_BYTES + len) as u64,
+        });
     }
-    Ok(ReadOutcome::Frame { len: (FRAME_HEADER_BYTES + len) as u64 })
+    Ok(ReadOutcome::Frame {
+        len: (FRAME_HEADER_BYTES + len) as u64,
+    })
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -332,13 +377,22 @@ impl JournalReader {
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
             while base + offset < to.0 {
                 let position = base + offset;
-                let corrupt = |reason: String| JournalError::Corrupt { path: path.clone(), offset, position, reason };
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    path: path.clone(),
+                    offset,
+                    position,
+                    reason,
+                };
                 match read_frame_body(&mut reader, &mut body).map_err(io_err(&path))? {
                     ReadOutcome::End => break,
                     ReadOutcome::Torn if is_last => return Err(JournalError::TornTail { position }.into()),
                     ReadOutcome::Torn => return Err(corrupt("frame is cut short".to_string()).into()),
-                    ReadOutcome::BadLength { len } => return Err(corrupt(format!("frame length {len} is out of range")).into()),
-                    ReadOutcome::BadChecksum { .. } => return Err(corrupt("frame checksum mismatch".to_string()).into()),
+                    ReadOutcome::BadLength { len } => {
+                        return Err(corrupt(format!("frame length {len} is out of range")).into())
+                    }
+                    ReadOutcome::BadChecksum { .. } => {
+                        return Err(corrupt("frame checksum mismatch".to_string()).into())
+                    }
                     ReadOutcome::Frame { len } => {
                         let frame = decode_body(&body).map_err(corrupt)?;
                         if !visit(JournalPos(position), JournalPos(position + len), frame)? {
@@ -361,7 +415,12 @@ impl JournalReader {
         let offset = pos.0 - base;
         file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
         let mut body = Vec::new();
-        let corrupt = |reason: String| JournalError::Corrupt { path: path.clone(), offset, position: pos.0, reason };
+        let corrupt = |reason: String| JournalError::Corrupt {
+            path: path.clone(),
+            offset,
+            position: pos.0,
+            reason,
+        };
         match read_frame_body(&mut file, &mut body).map_err(io_err(&path))? {
             ReadOutcome::Frame { .. } => decode_body(&body).map_err(corrupt),
             _ => Err(corrupt("no valid frame at this position".to_string())),
@@ -374,7 +433,15 @@ pub fn encoded_len(frame: &Frame) -> u64 {
     let body = match frame {
         Frame::Entry(e) => 1 + 4 + 8 + 32 + 8 + 32 + 32 + 4 + e.op_bytes.len(),
         Frame::Checkpoint(c) => {
-            1 + 4 + 8 + 32 + 8 + 2 + 4 + c.signature.len() + 4 + c.signer_chain.iter().map(|d| 4 + d.len()).sum::<usize>()
+            1 + 4
+                + 8
+                + 32
+                + 8
+                + 2
+                + 4
+                + c.signature.len()
+                + 4
+                + c.signer_chain.iter().map(|d| 4 + d.len()).sum::<usize>()
         }
     };
     (FRAME_HEADER_BYTES + body) as u64
@@ -413,7 +480,10 @@ fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
     }
     let body_len = out.len() - start - FRAME_HEADER_BYTES;
     debug_assert_eq!((out.len() - start) as u64, encoded_len(frame));
-    assert!(body_len <= FRAME_BYTES_MAX, "frame of {body_len} bytes exceeds the limit; callers bound record and chain sizes");
+    assert!(
+        body_len <= FRAME_BYTES_MAX,
+        "frame of {body_len} bytes exceeds the limit; callers bound record and chain sizes"
+    );
     let crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
     out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -427,7 +497,10 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.bytes.len() < n {
-            return Err(format!("frame body ends early: needed {n} more bytes, {} left", self.bytes.len()));
+            return Err(format!(
+                "frame body ends early: needed {n} more bytes, {} left",
+                self.bytes.len()
+            ));
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -488,7 +561,15 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
             for _ in 0..n {
                 signer_chain.push(c.vec()?);
             }
-            Frame::Checkpoint(Checkpoint { origin, seq, head_hash, at_unix_seconds, signature_scheme, signature, signer_chain })
+            Frame::Checkpoint(Checkpoint {
+                origin,
+                seq,
+                head_hash,
+                at_unix_seconds,
+                signature_scheme,
+                signature,
+                signer_chain,
+            })
         }
         other => return Err(format!("unknown frame kind {other}")),
     };
@@ -537,7 +618,9 @@ mod tests {
             .chunks(size)
             .map(|c| {
                 let mut g = c.to_vec();
-                let Some(Frame::Entry(last)) = g.last() else { unreachable!("entries only") };
+                let Some(Frame::Entry(last)) = g.last() else {
+                    unreachable!("entries only")
+                };
                 let seq = last.seq;
                 g.push(checkpoint(seq));
                 g
@@ -572,7 +655,10 @@ mod tests {
         let (j, repair) = Journal::open(dir.path(), 1000).expect("reopen");
         assert_eq!(repair, TailRepair::default());
         assert_eq!(j.end(), end);
-        assert!(list_segments(dir.path()).expect("list").len() > 1, "small segments roll");
+        assert!(
+            list_segments(dir.path()).expect("list").len() > 1,
+            "small segments roll"
+        );
         assert_eq!(all(&j.reader(), end), frames);
     }
 
@@ -590,7 +676,11 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).expect("open");
         f.set_len(len - 10).expect("tear the last frame");
         let (j, repair) = Journal::open(dir.path(), 1 << 20).expect("recovers");
-        assert_eq!(repair.truncated_at, Some(second[0]), "the whole torn group goes, not just its last frame");
+        assert_eq!(
+            repair.truncated_at,
+            Some(second[0]),
+            "the whole torn group goes, not just its last frame"
+        );
         assert_eq!(j.end(), second[0]);
         assert_eq!(all(&j.reader(), j.end()), groups[0]);
     }
@@ -640,6 +730,9 @@ mod tests {
         let segs = list_segments(dir.path()).expect("list");
         assert!(segs.len() >= 3);
         fs::remove_file(segment_path(dir.path(), segs[1])).expect("remove");
-        assert!(matches!(Journal::open(dir.path(), 500), Err(JournalError::Corrupt { .. })));
+        assert!(matches!(
+            Journal::open(dir.path(), 500),
+            Err(JournalError::Corrupt { .. })
+        ));
     }
 }

@@ -81,8 +81,16 @@ pub struct OpenReport {
 /// The result of one operation of a committed group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpOutcome {
-    Appended { kind: OpKind, held_for_target: bool, seq: u64, hash: Hash },
-    Duplicate { seq: u64, hash: Hash },
+    Appended {
+        kind: OpKind,
+        held_for_target: bool,
+        seq: u64,
+        hash: Hash,
+    },
+    Duplicate {
+        seq: u64,
+        hash: Hash,
+    },
     Rejected(OpRejection),
 }
 
@@ -94,17 +102,25 @@ pub struct Store {
 }
 
 fn lock_store(dir: &Path) -> Result<File, StoreError> {
-    fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join(LOCK_FILE);
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        .map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(_) => Err(StoreError::Locked { path: dir.to_path_buf() }),
+        Err(_) => Err(StoreError::Locked {
+            path: dir.to_path_buf(),
+        }),
     }
 }
 
@@ -116,14 +132,29 @@ impl Store {
         let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes)?;
         let indexed = index.indexed_upto()?;
         if indexed > journal.end() {
-            return Err(StoreError::IndexAhead { indexed: indexed.0, end: journal.end().0 });
+            return Err(StoreError::IndexAhead {
+                indexed: indexed.0,
+                end: journal.end().0,
+            });
         }
         let replayed_frames = replay(&journal.reader(), &index, indexed, journal.end())?;
         if replayed_frames > 0 {
             index.flush()?;
         }
-        let report = OpenReport { tail, replayed_frames, journal_end: journal.end().0 };
-        Ok((Store { cfg: cfg.clone(), journal, index, _lock: lock }, report))
+        let report = OpenReport {
+            tail,
+            replayed_frames,
+            journal_end: journal.end().0,
+        };
+        Ok((
+            Store {
+                cfg: cfg.clone(),
+                journal,
+                index,
+                _lock: lock,
+            },
+            report,
+        ))
     }
 
     /// Deletes the indexes and rebuilds them from the journal alone. Returns the frames indexed.
@@ -131,7 +162,10 @@ impl Store {
         let lock = lock_store(&cfg.dir)?;
         let index_dir = cfg.index_dir();
         if index_dir.exists() {
-            fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io { path: index_dir.clone(), source })?;
+            fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io {
+                path: index_dir.clone(),
+                source,
+            })?;
         }
         drop(lock);
         let (store, report) = Store::open(cfg)?;
@@ -177,15 +211,29 @@ impl Store {
             };
             match ledger::decide(op, &op_digest, current.as_ref(), target.as_ref()) {
                 Decision::Append { kind, held_for_target } => {
-                    let entry = Entry::new(origin, head.next_seq, head.head_hash, now_micros, op.canonical().to_vec());
-                    head.advance(&entry).expect("a new entry links to the head it was built on");
+                    let entry = Entry::new(
+                        origin,
+                        head.next_seq,
+                        head.head_hash,
+                        now_micros,
+                        op.canonical().to_vec(),
+                    );
+                    head.advance(&entry)
+                        .expect("a new entry links to the head it was built on");
                     let frame = Frame::Entry(entry);
                     let pos = JournalPos(next_pos);
                     next_pos += encoded_len(&frame);
                     batch.index_frame(pos, &frame, Some(op))?;
-                    let Frame::Entry(entry) = &frame else { unreachable!("built as an entry above") };
+                    let Frame::Entry(entry) = &frame else {
+                        unreachable!("built as an entry above")
+                    };
                     group_hashes.insert(entry.seq, entry.hash);
-                    outcomes.push(OpOutcome::Appended { kind, held_for_target, seq: entry.seq, hash: entry.hash });
+                    outcomes.push(OpOutcome::Appended {
+                        kind,
+                        held_for_target,
+                        seq: entry.seq,
+                        hash: entry.hash,
+                    });
                     frames.push(frame);
                 }
                 Decision::Duplicate { seq } => {
@@ -201,7 +249,8 @@ impl Store {
         if frames.is_empty() {
             return Ok((outcomes, None));
         }
-        let checkpoint = Checkpoint::sign(origin, head, now_micros.div_euclid(1_000_000), signer).map_err(StoreError::Sign)?;
+        let checkpoint =
+            Checkpoint::sign(origin, head, now_micros.div_euclid(1_000_000), signer).map_err(StoreError::Sign)?;
         let cp_frame = Frame::Checkpoint(checkpoint.clone());
         batch.index_frame(JournalPos(next_pos), &cp_frame, None)?;
         frames.push(cp_frame);
@@ -229,7 +278,9 @@ impl Store {
 
     /// Reads the entry `origin/seq` through the index.
     pub fn read_entry(&self, origin: Region, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let Some(pos) = self.index.entry_pos(origin, seq)? else { return Ok(None) };
+        let Some(pos) = self.index.entry_pos(origin, seq)? else {
+            return Ok(None);
+        };
         match self.journal.reader().read_at(pos)? {
             Frame::Entry(e) => Ok(Some(e)),
             Frame::Checkpoint(_) => Err(IndexError::Damaged {

@@ -52,33 +52,51 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
             Frame::Entry(e) => {
                 report.entries += 1;
                 let head = report.heads.entry(e.origin).or_default();
+                hashes.entry(e.origin).or_default().push(e.hash);
                 match head.advance(&e) {
-                    Ok(()) => hashes.entry(e.origin).or_default().push(e.hash),
+                    Ok(()) => {}
                     Err(err) => {
                         // Keep checking the rest of the chain from this entry on.
-                        *head = ChainHead { next_seq: e.seq + 1, head_hash: e.hash };
+                        *head = ChainHead {
+                            next_seq: e.seq + 1,
+                            head_hash: e.hash,
+                        };
                         report.problem(format!("chain: {err}"));
                     }
                 }
                 if !e.op_bytes.is_empty() {
                     if let Err(r) = decode_stored(&e.op_bytes) {
-                        report.problem(format!("entry {}/{}: stored operation does not decode: {r}", e.origin, e.seq));
+                        report.problem(format!(
+                            "entry {}/{}: stored operation does not decode: {r}",
+                            e.origin, e.seq
+                        ));
                     }
                 }
             }
             Frame::Checkpoint(c) => {
                 report.checkpoints += 1;
                 let chain = hashes.get(&c.origin).map(Vec::as_slice).unwrap_or_default();
-                let at = usize::try_from(c.seq).ok().and_then(|s| s.checked_sub(1)).and_then(|i| chain.get(i));
+                let at = usize::try_from(c.seq)
+                    .ok()
+                    .and_then(|s| s.checked_sub(1))
+                    .and_then(|i| chain.get(i));
                 match at {
                     None if c.seq == 0 => {}
                     None => report.problem(format!(
                         "{}",
-                        LogError::CheckpointAhead { origin: c.origin, seq: c.seq, head: chain.len() as u64 }
+                        LogError::CheckpointAhead {
+                            origin: c.origin,
+                            seq: c.seq,
+                            head: chain.len() as u64
+                        }
                     )),
-                    Some(h) if *h != c.head_hash => {
-                        report.problem(format!("{}", LogError::CheckpointMismatch { origin: c.origin, seq: c.seq }))
-                    }
+                    Some(h) if *h != c.head_hash => report.problem(format!(
+                        "{}",
+                        LogError::CheckpointMismatch {
+                            origin: c.origin,
+                            seq: c.seq
+                        }
+                    )),
                     Some(_) => {}
                 }
                 if let Some(v) = verifier {
@@ -103,19 +121,28 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
     let live = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
     let indexed = live.indexed_upto()?;
     if indexed > end {
-        report.problem(format!("index claims journal position {} but the journal ends at {}", indexed.0, end.0));
+        report.problem(format!(
+            "index claims journal position {} but the journal ends at {}",
+            indexed.0, end.0
+        ));
         return Ok(report);
     }
     report.index_behind_bytes = end.0 - indexed.0;
     let scratch_dir = cfg.dir.join("verify-scratch-index");
     if scratch_dir.exists() {
-        std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io { path: scratch_dir.clone(), source })?;
+        std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io {
+            path: scratch_dir.clone(),
+            source,
+        })?;
     }
     let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
     replay(&reader, &rebuilt, JournalPos(0), indexed)?;
     compare_indexes(&live, &rebuilt, &mut report)?;
     drop(rebuilt);
-    std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io { path: scratch_dir.clone(), source })?;
+    std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io {
+        path: scratch_dir.clone(),
+        source,
+    })?;
     Ok(report)
 }
 
@@ -129,7 +156,10 @@ fn compare_indexes(live: &Index, rebuilt: &Index, report: &mut VerifyReport) -> 
             (None, None) => return Ok(()),
             (Some((ka, va)), Some((kb, vb))) if ka == kb => {
                 if va != vb {
-                    report.problem(format!("index key {} has a value the journal does not give", hex::encode(ka)));
+                    report.problem(format!(
+                        "index key {} has a value the journal does not give",
+                        hex::encode(ka)
+                    ));
                 }
                 x = a.next().transpose().map_err(super::index::IndexError::from)?;
                 y = b.next().transpose().map_err(super::index::IndexError::from)?;

@@ -51,13 +51,19 @@ impl WriterHandle {
     /// decided in the order they were queued.
     pub async fn enqueue(&self, ops: Vec<Operation>) -> Result<Pending, Arc<StoreError>> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(WriteRequest { ops, reply }).await.map_err(|_| Arc::new(StoreError::WriterStopped))?;
+        self.tx
+            .send(WriteRequest { ops, reply })
+            .await
+            .map_err(|_| Arc::new(StoreError::WriterStopped))?;
         Ok(Pending(rx))
     }
 }
 
 fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Starts the writer thread. It ends when every handle is dropped, or after a failure; the

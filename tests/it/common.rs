@@ -1,0 +1,190 @@
+//! Shared helpers: a federation's certificates made by the real `cxnode certs`, real node processes
+//! on loopback, and waiting for conditions with deadlines (never a fixed sleep and hope).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cxnode")
+}
+
+/// Runs `cxnode ARGS` in `dir` and returns its output.
+pub fn cxnode(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cxnode runs")
+}
+
+/// Runs `cxnode ARGS` and fails the test with its output unless it succeeds.
+pub fn cxnode_ok(dir: &Path, args: &[&str]) -> String {
+    let out = cxnode(dir, args);
+    assert!(
+        out.status.success(),
+        "cxnode {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `cond` holds, or panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A temporary federation: a CA and certificates made by `cxnode certs`.
+pub struct Fed {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fed {
+    pub fn new() -> Fed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        cxnode_ok(dir.path(), &["certs", "init", "--dir", "certs"]);
+        let fed = Fed { dir };
+        fed.issue(&["--kind", "node", "--region", "330000"]);
+        fed.issue(&["--kind", "publisher", "--region", "330000"]);
+        fed
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.path().join("certs")
+    }
+
+    /// `cxnode certs issue --ca-dir certs ARGS`.
+    pub fn issue(&self, args: &[&str]) {
+        let mut all = vec!["certs", "issue", "--ca-dir", "certs"];
+        all.extend_from_slice(args);
+        cxnode_ok(self.path(), &all);
+    }
+
+    /// Writes `count` generated records to `name` and returns its path.
+    pub fn records(&self, name: &str, count: u64, seed: u64) -> PathBuf {
+        let out = cxnode_ok(
+            self.path(),
+            &[
+                "gen",
+                "--region",
+                "330000",
+                "--count",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ],
+        );
+        let path = self.path().join(name);
+        std::fs::write(&path, out).expect("write records");
+        path
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A `cxnode run` process.
+pub struct NodeProc {
+    pub child: Child,
+    pub port: u16,
+    pub stderr: PathBuf,
+}
+
+impl NodeProc {
+    /// Writes a config for region 330000 with data in `data` and starts the node.
+    pub fn start(fed: &Fed, data: &Path, port: u16) -> NodeProc {
+        let config = fed.path().join(format!("node-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\
+                 [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n\
+                 crl = \"certs/crl.pem\"\ncrl_reload_seconds = 1\n[log]\nlevel = \"info\"\n",
+                data.display()
+            ),
+        )
+        .expect("write config");
+        NodeProc::start_with(fed, &config, port)
+    }
+
+    pub fn start_with(fed: &Fed, config: &Path, port: u16) -> NodeProc {
+        let stderr = fed.path().join(format!("node-{port}-{}.log", std::process::id()));
+        let log = std::fs::File::create(&stderr).expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(fed.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node");
+        let mut node = NodeProc { child, port, stderr };
+        let mut exited = None;
+        wait_for("the node to listen", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Some(status) = exited {
+            panic!("node exited at start with {status}: {}", node.log());
+        }
+        node
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let mut status = None;
+        wait_for("the node to stop after SIGTERM", Duration::from_secs(60), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.expect("waited for exit")
+    }
+
+    /// SIGKILL: the process dies at whatever instant it is in.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests, one crate so the whole graph links once: the store through the library, and
+//! the real `cxnode` binary end to end.
+
+mod common;
+mod process;
+mod store;

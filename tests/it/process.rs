@@ -1,0 +1,474 @@
+//! The real binary end to end: certificates made by `cxnode certs`, a node from `cxnode run`,
+//! records from `cxnode publish` over mutual TLS, `cxnode verify`, SIGTERM and kill -9.
+
+use crate::common::{cxnode, cxnode_ok, free_port, wait_for, Fed, NodeProc};
+use cxnode::pki::TlsFiles;
+use cxnode::record::{RecordGenerator, Region};
+use cxnode::rpc::client::connect;
+use cxnode::rpc::pb;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn summary(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary is not json ({e}): {stdout}"))
+}
+
+fn publish_json(fed: &Fed, node: &NodeProc, file: &std::path::Path, cert: &str) -> std::process::Output {
+    cxnode(
+        fed.path(),
+        &[
+            "publish",
+            "--node",
+            &node.addr(),
+            "--file",
+            file.to_str().expect("utf-8 path"),
+            "--ca",
+            "certs/ca.pem",
+            "--cert",
+            &format!("certs/{cert}.pem"),
+            "--key",
+            &format!("certs/{cert}.key"),
+            "--batch",
+            "250",
+            "--json",
+        ],
+    )
+}
+
+#[test]
+fn publish_over_mtls_then_republish_is_all_duplicates_and_the_store_verifies() {
+    let fed = Fed::new();
+    let data = fed.path().join("data");
+    let node = NodeProc::start(&fed, &data, free_port());
+    let file = fed.records("records.jsonl", 3000, 1);
+
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert!(
+        out.status.success(),
+        "publish failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    let first = summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(first["lines"], 3000);
+    let appended: u64 = first["appended"]
+        .as_object()
+        .expect("map")
+        .values()
+        .map(|v| v.as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        appended, 3000,
+        "every generated line is new or a valid amendment: {first}"
+    );
+    assert_eq!(first["last_seq"], 3000);
+    assert!(
+        first["appended"]["repair"].as_u64().unwrap_or(0) > 0,
+        "the generator makes repairs: {first}"
+    );
+    assert!(
+        first["appended"]["amend"].as_u64().unwrap_or(0) > 0,
+        "the generator makes amendments: {first}"
+    );
+
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    let again = summary(&String::from_utf8_lossy(&out.stdout));
+    // Re-publishing is idempotent: every line is a duplicate, except the first versions of amended
+    // records, which a newer version has superseded.
+    let amended = first["appended"]["amend"].as_u64().expect("amendments");
+    assert_eq!(again["duplicates"], 3000 - amended, "{again}");
+    assert_eq!(again["rejected"]["stale_version"], amended, "{again}");
+    assert_eq!(again["appended"], serde_json::json!({}));
+    assert_eq!(out.status.code(), Some(2), "stale lines count as rejected");
+
+    let status = node.stop();
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+    let report = cxnode_ok(fed.path(), &["verify", "--data", data.to_str().expect("utf-8")]);
+    assert!(report.contains("OK: store verified"), "{report}");
+    assert!(report.contains("origin 330000: 3000 entries"), "{report}");
+}
+
+#[test]
+fn bad_lines_are_rejected_one_by_one_with_reason_field_and_line() {
+    let fed = Fed::new();
+    let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
+    let mut gen = RecordGenerator::new(5, Region::parse("330000").expect("province"));
+    let mut lines = Vec::new();
+    for _ in 0..10 {
+        lines.push(gen.next_line());
+    }
+    // Line 4: a wrong USCC check character; line 8: not JSON at all.
+    let mut bad: serde_json::Value = serde_json::from_str(&lines[3]).expect("json");
+    bad["data_source_unit_uscc"] = "91110000600037341N".into();
+    lines[3] = bad.to_string();
+    lines[7] = "{not json".to_string();
+    let file = fed.path().join("mixed.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "some lines rejected -> exit 2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&String::from_utf8_lossy(&out.stdout));
+    let appended: u64 = s["appended"]
+        .as_object()
+        .expect("map")
+        .values()
+        .map(|v| v.as_u64().expect("n"))
+        .sum();
+    assert_eq!(appended, 8, "the good lines are not held back by the bad ones: {s}");
+    assert_eq!(s["rejected"]["uscc_bad_check_digit"], 1);
+    assert_eq!(s["rejected"]["invalid_json"], 1);
+    let rejects = std::fs::read_to_string(fed.path().join("mixed.jsonl.rejects.jsonl")).expect("rejects file");
+    let rows: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rejects}");
+    assert_eq!(rows[0]["line"], 4);
+    assert_eq!(rows[0]["reason"], "uscc_bad_check_digit");
+    assert_eq!(rows[0]["field"], "data_source_unit_uscc");
+    assert_eq!(rows[1]["line"], 8);
+    assert_eq!(rows[1]["reason"], "invalid_json");
+}
+
+/// Publishes through the library client, one batch at a time, recording every ack, until the
+/// node goes away. Returns {(seq) -> entry hash} of everything acknowledged, and the lines sent.
+async fn publish_until_killed(addr: String, files: TlsFiles, seed: u64) -> (BTreeMap<u64, Vec<u8>>, Vec<String>) {
+    let mut acked = BTreeMap::new();
+    let mut sent = Vec::new();
+    let Ok(channel) = connect(&addr, &files, Some("localhost")).await else {
+        return (acked, sent);
+    };
+    let mut client = pb::publisher_client::PublisherClient::new(channel);
+    let mut gen = RecordGenerator::new(seed, Region::parse("330000").expect("province"));
+    for _ in 0..2000 {
+        let lines: Vec<String> = (0..200).map(|_| gen.next_line()).collect();
+        let operations = lines
+            .iter()
+            .map(|l| pb::Operation {
+                json: l.clone().into_bytes().into(),
+            })
+            .collect();
+        match client.publish(pb::PublishRequest { operations }).await {
+            Ok(resp) => {
+                for r in resp.into_inner().results {
+                    match r.outcome {
+                        Some(pb::operation_result::Outcome::Appended(a)) => {
+                            acked.insert(a.seq, a.entry_hash.to_vec());
+                        }
+                        other => panic!("unexpected outcome before the kill: {other:?}"),
+                    }
+                }
+                sent.extend(lines);
+            }
+            Err(_) => return (acked, sent),
+        }
+    }
+    (acked, sent)
+}
+
+#[test]
+fn kill_9_mid_publish_loses_nothing_acknowledged() {
+    let fed = Fed::new();
+    let data = fed.path().join("data");
+    let port = free_port();
+    let node = NodeProc::start(&fed, &data, port);
+    let files = TlsFiles {
+        ca: fed.certs().join("ca.pem"),
+        cert: fed.certs().join("publisher-330000.pem"),
+        key: fed.certs().join("publisher-330000.key"),
+        crl: None,
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let publisher = rt.spawn(publish_until_killed(node.addr(), files.clone(), 77));
+    // Kill once a good number of batches are acknowledged: somewhere inside a group commit.
+    let seg = data.join("journal");
+    wait_for("some records to reach the journal", Duration::from_secs(120), || {
+        std::fs::read_dir(&seg)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+            > 2_000_000
+    });
+    node.kill9();
+    let (acked, sent) = rt.block_on(publisher).expect("publisher task");
+    assert!(
+        acked.len() >= 1000,
+        "enough was acknowledged before the kill to make the test mean something: {}",
+        acked.len()
+    );
+
+    let status = cxnode(fed.path(), &["verify", "--data", data.to_str().expect("utf-8")]);
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "verify after kill -9: {report}");
+
+    // Restart and re-send every acknowledged line: each must come back as a duplicate with the same
+    // seq and entry hash, i.e. the node still holds exactly what it acknowledged.
+    let node = NodeProc::start(&fed, &data, port);
+    let acked_lines: Vec<String> = sent.into_iter().take(acked.len()).collect();
+    let results = rt.block_on(async {
+        let channel = connect(&node.addr(), &files, Some("localhost"))
+            .await
+            .expect("connect after restart");
+        let mut client = pb::publisher_client::PublisherClient::new(channel);
+        let mut results = Vec::new();
+        for chunk in acked_lines.chunks(500) {
+            let operations = chunk
+                .iter()
+                .map(|l| pb::Operation {
+                    json: l.clone().into_bytes().into(),
+                })
+                .collect();
+            results.extend(
+                client
+                    .publish(pb::PublishRequest { operations })
+                    .await
+                    .expect("publish")
+                    .into_inner()
+                    .results,
+            );
+        }
+        results
+    });
+    assert_eq!(results.len(), acked.len());
+    // The batch in flight at the kill may be durable without its ack: regenerate it too.
+    let mut gen = RecordGenerator::new(77, Region::parse("330000").expect("province"));
+    let generated: Vec<String> = (0..acked.len() + 200).map(|_| gen.next_line()).collect();
+    assert_eq!(
+        generated[..acked.len()],
+        acked_lines[..],
+        "the generator is deterministic"
+    );
+    let id_of = |line: &str| serde_json::from_str::<serde_json::Value>(line).expect("json")["record_id"].clone();
+    for (i, (r, (seq, hash))) in results.iter().zip(&acked).enumerate() {
+        match &r.outcome {
+            Some(pb::operation_result::Outcome::Duplicate(a)) => {
+                assert_eq!(
+                    (a.seq, a.entry_hash.to_vec()),
+                    (*seq, hash.clone()),
+                    "acknowledged entry changed after kill -9"
+                );
+            }
+            // A version that a later acknowledged amendment superseded is stale, not lost.
+            Some(pb::operation_result::Outcome::Rejected(rej)) if rej.reason == "stale_version" => {
+                let id = id_of(&acked_lines[i]);
+                assert!(
+                    generated[i + 1..].iter().any(|l| id_of(l) == id),
+                    "seq {seq} reported stale with no later amendment"
+                );
+            }
+            other => panic!("acknowledged seq {seq} is not in the log after kill -9: {other:?}"),
+        }
+    }
+    assert!(node.stop().success());
+}
+
+#[test]
+fn wrong_callers_are_refused_with_the_right_error() {
+    let fed = Fed::new();
+    fed.issue(&["--kind", "department", "--region", "330000", "--dept", "amr"]);
+    fed.issue(&["--kind", "publisher", "--region", "320000"]);
+    fed.issue(&[
+        "--kind",
+        "publisher",
+        "--region",
+        "330000",
+        "--name",
+        "revoked-publisher",
+    ]);
+    fed.issue(&[
+        "--kind",
+        "publisher",
+        "--region",
+        "330000",
+        "--name",
+        "expired-publisher",
+        "--not-before",
+        "2020-01-01T00:00:00Z",
+        "--not-after",
+        "2020-06-01T00:00:00Z",
+    ]);
+    // A second, foreign CA with a publisher certificate that claims the right identity.
+    cxnode_ok(fed.path(), &["certs", "init", "--dir", "foreign"]);
+    cxnode_ok(
+        fed.path(),
+        &[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "foreign",
+            "--kind",
+            "publisher",
+            "--region",
+            "330000",
+            "--out",
+            "certs",
+            "--name",
+            "foreign-publisher",
+        ],
+    );
+
+    let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
+    let file = fed.records("few.jsonl", 5, 3);
+    let stderr_of = |cert: &str| {
+        let out = publish_json(&fed, &node, &file, cert);
+        assert!(!out.status.success(), "{cert} must be refused, but publish succeeded");
+        String::from_utf8_lossy(&out.stderr).to_lowercase()
+    };
+
+    let e = stderr_of("department-330000-amr");
+    assert!(
+        e.contains("permissiondenied") || e.contains("permission"),
+        "department: {e}"
+    );
+    assert!(
+        e.contains("cx://department/330000/amr") && e.contains("may not publish"),
+        "department: {e}"
+    );
+    let e = stderr_of("publisher-320000");
+    assert!(
+        e.contains("cx://publisher/320000") && e.contains("may not publish"),
+        "other region: {e}"
+    );
+    let e = stderr_of("foreign-publisher");
+    assert!(
+        e.contains("unknown") || e.contains("issuer") || e.contains("federation ca"),
+        "foreign CA: {e}"
+    );
+    let e = stderr_of("expired-publisher");
+    assert!(e.contains("expired"), "expired: {e}");
+
+    // Good before revocation, refused after (the node reloads the CRL on its own).
+    let out = publish_json(&fed, &node, &file, "revoked-publisher");
+    assert!(
+        out.status.success(),
+        "before revocation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cxnode_ok(
+        fed.path(),
+        &[
+            "certs",
+            "revoke",
+            "--ca-dir",
+            "certs",
+            "--cert",
+            "certs/revoked-publisher.pem",
+        ],
+    );
+    let mut last = String::new();
+    wait_for(
+        "the node to reload the CRL and refuse the revoked certificate",
+        Duration::from_secs(30),
+        || {
+            let out = publish_json(&fed, &node, &file, "revoked-publisher");
+            last = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            !out.status.success()
+        },
+    );
+    assert!(last.contains("revoked"), "revoked: {last}");
+
+    // A client with no certificate at all gets no HTTP/2 service.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let refused = rt.block_on(no_certificate_client(node.port, &fed.certs().join("ca.pem")));
+    assert!(refused, "a client without a certificate must be refused");
+    // The honest publisher still works after all that.
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        node.log().contains("tls handshake refused"),
+        "refusals are logged by the node"
+    );
+}
+
+/// Connects with TLS but no client certificate; true if the node refuses (no HTTP/2 SETTINGS).
+async fn no_certificate_client(port: u16, ca: &std::path::Path) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let roots = cxnode::pki::load_roots(ca).expect("roots");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return true;
+    };
+    if tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => {
+            panic!("the node neither refused nor served a certificate-less client within 10 s")
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_is_refused_before_any_port_is_bound() {
+    let fed = Fed::new();
+    let port = free_port();
+    let config = fed.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"990000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n"
+        ),
+    )
+    .expect("write");
+    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("node.region") && e.contains("330000"),
+        "names the key and the fix: {e}"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port was never bound"
+    );
+
+    std::fs::write(
+        &config,
+        "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\nbogus = 1\n",
+    )
+    .expect("write");
+    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("bogus"),
+        "unknown keys are named: {e}"
+    );
+
+    // A node certificate for another region is refused too.
+    fed.issue(&["--kind", "node", "--region", "320000"]);
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-320000.pem\"\nkey = \"certs/node-320000.key\"\n"
+        ),
+    )
+    .expect("write");
+    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("cx://node/320000"),
+        "wrong node identity: {e}"
+    );
+}

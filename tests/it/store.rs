@@ -1,0 +1,277 @@
+//! The store through the library: reopen after drop, all-or-nothing groups, recovery of an index
+//! that is behind, torn tails, damage reported with its position, reindex, and verify.
+
+use cxnode::log::{CheckpointSigner, Entry};
+use cxnode::pki::{self, Identity, IssueRequest, NodeSigner, SignatureVerifier, TlsFiles};
+use cxnode::record::{parse_operation, Operation, RecordGenerator, Region};
+use cxnode::store::journal::{Frame, Journal};
+use cxnode::store::verify::verify_store;
+use cxnode::store::{OpOutcome, Store, StoreConfig, StoreError};
+use std::path::Path;
+
+fn zj() -> Region {
+    Region::parse("330000").expect("province")
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    signer: NodeSigner,
+    cfg: StoreConfig,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        pki::init_ca(&certs, "test CA", 30).expect("ca");
+        let now = time::OffsetDateTime::now_utc();
+        let req = IssueRequest {
+            identity: Identity::Node(zj()),
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(30),
+            dns_names: vec!["localhost".to_string()],
+            ip_addresses: vec![],
+        };
+        pki::issue(&certs, &req, &certs, "node").expect("issue");
+        let files = TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join("node.pem"),
+            key: certs.join("node.key"),
+            crl: None,
+        };
+        let signer = NodeSigner::load(&files).expect("signer");
+        let mut cfg = StoreConfig::new(&dir.path().join("data"));
+        cfg.segment_bytes_max = 256 * 1024;
+        Setup { dir, signer, cfg }
+    }
+
+    fn verifier(&self) -> SignatureVerifier {
+        SignatureVerifier::new(&self.dir.path().join("certs/ca.pem"), None).expect("verifier")
+    }
+}
+
+fn ops(gen: &mut RecordGenerator, n: usize) -> Vec<Operation> {
+    (0..n)
+        .map(|_| parse_operation(gen.next_line().as_bytes()).expect("generated lines are valid"))
+        .collect()
+}
+
+fn commit(store: &mut Store, signer: &dyn CheckpointSigner, ops: &[Operation]) -> Vec<OpOutcome> {
+    store.commit_local(zj(), ops, signer, now_micros()).expect("commit").0
+}
+
+fn index_dump(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .index()
+        .iter()
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("iter"))
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn reopen_after_drop_keeps_every_acknowledged_entry() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(1, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    let mut acks = Vec::new();
+    for _ in 0..5 {
+        for o in commit(&mut store, &s.signer, &ops(&mut gen, 300)) {
+            if let OpOutcome::Appended { seq, hash, .. } = o {
+                acks.push((seq, hash));
+            }
+        }
+    }
+    assert_eq!(acks.len(), 1500);
+    let head = store.index().head(zj()).expect("head");
+    drop(store);
+    let (store, report) = Store::open(&s.cfg).expect("reopen");
+    assert_eq!(report.tail.truncated_at, None);
+    assert_eq!(store.index().head(zj()).expect("head"), head);
+    for (seq, hash) in acks {
+        let e = store.read_entry(zj(), seq).expect("read").expect("entry is there");
+        assert_eq!(e.hash, hash);
+    }
+    let cp = store
+        .index()
+        .latest_checkpoint(zj())
+        .expect("cp")
+        .expect("a checkpoint exists");
+    assert_eq!(cp.seq, 1500);
+}
+
+#[test]
+fn a_group_whose_commit_never_finished_is_not_seen_at_all() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(2, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    commit(&mut store, &s.signer, &ops(&mut gen, 100));
+    let head = store.index().head(zj()).expect("head");
+    drop(store);
+    // A crash mid-group: the entries of the next group are on disk, its checkpoint is not.
+    let (mut journal, _) = Journal::open(&s.cfg.journal_dir(), s.cfg.segment_bytes_max).expect("journal");
+    let mut prev = head.head_hash;
+    let mut frames = Vec::new();
+    for (i, op) in ops(&mut gen, 50).iter().enumerate() {
+        let e = Entry::new(zj(), head.next_seq + i as u64, prev, 1, op.canonical().to_vec());
+        prev = e.hash;
+        frames.push(Frame::Entry(e));
+    }
+    journal.append(&frames).expect("append");
+    journal.sync().expect("sync");
+    drop(journal);
+
+    let (store, report) = Store::open(&s.cfg).expect("reopen");
+    assert!(report.tail.truncated_at.is_some(), "the half group is cut");
+    assert_eq!(
+        store.index().head(zj()).expect("head"),
+        head,
+        "none of the half group is visible"
+    );
+    drop(store);
+    let v = s.verifier();
+    let report = verify_store(&s.cfg, Some(&v)).expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn an_index_behind_the_journal_catches_up_on_open() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(3, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    commit(&mut store, &s.signer, &ops(&mut gen, 200));
+    store.index().flush().expect("flush");
+    let backup = s.dir.path().join("index-after-first-group");
+    copy_dir(&s.cfg.index_dir(), &backup);
+    let second = ops(&mut gen, 200);
+    commit(&mut store, &s.signer, &second);
+    let expected = index_dump(&store);
+    drop(store);
+    // As if sled had not flushed the second group before a crash.
+    std::fs::remove_dir_all(s.cfg.index_dir()).expect("rm");
+    copy_dir(&backup, &s.cfg.index_dir());
+
+    let (store, report) = Store::open(&s.cfg).expect("reopen");
+    assert!(
+        report.replayed_frames >= 201,
+        "the second group is re-indexed from the journal: {report:?}"
+    );
+    assert_eq!(
+        index_dump(&store),
+        expected,
+        "the caught-up index is identical to the one before the crash"
+    );
+    let last = second.last().expect("ops").record_id();
+    assert!(store.index().record(zj(), &last).expect("lookup").is_some());
+}
+
+#[test]
+fn reindex_from_nothing_gives_the_same_answers_and_verify_passes() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(4, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    for _ in 0..8 {
+        commit(&mut store, &s.signer, &ops(&mut gen, 250));
+    }
+    let before = index_dump(&store);
+    drop(store);
+    assert!(
+        std::fs::read_dir(s.cfg.journal_dir()).expect("dir").count() > 2,
+        "small segments rolled"
+    );
+    std::fs::remove_dir_all(s.cfg.index_dir()).expect("delete the index");
+    let frames = Store::reindex(&s.cfg).expect("reindex");
+    assert_eq!(frames, 2000 + 8);
+    let (store, _) = Store::open(&s.cfg).expect("open");
+    assert_eq!(index_dump(&store), before);
+    drop(store);
+    let v = s.verifier();
+    let report = verify_store(&s.cfg, Some(&v)).expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, 2000);
+    assert_eq!(report.signatures_checked, 8);
+}
+
+#[test]
+fn a_flipped_byte_is_reported_with_its_position_and_the_store_refuses_to_open() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(5, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    commit(&mut store, &s.signer, &ops(&mut gen, 50));
+    commit(&mut store, &s.signer, &ops(&mut gen, 50));
+    let pos = store.index().entry_pos(zj(), 10).expect("pos").expect("entry 10");
+    drop(store);
+    let seg = s.cfg.journal_dir().join(format!("seg-{:020}.cxj", 0));
+    let mut bytes = std::fs::read(&seg).expect("read");
+    bytes[pos.0 as usize + 40] ^= 0x01;
+    std::fs::write(&seg, &bytes).expect("write");
+
+    match Store::open(&s.cfg) {
+        Err(StoreError::Journal(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("position {}", pos.0)), "{msg}");
+        }
+        Err(e) => panic!("expected journal corruption, got {e}"),
+        Ok(_) => panic!("a damaged journal must not open"),
+    }
+    let report = verify_store(&s.cfg, None).expect("verify runs");
+    assert!(!report.ok());
+    assert!(
+        report.problems[0].contains(&format!("position {}", pos.0)),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn verify_finds_a_forged_entry_and_a_forged_checkpoint() {
+    let s = Setup::new();
+    let mut gen = RecordGenerator::new(6, zj());
+    let (mut store, _) = Store::open(&s.cfg).expect("open");
+    commit(&mut store, &s.signer, &ops(&mut gen, 20));
+    let head = store.index().head(zj()).expect("head");
+    drop(store);
+    // Append a group with a well-framed entry whose hash lies, closed by a checkpoint whose
+    // signature does not cover what it says.
+    let (mut journal, _) = Journal::open(&s.cfg.journal_dir(), s.cfg.segment_bytes_max).expect("journal");
+    let op = ops(&mut gen, 1).remove(0);
+    let mut forged = Entry::new(zj(), head.next_seq, head.head_hash, 5, op.canonical().to_vec());
+    forged.hash[0] ^= 0xff;
+    let mut cp = cxnode::log::Checkpoint::sign(
+        zj(),
+        cxnode::log::ChainHead {
+            next_seq: 22,
+            head_hash: forged.hash,
+        },
+        100,
+        &s.signer,
+    )
+    .expect("sign");
+    cp.at_unix_seconds += 1;
+    journal
+        .append(&[Frame::Entry(forged), Frame::Checkpoint(cp)])
+        .expect("append");
+    journal.sync().expect("sync");
+    drop(journal);
+    let v = s.verifier();
+    let report = verify_store(&s.cfg, Some(&v)).expect("verify");
+    assert!(!report.ok());
+    let all = report.problems.join("\n");
+    assert!(all.contains("entry hash does not match"), "{all}");
+    assert!(all.contains("bad signature"), "{all}");
+}
+
+fn now_micros() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
