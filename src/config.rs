@@ -255,3 +255,61 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory laid out like the repository, with empty stand-ins for the certificate files.
+    fn layout() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("certs")).expect("mkdir");
+        for f in ["ca.pem", "node-330000.pem", "node-330000.key", "crl.pem"] {
+            std::fs::write(dir.path().join("certs").join(f), "").expect("write");
+        }
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for f in ["node.example.toml", "policy.example.toml"] {
+            std::fs::copy(repo.join("config").join(f), dir.path().join("config").join(f)).expect("copy");
+        }
+        dir
+    }
+
+    #[test]
+    fn the_annotated_examples_parse() {
+        let dir = layout();
+        let c = Config::load(&dir.path().join("config/node.example.toml")).expect("example config is valid");
+        assert_eq!(c.region.to_string(), "330000");
+        assert_eq!(c.listen.port(), 7443);
+        assert!(c.store.dir.ends_with("data/330000"));
+        assert!(c.tls.crl.is_some());
+        let policy = c.policy.expect("the example names a policy");
+        crate::policy::Policy::load(c.region, &policy).expect("example policy is valid");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let dir = layout();
+        let base = dir.path().join("config");
+        let good = std::fs::read_to_string(base.join("node.example.toml")).expect("read");
+        let cases = [
+            (good.replace("region = \"330000\"", "region = \"33000\""), "node.region"),
+            (
+                good.replace("listen = \"127.0.0.1:7443\"", "listen = \"localhost\""),
+                "node.listen",
+            ),
+            (good.replace("node-330000.key", "missing.key"), "tls.key"),
+            (
+                good.replace("queue_depth = 64", "queue_depth = 0"),
+                "publish.queue_depth",
+            ),
+            (good.replace("format = \"human\"", "format = \"xml\""), "log.format"),
+            (good.replace("[store]", "[store]\nsurprise = 1"), "surprise"),
+            (good.replace("region = \"330000\"\n", ""), "region"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(&text, &base).expect_err("bad config must be refused");
+            assert!(e.contains(key), "error for {key} does not name it: {e}");
+        }
+    }
+}

@@ -119,19 +119,22 @@ fn start_node(work: &Path, data: &Path, port: u16) -> anyhow::Result<NodeProcess
     anyhow::bail!("node did not start listening within 60 s")
 }
 
-/// The baseline: the same lines inserted into a raw sled tree in batches, flushed per batch.
-fn sled_baseline(dir: &Path, lines: &[String], batch: usize) -> anyhow::Result<f64> {
+/// The baseline: the same lines inserted into a raw sled tree keyed by record id (as a record
+/// store in sled would be), with the node's sled settings, in batches flushed one by one.
+fn sled_baseline(dir: &Path, lines: &[String], keys: &[[u8; 16]], batch: usize) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(dir);
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(crate::store::StoreConfig::INDEX_CACHE_BYTES_DEFAULT)
+        .mode(sled::Mode::HighThroughput)
         .open()?;
     let tree = db.open_tree("baseline")?;
     let start = Instant::now();
-    for (i, chunk) in lines.chunks(batch).enumerate() {
+    for (chunk, chunk_keys) in lines.chunks(batch).zip(keys.chunks(batch)) {
         let mut b = sled::Batch::default();
-        for (j, line) in chunk.iter().enumerate() {
-            b.insert(&((i * batch + j) as u64).to_be_bytes(), line.as_bytes());
+        for (line, key) in chunk.iter().zip(chunk_keys) {
+            // An amendment reuses its record's id: the baseline overwrites, like a record store.
+            b.insert(&key[..], line.as_bytes());
         }
         tree.apply_batch(b)?;
         db.flush()?;
@@ -171,6 +174,11 @@ fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) 
     let mut gen = RecordGenerator::new(42, Region::parse("330000")?);
     let lines: Vec<String> = (0..records).map(|_| gen.next_line()).collect();
     let record_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let keys: Vec<[u8; 16]> = lines
+        .iter()
+        .map(|l| crate::record::parse_operation(l.as_bytes()).map(|op| op.record_id().0))
+        .collect::<Result<_, _>>()
+        .map_err(|r| anyhow::anyhow!("generated record invalid: {r}"))?;
     {
         let mut out = BufWriter::new(std::fs::File::create(&file)?);
         for l in &lines {
@@ -211,7 +219,7 @@ fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) 
         node.stop()?;
         let bytes = dir_bytes(&data);
         let rate = summary.lines as f64 / secs;
-        let base = sled_baseline(&work.join("sled-baseline"), &lines, batch)?;
+        let base = sled_baseline(&work.join("sled-baseline"), &lines, &keys, batch)?;
         println!(
             "run {run}: {rate:.0} records/s ({accepted} appended, {} duplicates, {} rejected) in {secs:.2} s; node peak RSS {:.1} MB; {:.0} bytes on disk/record | raw sled {base:.0} records/s; ratio {:.2}",
             summary.duplicates,

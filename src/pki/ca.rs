@@ -450,7 +450,7 @@ fn crl_number(path: &Path, pem: &[u8]) -> Result<u64, PkiError> {
 }
 
 fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

@@ -182,7 +182,11 @@ pub fn incoming(
                             }))
                             .await;
                     }
-                    Err(reason) => {
+                    Err(Refusal::Probe) => {
+                        // A TCP connection closed before any TLS byte: a port probe or health check.
+                        tracing::debug!(remote = %remote, "connection closed before the tls handshake");
+                    }
+                    Err(Refusal::Refused(reason)) => {
                         stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(remote = %remote, reason = %reason, "tls handshake refused");
                     }
@@ -193,22 +197,28 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+enum Refusal {
+    Probe,
+    Refused(String),
+}
+
 async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
-) -> Result<(TlsStream<TcpStream>, Caller), String> {
+) -> Result<(TlsStream<TcpStream>, Caller), Refusal> {
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Err(_) => return Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
-        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(Refusal::Refused(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Refusal::Probe),
+        Ok(Err(e)) => return Err(Refusal::Refused(e.to_string())),
         Ok(Ok(s)) => s,
     };
     let (_, session) = stream.get_ref();
     let leaf = session
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or_else(|| "client presented no certificate".to_string())?;
+        .ok_or_else(|| Refusal::Refused("client presented no certificate".to_string()))?;
     let identity = pki::identity_from_cert_der(leaf.as_ref())
-        .map_err(|e| format!("client certificate has no usable identity: {e}"))?;
+        .map_err(|e| Refusal::Refused(format!("client certificate has no usable identity: {e}")))?;
     Ok((stream, Caller { identity, remote }))
 }

@@ -195,6 +195,7 @@ impl Store {
         signer: &dyn CheckpointSigner,
         now_micros: i64,
     ) -> Result<(Vec<OpOutcome>, Option<Checkpoint>), StoreError> {
+        let started = std::time::Instant::now();
         let reader = self.journal.reader();
         let mut batch = self.index.begin();
         let mut head = batch.head(origin)?;
@@ -254,23 +255,30 @@ impl Store {
         let cp_frame = Frame::Checkpoint(checkpoint.clone());
         batch.index_frame(JournalPos(next_pos), &cp_frame, None)?;
         frames.push(cp_frame);
+        let decided = std::time::Instant::now();
         let positions = self.journal.append(&frames)?;
         debug_assert_eq!(positions.last().map(|p| p.0), Some(next_pos));
+        let written = std::time::Instant::now();
         self.journal.sync()?;
+        let synced = std::time::Instant::now();
         batch.commit(self.journal.end())?;
+        tracing::trace!(
+            ops = ops.len(),
+            decide_us = (decided - started).as_micros() as u64,
+            write_us = (written - decided).as_micros() as u64,
+            sync_us = (synced - written).as_micros() as u64,
+            index_us = synced.elapsed().as_micros() as u64,
+            "group committed"
+        );
         Ok((outcomes, Some(checkpoint)))
     }
 
     fn entry_hash(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
-        let pos = self.index.entry_pos(origin, seq)?.ok_or_else(|| IndexError::Damaged {
-            key: format!("entry {origin}/{seq}"),
-            reason: "a record state points at an entry the index does not have".to_string(),
-        })?;
-        match reader.read_at(pos)? {
-            Frame::Entry(e) if e.origin == origin && e.seq == seq => Ok(e.hash),
-            _ => Err(IndexError::Damaged {
+        match find_entry(&self.index, reader, origin, seq)? {
+            Some(e) => Ok(e.hash),
+            None => Err(IndexError::Damaged {
                 key: format!("entry {origin}/{seq}"),
-                reason: format!("journal position {} does not hold that entry", pos.0),
+                reason: "a record state points at an entry the index does not have".to_string(),
             }
             .into()),
         }
@@ -278,21 +286,41 @@ impl Store {
 
     /// Reads the entry `origin/seq` through the index.
     pub fn read_entry(&self, origin: Region, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let Some(pos) = self.index.entry_pos(origin, seq)? else {
-            return Ok(None);
-        };
-        match self.journal.reader().read_at(pos)? {
-            Frame::Entry(e) => Ok(Some(e)),
-            Frame::Checkpoint(_) => Err(IndexError::Damaged {
-                key: format!("entry {origin}/{seq}"),
-                reason: format!("journal position {} holds a checkpoint", pos.0),
-            }
-            .into()),
-        }
+        find_entry(&self.index, &self.journal.reader(), origin, seq)
     }
 }
 
-/// Indexes the journal's frames in `[from, to)`, committing every `REPLAY_BATCH_FRAMES`.
+/// Finds entry `origin/seq`: from the start of its run, read forward to it.
+pub fn find_entry(
+    index: &Index,
+    reader: &JournalReader,
+    origin: Region,
+    seq: u64,
+) -> Result<Option<Entry>, StoreError> {
+    let Some((run_start, pos)) = index.run_of(origin, seq)? else {
+        return Ok(None);
+    };
+    let mut found = None;
+    let mut expected = run_start;
+    reader.scan(pos, JournalPos(u64::MAX), |at, _, frame| match frame {
+        Frame::Entry(e) if e.origin == origin && e.seq == expected => {
+            if e.seq == seq {
+                found = Some(e);
+                return Ok(false);
+            }
+            expected += 1;
+            Ok(true)
+        }
+        _ => Err(StoreError::Index(IndexError::Damaged {
+            key: format!("run of {origin}/{run_start}"),
+            reason: format!("journal position {} breaks the run before seq {seq}", at.0),
+        })),
+    })?;
+    Ok(found)
+}
+
+/// Indexes the journal's frames in `[from, to)`, committing after the first group end (a
+/// checkpoint) past every `REPLAY_BATCH_FRAMES`, so batches always start after a checkpoint.
 fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPos) -> Result<u64, StoreError> {
     let mut count = 0u64;
     let mut batch = Some(index.begin());
@@ -304,7 +332,7 @@ fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPo
         count += 1;
         in_batch += 1;
         last_end = end;
-        if in_batch == REPLAY_BATCH_FRAMES {
+        if in_batch >= REPLAY_BATCH_FRAMES && matches!(frame, Frame::Checkpoint(_)) {
             batch.take().expect("open batch").commit(end)?;
             batch = Some(index.begin());
             in_batch = 0;

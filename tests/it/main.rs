@@ -1,6 +1,7 @@
 //! Integration tests, one crate so the whole graph links once: the store through the library, and
 //! the real `cxnode` binary end to end.
 
+mod architecture;
 mod common;
 mod process;
 mod store;

@@ -210,7 +210,8 @@ fn a_flipped_byte_is_reported_with_its_position_and_the_store_refuses_to_open() 
     let (mut store, _) = Store::open(&s.cfg).expect("open");
     commit(&mut store, &s.signer, &ops(&mut gen, 50));
     commit(&mut store, &s.signer, &ops(&mut gen, 50));
-    let pos = store.index().entry_pos(zj(), 10).expect("pos").expect("entry 10");
+    let (start, pos) = store.index().run_of(zj(), 10).expect("pos").expect("entry 10");
+    assert_eq!(start, 1, "the first run starts at seq 1");
     drop(store);
     let seg = s.cfg.journal_dir().join(format!("seg-{:020}.cxj", 0));
     let mut bytes = std::fs::read(&seg).expect("read");

@@ -1,0 +1,67 @@
+//! The dependency rule of docs/ARCHITECTURE.md, enforced: the pure modules (`record`, `log`) import
+//! no runtime, network, storage or TLS crate, and only `rpc` imports tonic or prost.
+
+use std::path::Path;
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn offenders(dir: &str, forbidden: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let mut files = Vec::new();
+    if root.is_dir() {
+        rust_files(&root, &mut files);
+    } else {
+        files.push(root.with_extension("rs"));
+    }
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for crate_name in forbidden {
+                if code.contains(&format!("{crate_name}::")) {
+                    found.push(format!("{}:{}: uses {crate_name}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn pure_modules_do_no_io() {
+    let forbidden = [
+        "tokio",
+        "tonic",
+        "prost",
+        "sled",
+        "rustls",
+        "std::fs",
+        "std::net",
+        "SystemTime",
+    ];
+    let mut all = offenders("record", &forbidden);
+    all.extend(offenders("log", &forbidden));
+    assert!(all.is_empty(), "pure modules must stay pure:\n{}", all.join("\n"));
+}
+
+#[test]
+fn only_rpc_knows_the_wire_types() {
+    let mut all = Vec::new();
+    for dir in ["record", "log", "store", "pki", "policy", "config"] {
+        all.extend(offenders(dir, &["tonic", "prost"]));
+    }
+    assert!(all.is_empty(), "tonic/prost outside rpc:\n{}", all.join("\n"));
+}
