@@ -30,6 +30,44 @@ struct RawConfig {
     publish: RawPublish,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    address: String,
+    region: String,
+    server_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSync {
+    batch_entries_max: u32,
+    batch_bytes_max: u32,
+    heartbeat_ms: u64,
+    pending_bytes_max: u64,
+    reconnect_min_ms: u64,
+    reconnect_max_ms: u64,
+    silence_max_ms: u64,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            batch_entries_max: 2000,
+            batch_bytes_max: 4 * 1024 * 1024,
+            heartbeat_ms: 1000,
+            pending_bytes_max: 256 * 1024 * 1024,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 30_000,
+            silence_max_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -146,6 +184,9 @@ pub struct Config {
     pub message_bytes_max: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub peers: Vec<crate::sync::driver::PeerConfig>,
+    pub sync: crate::sync::driver::DriverLimits,
+    pub heartbeat: Duration,
 }
 
 impl Config {
@@ -235,7 +276,61 @@ impl Config {
                 "log.level: {log_level:?} is not a level or filter (e.g. \"info\" or \"cxnode=debug\")"
             ));
         }
+        let mut peers = Vec::with_capacity(raw.peers.len());
+        for (i, p) in raw.peers.iter().enumerate() {
+            let peer_region = Region::parse(&p.region).map_err(|e| format!("peers[{i}].region: {e}"))?;
+            if peer_region == region {
+                return Err(format!(
+                    "peers[{i}].region: {peer_region} is this node's own region; peers are other provinces' nodes"
+                ));
+            }
+            if p.address
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(format!(
+                    "peers[{i}].address: {:?} is not host:port (e.g. \"jiangsu.example:7443\")",
+                    p.address
+                ));
+            }
+            peers.push(crate::sync::driver::PeerConfig {
+                address: p.address.clone(),
+                region: peer_region,
+                server_name: p.server_name.clone(),
+            });
+        }
+        let y = &raw.sync;
+        if !(1..=100_000).contains(&y.batch_entries_max) {
+            return Err("sync.batch_entries_max: must be between 1 and 100000".to_string());
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&y.batch_bytes_max) {
+            return Err("sync.batch_bytes_max: must be between 64 KiB and 64 MiB".to_string());
+        }
+        if !(10..=60_000).contains(&y.heartbeat_ms) || y.silence_max_ms < 3 * y.heartbeat_ms {
+            return Err("sync.heartbeat_ms: must be 10..=60000 and at most a third of sync.silence_max_ms".to_string());
+        }
+        if y.pending_bytes_max < (raw.publish.message_bytes_max as u64) {
+            return Err(
+                "sync.pending_bytes_max: must be at least publish.message_bytes_max (one origin group must fit)"
+                    .to_string(),
+            );
+        }
+        if y.reconnect_min_ms == 0 || y.reconnect_max_ms < y.reconnect_min_ms {
+            return Err("sync.reconnect_min_ms / reconnect_max_ms: need 0 < min <= max".to_string());
+        }
+        let sync = crate::sync::driver::DriverLimits {
+            batch_entries_max: y.batch_entries_max,
+            batch_bytes_max: y.batch_bytes_max,
+            pending_bytes_max: y.pending_bytes_max,
+            reconnect_min: Duration::from_millis(y.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(y.reconnect_max_ms),
+            silence_max: Duration::from_millis(y.silence_max_ms),
+        };
         Ok(Config {
+            peers,
+            sync,
+            heartbeat: Duration::from_millis(y.heartbeat_ms),
             region,
             listen,
             policy,

@@ -13,4 +13,5 @@ pub mod policy;
 pub mod record;
 pub mod rpc;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

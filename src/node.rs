@@ -4,16 +4,20 @@
 //! and a shutdown future, so tests pass their own.
 
 use crate::config::Config;
-use crate::pki::{self, Identity, NodeSigner};
+use crate::pki::{self, Identity, NodeSigner, SignatureVerifier};
 use crate::policy::{Policy, PolicyError};
 use crate::rpc::pb;
 use crate::rpc::publisher::PublisherService;
+use crate::rpc::replication::{ReplicationService, SyncLimits};
 use crate::rpc::transport::{self, ReloadableTls, TransportStats};
+use crate::store::journal::JournalReader;
 use crate::store::writer::{self, WriterLimits};
 use crate::store::{Store, StoreError};
+use crate::sync::driver::{run_peer, Link, PeerStates};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// The CA certificate is copied here so `cxnode verify` can check signatures without the config.
 pub const FEDERATION_CA_FILE: &str = "federation-ca.pem";
@@ -96,7 +100,6 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
 
 /// Services that later work implements answer UNIMPLEMENTED until then.
 struct NotYet;
-impl pb::replication_server::Replication for NotYet {}
 impl pb::feed_server::Feed for NotYet {}
 impl pb::operations_server::Operations for NotYet {}
 
@@ -113,6 +116,8 @@ pub async fn serve(
         policy,
         store,
     } = prepared;
+    let index = store.index().clone();
+    let (stopping_tx, stopping) = watch::channel(false);
     let (writer, writer_thread) = writer::spawn(
         store,
         config.region,
@@ -122,7 +127,35 @@ pub async fn serve(
             group_ops_max: config.group_ops_max,
         },
     );
-
+    let verifier: Arc<dyn crate::log::CheckpointVerifier> =
+        Arc::new(SignatureVerifier::new(&config.tls.ca, config.tls.crl.as_deref())?);
+    let replication = ReplicationService {
+        policy: policy.clone(),
+        index: index.clone(),
+        journal: JournalReader::new(&config.store.journal_dir()),
+        durable_end: writer.durable_end(),
+        limits: SyncLimits {
+            batch_entries_max: config.sync.batch_entries_max as usize,
+            batch_bytes_max: config.sync.batch_bytes_max as usize,
+            heartbeat: config.heartbeat,
+        },
+        stopping,
+    };
+    let (stop_links, links_stopped) = watch::channel(false);
+    let peer_states: PeerStates = Arc::default();
+    let mut links = Vec::new();
+    for peer in &config.peers {
+        let link = Link {
+            local: config.region,
+            tls: config.tls.clone(),
+            writer: writer.clone(),
+            index: index.clone(),
+            verifier: verifier.clone(),
+            limits: config.sync,
+            states: peer_states.clone(),
+        };
+        links.push(tokio::spawn(run_peer(link, peer.clone(), links_stopped.clone())));
+    }
     let publisher = PublisherService {
         origin: config.region,
         policy,
@@ -165,14 +198,24 @@ pub async fn serve(
     tracing::info!(region = %config.region, listen = %local, "node serving");
     let served = tonic::transport::Server::builder()
         .add_service(publisher)
-        .add_service(pb::replication_server::ReplicationServer::new(NotYet))
+        .add_service(
+            pb::replication_server::ReplicationServer::new(replication).max_encoding_message_size(64 * 1024 * 1024),
+        )
         .add_service(pb::feed_server::FeedServer::new(NotYet))
         .add_service(pb::operations_server::OperationsServer::new(NotYet))
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            // Long-lived sync streams end too, so the server can drain.
+            let _ = stopping_tx.send(true);
+        })
         .await;
     reloader.abort();
+    let _ = stop_links.send(true);
+    for link in links {
+        let _ = link.await;
+    }
     tracing::info!("stopped accepting; closing the store");
     // The router (and with it the last writer handle) is gone: the writer finishes its queue.
     let closed = tokio::task::spawn_blocking(move || writer_thread.join())

@@ -3,6 +3,7 @@
 
 mod bench;
 mod certs;
+pub mod demo;
 mod gen;
 mod publish;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Rebuild a store's indexes from its journal alone.
     Reindex(verify::ReindexArgs),
+    /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
+    Demo(demo::DemoArgs),
     /// Write realistic, valid records (for trying things out).
     Gen(gen::GenArgs),
     /// Benchmarks (not tests): print medians and ratios against a baseline measured in the same run.
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Reindex(a) => verify::reindex(a),
         Command::Gen(a) => gen::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod publisher;
+pub mod replication;
 pub mod transport;
 
 use crate::log::ledger::{OpKind, OpRejection};
@@ -101,5 +102,65 @@ pub fn store_status(e: &StoreError) -> tonic::Status {
         StoreError::WriterStopped => tonic::Status::unavailable(e.to_string()),
         StoreError::Locked { .. } => tonic::Status::unavailable(e.to_string()),
         _ => tonic::Status::internal(format!("store failure: {e}")),
+    }
+}
+
+fn hash32(bytes: &[u8], what: &str) -> Result<crate::log::Hash, String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("{what} must be 32 bytes, got {}", bytes.len()))
+}
+
+fn region(code: u32, what: &str) -> Result<crate::record::Region, String> {
+    crate::record::Region::from_code(code).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Largest signer chain and certificate accepted in a checkpoint from the wire.
+const SIGNER_CHAIN_CERTS_MAX: usize = 8;
+const CERT_BYTES_MAX: usize = 16 * 1024;
+
+impl TryFrom<&pb::Entry> for Entry {
+    type Error = String;
+    fn try_from(e: &pb::Entry) -> Result<Self, String> {
+        if e.op_bytes.len() > crate::record::RECORD_BYTES_MAX {
+            return Err(format!(
+                "entry op_bytes of {} bytes exceed {}",
+                e.op_bytes.len(),
+                crate::record::RECORD_BYTES_MAX
+            ));
+        }
+        Ok(Entry {
+            origin: region(e.origin, "entry origin")?,
+            seq: e.seq,
+            prev_hash: hash32(&e.prev_hash, "prev_hash")?,
+            appended_at_micros: e.appended_at_micros,
+            op_digest: hash32(&e.op_digest, "op_digest")?,
+            op_bytes: e.op_bytes.to_vec(),
+            hash: hash32(&e.hash, "hash")?,
+        })
+    }
+}
+
+impl TryFrom<&pb::Checkpoint> for Checkpoint {
+    type Error = String;
+    fn try_from(c: &pb::Checkpoint) -> Result<Self, String> {
+        if c.signer_chain.is_empty() || c.signer_chain.len() > SIGNER_CHAIN_CERTS_MAX {
+            return Err(format!(
+                "checkpoint signer chain must hold 1..={SIGNER_CHAIN_CERTS_MAX} certificates"
+            ));
+        }
+        if c.signer_chain.iter().any(|d| d.len() > CERT_BYTES_MAX) || c.signature.len() > 1024 {
+            return Err("checkpoint certificate or signature too large".to_string());
+        }
+        Ok(Checkpoint {
+            origin: region(c.origin, "checkpoint origin")?,
+            seq: c.seq,
+            head_hash: hash32(&c.head_hash, "head_hash")?,
+            at_unix_seconds: c.at_unix_seconds,
+            signature_scheme: u16::try_from(c.signature_scheme)
+                .map_err(|_| "signature scheme out of range".to_string())?,
+            signature: c.signature.to_vec(),
+            signer_chain: c.signer_chain.iter().map(|d| d.to_vec()).collect(),
+        })
     }
 }

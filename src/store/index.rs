@@ -29,6 +29,7 @@ const P_RECORD: u8 = b'r';
 const P_SUBJECT: u8 = b's';
 const P_PENDING: u8 = b'p';
 const P_CHECKPOINT: u8 = b'k';
+const P_FORK: u8 = b'f';
 const RECORD_STATE_BYTES: usize = 1 + 4 + 8 + 32 + 8 + 8 + 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +215,14 @@ impl Index {
                 key: format!("record {id} of {origin}"),
                 reason: "undecodable record state".to_string(),
             }),
+        }
+    }
+
+    /// Where the evidence of a fork of `origin` is, if the origin is forked.
+    pub fn fork(&self, origin: Region) -> Result<Option<JournalPos>, IndexError> {
+        match self.tree.get(key_origin(P_FORK, origin))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(JournalPos(be_u64(&v, "fork evidence")?))),
         }
     }
 
@@ -444,6 +453,10 @@ impl<'a> IndexBatch<'a> {
                         return Err(err);
                     }
                 }
+            }
+            Frame::ForkEvidence(c) => {
+                self.previous_entry = None;
+                self.batch.insert(key_origin(P_FORK, c.origin), &pos.0.to_be_bytes());
             }
             Frame::Checkpoint(c) => {
                 self.previous_entry = None;

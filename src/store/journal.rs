@@ -19,6 +19,7 @@ const FRAME_HEADER_BYTES: usize = 8;
 pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
 const KIND_ENTRY: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
+const KIND_FORK_EVIDENCE: u8 = 3;
 const SEGMENT_PREFIX: &str = "seg-";
 const SEGMENT_SUFFIX: &str = ".cxj";
 /// Reads are buffered by this much: catch-up and recovery are sequential scans.
@@ -32,6 +33,10 @@ pub struct JournalPos(pub u64);
 pub enum Frame {
     Entry(Entry),
     Checkpoint(Checkpoint),
+    /// A valid checkpoint of an origin that contradicts the chain this journal holds for it: proof
+    /// of equivocation (or of an origin restored from an old backup). Kept as evidence; the
+    /// origin's entries are refused from then on.
+    ForkEvidence(Checkpoint),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +271,7 @@ fn scan_tail(path: &Path) -> Result<(u64, u64), JournalError> {
             ReadOutcome::Frame { len } => {
                 let frame = decode_body(&body).map_err(|reason| corrupt(offset, reason))?;
                 offset += len;
-                if matches!(frame, Frame::Checkpoint(_)) {
+                if matches!(frame, Frame::Checkpoint(_) | Frame::ForkEvidence(_)) {
                     group_end = offset;
                 }
             }
@@ -432,7 +437,7 @@ impl JournalReader {
 pub fn encoded_len(frame: &Frame) -> u64 {
     let body = match frame {
         Frame::Entry(e) => 1 + 4 + 8 + 32 + 8 + 32 + 32 + 4 + e.op_bytes.len(),
-        Frame::Checkpoint(c) => {
+        Frame::Checkpoint(c) | Frame::ForkEvidence(c) => {
             1 + 4
                 + 8
                 + 32
@@ -462,8 +467,12 @@ fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&(e.op_bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(&e.op_bytes);
         }
-        Frame::Checkpoint(c) => {
-            out.push(KIND_CHECKPOINT);
+        Frame::Checkpoint(c) | Frame::ForkEvidence(c) => {
+            out.push(if matches!(frame, Frame::Checkpoint(_)) {
+                KIND_CHECKPOINT
+            } else {
+                KIND_FORK_EVIDENCE
+            });
             out.extend_from_slice(&c.origin.code().to_le_bytes());
             out.extend_from_slice(&c.seq.to_le_bytes());
             out.extend_from_slice(&c.head_hash);
@@ -546,7 +555,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
             hash: c.hash()?,
             op_bytes: c.vec()?,
         }),
-        KIND_CHECKPOINT => {
+        kind @ (KIND_CHECKPOINT | KIND_FORK_EVIDENCE) => {
             let origin = c.region()?;
             let seq = c.u64()?;
             let head_hash = c.hash()?;
@@ -561,7 +570,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
             for _ in 0..n {
                 signer_chain.push(c.vec()?);
             }
-            Frame::Checkpoint(Checkpoint {
+            let checkpoint = Checkpoint {
                 origin,
                 seq,
                 head_hash,
@@ -569,7 +578,12 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
                 signature_scheme,
                 signature,
                 signer_chain,
-            })
+            };
+            if kind == KIND_CHECKPOINT {
+                Frame::Checkpoint(checkpoint)
+            } else {
+                Frame::ForkEvidence(checkpoint)
+            }
         }
         other => return Err(format!("unknown frame kind {other}")),
     };

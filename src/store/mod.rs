@@ -12,6 +12,7 @@ pub mod writer;
 use crate::log::ledger::{self, Decision, OpKind, OpRejection};
 use crate::log::{digest, Checkpoint, CheckpointSigner, Entry, Hash};
 use crate::record::{Operation, Region};
+use crate::sync::Covered;
 use index::{Index, IndexError};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
 use std::collections::HashMap;
@@ -290,6 +291,102 @@ impl Store {
     }
 }
 
+/// What storing a covered batch from a peer did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaOutcome {
+    /// New entries stored (possibly none, if everything was held already and identical).
+    Stored { appended: u64 },
+    /// The batch proves the origin signed two different chains: evidence kept, origin refused.
+    Forked { origin: Region, seq: u64 },
+    /// Not stored, with the reason (our own origin, a forked origin, or a gap).
+    Refused(String),
+}
+
+impl Store {
+    /// Stores entries of another origin that a valid checkpoint of that origin covers (checked by
+    /// `sync::LinkReceiver`), through the same journal path as local appends. Entries held already
+    /// are compared with ours; any difference under a valid signature is a fork.
+    pub fn commit_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
+        let origin = covered.origin;
+        if origin == local {
+            return Ok(ReplicaOutcome::Refused(format!(
+                "{origin} is this node's own origin; only this node writes it"
+            )));
+        }
+        if self.index.fork(origin)?.is_some() {
+            return Ok(ReplicaOutcome::Refused(format!(
+                "origin {origin} is forked; its entries are refused"
+            )));
+        }
+        let reader = self.journal.reader();
+        let head = self.index.head(origin)?;
+        let cp = &covered.checkpoint;
+        // A checkpoint over entries we hold must match our chain; a new chain must link to ours.
+        let mut contradicts = None;
+        for e in covered.entries.iter().filter(|e| e.seq < head.next_seq) {
+            if self.entry_hash(&reader, origin, e.seq)? != e.hash {
+                contradicts = Some(e.seq);
+                break;
+            }
+        }
+        if contradicts.is_none()
+            && cp.seq < head.next_seq
+            && cp.seq > 0
+            && self.entry_hash(&reader, origin, cp.seq)? != cp.head_hash
+        {
+            contradicts = Some(cp.seq);
+        }
+        let new: Vec<&Entry> = covered.entries.iter().filter(|e| e.seq >= head.next_seq).collect();
+        if contradicts.is_none() {
+            if let Some(first) = new.first() {
+                if first.seq != head.next_seq {
+                    return Ok(ReplicaOutcome::Refused(format!(
+                        "gap in {origin}: have up to {}, batch starts at {}",
+                        head.seq(),
+                        first.seq
+                    )));
+                }
+                if first.prev_hash != head.head_hash {
+                    contradicts = Some(first.seq);
+                }
+            }
+        }
+        let mut batch = self.index.begin();
+        let mut next_pos = self.journal.end().0;
+        let mut frames = Vec::with_capacity(new.len() + 1);
+        let outcome = if let Some(seq) = contradicts {
+            frames.push(Frame::ForkEvidence(cp.clone()));
+            ReplicaOutcome::Forked { origin, seq }
+        } else {
+            if new.is_empty() {
+                return Ok(ReplicaOutcome::Stored { appended: 0 });
+            }
+            for e in &new {
+                frames.push(Frame::Entry((*e).clone()));
+            }
+            frames.push(Frame::Checkpoint(cp.clone()));
+            ReplicaOutcome::Stored {
+                appended: new.len() as u64,
+            }
+        };
+        for frame in &frames {
+            let pos = JournalPos(next_pos);
+            next_pos += encoded_len(frame);
+            // Replayed like any journal frame: links and hashes are checked again here.
+            batch.index_frame(pos, frame, None)?;
+        }
+        self.journal.append(&frames)?;
+        self.journal.sync()?;
+        batch.commit(self.journal.end())?;
+        Ok(outcome)
+    }
+
+    /// Journal end: everything before it is durable and indexed.
+    pub fn journal_end(&self) -> JournalPos {
+        self.journal.end()
+    }
+}
+
 /// Finds entry `origin/seq`: from the start of its run, read forward to it.
 pub fn find_entry(
     index: &Index,
@@ -332,7 +429,7 @@ fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPo
         count += 1;
         in_batch += 1;
         last_end = end;
-        if in_batch >= REPLAY_BATCH_FRAMES && matches!(frame, Frame::Checkpoint(_)) {
+        if in_batch >= REPLAY_BATCH_FRAMES && matches!(frame, Frame::Checkpoint(_) | Frame::ForkEvidence(_)) {
             batch.take().expect("open batch").commit(end)?;
             batch = Some(index.begin());
             in_batch = 0;

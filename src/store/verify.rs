@@ -21,6 +21,8 @@ pub struct VerifyReport {
     pub signatures_checked: u64,
     pub heads: BTreeMap<Region, ChainHead>,
     pub torn_tail_at: Option<u64>,
+    /// Origins proven to have equivocated (origin, seq of the contradicting checkpoint).
+    pub forks: Vec<(Region, u64)>,
     pub index_behind_bytes: u64,
     pub problems: Vec<String>,
     pub problems_total: u64,
@@ -70,6 +72,15 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
                             "entry {}/{}: stored operation does not decode: {r}",
                             e.origin, e.seq
                         ));
+                    }
+                }
+            }
+            Frame::ForkEvidence(c) => {
+                report.forks.push((c.origin, c.seq));
+                if let Some(v) = verifier {
+                    report.signatures_checked += 1;
+                    if let Err(err) = c.verify(v) {
+                        report.problem(format!("fork evidence: {err}"));
                     }
                 }
             }

@@ -1,27 +1,40 @@
-//! The one writer of a store: a dedicated thread that takes publish requests from a bounded queue,
-//! groups whatever is waiting (up to a bound) into one journal write and one fsync (group commit),
-//! and answers each request after its group is durable. Invariants: requests are decided in
-//! arrival order; the queue and a group are bounded; after a failure the writer stops and every
-//! later request gets `WriterStopped` (a half-known disk state is never written on).
+//! The one writer of a store: a dedicated thread that takes requests from a bounded queue, groups
+//! waiting local publishes (up to a bound) into one journal write and one fsync (group commit),
+//! stores verified batches from peers through the same journal path, and answers each request
+//! after its data is durable. Invariants: requests are applied in arrival order; the queue and a
+//! group are bounded; the durable end is announced after every commit (live sync tails it); after
+//! a failure the writer stops and every later request gets `WriterStopped` (a half-known disk
+//! state is never written on).
 
-use super::{OpOutcome, Store, StoreError};
+use super::journal::JournalPos;
+use super::{OpOutcome, ReplicaOutcome, Store, StoreError};
 use crate::log::{Checkpoint, CheckpointSigner};
 use crate::record::{Operation, Region};
+use crate::sync::Covered;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// The result of one request: an outcome per operation, and the checkpoint of its group.
+/// The result of one local request: an outcome per operation, and the checkpoint of its group.
 pub type Committed = (Vec<OpOutcome>, Option<Checkpoint>);
 
-pub struct WriteRequest {
-    pub ops: Vec<Operation>,
-    pub reply: oneshot::Sender<Result<Committed, Arc<StoreError>>>,
+enum Work {
+    Local(Vec<Operation>, oneshot::Sender<Result<Committed, Arc<StoreError>>>),
+    Replica(Box<Covered>, oneshot::Sender<Result<ReplicaOutcome, Arc<StoreError>>>),
 }
 
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<WriteRequest>,
+    tx: mpsc::Sender<Work>,
+    durable_end: watch::Receiver<JournalPos>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WriterLimits {
+    /// Requests waiting for the writer; a full queue makes callers wait (backpressure).
+    pub queue_depth: usize,
+    /// Operations in one group commit.
+    pub group_ops_max: usize,
 }
 
 /// A queued request's answer, to await.
@@ -31,14 +44,6 @@ impl Pending {
     pub async fn wait(self) -> Result<Committed, Arc<StoreError>> {
         self.0.await.map_err(|_| Arc::new(StoreError::WriterStopped))?
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct WriterLimits {
-    /// Requests waiting for the writer; a full queue makes publishers wait (backpressure).
-    pub queue_depth: usize,
-    /// Operations in one group commit.
-    pub group_ops_max: usize,
 }
 
 impl WriterHandle {
@@ -52,10 +57,26 @@ impl WriterHandle {
     pub async fn enqueue(&self, ops: Vec<Operation>) -> Result<Pending, Arc<StoreError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(WriteRequest { ops, reply })
+            .send(Work::Local(ops, reply))
             .await
             .map_err(|_| Arc::new(StoreError::WriterStopped))?;
         Ok(Pending(rx))
+    }
+
+    /// Stores a verified batch from a peer and waits until it is durable.
+    pub async fn replicate(&self, covered: Covered) -> Result<ReplicaOutcome, Arc<StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Replica(Box::new(covered), reply))
+            .await
+            .map_err(|_| Arc::new(StoreError::WriterStopped))?;
+        rx.await.map_err(|_| Arc::new(StoreError::WriterStopped))?
+    }
+
+    /// The journal position up to which everything is durable and indexed; changes after every
+    /// commit.
+    pub fn durable_end(&self) -> watch::Receiver<JournalPos> {
+        self.durable_end.clone()
     }
 }
 
@@ -74,50 +95,98 @@ pub fn spawn(
     signer: Arc<dyn CheckpointSigner>,
     limits: WriterLimits,
 ) -> (WriterHandle, std::thread::JoinHandle<Result<Store, Arc<StoreError>>>) {
-    let (tx, mut rx) = mpsc::channel::<WriteRequest>(limits.queue_depth.max(1));
+    let (tx, mut rx) = mpsc::channel::<Work>(limits.queue_depth.max(1));
+    let (end_tx, end_rx) = watch::channel(store.journal_end());
     let join = std::thread::Builder::new()
         .name("cx-writer".to_string())
         .spawn(move || {
-            let mut group: Vec<WriteRequest> = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                let mut ops_in_group = first.ops.len();
-                group.push(first);
-                while ops_in_group < limits.group_ops_max {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            ops_in_group += next.ops.len();
-                            group.push(next);
-                        }
-                        Err(_) => break,
+            let mut carried: Option<Work> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(w) => w,
+                    None => match rx.blocking_recv() {
+                        Some(w) => w,
+                        None => break,
+                    },
+                };
+                let result = match first {
+                    Work::Replica(covered, reply) => {
+                        let r = store.commit_replicated(origin, &covered);
+                        let failed = r.as_ref().err().map(|e| e.to_string());
+                        let _ = reply.send(r.map_err(Arc::new));
+                        failed
                     }
+                    Work::Local(ops, reply) => {
+                        // Group every local request waiting behind this one (up to the bound);
+                        // a replica request ends the group and is carried to the next round.
+                        let mut group = vec![(ops.len(), reply)];
+                        let mut all_ops = ops;
+                        while all_ops.len() < limits.group_ops_max {
+                            match rx.try_recv() {
+                                Ok(Work::Local(more, reply)) => {
+                                    group.push((more.len(), reply));
+                                    all_ops.extend(more);
+                                }
+                                Ok(other) => {
+                                    carried = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        match store.commit_local(origin, &all_ops, signer.as_ref(), now_micros()) {
+                            Ok((outcomes, checkpoint)) => {
+                                let mut rest = outcomes.into_iter();
+                                for (len, reply) in group {
+                                    let mine: Vec<OpOutcome> = rest.by_ref().take(len).collect();
+                                    // A publisher that went away does not stop the others.
+                                    let _ = reply.send(Ok((mine, checkpoint.clone())));
+                                }
+                                None
+                            }
+                            Err(e) => {
+                                let message = e.to_string();
+                                let e = Arc::new(e);
+                                for (_, reply) in group {
+                                    let _ = reply.send(Err(e.clone()));
+                                }
+                                Some(message)
+                            }
+                        }
+                    }
+                };
+                if let Some(message) = result {
+                    tracing::error!(error = %message, "store writer failed; refusing further writes");
+                    rx.close();
+                    if let Some(w) = carried.take() {
+                        refuse(w);
+                    }
+                    while let Ok(w) = rx.try_recv() {
+                        refuse(w);
+                    }
+                    return Err(Arc::new(StoreError::WriterStopped));
                 }
-                let lengths: Vec<usize> = group.iter().map(|r| r.ops.len()).collect();
-                let all_ops: Vec<Operation> = group.iter_mut().flat_map(|r| std::mem::take(&mut r.ops)).collect();
-                match store.commit_local(origin, &all_ops, signer.as_ref(), now_micros()) {
-                    Ok((outcomes, checkpoint)) => {
-                        let mut rest = outcomes.into_iter();
-                        for (request, len) in group.drain(..).zip(lengths) {
-                            let mine: Vec<OpOutcome> = rest.by_ref().take(len).collect();
-                            // A publisher that went away does not stop the others.
-                            let _ = request.reply.send(Ok((mine, checkpoint.clone())));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "store writer failed; refusing further writes");
-                        let e = Arc::new(e);
-                        for request in group.drain(..) {
-                            let _ = request.reply.send(Err(e.clone()));
-                        }
-                        rx.close();
-                        while let Ok(request) = rx.try_recv() {
-                            let _ = request.reply.send(Err(Arc::new(StoreError::WriterStopped)));
-                        }
-                        return Err(e);
-                    }
-                }
+                let _ = end_tx.send(store.journal_end());
             }
             Ok(store)
         })
         .expect("the OS can start the writer thread");
-    (WriterHandle { tx }, join)
+    (
+        WriterHandle {
+            tx,
+            durable_end: end_rx,
+        },
+        join,
+    )
+}
+
+fn refuse(work: Work) {
+    match work {
+        Work::Local(_, reply) => {
+            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+        }
+        Work::Replica(_, reply) => {
+            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+        }
+    }
 }

@@ -1,0 +1,302 @@
+//! `cx.v1.Replication`: peers pull what they lack. `Sync` reads the journal sequentially from the
+//! first position the caller needs, streams every origin's entries past the caller's version
+//! vector with the checkpoints that cover them (so a relay never has to be trusted), then tails
+//! the journal live as the writer makes data durable, with heartbeats carrying signed heads.
+//! Invariants: only `cx://node/*` callers (policy `Sync`/`Heads`); per origin, entries are sent in
+//! seq order without gaps; batches are bounded in entries and bytes; the stream is fed through a
+//! bounded channel by a blocking reader, so a slow peer stalls its reader, never grows memory.
+
+use super::pb;
+use super::{caller, Caller};
+use crate::log::{Checkpoint, Entry};
+use crate::policy::{Policy, Rpc};
+use crate::record::Region;
+use crate::store::index::Index;
+use crate::store::journal::{Frame, JournalPos, JournalReader};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Messages queued towards one peer before its reader waits.
+const SYNC_STREAM_DEPTH: usize = 4;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SyncLimits {
+    pub batch_entries_max: usize,
+    pub batch_bytes_max: usize,
+    pub heartbeat: Duration,
+}
+
+pub struct ReplicationService {
+    pub policy: Arc<Policy>,
+    pub index: Index,
+    pub journal: JournalReader,
+    pub durable_end: watch::Receiver<JournalPos>,
+    pub limits: SyncLimits,
+    /// Turns true when the node stops: open streams end so the server can drain.
+    pub stopping: watch::Receiver<bool>,
+}
+
+fn authorize(policy: &Policy, who: &Caller, rpc: Rpc) -> Result<(), Status> {
+    if policy.allows(&who.identity, rpc) {
+        return Ok(());
+    }
+    tracing::warn!(identity = %who.identity, remote = %who.remote, rpc = ?rpc, "replication refused by policy");
+    Err(Status::permission_denied(format!(
+        "{} may not call {rpc:?}: only nodes of the federation may",
+        who.identity
+    )))
+}
+
+/// Heads of every origin this node holds, with their latest checkpoints.
+pub fn heads(index: &Index, journal: &JournalReader) -> Result<Vec<pb::Head>, Status> {
+    let internal = |e: String| Status::internal(format!("reading heads: {e}"));
+    let mut out = Vec::new();
+    for (origin, head) in index.heads().map_err(|e| internal(e.to_string()))? {
+        let latest_checkpoint = match index.latest_checkpoint(origin).map_err(|e| internal(e.to_string()))? {
+            Some(cp) => match journal.read_at(cp.pos).map_err(|e| internal(e.to_string()))? {
+                Frame::Checkpoint(c) => Some(pb::Checkpoint::from(&c)),
+                _ => None,
+            },
+            None => None,
+        };
+        out.push(pb::Head {
+            origin: origin.code(),
+            seq: head.seq(),
+            head_hash: head.head_hash.to_vec().into(),
+            latest_checkpoint,
+            forked: index.fork(origin).map_err(|e| internal(e.to_string()))?.is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// Builds bounded batches from journal frames, per origin, in journal order.
+struct Batcher {
+    next: BTreeMap<Region, u64>,
+    limits: SyncLimits,
+    origin: Option<Region>,
+    entries: Vec<pb::Entry>,
+    checkpoints: Vec<pb::Checkpoint>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn flush(&mut self) -> Option<pb::SyncMessage> {
+        let origin = self.origin.take()?;
+        if self.entries.is_empty() && self.checkpoints.is_empty() {
+            return None;
+        }
+        self.bytes = 0;
+        Some(pb::SyncMessage {
+            body: Some(pb::sync_message::Body::Batch(pb::SyncBatch {
+                origin: origin.code(),
+                entries: std::mem::take(&mut self.entries),
+                checkpoints: std::mem::take(&mut self.checkpoints),
+            })),
+        })
+    }
+
+    /// Takes one frame; returns batches that are complete.
+    fn push(&mut self, frame: Frame, out: &mut Vec<pb::SyncMessage>) {
+        let (origin, item): (Region, Result<&Entry, &Checkpoint>) = match &frame {
+            Frame::Entry(e) => (e.origin, Ok(e)),
+            Frame::Checkpoint(c) => (c.origin, Err(c)),
+            Frame::ForkEvidence(_) => return,
+        };
+        let next = self.next.get(&origin).copied().unwrap_or(1);
+        let wanted = match item {
+            Ok(e) => e.seq >= next,
+            // A checkpoint covering anything the peer still lacks, or the one at its head.
+            Err(c) => c.seq + 1 >= next,
+        };
+        if !wanted {
+            return;
+        }
+        if self.origin != Some(origin) {
+            out.extend(self.flush());
+            self.origin = Some(origin);
+        }
+        match item {
+            Ok(e) => {
+                self.next.insert(origin, e.seq + 1);
+                self.bytes += e.op_bytes.len() + 128;
+                self.entries.push(pb::Entry::from(e));
+            }
+            Err(c) => {
+                self.checkpoints.push(pb::Checkpoint::from(c));
+                // A checkpoint closes a batch: the receiver can store what it covers at once.
+                out.extend(self.flush());
+                return;
+            }
+        }
+        if self.entries.len() >= self.limits.batch_entries_max || self.bytes >= self.limits.batch_bytes_max {
+            out.extend(self.flush());
+        }
+    }
+}
+
+fn heartbeat(index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> {
+    let heads = heads(index, journal).ok()?;
+    let at_unix_millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Some(pb::SyncMessage {
+        body: Some(pb::sync_message::Body::Heartbeat(pb::Heartbeat {
+            at_unix_millis,
+            heads,
+        })),
+    })
+}
+
+/// Streams frames to `tx` from the first position the peer needs, then tails. Runs on a blocking
+/// thread (journal reads); ends when the peer goes away.
+fn stream_journal(
+    index: Index,
+    journal: JournalReader,
+    mut durable_end: watch::Receiver<JournalPos>,
+    have: BTreeMap<Region, u64>,
+    limits: SyncLimits,
+    tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
+    runtime: tokio::runtime::Handle,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let send = |m: pb::SyncMessage| tx.blocking_send(Ok(m)).is_ok();
+    // Start at the earliest run holding something the peer lacks.
+    let mut start = *durable_end.borrow();
+    match index.heads() {
+        Ok(heads) => {
+            for (origin, head) in heads {
+                let want = have.get(&origin).copied().unwrap_or(1);
+                if want <= head.seq() {
+                    if let Ok(Some((_, pos))) = index.run_of(origin, want) {
+                        start = start.min(pos);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(Status::internal(format!("reading heads: {e}"))));
+            return;
+        }
+    }
+    let mut batcher = Batcher {
+        next: have,
+        limits,
+        origin: None,
+        entries: Vec::new(),
+        checkpoints: Vec::new(),
+        bytes: 0,
+    };
+    loop {
+        let end = *durable_end.borrow_and_update();
+        if start < end {
+            let mut out = Vec::new();
+            let scanned = journal.scan(start, end, |_, _, frame| {
+                batcher.push(frame, &mut out);
+                for m in out.drain(..) {
+                    if !send(m) {
+                        return Ok::<_, crate::store::journal::JournalError>(false);
+                    }
+                }
+                Ok(true)
+            });
+            if let Err(e) = scanned {
+                tracing::error!(error = %e, "journal read failed while serving a peer");
+                let _ = tx.blocking_send(Err(Status::internal(format!("journal read failed: {e}"))));
+                return;
+            }
+            if let Some(m) = batcher.flush() {
+                if !send(m) {
+                    return;
+                }
+            }
+            start = end;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        // Wait for new data or the next heartbeat, whichever comes first.
+        let changed = runtime.block_on(async {
+            tokio::select! {
+                r = durable_end.changed() => r.is_ok(),
+                _ = tokio::time::sleep(limits.heartbeat) => true,
+                _ = tx.closed() => false,
+                _ = stopping.wait_for(|stop| *stop) => false,
+            }
+        });
+        if !changed {
+            return;
+        }
+        if *durable_end.borrow() == start {
+            let Some(m) = heartbeat(&index, &journal) else { return };
+            if !send(m) {
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for ReplicationService {
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SyncMessage>>, Status> {
+        let who = caller(&request)?;
+        authorize(&self.policy, &who, Rpc::Sync)?;
+        let req = request.into_inner();
+        let mut have = BTreeMap::new();
+        for (code, next) in req.have.map(|v| v.next_seq).unwrap_or_default() {
+            let origin = Region::from_code(code).map_err(|e| Status::invalid_argument(format!("have: {e}")))?;
+            have.insert(origin, next.max(1));
+        }
+        let mut limits = self.limits;
+        if req.batch_entries_max > 0 {
+            limits.batch_entries_max = limits.batch_entries_max.min(req.batch_entries_max as usize);
+        }
+        if req.batch_bytes_max > 0 {
+            limits.batch_bytes_max = limits.batch_bytes_max.min(req.batch_bytes_max as usize);
+        }
+        tracing::info!(peer = %who.identity, remote = %who.remote, origins = have.len(), "sync stream opened");
+        let (tx, rx) = mpsc::channel(SYNC_STREAM_DEPTH);
+        let (index, journal, end) = (self.index.clone(), self.journal.clone(), self.durable_end.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let stopping = self.stopping.clone();
+        tokio::task::spawn_blocking(move || stream_journal(index, journal, end, have, limits, tx, runtime, stopping));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
+        let who = caller(&request)?;
+        authorize(&self.policy, &who, Rpc::Heads)?;
+        let (index, journal) = (self.index.clone(), self.journal.clone());
+        let heads = tokio::task::spawn_blocking(move || heads(&index, &journal))
+            .await
+            .map_err(|e| Status::internal(format!("heads task: {e}")))??;
+        Ok(Response::new(pb::HeadsResponse { heads }))
+    }
+}
+
+/// Converts a received batch to the sync core's form, validating field sizes.
+pub fn batch_from_pb(b: &pb::SyncBatch) -> Result<crate::sync::Batch, String> {
+    let origin = Region::from_code(b.origin).map_err(|e| format!("batch origin: {e}"))?;
+    Ok(crate::sync::Batch {
+        origin: Some(origin),
+        entries: b.entries.iter().map(Entry::try_from).collect::<Result<_, _>>()?,
+        checkpoints: b
+            .checkpoints
+            .iter()
+            .map(Checkpoint::try_from)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Peer heads from a heartbeat: origin -> (seq, forked).
+pub fn heartbeat_heads(h: &pb::Heartbeat) -> HashMap<u32, (u64, bool)> {
+    h.heads.iter().map(|x| (x.origin, (x.seq, x.forked))).collect()
+}
