@@ -155,6 +155,40 @@ impl LocalFederation {
         Ok(fed)
     }
 
+    /// Adds and starts another node of `region` (a second one of a region is an "evil twin" for
+    /// tests: same certificate, its own log) with its store in `data`, pulling from `peers`.
+    pub async fn add_node(&mut self, region: Region, data: &str, peers: &[usize]) -> anyhow::Result<usize> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let certs = certs_dir(&self.dir);
+        if !certs.join(format!("node-{region}.pem")).exists() {
+            issue(&certs, Identity::Node(region), &format!("node-{region}"))?;
+            issue(&certs, Identity::Publisher(region), &format!("publisher-{region}"))?;
+        }
+        let mut text = format!(
+            "[node]\nregion = \"{region}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n\
+             [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n"
+        );
+        for j in peers {
+            let p = &self.nodes[*j];
+            text.push_str(&format!(
+                "[[peers]]\naddress = \"{}\"\nregion = \"{}\"\nserver_name = \"localhost\"\n",
+                p.addr, p.region
+            ));
+        }
+        self.nodes.push(LocalNode {
+            region,
+            addr,
+            data: self.dir.join(data),
+            config_text: text,
+            stop: None,
+            join: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start_node(i).await?;
+        Ok(i)
+    }
+
     /// Starts (or restarts) node `i` from its config and store.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let config =

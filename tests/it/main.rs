@@ -3,5 +3,6 @@
 
 mod architecture;
 mod common;
+mod federation;
 mod process;
 mod store;

@@ -472,3 +472,40 @@ fn a_bad_config_is_refused_before_any_port_is_bound() {
         "wrong node identity: {e}"
     );
 }
+
+#[test]
+fn the_demo_federation_converges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cxnode(
+        dir.path(),
+        &[
+            "demo",
+            "--nodes",
+            "3",
+            "--topology",
+            "hub",
+            "--duration",
+            "10",
+            "--rate",
+            "100",
+            "--dir",
+            "fed",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo did not converge: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("CONVERGED: all 3 nodes hold identical logs"),
+        "{stdout}"
+    );
+    // The stores it leaves verify offline.
+    for region in ["330000", "320000", "310000"] {
+        let data = dir.path().join("fed").join(format!("data-{region}"));
+        let report = cxnode_ok(dir.path(), &["verify", "--data", data.to_str().expect("utf-8")]);
+        assert!(report.contains("OK: store verified"), "{region}: {report}");
+    }
+}

@@ -1,0 +1,286 @@
+//! In-process federations with real mutual TLS (certificates from our own PKI), real journals and
+//! indexes: convergence in a mesh and through a relay chain, resume after restart, and faults —
+//! a relay serving a tampered entry, a relay serving a checkpoint it forged, an origin that
+//! equivocates — each detected while honest data still converges.
+
+use cxnode::cli::demo::{LocalFederation, Topology};
+use cxnode::log::{ChainHead, Checkpoint, Entry};
+use cxnode::pki::{NodeSigner, TlsFiles};
+use cxnode::record::{RecordGenerator, Region};
+use cxnode::store::index::Index;
+use cxnode::store::journal::{Frame, Journal};
+use cxnode::store::StoreConfig;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn lines(seed: u64, region: Region, n: usize) -> Vec<String> {
+    let mut g = RecordGenerator::new(seed, region);
+    (0..n).map(|_| g.next_line()).collect()
+}
+
+/// Publishes `n` records in every province (different seeds per round).
+async fn publish_everywhere(fed: &LocalFederation, round: u64, n: usize) {
+    for (i, node) in fed.nodes.iter().enumerate() {
+        let appended = fed
+            .publish(i, lines(round * 100 + i as u64, node.region, n))
+            .await
+            .expect("publish");
+        assert_eq!(appended, n);
+    }
+}
+
+/// Waits until node `i` reports `seq` for `origin`, and returns that head's hash.
+async fn wait_head(fed: &LocalFederation, i: usize, origin: Region, seq: u64) -> Vec<u8> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let heads = fed.heads(i).await.expect("heads");
+        if let Some((s, h, _)) = heads.get(&origin.code()) {
+            if *s == seq {
+                return h.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i} never reached {origin}/{seq}: {heads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn assert_converges(fed: &LocalFederation) {
+    assert!(
+        fed.wait_converged(CONVERGE).await.expect("heads"),
+        "the federation did not converge"
+    );
+}
+
+#[test]
+fn mesh_converges_and_a_restarted_node_resumes() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fed = LocalFederation::start(dir.path(), 3, Topology::Mesh)
+            .await
+            .expect("start");
+        publish_everywhere(&fed, 1, 300).await;
+        assert_converges(&fed).await;
+
+        // Node 2 goes down; the others keep publishing; it comes back and catches up.
+        fed.stop_node(2).await.expect("stop");
+        publish_everywhere_but(&fed, 2, 2, 400).await;
+        fed.start_node(2).await.expect("restart");
+        fed.publish(2, lines(999, fed.nodes[2].region, 50))
+            .await
+            .expect("publish after restart");
+        assert_converges(&fed).await;
+        let heads = fed.heads(2).await.expect("heads");
+        assert_eq!(heads[&fed.nodes[0].region.code()].0, 700);
+        assert_eq!(heads[&fed.nodes[2].region.code()].0, 350);
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
+async fn publish_everywhere_but(fed: &LocalFederation, skip: usize, round: u64, n: usize) {
+    for (i, node) in fed.nodes.iter().enumerate() {
+        if i != skip {
+            fed.publish(i, lines(round * 100 + i as u64, node.region, n))
+                .await
+                .expect("publish");
+        }
+    }
+}
+
+#[test]
+fn a_chain_relays_every_origin_with_no_direct_link() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 0 - 1 - 2: node 0 and node 2 never talk; node 1 relays, and cannot alter what it relays.
+        let fed = LocalFederation::start(dir.path(), 3, Topology::Chain)
+            .await
+            .expect("start");
+        publish_everywhere(&fed, 1, 500).await;
+        assert_converges(&fed).await;
+        let a = fed.nodes[0].region;
+        let at_origin = wait_head(&fed, 0, a, 500).await;
+        let at_far_end = wait_head(&fed, 2, a, 500).await;
+        assert_eq!(at_origin, at_far_end, "byte-identical chain at the far end");
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
+/// Appends frames to a stopped node's journal (as a compromised relay's disk would hold them).
+fn append_to_journal(data: &std::path::Path, frames: &[Frame]) {
+    let cfg = StoreConfig::new(data);
+    let (mut journal, _) = Journal::open(&cfg.journal_dir(), cfg.segment_bytes_max).expect("journal");
+    journal.append(frames).expect("append");
+    journal.sync().expect("sync");
+}
+
+fn head_of(data: &std::path::Path, origin: Region) -> ChainHead {
+    let cfg = StoreConfig::new(data);
+    let index = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT).expect("index");
+    index.head(origin).expect("head")
+}
+
+fn signer(dir: &std::path::Path, name: &str) -> NodeSigner {
+    let certs = dir.join("certs");
+    NodeSigner::load(&TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}.key")),
+        crl: None,
+    })
+    .expect("signer")
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Nodes 0 (origin a) and 1 (the relay) hold 100 entries each; `tamper` then changes the relay's
+/// stored copy of origin a while it is stopped. A new watcher pulls from the relay and from node 0.
+/// Returns (watcher's heads, node 0's heads, watcher's data directory, the federation directory).
+async fn bad_relay(
+    tamper: impl FnOnce(&std::path::Path, &std::path::Path, Region, ChainHead),
+) -> (
+    BTreeMap<u32, (u64, Vec<u8>, bool)>,
+    BTreeMap<u32, (u64, Vec<u8>, bool)>,
+    std::path::PathBuf,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
+        .await
+        .expect("start");
+    publish_everywhere(&fed, 1, 100).await;
+    assert_converges(&fed).await;
+    fed.stop_node(1).await.expect("stop relay");
+    let a = fed.nodes[0].region;
+    let head = head_of(&fed.nodes[1].data, a);
+    tamper(dir.path(), &fed.nodes[1].data, a, head);
+    fed.start_node(1).await.expect("relay back");
+    let c = Region::parse("310000").expect("province");
+    let watcher = fed.add_node(c, "data-watcher", &[1, 0]).await.expect("watcher");
+    let b = fed.nodes[1].region;
+    let want_a = wait_head(&fed, 0, a, 100).await;
+    assert_eq!(
+        wait_head(&fed, watcher, a, 100).await,
+        want_a,
+        "the watcher holds origin a's real chain"
+    );
+    wait_head(&fed, watcher, b, 100).await;
+    // Let the bad link be retried a few times: nothing it sends may ever be stored.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let heads = fed.heads(watcher).await.expect("heads");
+    let honest = fed.heads(0).await.expect("heads");
+    let data = fed.nodes[watcher].data.clone();
+    fed.shutdown().await.expect("shutdown");
+    (heads, honest, data, dir)
+}
+
+fn verify_ok(data: &std::path::Path) {
+    let report = cxnode::store::verify::verify_store(&StoreConfig::new(data), None).expect("verify");
+    assert!(report.ok(), "the watcher's store holds bad data: {:?}", report.problems);
+}
+
+#[test]
+fn a_relay_serving_a_tampered_entry_is_refused() {
+    rt().block_on(async {
+        let (heads, honest, data, _dir) = bad_relay(|_, relay, a, _| {
+            // Change one byte of the operation of origin a's entry 50 on the relay's disk (and fix
+            // the frame checksum, as a relay that lies on purpose would).
+            let cfg = StoreConfig::new(relay);
+            let index = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT).expect("index");
+            let (_, run) = index.run_of(a, 50).expect("run").expect("entry 50");
+            drop(index);
+            let mut at = None;
+            cxnode::store::journal::JournalReader::new(&cfg.journal_dir())
+                .scan(run, cxnode::store::journal::JournalPos(u64::MAX), |pos, _, f| {
+                    if matches!(&f, Frame::Entry(e) if e.seq == 50) {
+                        at = Some(pos.0 as usize);
+                        return Ok::<_, cxnode::store::journal::JournalError>(false);
+                    }
+                    Ok(true)
+                })
+                .expect("scan");
+            let at = at.expect("entry 50 found");
+            let seg = cfg.journal_dir().join(format!("seg-{:020}.cxj", 0));
+            let mut bytes = std::fs::read(&seg).expect("read");
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+            bytes[at + 8 + 129 + 5] ^= 0x01;
+            let crc = crc32c::crc32c(&bytes[at + 8..at + 8 + len]);
+            bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&seg, &bytes).expect("write");
+        })
+        .await;
+        let a = Region::parse("330000").expect("province").code();
+        assert_eq!(heads[&a], honest[&a]);
+        verify_ok(&data);
+    });
+}
+
+#[test]
+fn a_relay_serving_a_forged_checkpoint_is_refused() {
+    rt().block_on(async {
+        let (heads, honest, data, _dir) = bad_relay(|dir, relay, a, head| {
+            // New entries of origin a, "signed" by the relay's own key.
+            let relay_key = signer(dir, "node-320000");
+            let e = Entry::new(a, head.next_seq, head.head_hash, 1, b"{\"invented\":true}".to_vec());
+            let mut h = head;
+            h.advance(&e).expect("links");
+            let cp = Checkpoint::sign(a, h, now_secs(), &relay_key).expect("sign");
+            append_to_journal(relay, &[Frame::Entry(e), Frame::Checkpoint(cp)]);
+        })
+        .await;
+        let a = Region::parse("330000").expect("province").code();
+        assert_eq!(heads[&a], honest[&a], "the invented entry never reaches the watcher");
+        assert!(!heads[&a].2, "a relay's forgery is not a fork of the origin");
+        verify_ok(&data);
+    });
+}
+
+#[test]
+fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
+            .await
+            .expect("start");
+        let (a, b) = (fed.nodes[0].region, fed.nodes[1].region);
+        fed.publish(0, lines(1, a, 60)).await.expect("publish");
+        fed.publish(1, lines(2, b, 60)).await.expect("publish");
+        assert_converges(&fed).await;
+        // An evil twin of origin a (same certificate, its own log) signs a different chain.
+        let twin = fed.add_node(a, "data-twin", &[]).await.expect("twin");
+        fed.publish(twin, lines(3, a, 80)).await.expect("twin publishes");
+        // A new node pulls from node b (honest chain of a) and from the twin.
+        let c = Region::parse("310000").expect("province");
+        let watcher = fed.add_node(c, "data-watcher", &[1, twin]).await.expect("watcher");
+        wait_head(&fed, watcher, b, 60).await;
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let heads = fed.heads(watcher).await.expect("heads");
+            if heads.get(&a.code()).is_some_and(|h| h.2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fork of {a} was never detected: {heads:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Honest origins go on converging at the watcher.
+        fed.publish(1, lines(4, b, 25)).await.expect("publish");
+        wait_head(&fed, watcher, b, 85).await;
+        fed.shutdown().await.expect("shutdown");
+    });
+}
