@@ -30,6 +30,8 @@ const P_SUBJECT: u8 = b's';
 const P_PENDING: u8 = b'p';
 const P_CHECKPOINT: u8 = b'k';
 const P_FORK: u8 = b'f';
+/// Attempts, 100 ms apart, to take sled's lock from a handle that is still closing.
+const INDEX_LOCK_RETRIES: u32 = 50;
 const RECORD_STATE_BYTES: usize = 1 + 4 + 8 + 32 + 8 + 8 + 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -118,19 +120,34 @@ pub struct CheckpointRef {
 
 impl Index {
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             // Measured here: about 1.5x the inserts per second of the default LowSpace mode.
             .mode(sled::Mode::HighThroughput)
             // sled writes its dirty pages itself this often; the journal, not sled, is the durability
             // point, so a lazy flush loses nothing.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|source| IndexError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .flush_every_ms(Some(1000));
+        // sled's background threads release its file lock a moment after the last handle is
+        // dropped, so an immediate reopen (restart in the same process) may find it still held.
+        let mut attempt = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && attempt < INDEX_LOCK_RETRIES =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(source) => {
+                    return Err(IndexError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        };
         let tree = db.open_tree("idx").map_err(|source| IndexError::Open {
             path: path.display().to_string(),
             source,
