@@ -169,3 +169,207 @@ fn buffers_are_bounded() {
         }
     );
 }
+
+/// Property test: nodes append, links deliver parts of each other's journals in random batch
+/// sizes, links drop (losing their buffers) and reconnect; after the faults stop and every link
+/// runs to the end, all nodes hold identical logs. Invariants are checked after every step.
+mod convergence {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Append { node: usize, n: u64 },
+        Deliver { from: usize, to: usize, frames: usize },
+        Disconnect { from: usize, to: usize },
+    }
+
+    const NODES: usize = 3;
+
+    fn region(i: usize) -> Region {
+        Region::parse(["330000", "320000", "310000"][i]).expect("province")
+    }
+
+    #[derive(Clone)]
+    enum Frame {
+        E(Entry),
+        C(Checkpoint),
+    }
+
+    /// A node: per-origin chains (what the store holds) and its journal in arrival order.
+    #[derive(Default)]
+    struct Node {
+        chains: BTreeMap<Region, Vec<Entry>>,
+        journal: Vec<Frame>,
+    }
+
+    impl Node {
+        fn head(&self, o: Region) -> ChainHead {
+            let mut h = ChainHead::default();
+            if let Some(last) = self.chains.get(&o).and_then(|c| c.last()) {
+                h = ChainHead {
+                    next_seq: last.seq + 1,
+                    head_hash: last.hash,
+                };
+            }
+            h
+        }
+
+        /// What `Store::commit_replicated` does: held entries must be identical; new ones must
+        /// continue the chain.
+        fn store(&mut self, c: Covered) {
+            let chain = self.chains.entry(c.origin).or_default();
+            for e in c.entries {
+                match chain.get((e.seq - 1) as usize) {
+                    Some(held) => assert_eq!(held.hash, e.hash, "a held entry differs: fork in an honest run"),
+                    None => {
+                        assert_eq!(e.seq as usize, chain.len() + 1, "gap");
+                        chain.push(e.clone());
+                        self.journal.push(Frame::E(e));
+                    }
+                }
+            }
+            self.journal.push(Frame::C(c.checkpoint));
+        }
+    }
+
+    struct LinkState {
+        receiver: LinkReceiver,
+        /// Next journal index of the sender to stream, and the receiver's vector at connect.
+        pos: usize,
+        sent_next: BTreeMap<Region, u64>,
+    }
+
+    fn connect(to: &Node) -> LinkState {
+        let heads: Vec<(Region, ChainHead)> = (0..NODES).map(|i| (region(i), to.head(region(i)))).collect();
+        let sent_next = heads.iter().map(|(o, h)| (*o, h.next_seq)).collect();
+        LinkState {
+            receiver: LinkReceiver::new(heads, 1 << 30),
+            pos: 0,
+            sent_next,
+        }
+    }
+
+    /// Streams up to `max` frames of `from`'s journal to `to`, batched per origin as the server does.
+    fn deliver(from: &Node, to: &mut Node, link: &mut LinkState, max: usize) {
+        let end = (link.pos + max).min(from.journal.len());
+        let mut batch = Batch::default();
+        let mut flush = |batch: &mut Batch, to: &mut Node, link: &mut LinkState| {
+            if batch.origin.is_some() {
+                let b = std::mem::take(batch);
+                for c in link
+                    .receiver
+                    .receive(b, &TestVerifier)
+                    .expect("honest peers send valid data")
+                {
+                    to.store(c);
+                }
+            }
+        };
+        for f in &from.journal[link.pos..end] {
+            let (o, keep) = match f {
+                Frame::E(e) => (e.origin, e.seq >= link.sent_next[&e.origin]),
+                Frame::C(c) => (c.origin, c.seq + 1 >= link.sent_next[&c.origin]),
+            };
+            if !keep {
+                continue;
+            }
+            if batch.origin != Some(o) {
+                flush(&mut batch, to, link);
+                batch.origin = Some(o);
+            }
+            match f {
+                Frame::E(e) => {
+                    link.sent_next.insert(o, e.seq + 1);
+                    batch.entries.push(e.clone());
+                }
+                Frame::C(c) => {
+                    batch.checkpoints.push(c.clone());
+                    flush(&mut batch, to, link);
+                }
+            }
+        }
+        flush(&mut batch, to, link);
+        link.pos = end;
+    }
+
+    fn append(node: &mut Node, origin: Region, n: u64, counter: &mut i64) {
+        let mut head = node.head(origin);
+        for _ in 0..n {
+            *counter += 1;
+            let e = Entry::new(
+                origin,
+                head.next_seq,
+                head.head_hash,
+                *counter,
+                counter.to_be_bytes().to_vec(),
+            );
+            head.advance(&e).expect("links");
+            node.chains.entry(origin).or_default().push(e.clone());
+            node.journal.push(Frame::E(e));
+        }
+        let cp = Checkpoint::sign(origin, head, *counter, &TestKey(origin)).expect("sign");
+        node.journal.push(Frame::C(cp));
+    }
+
+    fn check_invariants(nodes: &[Node]) {
+        for n in nodes {
+            for chain in n.chains.values() {
+                let mut h = ChainHead::default();
+                for e in chain {
+                    h.advance(e).expect("every stored chain is contiguous and linked");
+                }
+            }
+        }
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0..NODES, 1..6u64).prop_map(|(node, n)| Event::Append { node, n }),
+            (0..NODES, 0..NODES, 1..12usize).prop_map(|(from, to, frames)| Event::Deliver { from, to, frames }),
+            (0..NODES, 0..NODES).prop_map(|(from, to)| Event::Disconnect { from, to }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn all_nodes_converge_once_faults_stop(events in proptest::collection::vec(event(), 1..80)) {
+            let mut nodes: Vec<Node> = (0..NODES).map(|_| Node::default()).collect();
+            let mut links: BTreeMap<(usize, usize), LinkState> = BTreeMap::new();
+            let mut counter = 0i64;
+            for ev in &events {
+                match *ev {
+                    Event::Append { node, n } => append(&mut nodes[node], region(node), n, &mut counter),
+                    Event::Deliver { from, to, frames } if from != to => {
+                        let link = links.entry((from, to)).or_insert_with(|| connect(&nodes[to]));
+                        let (a, b) = if from < to { let (x, y) = nodes.split_at_mut(to); (&x[from], &mut y[0]) } else { let (x, y) = nodes.split_at_mut(from); (&y[0], &mut x[to]) };
+                        deliver(a, b, link, frames);
+                    }
+                    Event::Disconnect { from, to } => { links.remove(&(from, to)); }
+                    Event::Deliver { .. } => {}
+                }
+                check_invariants(&nodes);
+            }
+            // Faults stop: every link reconnects and runs until nothing changes.
+            for _round in 0..NODES + 1 {
+                for from in 0..NODES {
+                    for to in 0..NODES {
+                        if from == to { continue; }
+                        let mut link = connect(&nodes[to]);
+                        let (a, b) = if from < to { let (x, y) = nodes.split_at_mut(to); (&x[from], &mut y[0]) } else { let (x, y) = nodes.split_at_mut(from); (&y[0], &mut x[to]) };
+                        deliver(a, b, &mut link, usize::MAX);
+                    }
+                }
+            }
+            check_invariants(&nodes);
+            for o in 0..NODES {
+                let own: Vec<[u8; 32]> = nodes[o].chains.get(&region(o)).map(|c| c.iter().map(|e| e.hash).collect()).unwrap_or_default();
+                for n in &nodes {
+                    let held: Vec<[u8; 32]> = n.chains.get(&region(o)).map(|c| c.iter().map(|e| e.hash).collect()).unwrap_or_default();
+                    prop_assert_eq!(&held, &own, "origin {} differs", region(o));
+                }
+            }
+        }
+    }
+}
