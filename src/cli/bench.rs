@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// Durable publishing over mTLS against a raw sled baseline.
+    /// Replication: (a) catch-up of a fresh node from a peer, (b) live propagation latency.
+    Sync(super::bench_sync::SyncArgs),
     Publish {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -31,6 +33,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Sync(a) => super::bench_sync::run(a),
         BenchCommand::Publish {
             records,
             runs,
@@ -40,19 +43,47 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// A CA with node and publisher certificates for `regions` (made once per work directory).
+pub(super) fn bench_certs(certs: &Path, regions: &[&str]) -> anyhow::Result<()> {
+    if !certs.join("ca.pem").exists() {
+        pki::init_ca(certs, "cxnode bench CA", 30)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    for r in regions {
+        let region = Region::parse(r)?;
+        for (id, name) in [
+            (Identity::Node(region), format!("node-{r}")),
+            (Identity::Publisher(region), format!("publisher-{r}")),
+        ] {
+            if certs.join(format!("{name}.pem")).exists() {
+                continue;
+            }
+            let req = IssueRequest {
+                identity: id,
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::days(30),
+                dns_names: vec!["localhost".to_string()],
+                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            };
+            pki::issue(certs, &req, certs, &name)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
 /// Kilobytes of peak resident memory of a process (VmHWM), from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn dir_bytes(path: &Path) -> u64 {
+pub(super) fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
@@ -66,12 +97,12 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-struct NodeProcess {
-    child: Child,
+pub(super) struct NodeProcess {
+    pub(super) child: Child,
 }
 
 impl NodeProcess {
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -88,19 +119,33 @@ impl NodeProcess {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start_node(work: &Path, data: &Path, port: u16) -> anyhow::Result<NodeProcess> {
+    start_node_of(work, data, port, "330000", &[])
+}
+
+/// Starts a node process of `region` pulling from `peers` (region, port).
+pub(super) fn start_node_of(
+    work: &Path,
+    data: &Path,
+    port: u16,
+    region: &str,
+    peers: &[(&str, u16)],
+) -> anyhow::Result<NodeProcess> {
     let config = work.join(format!("node-{port}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n",
-            data.display()
-        ),
-    )?;
+    let mut text = format!(
+        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\nheartbeat_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
+        data.display()
+    );
+    for (peer_region, peer_port) in peers {
+        text.push_str(&format!(
+            "[[peers]]\naddress = \"127.0.0.1:{peer_port}\"\nregion = \"{peer_region}\"\nserver_name = \"localhost\"\n"
+        ));
+    }
+    std::fs::write(&config, text)?;
     let child = Command::new(std::env::current_exe()?)
         .arg("run")
         .arg("--config")
@@ -151,25 +196,7 @@ fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) 
     let work = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-{}", std::process::id())));
     std::fs::create_dir_all(&work)?;
     let certs = work.join("certs");
-    if !certs.join("ca.pem").exists() {
-        pki::init_ca(&certs, "cxnode bench CA", 30)?;
-        let now = OffsetDateTime::now_utc();
-        let region = Region::parse("330000")?;
-        for id in [Identity::Node(region), Identity::Publisher(region)] {
-            let name = match &id {
-                Identity::Node(_) => "node-330000",
-                _ => "publisher-330000",
-            };
-            let req = IssueRequest {
-                identity: id,
-                not_before: now - time::Duration::hours(1),
-                not_after: now + time::Duration::days(30),
-                dns_names: vec!["localhost".to_string()],
-                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-            };
-            pki::issue(&certs, &req, &certs, name)?;
-        }
-    }
+    bench_certs(&certs, &["330000"])?;
     let file = work.join("records.jsonl");
     let mut gen = RecordGenerator::new(42, Region::parse("330000")?);
     let lines: Vec<String> = (0..records).map(|_| gen.next_line()).collect();

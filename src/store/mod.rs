@@ -322,11 +322,12 @@ impl Store {
         let head = self.index.head(origin)?;
         let cp = &covered.checkpoint;
         // A checkpoint over entries we hold must match our chain; a new chain must link to ours.
+        // The covered entries are linked (checked by the link receiver), so in a hash chain the
+        // highest entry we both hold decides for all below it: one lookup, not one per entry.
         let mut contradicts = None;
-        for e in covered.entries.iter().filter(|e| e.seq < head.next_seq) {
-            if self.entry_hash(&reader, origin, e.seq)? != e.hash {
-                contradicts = Some(e.seq);
-                break;
+        if let Some(top) = covered.entries.iter().rev().find(|e| e.seq < head.next_seq) {
+            if self.entry_hash(&reader, origin, top.seq)? != top.hash {
+                contradicts = Some(top.seq);
             }
         }
         if contradicts.is_none()

@@ -1,0 +1,267 @@
+//! `cxnode bench sync`: (a) catch-up: a fresh node process pulls N records from a peer process
+//! over mutual TLS, every entry verified and durable; records/s and MB/s (median of runs), peak RSS
+//! of both processes. (b) live: three node processes in a mesh, records published at one at a
+//! steady rate; the propagation latency to the others (p50/p99/max), measured from the origin's
+//! durable append (`appended_at` of the entry) to its arrival on a Sync stream from the receiving
+//! node (so it includes that node's durable store and one more loopback hop). Not a test.
+
+use super::bench::{bench_certs, dir_bytes, free_port, median, peak_rss_kib, start_node_of, NodeProcess};
+use super::publish::{publish, PublishArgs};
+use crate::pki::TlsFiles;
+use crate::record::{RecordGenerator, Region};
+use crate::rpc::client::connect;
+use crate::rpc::pb;
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// Records the fresh node catches up on.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Live scenario: records per second published at the origin, and for how long.
+    #[arg(long, default_value_t = 5000)]
+    live_rate: u64,
+    #[arg(long, default_value_t = 10)]
+    live_seconds: u64,
+    /// Working directory (default: a new one under the temp dir, removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const ORIGIN: &str = "330000";
+
+fn files(certs: &Path, name: &str) -> TlsFiles {
+    TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}.key")),
+        crl: None,
+    }
+}
+
+/// Head seq of `origin` at the node on `port`, asked as a node (policy: Heads).
+async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow::Result<u64> {
+    let channel = connect(&format!("127.0.0.1:{port}"), &files(certs, as_node), Some("localhost")).await?;
+    let mut client = pb::replication_client::ReplicationClient::new(channel);
+    let code = Region::parse(origin)?.code();
+    let heads = client.heads(pb::HeadsRequest {}).await?.into_inner().heads;
+    Ok(heads.iter().find(|h| h.origin == code).map(|h| h.seq).unwrap_or(0))
+}
+
+pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let owned = args.dir.is_none();
+    let work = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-sync-{}", std::process::id())));
+    std::fs::create_dir_all(&work)?;
+    let certs = work.join("certs");
+    bench_certs(&certs, &[ORIGIN, "320000", "310000", "440000"])?;
+    let rt = super::runtime()?;
+    catch_up(&args, &work, &certs, &rt)?;
+    live(&args, &work, &certs, &rt)?;
+    if owned {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    // The source: a node holding N records of its own origin (set-up, not timed).
+    let file = work.join("records.jsonl");
+    {
+        let mut gen = RecordGenerator::new(7, Region::parse(ORIGIN)?);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for _ in 0..args.records {
+            writeln!(out, "{}", gen.next_line())?;
+        }
+        out.flush()?;
+    }
+    let source_data = work.join("data-source");
+    let _ = std::fs::remove_dir_all(&source_data);
+    let source_port = free_port()?;
+    let source = start_node_of(work, &source_data, source_port, ORIGIN, &[])?;
+    let set_up = Instant::now();
+    let summary = rt.block_on(publish(&PublishArgs {
+        node: format!("127.0.0.1:{source_port}"),
+        file: file.clone(),
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("publisher-{ORIGIN}.pem")),
+        key: certs.join(format!("publisher-{ORIGIN}.key")),
+        batch: 1000,
+        rejects: Some(work.join("rejects.jsonl")),
+        server_name: Some("localhost".to_string()),
+        json: false,
+    }))?;
+    let n = summary.appended.values().sum::<u64>();
+    let journal_bytes = dir_bytes(&source_data.join("journal"));
+    println!(
+        "# bench sync (a) catch-up: {n} records ({:.1} MB of journal) published at the source in {:.0} s (set-up); {} runs",
+        journal_bytes as f64 / 1e6,
+        set_up.elapsed().as_secs_f64(),
+        args.runs
+    );
+    let mut rates = Vec::new();
+    let mut mbs = Vec::new();
+    let mut rss_b = Vec::new();
+    for run in 1..=args.runs {
+        let data = work.join(format!("data-fresh-{run}"));
+        let _ = std::fs::remove_dir_all(&data);
+        let port = free_port()?;
+        let started = Instant::now();
+        let fresh = start_node_of(work, &data, port, "320000", &[(ORIGIN, source_port)])?;
+        let deadline = started + Duration::from_secs(3600);
+        loop {
+            let at = rt.block_on(head_at(certs, "node-440000", port, ORIGIN)).unwrap_or(0);
+            if at >= n {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "catch-up did not finish within an hour");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let peak = peak_rss_kib(fresh.child.id()).unwrap_or(0) as f64 / 1024.0;
+        fresh.stop()?;
+        let rate = n as f64 / secs;
+        let mb = journal_bytes as f64 / 1e6 / secs;
+        println!("run {run}: {rate:.0} records/s, {mb:.1} MB/s (verified, durable) in {secs:.1} s; fresh node peak RSS {peak:.1} MB");
+        rates.push(rate);
+        mbs.push(mb);
+        rss_b.push(peak);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let source_peak = peak_rss_kib(source.child.id()).unwrap_or(0) as f64 / 1024.0;
+    source.stop()?;
+    println!(
+        "catch-up median: {:.0} records/s, {:.1} MB/s; peak RSS: fresh node {:.1} MB, source node {source_peak:.1} MB (includes its own publishing)",
+        median(&mut rates),
+        median(&mut mbs),
+        median(&mut rss_b)
+    );
+    let _ = std::fs::remove_dir_all(&source_data);
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Collects (arrival - appended_at) for entries of ORIGIN seen on a Sync stream from `port`.
+async fn observe(certs: PathBuf, port: u16, until: Instant) -> anyhow::Result<Vec<i64>> {
+    let code = Region::parse(ORIGIN)?.code();
+    // Only live entries count: ask from the node's current head on.
+    let head = head_at(&certs, "node-440000", port, ORIGIN).await?;
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(&certs, "node-440000"),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::replication_client::ReplicationClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut have = pb::VersionVector::default();
+    have.next_seq.insert(code, head + 1);
+    let mut stream = client
+        .sync(pb::SyncRequest {
+            have: Some(have),
+            batch_entries_max: 0,
+            batch_bytes_max: 0,
+        })
+        .await?
+        .into_inner();
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
+            break;
+        };
+        let Some(message) = message? else { break };
+        if let Some(pb::sync_message::Body::Batch(b)) = message.body {
+            let now = now_micros();
+            for e in b.entries.iter().filter(|e| e.origin == code) {
+                latencies.push(now - e.appended_at_micros);
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let ports = [free_port()?, free_port()?, free_port()?];
+    let regions = [ORIGIN, "320000", "310000"];
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for i in 0..3 {
+        let data = work.join(format!("data-live-{i}"));
+        let _ = std::fs::remove_dir_all(&data);
+        let peers: Vec<(&str, u16)> = (0..3).filter(|j| *j != i).map(|j| (regions[j], ports[j])).collect();
+        nodes.push(start_node_of(work, &data, ports[i], regions[i], &peers)?);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let total = args.live_rate * args.live_seconds;
+    let until = Instant::now() + Duration::from_secs(args.live_seconds + 5);
+    let (lat_b, lat_c, sent) = rt.block_on(async {
+        let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], until));
+        let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], until));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let channel = connect(
+            &format!("127.0.0.1:{}", ports[0]),
+            &files(certs, &format!("publisher-{ORIGIN}")),
+            Some("localhost"),
+        )
+        .await?;
+        let mut client = pb::publisher_client::PublisherClient::new(channel);
+        let mut gen = RecordGenerator::new(99, Region::parse(ORIGIN)?);
+        // Paced in ticks of 10 ms, each publishing rate/100 records.
+        let per_tick = (args.live_rate / 100).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut sent = 0u64;
+        while sent < total {
+            tick.tick().await;
+            let operations = (0..per_tick)
+                .map(|_| pb::Operation {
+                    json: gen.next_line().into_bytes().into(),
+                })
+                .collect();
+            client
+                .publish(pb::PublishRequest { operations })
+                .await
+                .context("live publish")?;
+            sent += per_tick;
+        }
+        let lat_b = b.await??;
+        let lat_c = c.await??;
+        anyhow::Ok((lat_b, lat_c, sent))
+    })?;
+    for n in nodes {
+        n.stop()?;
+    }
+    let pct = |v: &mut Vec<i64>, p: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_unstable();
+        v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+    };
+    println!(
+        "# bench sync (b) live: {sent} records at {} records/s published at {ORIGIN}, mesh of 3 node processes",
+        args.live_rate
+    );
+    for (name, mut v) in [("320000", lat_b), ("310000", lat_c)] {
+        let seen = v.len();
+        println!(
+            "to {name}: {seen} records seen; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(&mut v, 0.5),
+            pct(&mut v, 0.99),
+            pct(&mut v, 1.0)
+        );
+    }
+    Ok(())
+}
