@@ -6,6 +6,7 @@ mod bench_sync;
 mod certs;
 pub mod demo;
 mod gen;
+mod heads;
 mod publish;
 mod run;
 mod verify;
@@ -33,6 +34,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Rebuild a store's indexes from its journal alone.
     Reindex(verify::ReindexArgs),
+    /// A node's per-origin heads (seq, head hash, forked) as JSON lines.
+    Heads(heads::HeadsArgs),
     /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
     Demo(demo::DemoArgs),
     /// Write realistic, valid records (for trying things out).
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Reindex(a) => verify::reindex(a),
         Command::Gen(a) => gen::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Heads(a) => heads::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

@@ -254,7 +254,7 @@ mod convergence {
     fn deliver(from: &Node, to: &mut Node, link: &mut LinkState, max: usize) {
         let end = (link.pos + max).min(from.journal.len());
         let mut batch = Batch::default();
-        let mut flush = |batch: &mut Batch, to: &mut Node, link: &mut LinkState| {
+        let flush = |batch: &mut Batch, to: &mut Node, link: &mut LinkState| {
             if batch.origin.is_some() {
                 let b = std::mem::take(batch);
                 for c in link

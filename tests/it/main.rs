@@ -4,5 +4,6 @@
 mod architecture;
 mod common;
 mod federation;
+mod netns;
 mod process;
 mod store;
