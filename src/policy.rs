@@ -1,6 +1,6 @@
 //! Who may call what. A verified identity grants nothing by itself: the node's access policy
 //! decides. Built-in rules: the node's own region's publisher may Publish; `cx://node/*` may Sync and
-//! Heads; operators may read SyncStatus. The policy file (TOML) adds grants. Invariant: anything not
+//! Heads (only nodes, unless the policy grants more); operators may read SyncStatus. The policy file (TOML) adds grants. Invariant: anything not
 //! granted is refused.
 
 use crate::pki::Identity;
@@ -136,7 +136,7 @@ impl Policy {
         let builtin = match (who, rpc) {
             (Identity::Publisher(r), Rpc::Publish) => *r == self.region,
             (Identity::Node(_), Rpc::Sync | Rpc::Heads) => true,
-            (Identity::Operator(_), Rpc::SyncStatus | Rpc::Heads) => true,
+            (Identity::Operator(_), Rpc::SyncStatus) => true,
             _ => false,
         };
         if builtin {

@@ -155,8 +155,9 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// Collects (arrival - appended_at) for entries of ORIGIN seen on a Sync stream from `port`.
-async fn observe(certs: PathBuf, port: u16, until: Instant) -> anyhow::Result<Vec<i64>> {
+/// Collects (arrival - appended_at) for `expect` entries of ORIGIN seen on a Sync stream from
+/// `port`, or until `until`.
+async fn observe(certs: PathBuf, port: u16, expect: usize, until: Instant) -> anyhow::Result<Vec<i64>> {
     let code = Region::parse(ORIGIN)?.code();
     // Only live entries count: ask from the node's current head on.
     let head = head_at(&certs, "node-440000", port, ORIGIN).await?;
@@ -178,7 +179,7 @@ async fn observe(certs: PathBuf, port: u16, until: Instant) -> anyhow::Result<Ve
         .await?
         .into_inner();
     let mut latencies = Vec::new();
-    while Instant::now() < until {
+    while Instant::now() < until && latencies.len() < expect {
         let left = until.saturating_duration_since(Instant::now());
         let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
             break;
@@ -206,10 +207,12 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
     }
     std::thread::sleep(Duration::from_secs(1));
     let total = args.live_rate * args.live_seconds;
-    let until = Instant::now() + Duration::from_secs(args.live_seconds + 5);
+    // Generous: the observers stop as soon as they have seen every record.
+    let until = Instant::now() + Duration::from_secs(args.live_seconds * 3 + 10);
     let (lat_b, lat_c, sent) = rt.block_on(async {
-        let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], until));
-        let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], until));
+        let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], total as usize, until));
+        let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], total as usize, until));
+        let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let channel = connect(
             &format!("127.0.0.1:{}", ports[0]),
@@ -236,6 +239,7 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
                 .context("live publish")?;
             sent += per_tick;
         }
+        println!("published {sent} records in {:.1} s", started.elapsed().as_secs_f64());
         let lat_b = b.await??;
         let lat_c = c.await??;
         anyhow::Ok((lat_b, lat_c, sent))

@@ -54,6 +54,9 @@ pub struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
+/// A node's heads as reported: origin code -> (seq, head hash, forked).
+pub type Heads = BTreeMap<u32, (u64, Vec<u8>, bool)>;
+
 /// A node of a local federation, running in this process.
 pub struct LocalNode {
     pub region: Region,
@@ -109,7 +112,6 @@ impl LocalFederation {
         );
         let certs = certs_dir(dir);
         pki::init_ca(&certs, "cxnode demo federation CA", 30)?;
-        issue(&certs, Identity::Operator("demo".to_string()), "operator-demo")?;
         let regions: Vec<Region> = DEMO_REGIONS[..n]
             .iter()
             .map(|r| Region::parse(r))
@@ -269,13 +271,10 @@ impl LocalFederation {
     }
 
     /// Node `i`'s heads: origin -> (seq, head hash, forked).
-    pub async fn heads(&self, i: usize) -> anyhow::Result<BTreeMap<u32, (u64, Vec<u8>, bool)>> {
-        let channel = connect(
-            &self.nodes[i].addr.to_string(),
-            &self.files("operator-demo"),
-            Some("localhost"),
-        )
-        .await?;
+    pub async fn heads(&self, i: usize) -> anyhow::Result<Heads> {
+        // A node may read heads (policy); each node is asked with its own certificate.
+        let me = format!("node-{}", self.nodes[i].region);
+        let channel = connect(&self.nodes[i].addr.to_string(), &self.files(&me), Some("localhost")).await?;
         let mut client = pb::replication_client::ReplicationClient::new(channel);
         let heads = client.heads(pb::HeadsRequest {}).await?.into_inner().heads;
         Ok(heads
@@ -312,7 +311,7 @@ impl LocalFederation {
     }
 }
 
-fn print_table(fed: &LocalFederation, heads: &[BTreeMap<u32, (u64, Vec<u8>, bool)>], elapsed: Duration) {
+fn print_table(fed: &LocalFederation, heads: &[Heads], elapsed: Duration) {
     let mut line = format!("t={:>4.0}s |", elapsed.as_secs_f64());
     for (i, n) in fed.nodes.iter().enumerate() {
         line.push_str(&format!(" node {}:", n.region));

@@ -73,6 +73,17 @@ pub async fn diagnose(address: &str, files: &TlsFiles, server_name: Option<&str>
 /// Opens a channel to `address` authenticating with `files`. `server_name` overrides the name the
 /// server certificate must carry (default: the host part of the address).
 pub async fn connect(address: &str, files: &TlsFiles, server_name: Option<&str>) -> Result<Channel, ClientError> {
+    connect_expecting(address, files, server_name, None).await
+}
+
+/// Like `connect`, and the server's certificate must also carry the identity `expected` (a peer
+/// configured as the node of region R must prove it is `cx://node/R`).
+pub async fn connect_expecting(
+    address: &str,
+    files: &TlsFiles,
+    server_name: Option<&str>,
+    expected: Option<crate::pki::Identity>,
+) -> Result<Channel, ClientError> {
     let (host, port) = host_port(address)?;
     let config = pki::client_config(files)?;
     let name = server_name.unwrap_or(&host).to_string();
@@ -100,10 +111,29 @@ pub async fn connect(address: &str, files: &TlsFiles, server_name: Option<&str>)
             let connector = connector.clone();
             let server_name = server_name.clone();
             let target = target.clone();
+            let expected = expected.clone();
             async move {
                 let tcp = TcpStream::connect(&target).await?;
                 tcp.set_nodelay(true)?;
                 let tls = connector.connect(server_name, tcp).await?;
+                if let Some(expected) = &expected {
+                    let leaf = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .ok_or_else(|| {
+                            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "server presented no certificate")
+                        })?;
+                    let found = crate::pki::identity_from_cert_der(leaf.as_ref())
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+                    if &found != expected {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("server is {found}, not the expected {expected}"),
+                        ));
+                    }
+                }
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))

@@ -155,16 +155,28 @@ fn heartbeat(index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> 
 
 /// Streams frames to `tx` from the first position the peer needs, then tails. Runs on a blocking
 /// thread (journal reads); ends when the peer goes away.
-fn stream_journal(
+/// What a sync stream reads from and listens to.
+struct StreamSource {
     index: Index,
     journal: JournalReader,
-    mut durable_end: watch::Receiver<JournalPos>,
+    durable_end: watch::Receiver<JournalPos>,
+    stopping: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
+}
+
+fn stream_journal(
+    source: StreamSource,
     have: BTreeMap<Region, u64>,
     limits: SyncLimits,
     tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
-    runtime: tokio::runtime::Handle,
-    mut stopping: watch::Receiver<bool>,
 ) {
+    let StreamSource {
+        index,
+        journal,
+        mut durable_end,
+        mut stopping,
+        runtime,
+    } = source;
     let send = |m: pb::SyncMessage| tx.blocking_send(Ok(m)).is_ok();
     // Start at the earliest run holding something the peer lacks.
     let mut start = *durable_end.borrow();
@@ -267,7 +279,14 @@ impl pb::replication_server::Replication for ReplicationService {
         let (index, journal, end) = (self.index.clone(), self.journal.clone(), self.durable_end.clone());
         let runtime = tokio::runtime::Handle::current();
         let stopping = self.stopping.clone();
-        tokio::task::spawn_blocking(move || stream_journal(index, journal, end, have, limits, tx, runtime, stopping));
+        let source = StreamSource {
+            index,
+            journal,
+            durable_end: end,
+            stopping,
+            runtime,
+        };
+        tokio::task::spawn_blocking(move || stream_journal(source, have, limits, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -8,7 +8,7 @@ use super::{Fault, LinkReceiver};
 use crate::log::CheckpointVerifier;
 use crate::pki::TlsFiles;
 use crate::record::Region;
-use crate::rpc::client::connect;
+use crate::rpc::client::connect_expecting;
 use crate::rpc::pb;
 use crate::rpc::replication::{batch_from_pb, heartbeat_heads};
 use crate::store::index::Index;
@@ -118,7 +118,8 @@ pub async fn run_peer(link: Link, peer: PeerConfig, mut shutdown: watch::Receive
 }
 
 async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
-    let channel = match connect(&peer.address, &link.tls, peer.server_name.as_deref()).await {
+    let expected = Some(crate::pki::Identity::Node(peer.region));
+    let channel = match connect_expecting(&peer.address, &link.tls, peer.server_name.as_deref(), expected).await {
         Ok(c) => c,
         Err(e) => return LinkEnd::Failed(e.to_string()),
     };

@@ -3,14 +3,13 @@
 //! a relay serving a tampered entry, a relay serving a checkpoint it forged, an origin that
 //! equivocates — each detected while honest data still converges.
 
-use cxnode::cli::demo::{LocalFederation, Topology};
+use cxnode::cli::demo::{Heads, LocalFederation, Topology};
 use cxnode::log::{ChainHead, Checkpoint, Entry};
 use cxnode::pki::{NodeSigner, TlsFiles};
 use cxnode::record::{RecordGenerator, Region};
 use cxnode::store::index::Index;
 use cxnode::store::journal::{Frame, Journal};
 use cxnode::store::StoreConfig;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -151,12 +150,7 @@ fn now_secs() -> i64 {
 /// Returns (watcher's heads, node 0's heads, watcher's data directory, the federation directory).
 async fn bad_relay(
     tamper: impl FnOnce(&std::path::Path, &std::path::Path, Region, ChainHead),
-) -> (
-    BTreeMap<u32, (u64, Vec<u8>, bool)>,
-    BTreeMap<u32, (u64, Vec<u8>, bool)>,
-    std::path::PathBuf,
-    tempfile::TempDir,
-) {
+) -> (Heads, Heads, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
         .await
