@@ -338,6 +338,7 @@ impl Config {
             tls,
             crl_reload: Duration::from_secs(raw.tls.crl_reload_seconds),
             store: StoreConfig {
+                local: Some(region),
                 dir: resolve(&raw.node.data_dir),
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,

@@ -52,6 +52,7 @@ pub struct Index {
     tree: sled::Tree,
     /// Held repairs in the index. Almost always zero, which spares every new record a sled read.
     pending_repairs: Arc<AtomicU64>,
+    local: Option<Region>,
 }
 
 fn key_origin(prefix: u8, origin: Region) -> Vec<u8> {
@@ -119,7 +120,11 @@ pub struct CheckpointRef {
 }
 
 impl Index {
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
+    /// `local`: the node's own origin. Its entries get the record and subject indexes, which the
+    /// writer needs to decide publishes; other origins' entries get the chain indexes only (heads,
+    /// runs, checkpoints, forks), so catching up on a peer is not bound by per-record sled writes.
+    /// With None, every origin gets every index.
+    pub fn open(path: &Path, cache_bytes: u64, local: Option<Region>) -> Result<Index, IndexError> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -157,6 +162,7 @@ impl Index {
             db,
             tree,
             pending_repairs: Arc::new(AtomicU64::new(pending)),
+            local,
         })
     }
 
@@ -442,6 +448,9 @@ impl<'a> IndexBatch<'a> {
                     self.batch.insert(key_run(e.origin, e.seq), &pos.0.to_be_bytes());
                 }
                 self.previous_entry = Some((e.origin, e.seq));
+                if self.index.local.is_some_and(|l| l != e.origin) {
+                    return Ok(());
+                }
                 let decoded;
                 let op = match op {
                     Some(op) => Some(op),

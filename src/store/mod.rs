@@ -24,12 +24,16 @@ const REPLAY_BATCH_FRAMES: usize = 10_000;
 const JOURNAL_DIR: &str = "journal";
 const INDEX_DIR: &str = "index";
 const LOCK_FILE: &str = "LOCK";
+const ORIGIN_FILE: &str = "origin";
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub dir: PathBuf,
     pub segment_bytes_max: u64,
     pub index_cache_bytes: u64,
+    /// The node's own origin. Recorded in the store at first open and checked at every open (a
+    /// store never changes province); when None, the recorded one is used.
+    pub local: Option<Region>,
 }
 
 impl StoreConfig {
@@ -38,6 +42,7 @@ impl StoreConfig {
 
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
+            local: None,
             dir: dir.to_path_buf(),
             segment_bytes_max: Self::SEGMENT_BYTES_DEFAULT,
             index_cache_bytes: Self::INDEX_CACHE_BYTES_DEFAULT,
@@ -50,6 +55,31 @@ impl StoreConfig {
 
     pub fn index_dir(&self) -> PathBuf {
         self.dir.join(INDEX_DIR)
+    }
+
+    /// The store's own origin: the configured one (recorded at first open, and it must match
+    /// the record after), or the recorded one.
+    pub fn resolve_local(&self) -> Result<Option<Region>, StoreError> {
+        let path = self.dir.join(ORIGIN_FILE);
+        let recorded = match fs::read_to_string(&path) {
+            Ok(text) => {
+                Some(Region::parse(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        match (self.local, recorded) {
+            (Some(l), Some(r)) if l != r => Err(StoreError::Origin(format!(
+                "{} holds the store of region {r}, but this node is configured for {l}: point node.data_dir at this region's store",
+                self.dir.display()
+            ))),
+            (Some(l), None) => {
+                fs::create_dir_all(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+                fs::write(&path, format!("{l}\n")).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                Ok(Some(l))
+            }
+            (l, r) => Ok(l.or(r)),
+        }
     }
 }
 
@@ -65,6 +95,8 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("the index claims journal position {indexed} but the journal ends at {end}: the journal lost acknowledged data or belongs to another store; restore it, or run `cxnode reindex` to rebuild the index from what is there")]
     IndexAhead { indexed: u64, end: u64 },
+    #[error("store origin: {0}")]
+    Origin(String),
     #[error("checkpoint signing failed: {0}")]
     Sign(String),
     #[error("the store's writer has stopped after an earlier failure; restart the node")]
@@ -129,8 +161,9 @@ impl Store {
     /// Opens the store: recovers the journal's tail, then indexes what the index has not seen.
     pub fn open(cfg: &StoreConfig) -> Result<(Store, OpenReport), StoreError> {
         let lock = lock_store(&cfg.dir)?;
+        let local = cfg.resolve_local()?;
         let (journal, tail) = Journal::open(&cfg.journal_dir(), cfg.segment_bytes_max)?;
-        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes)?;
+        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes, local)?;
         let indexed = index.indexed_upto()?;
         if indexed > journal.end() {
             return Err(StoreError::IndexAhead {

@@ -129,7 +129,8 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
         }
     }
 
-    let live = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    let local = cfg.resolve_local()?;
+    let live = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT, local)?;
     let indexed = live.indexed_upto()?;
     if indexed > end {
         report.problem(format!(
@@ -146,7 +147,7 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
             source,
         })?;
     }
-    let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT, local)?;
     replay(&reader, &rebuilt, JournalPos(0), indexed)?;
     compare_indexes(&live, &rebuilt, &mut report)?;
     drop(rebuilt);

@@ -276,3 +276,23 @@ fn verify_finds_a_forged_entry_and_a_forged_checkpoint() {
 fn now_micros() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
+
+#[test]
+fn a_store_never_changes_province() {
+    let s = Setup::new();
+    let mut cfg = s.cfg.clone();
+    cfg.local = Some(zj());
+    drop(Store::open(&cfg).expect("first open records the origin"));
+    cfg.local = Some(Region::parse("320000").expect("province"));
+    match Store::open(&cfg) {
+        Err(StoreError::Origin(msg)) => assert!(msg.contains("region 330000") && msg.contains("320000"), "{msg}"),
+        Err(e) => panic!("expected an origin mismatch, got {e}"),
+        Ok(_) => panic!("a store of 330000 must not open as 320000"),
+    }
+    cfg.local = None;
+    assert_eq!(
+        cfg.resolve_local().expect("read"),
+        Some(zj()),
+        "tools without a config read the recorded origin"
+    );
+}
