@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::pki::{self, Identity, NodeSigner, SignatureVerifier};
 use crate::policy::{Policy, PolicyError};
+use crate::rpc::operations::OperationsService;
 use crate::rpc::pb;
 use crate::rpc::publisher::PublisherService;
 use crate::rpc::replication::{ReplicationService, SyncLimits};
@@ -101,7 +102,6 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
 /// Services that later work implements answer UNIMPLEMENTED until then.
 struct NotYet;
 impl pb::feed_server::Feed for NotYet {}
-impl pb::operations_server::Operations for NotYet {}
 
 /// Serves until `shutdown` completes, then drains and closes the store.
 pub async fn serve(
@@ -156,6 +156,24 @@ pub async fn serve(
         };
         links.push(tokio::spawn(run_peer(link, peer.clone(), links_stopped.clone())));
     }
+    let certificates = match crate::pki::load_cert_chain(&config.tls.cert) {
+        Ok(chain) => chain
+            .first()
+            .and_then(|leaf| crate::pki::cert_not_after(leaf.as_ref()).ok())
+            .map(|t| vec![(format!("cx://node/{}", config.region), t.unix_timestamp())])
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let operations = Arc::new(OperationsService {
+        region: config.region,
+        policy: policy.clone(),
+        index: index.clone(),
+        journal: JournalReader::new(&config.store.journal_dir()),
+        peers: config.peers.clone(),
+        states: peer_states.clone(),
+        certificates,
+        progress: Default::default(),
+    });
     let publisher = PublisherService {
         origin: config.region,
         policy,
@@ -202,7 +220,7 @@ pub async fn serve(
             pb::replication_server::ReplicationServer::new(replication).max_encoding_message_size(64 * 1024 * 1024),
         )
         .add_service(pb::feed_server::FeedServer::new(NotYet))
-        .add_service(pb::operations_server::OperationsServer::new(NotYet))
+        .add_service(pb::operations_server::OperationsServer::new(operations))
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, async move {

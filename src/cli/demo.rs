@@ -112,6 +112,7 @@ impl LocalFederation {
         );
         let certs = certs_dir(dir);
         pki::init_ca(&certs, "cxnode demo federation CA", 30)?;
+        issue(&certs, Identity::Operator("demo".to_string()), "operator-demo")?;
         let regions: Vec<Region> = DEMO_REGIONS[..n]
             .iter()
             .map(|r| Region::parse(r))
@@ -281,6 +282,18 @@ impl LocalFederation {
             .into_iter()
             .map(|h| (h.origin, (h.seq, h.head_hash.to_vec(), h.forked)))
             .collect())
+    }
+
+    /// Node `i`'s sync status, asked as an operator.
+    pub async fn sync_status(&self, i: usize) -> anyhow::Result<pb::SyncStatusResponse> {
+        let channel = connect(
+            &self.nodes[i].addr.to_string(),
+            &self.files("operator-demo"),
+            Some("localhost"),
+        )
+        .await?;
+        let mut client = pb::operations_client::OperationsClient::new(channel);
+        Ok(client.sync_status(pb::SyncStatusRequest {}).await?.into_inner())
     }
 
     /// True if every node holds the same head (seq and hash) for every origin, and each origin's

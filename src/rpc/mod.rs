@@ -3,6 +3,7 @@
 //! the mutual-TLS transport (`transport`) and the services.
 
 pub mod client;
+pub mod operations;
 pub mod publisher;
 pub mod replication;
 pub mod transport;

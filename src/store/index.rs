@@ -241,6 +241,24 @@ impl Index {
         }
     }
 
+    /// Every forked origin with the position of its evidence.
+    pub fn forks(&self) -> Result<Vec<(Region, JournalPos)>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([P_FORK]) {
+            let (k, v) = item?;
+            let damaged = || IndexError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad fork key".to_string(),
+            };
+            let code = u32::from_be_bytes(k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            out.push((
+                Region::from_code(code).map_err(|_| damaged())?,
+                JournalPos(be_u64(&v, "fork evidence")?),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Where the evidence of a fork of `origin` is, if the origin is forked.
     pub fn fork(&self, origin: Region) -> Result<Option<JournalPos>, IndexError> {
         match self.tree.get(key_origin(P_FORK, origin))? {

@@ -176,6 +176,26 @@ async fn bad_relay(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let heads = fed.heads(watcher).await.expect("heads");
     let honest = fed.heads(0).await.expect("heads");
+    // Operators see the link to the relay marked faulty, with the reason.
+    let status = fed.sync_status(watcher).await.expect("sync status");
+    let relay = status
+        .peers
+        .iter()
+        .find(|p| p.address == fed.nodes[1].addr.to_string())
+        .expect("relay listed");
+    assert!(
+        relay.errors_total > 0 && relay.last_error.contains("faulty peer"),
+        "relay link: {relay:?}"
+    );
+    let honest_peer = status
+        .peers
+        .iter()
+        .find(|p| p.address == fed.nodes[0].addr.to_string())
+        .expect("listed");
+    assert!(
+        honest_peer.connected && honest_peer.errors_total == 0,
+        "honest link: {honest_peer:?}"
+    );
     let data = fed.nodes[watcher].data.clone();
     fed.shutdown().await.expect("shutdown");
     (heads, honest, data, dir)
@@ -272,6 +292,14 @@ fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() 
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let status = fed.sync_status(watcher).await.expect("sync status");
+        let fork = status
+            .forks
+            .iter()
+            .find(|f| f.origin == a.code())
+            .expect("the fork is listed with its evidence");
+        assert!(fork.second.is_some(), "the contradicting checkpoint is kept");
+        assert!(status.origins.iter().any(|o| o.origin == a.code() && o.forked));
         // Honest origins go on converging at the watcher.
         fed.publish(1, lines(4, b, 25)).await.expect("publish");
         wait_head(&fed, watcher, b, 85).await;

@@ -421,19 +421,23 @@ async fn no_certificate_client(port: u16, ca: &std::path::Path) -> bool {
 #[test]
 fn a_bad_config_is_refused_before_any_port_is_bound() {
     let fed = Fed::new();
+    fed.issue(&["--kind", "node", "--region", "320000"]);
     let port = free_port();
     let config = fed.path().join("bad.toml");
-    std::fs::write(
-        &config,
+    // Runs a node from `text`, which must be refused; returns what it said.
+    let refused = |text: String| -> String {
+        std::fs::write(&config, text).expect("write");
+        let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
+        assert!(!out.status.success(), "a bad config must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let node = |region: &str, cert: &str| {
         format!(
-            "[node]\nregion = \"990000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n"
-        ),
-    )
-    .expect("write");
-    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
-    assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
+            "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{cert}.pem\"\nkey = \"certs/{cert}.key\"\n"
+        )
+    };
+    let e = refused(node("990000", "node-330000"));
     assert!(
         e.contains("node.region") && e.contains("330000"),
         "names the key and the fix: {e}"
@@ -442,34 +446,12 @@ fn a_bad_config_is_refused_before_any_port_is_bound() {
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
         "the port was never bound"
     );
-
-    std::fs::write(
-        &config,
-        "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\nbogus = 1\n",
-    )
-    .expect("write");
-    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = refused(node("330000", "node-330000") + "[store]\nbogus = 1\n");
+    assert!(e.contains("bogus"), "unknown keys are named: {e}");
+    let e = refused(node("330000", "node-320000"));
     assert!(
-        !out.status.success() && e.contains("bogus"),
-        "unknown keys are named: {e}"
-    );
-
-    // A node certificate for another region is refused too.
-    fed.issue(&["--kind", "node", "--region", "320000"]);
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-320000.pem\"\nkey = \"certs/node-320000.key\"\n"
-        ),
-    )
-    .expect("write");
-    let out = cxnode(fed.path(), &["run", "--config", config.to_str().expect("utf-8")]);
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && e.contains("cx://node/320000"),
-        "wrong node identity: {e}"
+        e.contains("cx://node/320000"),
+        "a node certificate of another region: {e}"
     );
 }
 
@@ -485,7 +467,7 @@ fn the_demo_federation_converges() {
             "--topology",
             "hub",
             "--duration",
-            "10",
+            "20",
             "--rate",
             "100",
             "--dir",

@@ -1,0 +1,163 @@
+//! `cx.v1.Operations`: what operators see of sync health. Per peer: connected, last contact,
+//! errors and the last one (a faulty link says why). Per origin: local head, the best head a peer
+//! reported, lag in entries and in seconds, and *stalled* (behind with no progress for
+//! `STALLED_AFTER`) told apart from lagging. Forks with their evidence; certificate expiry.
+
+use super::pb;
+use super::{caller, Caller};
+use crate::policy::{Policy, Rpc};
+use crate::record::Region;
+use crate::store::index::Index;
+use crate::store::journal::{Frame, JournalReader};
+use crate::sync::driver::{PeerConfig, PeerStates};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// Behind a peer with no local progress for this long: stalled, not merely lagging.
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+pub struct OperationsService {
+    pub region: Region,
+    pub policy: Arc<Policy>,
+    pub index: Index,
+    pub journal: JournalReader,
+    pub peers: Vec<PeerConfig>,
+    pub states: PeerStates,
+    /// (identity, not_after unix seconds) of this node's certificates.
+    pub certificates: Vec<(String, i64)>,
+    /// Per origin: (local seq last seen, when it last moved).
+    pub progress: Mutex<HashMap<Region, (u64, Instant)>>,
+}
+
+fn authorize(policy: &Policy, who: &Caller) -> Result<(), Status> {
+    if policy.allows(&who.identity, Rpc::SyncStatus) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{} may not read sync status: operators may",
+            who.identity
+        )))
+    }
+}
+
+impl OperationsService {
+    fn status(&self) -> Result<pb::SyncStatusResponse, String> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                let s = states.get(&p.address).cloned().unwrap_or_default();
+                pb::PeerStatus {
+                    address: p.address.clone(),
+                    identity: format!("cx://node/{}", p.region),
+                    connected: s.connected,
+                    last_contact_unix_millis: s.last_contact_unix_millis,
+                    errors_total: s.errors_total,
+                    last_error: s.last_error,
+                }
+            })
+            .collect();
+        let local: BTreeMap<Region, u64> = self
+            .index
+            .heads()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(o, h)| (o, h.seq()))
+            .collect();
+        let mut best: BTreeMap<Region, u64> = BTreeMap::new();
+        for s in states.values() {
+            for (code, (seq, _)) in &s.heads {
+                if let Ok(o) = Region::from_code(*code) {
+                    let b = best.entry(o).or_default();
+                    *b = (*b).max(*seq);
+                }
+            }
+        }
+        let forks = self.index.forks().map_err(|e| e.to_string())?;
+        let forked: std::collections::BTreeSet<Region> = forks.iter().map(|(o, _)| *o).collect();
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut origins = Vec::new();
+        for o in local
+            .keys()
+            .chain(best.keys())
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let here = local.get(&o).copied().unwrap_or(0);
+            let there = best.get(&o).copied().unwrap_or(0);
+            let entry = progress.entry(o).or_insert((here, now));
+            if entry.0 != here {
+                *entry = (here, now);
+            }
+            let behind = there > here;
+            let since = if behind {
+                now.duration_since(entry.1)
+            } else {
+                Duration::ZERO
+            };
+            origins.push(pb::OriginStatus {
+                origin: o.code(),
+                local_head: here,
+                best_peer_head: there,
+                lag_entries: there.saturating_sub(here),
+                lag_seconds: since.as_secs_f64(),
+                stalled: behind && since >= STALLED_AFTER,
+                forked: forked.contains(&o),
+            });
+        }
+        let mut fork_list = Vec::new();
+        for (o, pos) in forks {
+            let second = match self.journal.read_at(pos).map_err(|e| e.to_string())? {
+                Frame::ForkEvidence(c) => Some(pb::Checkpoint::from(&c)),
+                _ => None,
+            };
+            let first = match self.index.latest_checkpoint(o).map_err(|e| e.to_string())? {
+                Some(cp) => match self.journal.read_at(cp.pos).map_err(|e| e.to_string())? {
+                    Frame::Checkpoint(c) => Some(pb::Checkpoint::from(&c)),
+                    _ => None,
+                },
+                None => None,
+            };
+            fork_list.push(pb::Fork {
+                origin: o.code(),
+                first,
+                second,
+            });
+        }
+        let certificates = self
+            .certificates
+            .iter()
+            .map(|(identity, at)| pb::CertificateExpiry {
+                identity: identity.clone(),
+                not_after_unix_seconds: *at,
+            })
+            .collect();
+        Ok(pb::SyncStatusResponse {
+            region: self.region.code(),
+            peers,
+            origins,
+            forks: fork_list,
+            certificates,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operations_server::Operations for Arc<OperationsService> {
+    async fn sync_status(
+        &self,
+        request: Request<pb::SyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatusResponse>, Status> {
+        authorize(&self.policy, &caller(&request)?)?;
+        let me = self.clone();
+        let status = tokio::task::spawn_blocking(move || me.status())
+            .await
+            .map_err(|e| Status::internal(format!("status task: {e}")))?
+            .map_err(|e| Status::internal(format!("reading sync status: {e}")))?;
+        Ok(Response::new(status))
+    }
+}
