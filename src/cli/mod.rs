@@ -9,6 +9,7 @@ mod gen;
 mod heads;
 mod publish;
 mod run;
+mod status;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Rebuild a store's indexes from its journal alone.
     Reindex(verify::ReindexArgs),
+    /// A node's sync health: peers, per-origin lag (stalled vs lagging), forks, certificate expiry.
+    Status(status::StatusArgs),
     /// A node's per-origin heads (seq, head hash, forked) as JSON lines.
     Heads(heads::HeadsArgs),
     /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Gen(a) => gen::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Heads(a) => heads::run(a),
+        Command::Status(a) => status::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

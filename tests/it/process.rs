@@ -81,6 +81,23 @@ fn publish_over_mtls_then_republish_is_all_duplicates_and_the_store_verifies() {
     assert_eq!(again["appended"], serde_json::json!({}));
     assert_eq!(out.status.code(), Some(2), "stale lines count as rejected");
 
+    fed.issue(&["--kind", "operator", "--operator", "ops"]);
+    let table = cxnode_ok(
+        fed.path(),
+        &[
+            "status",
+            "--node",
+            &node.addr(),
+            "--cert",
+            "certs/operator-ops.pem",
+            "--key",
+            "certs/operator-ops.key",
+            "--server-name",
+            "localhost",
+        ],
+    );
+    assert!(table.contains("node 330000") && table.contains("in sync"), "{table}");
+    assert!(table.contains("certificate cx://node/330000 expires in 36"), "{table}");
     let status = node.stop();
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let report = cxnode_ok(fed.path(), &["verify", "--data", data.to_str().expect("utf-8")]);

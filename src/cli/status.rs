@@ -1,0 +1,107 @@
+//! `cxnode status --node ADDR`: a node's sync health as a table (peers, then origins), from
+//! `Operations.SyncStatus`. Needs an operator certificate (or one the policy grants SyncStatus).
+
+use crate::pki::TlsFiles;
+use crate::record::Region;
+use crate::rpc::client::{connect, explain_status};
+use crate::rpc::pb;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    node: String,
+    #[arg(long, default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    server_name: Option<String>,
+}
+
+fn region(code: u32) -> String {
+    Region::from_code(code)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| code.to_string())
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let files = TlsFiles {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        crl: None,
+    };
+    let s = super::runtime()?.block_on(async {
+        let channel = connect(&args.node, &files, args.server_name.as_deref()).await?;
+        let mut client = pb::operations_client::OperationsClient::new(channel);
+        client
+            .sync_status(pb::SyncStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| anyhow::anyhow!("status from {}: {}", args.node, explain_status(&e)))
+    })?;
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    println!("node {}", region(s.region));
+    println!(
+        "{:<24} {:<22} {:<9} {:>10} {:>7}  last error",
+        "peer", "identity", "link", "contact", "errors"
+    );
+    for p in &s.peers {
+        let contact = if p.last_contact_unix_millis > 0 {
+            format!("{:.1}s ago", (now_ms - p.last_contact_unix_millis) as f64 / 1000.0)
+        } else {
+            "never".to_string()
+        };
+        let link = if p.connected { "up" } else { "down" };
+        println!(
+            "{:<24} {:<22} {:<9} {:>10} {:>7}  {}",
+            p.address, p.identity, link, contact, p.errors_total, p.last_error
+        );
+    }
+    println!(
+        "{:<8} {:>10} {:>10} {:>8} {:>9}  state",
+        "origin", "local", "best peer", "lag", "lag s"
+    );
+    let mut problems = 0;
+    for o in &s.origins {
+        let state = if o.forked {
+            problems += 1;
+            "FORKED"
+        } else if o.stalled {
+            problems += 1;
+            "STALLED"
+        } else if o.lag_entries > 0 {
+            "lagging"
+        } else {
+            "in sync"
+        };
+        println!(
+            "{:<8} {:>10} {:>10} {:>8} {:>9.1}  {state}",
+            region(o.origin),
+            o.local_head,
+            o.best_peer_head,
+            o.lag_entries,
+            o.lag_seconds
+        );
+    }
+    for f in &s.forks {
+        println!(
+            "fork of {}: evidence kept (checkpoint at seq {})",
+            region(f.origin),
+            f.second.as_ref().map(|c| c.seq).unwrap_or(0)
+        );
+    }
+    for c in &s.certificates {
+        let days = (c.not_after_unix_seconds - now_ms / 1000) / 86_400;
+        println!("certificate {} expires in {days} days", c.identity);
+    }
+    Ok(if problems > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
