@@ -333,6 +333,9 @@ pub enum ReplicaOutcome {
     Forked { origin: Region, seq: u64 },
     /// Not stored, with the reason (our own origin, a forked origin, or a gap).
     Refused(String),
+    /// A peer holds more of this node's own log than this node does: the store was restored from
+    /// an old backup (or lost data). Appending now would fork the origin; an operator must look.
+    OwnLogBehind { ours: u64, theirs: u64 },
 }
 
 impl Store {
@@ -342,6 +345,13 @@ impl Store {
     pub fn commit_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
         let origin = covered.origin;
         if origin == local {
+            let ours = self.index.head(origin)?.seq();
+            if covered.checkpoint.seq > ours {
+                return Ok(ReplicaOutcome::OwnLogBehind {
+                    ours,
+                    theirs: covered.checkpoint.seq,
+                });
+            }
             return Ok(ReplicaOutcome::Refused(format!(
                 "{origin} is this node's own origin; only this node writes it"
             )));

@@ -196,6 +196,14 @@ async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
                                 "FORK: origin signed two different logs; evidence kept, origin no longer accepted"
                             );
                         }
+                        Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }) => {
+                            tracing::error!(
+                                ours,
+                                theirs,
+                                peer = %peer.address,
+                                "this node's own log is behind what a peer holds of it (restored from an old backup?); new publishes would fork this origin: restore the journal from a replica"
+                            );
+                        }
                         Ok(ReplicaOutcome::Refused(reason)) => {
                             tracing::debug!(peer = %peer.address, reason = %reason, "batch not stored");
                         }

@@ -306,3 +306,63 @@ fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() 
         fed.shutdown().await.expect("shutdown");
     });
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn an_origin_restored_from_an_old_backup_sees_that_peers_hold_more_of_its_log() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
+            .await
+            .expect("start");
+        let a = fed.nodes[0].region;
+        fed.publish(0, lines(1, a, 50)).await.expect("publish");
+        wait_head(&fed, 1, a, 50).await;
+        fed.stop_node(0).await.expect("stop");
+        let backup = dir.path().join("backup-of-a");
+        copy_dir(&fed.nodes[0].data, &backup);
+        fed.start_node(0).await.expect("start");
+        fed.publish(0, lines(2, a, 50)).await.expect("publish");
+        wait_head(&fed, 1, a, 100).await;
+        // The province restores its node from the old backup.
+        fed.stop_node(0).await.expect("stop");
+        std::fs::remove_dir_all(&fed.nodes[0].data).expect("rm");
+        copy_dir(&backup, &fed.nodes[0].data);
+        fed.start_node(0).await.expect("start from backup");
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let status = fed.sync_status(0).await.expect("status");
+            let own = status.origins.iter().find(|o| o.origin == a.code()).cloned();
+            if let Some(o) = own.filter(|o| o.best_peer_head == 100) {
+                assert_eq!(
+                    (o.local_head, o.lag_entries),
+                    (50, 50),
+                    "its own log is behind what peers hold"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restored origin never saw the peer's head: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            fed.heads(0).await.expect("heads")[&a.code()].0,
+            50,
+            "it never takes its own entries from a peer"
+        );
+        fed.shutdown().await.expect("shutdown");
+    });
+}
