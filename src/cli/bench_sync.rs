@@ -32,6 +32,9 @@ pub struct SyncArgs {
     /// Working directory (default: a new one under the temp dir, removed after).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Only the live scenario.
+    #[arg(long)]
+    live_only: bool,
 }
 
 const ORIGIN: &str = "330000";
@@ -64,7 +67,9 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let certs = work.join("certs");
     bench_certs(&certs, &[ORIGIN, "320000", "310000", "440000"])?;
     let rt = super::runtime()?;
-    catch_up(&args, &work, &certs, &rt)?;
+    if !args.live_only {
+        catch_up(&args, &work, &certs, &rt)?;
+    }
     live(&args, &work, &certs, &rt)?;
     if owned {
         let _ = std::fs::remove_dir_all(&work);
@@ -222,8 +227,22 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
         .await?;
         let mut client = pb::publisher_client::PublisherClient::new(channel);
         let mut gen = RecordGenerator::new(99, Region::parse(ORIGIN)?);
-        // Paced in ticks of 10 ms, each publishing rate/100 records.
+        // Paced in ticks of 10 ms, each sending rate/100 records on one ordered, pipelined stream
+        // (so a slow acknowledgement never delays the next tick).
         let per_tick = (args.live_rate / 100).max(1);
+        let (requests, rx) = tokio::sync::mpsc::channel::<pb::PublishRequest>(64);
+        let mut responses = client
+            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .context("live publish")?
+            .into_inner();
+        let drain = tokio::spawn(async move {
+            let mut acked = 0u64;
+            while let Ok(Some(r)) = responses.message().await {
+                acked += r.results.len() as u64;
+            }
+            acked
+        });
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut sent = 0u64;
         while sent < total {
@@ -233,12 +252,15 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
                     json: gen.next_line().into_bytes().into(),
                 })
                 .collect();
-            client
-                .publish(pb::PublishRequest { operations })
+            requests
+                .send(pb::PublishRequest { operations })
                 .await
-                .context("live publish")?;
+                .context("live publish stream closed")?;
             sent += per_tick;
         }
+        drop(requests);
+        let acked = drain.await?;
+        anyhow::ensure!(acked == sent, "{sent} records sent but {acked} acknowledged");
         println!("published {sent} records in {:.1} s", started.elapsed().as_secs_f64());
         let lat_b = b.await??;
         let lat_c = c.await??;
