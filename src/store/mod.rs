@@ -368,16 +368,21 @@ impl Store {
         // The covered entries are linked (checked by the link receiver), so in a hash chain the
         // highest entry we both hold decides for all below it: one lookup, not one per entry.
         let mut contradicts = None;
+        // The hash at our head is known without reading: a second copy of what another peer
+        // just delivered (the usual case in a mesh) costs no journal read.
+        let hash_at = |seq: u64| -> Result<Hash, StoreError> {
+            if seq == head.seq() {
+                Ok(head.head_hash)
+            } else {
+                self.entry_hash(&reader, origin, seq)
+            }
+        };
         if let Some(top) = covered.entries.iter().rev().find(|e| e.seq < head.next_seq) {
-            if self.entry_hash(&reader, origin, top.seq)? != top.hash {
+            if hash_at(top.seq)? != top.hash {
                 contradicts = Some(top.seq);
             }
         }
-        if contradicts.is_none()
-            && cp.seq < head.next_seq
-            && cp.seq > 0
-            && self.entry_hash(&reader, origin, cp.seq)? != cp.head_hash
-        {
+        if contradicts.is_none() && cp.seq < head.next_seq && cp.seq > 0 && hash_at(cp.seq)? != cp.head_hash {
             contradicts = Some(cp.seq);
         }
         let new: Vec<&Entry> = covered.entries.iter().filter(|e| e.seq >= head.next_seq).collect();
