@@ -2,42 +2,26 @@
 //! per line, for operators and scripts. Needs a certificate the node's policy grants `Heads`
 //! (nodes and operators by default).
 
-use crate::pki::TlsFiles;
 use crate::record::Region;
-use crate::rpc::client::{connect, explain_status};
+use crate::rpc::client::explain_status;
 use crate::rpc::pb;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct HeadsArgs {
-    #[arg(long)]
-    node: String,
-    #[arg(long, default_value = "certs/ca.pem")]
-    ca: PathBuf,
-    #[arg(long)]
-    cert: PathBuf,
-    #[arg(long)]
-    key: PathBuf,
-    #[arg(long)]
-    server_name: Option<String>,
+    #[command(flatten)]
+    node: super::NodeClientArgs,
 }
 
 pub fn run(args: HeadsArgs) -> anyhow::Result<ExitCode> {
-    let files = TlsFiles {
-        ca: args.ca.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-        crl: None,
-    };
     let heads = super::runtime()?.block_on(async {
-        let channel = connect(&args.node, &files, args.server_name.as_deref()).await?;
+        let channel = args.node.channel().await?;
         let mut client = pb::replication_client::ReplicationClient::new(channel);
         client
             .heads(pb::HeadsRequest {})
             .await
             .map(|r| r.into_inner().heads)
-            .map_err(|s| anyhow::anyhow!("heads from {}: {}", args.node, explain_status(&s)))
+            .map_err(|s| anyhow::anyhow!("heads from {}: {}", args.node.node, explain_status(&s)))
     })?;
     for h in heads {
         let origin = Region::from_code(h.origin)

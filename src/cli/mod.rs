@@ -72,6 +72,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How a command reaches a node: its address and our TLS identity.
+#[derive(clap::Args)]
+struct NodeClientArgs {
+    /// The node's gRPC address, host:port.
+    #[arg(long)]
+    node: String,
+    #[arg(long, default_value = "certs/ca.pem")]
+    ca: std::path::PathBuf,
+    #[arg(long)]
+    cert: std::path::PathBuf,
+    #[arg(long)]
+    key: std::path::PathBuf,
+    /// Name the node's certificate must carry (default: the host of --node).
+    #[arg(long)]
+    server_name: Option<String>,
+}
+
+impl NodeClientArgs {
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let files = crate::pki::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            crl: None,
+        };
+        Ok(crate::rpc::client::connect(&self.node, &files, self.server_name.as_deref()).await?)
+    }
+}
+
 /// A multi-threaded runtime for subcommands that talk to the network.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

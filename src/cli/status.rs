@@ -1,25 +1,15 @@
 //! `cxnode status --node ADDR`: a node's sync health as a table (peers, then origins), from
 //! `Operations.SyncStatus`. Needs an operator certificate (or one the policy grants SyncStatus).
 
-use crate::pki::TlsFiles;
 use crate::record::Region;
-use crate::rpc::client::{connect, explain_status};
+use crate::rpc::client::explain_status;
 use crate::rpc::pb;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    #[arg(long)]
-    node: String,
-    #[arg(long, default_value = "certs/ca.pem")]
-    ca: PathBuf,
-    #[arg(long)]
-    cert: PathBuf,
-    #[arg(long)]
-    key: PathBuf,
-    #[arg(long)]
-    server_name: Option<String>,
+    #[command(flatten)]
+    node: super::NodeClientArgs,
 }
 
 fn region(code: u32) -> String {
@@ -29,20 +19,14 @@ fn region(code: u32) -> String {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let files = TlsFiles {
-        ca: args.ca.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-        crl: None,
-    };
     let s = super::runtime()?.block_on(async {
-        let channel = connect(&args.node, &files, args.server_name.as_deref()).await?;
+        let channel = args.node.channel().await?;
         let mut client = pb::operations_client::OperationsClient::new(channel);
         client
             .sync_status(pb::SyncStatusRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|e| anyhow::anyhow!("status from {}: {}", args.node, explain_status(&e)))
+            .map_err(|e| anyhow::anyhow!("status from {}: {}", args.node.node, explain_status(&e)))
     })?;
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     println!("node {}", region(s.region));

@@ -3,6 +3,7 @@
 //! a relay serving a tampered entry, a relay serving a checkpoint it forged, an origin that
 //! equivocates — each detected while honest data still converges.
 
+use crate::common::copy_dir;
 use cxnode::cli::demo::{Heads, LocalFederation, Topology};
 use cxnode::log::{ChainHead, Checkpoint, Entry};
 use cxnode::pki::{NodeSigner, TlsFiles};
@@ -305,18 +306,6 @@ fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() 
         wait_head(&fed, watcher, b, 85).await;
         fed.shutdown().await.expect("shutdown");
     });
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
 }
 
 #[test]

@@ -13,6 +13,16 @@ fn summary(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary is not json ({e}): {stdout}"))
 }
 
+/// Appended operations of every kind in a `publish --json` summary.
+fn appended_total(summary: &serde_json::Value) -> u64 {
+    summary["appended"]
+        .as_object()
+        .expect("map")
+        .values()
+        .map(|v| v.as_u64().expect("count"))
+        .sum()
+}
+
 fn publish_json(fed: &Fed, node: &NodeProc, file: &std::path::Path, cert: &str) -> std::process::Output {
     cxnode(
         fed.path(),
@@ -51,12 +61,7 @@ fn publish_over_mtls_then_republish_is_all_duplicates_and_the_store_verifies() {
     );
     let first = summary(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(first["lines"], 3000);
-    let appended: u64 = first["appended"]
-        .as_object()
-        .expect("map")
-        .values()
-        .map(|v| v.as_u64().expect("count"))
-        .sum();
+    let appended = appended_total(&first);
     assert_eq!(
         appended, 3000,
         "every generated line is new or a valid amendment: {first}"
@@ -130,12 +135,7 @@ fn bad_lines_are_rejected_one_by_one_with_reason_field_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = summary(&String::from_utf8_lossy(&out.stdout));
-    let appended: u64 = s["appended"]
-        .as_object()
-        .expect("map")
-        .values()
-        .map(|v| v.as_u64().expect("n"))
-        .sum();
+    let appended = appended_total(&s);
     assert_eq!(appended, 8, "the good lines are not held back by the bad ones: {s}");
     assert_eq!(s["rejected"]["uscc_bad_check_digit"], 1);
     assert_eq!(s["rejected"]["invalid_json"], 1);

@@ -1,13 +1,13 @@
 //! The store through the library: reopen after drop, all-or-nothing groups, recovery of an index
 //! that is behind, torn tails, damage reported with its position, reindex, and verify.
 
+use crate::common::copy_dir;
 use cxnode::log::{CheckpointSigner, Entry};
 use cxnode::pki::{self, Identity, IssueRequest, NodeSigner, SignatureVerifier, TlsFiles};
 use cxnode::record::{parse_operation, Operation, RecordGenerator, Region};
 use cxnode::store::journal::{Frame, Journal};
 use cxnode::store::verify::verify_store;
 use cxnode::store::{OpOutcome, Store, StoreConfig, StoreError};
-use std::path::Path;
 
 fn zj() -> Region {
     Region::parse("330000").expect("province")
@@ -66,18 +66,6 @@ fn index_dump(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
         .iter()
         .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("iter"))
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
 }
 
 #[test]
