@@ -71,6 +71,19 @@ impl Entry {
     /// Builds the entry that follows `prev_hash` at `seq`.
     pub fn new(origin: Region, seq: u64, prev_hash: Hash, appended_at_micros: i64, op_bytes: Vec<u8>) -> Entry {
         let op_digest = digest(&op_bytes);
+        Entry::with_digest(origin, seq, prev_hash, appended_at_micros, op_bytes, op_digest)
+    }
+
+    /// Like `new`, for a caller that already computed `op_digest = digest(&op_bytes)`.
+    pub fn with_digest(
+        origin: Region,
+        seq: u64,
+        prev_hash: Hash,
+        appended_at_micros: i64,
+        op_bytes: Vec<u8>,
+        op_digest: Hash,
+    ) -> Entry {
+        debug_assert_eq!(digest(&op_bytes), op_digest, "callers pass the digest of these bytes");
         let hash = entry_hash(origin, seq, &prev_hash, appended_at_micros, &op_digest);
         Entry {
             origin,

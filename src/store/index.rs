@@ -336,6 +336,18 @@ fn decode_head(v: &[u8]) -> Option<ChainHead> {
     Some(ChainHead { next_seq, head_hash })
 }
 
+/// Where a frame being indexed comes from, which decides what is checked again.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Just built by the writer from this operation (linked and hashed by construction).
+    Built(&'a Operation),
+    /// From a peer: every entry checked by the link receiver, the batch linked to the head by
+    /// the store.
+    Checked,
+    /// Read back from the journal (open, reindex, verify): every hash and link is checked again.
+    Journal,
+}
+
 /// Updates of one group: an overlay over the committed index (so decisions inside the group see
 /// earlier operations of the same group) plus the sled batch that makes them visible at once.
 pub struct IndexBatch<'a> {
@@ -432,32 +444,32 @@ impl<'a> IndexBatch<'a> {
         }
     }
 
-    /// Indexes one frame at `pos`. `op` is the decoded operation of an entry when the caller has
-    /// just built it (the writer): then the entry is trusted. Otherwise (replay) the entry's link
-    /// and hash are checked and its bytes decoded here.
-    pub fn index_frame(&mut self, pos: JournalPos, frame: &Frame, op: Option<&Operation>) -> Result<(), IndexError> {
+    /// Indexes one frame at `pos`; `source` says what has been checked already.
+    pub fn index_frame(&mut self, pos: JournalPos, frame: &Frame, source: Source<'_>) -> Result<(), IndexError> {
         match frame {
             Frame::Entry(e) => {
                 let mut head = self.head(e.origin)?;
-                if op.is_some() {
-                    debug_assert!(
-                        {
-                            let mut h = head;
-                            h.advance(e).is_ok()
-                        },
-                        "the writer builds linked entries"
-                    );
-                    head = ChainHead {
-                        next_seq: e.seq + 1,
-                        head_hash: e.hash,
-                    };
-                } else {
+                let broken = |err: String| IndexError::Damaged {
+                    key: format!("head of {}", e.origin),
+                    reason: format!("journal position {}: {err}", pos.0),
+                };
+                match source {
+                    // Hashes were computed or verified moments ago: only the cheap link check.
+                    Source::Built(_) | Source::Checked => {
+                        if e.seq != head.next_seq || e.prev_hash != head.head_hash {
+                            return Err(broken(format!(
+                                "entry {}/{} does not link to the head",
+                                e.origin, e.seq
+                            )));
+                        }
+                        head = ChainHead {
+                            next_seq: e.seq + 1,
+                            head_hash: e.hash,
+                        };
+                    }
                     // A break here means the journal and the index disagree, or the journal holds
                     // an entry that is not a valid link: refuse rather than index it.
-                    head.advance(e).map_err(|err| IndexError::Damaged {
-                        key: format!("head of {}", e.origin),
-                        reason: format!("journal position {}: {err}", pos.0),
-                    })?;
+                    Source::Journal => head.advance(e).map_err(|err| broken(err.to_string()))?,
                 }
                 self.heads.insert(e.origin, head);
                 let continues_run =
@@ -470,10 +482,10 @@ impl<'a> IndexBatch<'a> {
                     return Ok(());
                 }
                 let decoded;
-                let op = match op {
-                    Some(op) => Some(op),
-                    None if e.op_bytes.is_empty() => None,
-                    None => {
+                let op = match source {
+                    Source::Built(op) => Some(op),
+                    _ if e.op_bytes.is_empty() => None,
+                    _ => {
                         decoded = decode_stored(&e.op_bytes).ok();
                         decoded.as_ref()
                     }

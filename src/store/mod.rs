@@ -10,10 +10,10 @@ pub mod verify;
 pub mod writer;
 
 use crate::log::ledger::{self, Decision, OpKind, OpRejection};
-use crate::log::{digest, Checkpoint, CheckpointSigner, Entry, Hash};
+use crate::log::{digest, ChainHead, Checkpoint, CheckpointSigner, Entry, Hash};
 use crate::record::{Operation, Region};
 use crate::sync::Covered;
-use index::{Index, IndexError};
+use index::{Index, IndexError, Source};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -246,19 +246,23 @@ impl Store {
             };
             match ledger::decide(op, &op_digest, current.as_ref(), target.as_ref()) {
                 Decision::Append { kind, held_for_target } => {
-                    let entry = Entry::new(
+                    // One digest (computed above for the decision) and one hash per operation.
+                    let entry = Entry::with_digest(
                         origin,
                         head.next_seq,
                         head.head_hash,
                         now_micros,
                         op.canonical().to_vec(),
+                        op_digest,
                     );
-                    head.advance(&entry)
-                        .expect("a new entry links to the head it was built on");
+                    head = ChainHead {
+                        next_seq: entry.seq + 1,
+                        head_hash: entry.hash,
+                    };
                     let frame = Frame::Entry(entry);
                     let pos = JournalPos(next_pos);
                     next_pos += encoded_len(&frame);
-                    batch.index_frame(pos, &frame, Some(op))?;
+                    batch.index_frame(pos, &frame, Source::Built(op))?;
                     let Frame::Entry(entry) = &frame else {
                         unreachable!("built as an entry above")
                     };
@@ -287,7 +291,7 @@ impl Store {
         let checkpoint =
             Checkpoint::sign(origin, head, now_micros.div_euclid(1_000_000), signer).map_err(StoreError::Sign)?;
         let cp_frame = Frame::Checkpoint(checkpoint.clone());
-        batch.index_frame(JournalPos(next_pos), &cp_frame, None)?;
+        batch.index_frame(JournalPos(next_pos), &cp_frame, Source::Checked)?;
         frames.push(cp_frame);
         let decided = std::time::Instant::now();
         let positions = self.journal.append(&frames)?;
@@ -421,8 +425,9 @@ impl Store {
         for frame in &frames {
             let pos = JournalPos(next_pos);
             next_pos += encoded_len(frame);
-            // Replayed like any journal frame: links and hashes are checked again here.
-            batch.index_frame(pos, frame, None)?;
+            // The link receiver checked every entry's digest and hash; the link to our head was
+            // checked above, and is checked again (cheaply) while indexing.
+            batch.index_frame(pos, frame, Source::Checked)?;
         }
         self.journal.append(&frames)?;
         self.journal.sync()?;
@@ -474,7 +479,7 @@ fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPo
     let mut last_end = from;
     reader.scan(from, to, |pos, end, frame| {
         let b = batch.as_mut().expect("a batch is always open during the scan");
-        b.index_frame(pos, &frame, None)?;
+        b.index_frame(pos, &frame, Source::Journal)?;
         count += 1;
         in_batch += 1;
         last_end = end;
