@@ -342,6 +342,7 @@ impl Config {
                 dir: resolve(&raw.node.data_dir),
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,
+                journal_fs: Default::default(),
             },
             queue_depth: raw.publish.queue_depth,
             group_ops_max: raw.publish.group_ops_max,

@@ -29,6 +29,8 @@ pub fn digest(bytes: &[u8]) -> Hash {
 pub enum LogError {
     #[error("origin {origin} seq {seq}: op_digest does not match the operation bytes")]
     DigestMismatch { origin: Region, seq: u64 },
+    #[error("origin {origin} seq {seq}: the operation bytes are missing (an entry must carry the bytes its op_digest commits to)")]
+    MissingBytes { origin: Region, seq: u64 },
     #[error("origin {origin} seq {seq}: entry hash does not match its contents")]
     HashMismatch { origin: Region, seq: u64 },
     #[error("origin {origin}: expected seq {expected}, got {got}")]
@@ -50,7 +52,9 @@ pub struct Entry {
     pub prev_hash: Hash,
     pub appended_at_micros: i64,
     pub op_digest: Hash,
-    /// Empty once erased under a retention rule; `op_digest` still commits to the original bytes.
+    /// The operation exactly as stored. Never empty: until erasure exists as a signed operation of
+    /// the origin, an entry without its bytes is refused everywhere (a relay must not be able to
+    /// blank a record and have honest copies count as "already held").
     pub op_bytes: Vec<u8>,
     pub hash: Hash,
 }
@@ -96,9 +100,15 @@ impl Entry {
         }
     }
 
-    /// Checks the entry against itself: digest of the bytes (unless erased) and the hash.
+    /// Checks the entry against itself: the bytes are present, their digest and the hash.
     pub fn verify_self(&self) -> Result<(), LogError> {
-        if !self.op_bytes.is_empty() && digest(&self.op_bytes) != self.op_digest {
+        if self.op_bytes.is_empty() {
+            return Err(LogError::MissingBytes {
+                origin: self.origin,
+                seq: self.seq,
+            });
+        }
+        if digest(&self.op_bytes) != self.op_digest {
             return Err(LogError::DigestMismatch {
                 origin: self.origin,
                 seq: self.seq,
@@ -352,13 +362,19 @@ mod tests {
     }
 
     #[test]
-    fn erased_bytes_still_verify() {
+    fn an_entry_without_its_bytes_is_refused() {
         let mut entries = chain(2);
         entries[1].op_bytes.clear();
+        assert_eq!(
+            entries[1].verify_self(),
+            Err(LogError::MissingBytes { origin: zj(), seq: 2 })
+        );
         let mut head = ChainHead::default();
-        for e in &entries {
-            head.advance(e).expect("erasure keeps the chain valid");
-        }
+        head.advance(&entries[0]).expect("first links");
+        assert_eq!(
+            head.advance(&entries[1]),
+            Err(LogError::MissingBytes { origin: zj(), seq: 2 })
+        );
     }
 
     #[test]

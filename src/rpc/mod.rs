@@ -130,7 +130,7 @@ impl TryFrom<&pb::Entry> for Entry {
                 crate::record::RECORD_BYTES_MAX
             ));
         }
-        Ok(Entry {
+        let entry = Entry {
             origin: region(e.origin, "entry origin")?,
             seq: e.seq,
             prev_hash: hash32(&e.prev_hash, "prev_hash")?,
@@ -138,7 +138,17 @@ impl TryFrom<&pb::Entry> for Entry {
             op_digest: hash32(&e.op_digest, "op_digest")?,
             op_bytes: e.op_bytes.to_vec(),
             hash: hash32(&e.hash, "hash")?,
-        })
+        };
+        // A blanked entry never gets past the wire conversion. The digest and hash are checked
+        // once, by the link receiver (`ChainHead::advance`), right after this conversion.
+        if entry.op_bytes.is_empty() {
+            return Err(crate::log::LogError::MissingBytes {
+                origin: entry.origin,
+                seq: entry.seq,
+            }
+            .to_string());
+        }
+        Ok(entry)
     }
 }
 

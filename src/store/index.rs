@@ -484,7 +484,6 @@ impl<'a> IndexBatch<'a> {
                 let decoded;
                 let op = match source {
                     Source::Built(op) => Some(op),
-                    _ if e.op_bytes.is_empty() => None,
                     _ => {
                         decoded = decode_stored(&e.op_bytes).ok();
                         decoded.as_ref()

@@ -1,18 +1,23 @@
 //! The journal: append-only segment files of checksummed frames (entries and checkpoints of every
 //! origin, in local arrival order). It is the source of truth and the only durability point:
 //! `sync` (fdatasync) returns before any ack. Invariants: a position is a global byte offset; the
-//! segments are contiguous (each starts where the previous ends); only the final frame of the last
-//! segment can be torn (a crash mid-write), and recovery truncates it; a bad frame anywhere else is
-//! corruption and is reported with its exact position, never repaired silently.
+//! segments are contiguous (each starts where the previous ends); every `append` is one group,
+//! closed by a commit frame that names where the group starts, and a group never spans segments;
+//! only the last group of the last segment can be torn (a crash before its fsync, with pages
+//! written back in any order), and recovery cuts it whole; a bad frame followed by a later
+//! group's commit frame is corruption, reported with its exact position, never repaired
+//! silently. Opening syncs the active segment and the directory before anything is served, so
+//! what survived a kill -9 only in the page cache is durable before anyone sees it.
 //!
 //! Frame layout (little-endian): `len: u32` (of the body), `crc32c: u32` (of the body), body =
 //! `kind: u8` + payload. Only this file knows it.
 
+use super::fs::{JournalFs, OsFs, SegmentFile};
 use crate::log::{Checkpoint, Entry, Hash};
 use crate::record::Region;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const FRAME_HEADER_BYTES: usize = 8;
 /// Largest frame body accepted: a record is at most 64 KiB; a checkpoint carries a few certificates.
@@ -20,6 +25,10 @@ pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
 const KIND_ENTRY: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
 const KIND_FORK_EVIDENCE: u8 = 3;
+/// Closes a group: `group_start: u64`, the position of the group's first frame.
+const KIND_COMMIT: u8 = 4;
+const COMMIT_BODY_BYTES: usize = 1 + 8;
+pub const COMMIT_FRAME_BYTES: u64 = (FRAME_HEADER_BYTES + COMMIT_BODY_BYTES) as u64;
 const SEGMENT_PREFIX: &str = "seg-";
 const SEGMENT_SUFFIX: &str = ".cxj";
 /// Reads are buffered by this much: catch-up and recovery are sequential scans.
@@ -45,7 +54,7 @@ pub enum JournalError {
     Io { path: PathBuf, source: io::Error },
     #[error("journal ends in a torn frame at position {position} (a crash mid-write); the node truncates it on start")]
     TornTail { position: u64 },
-    #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore this segment from a replica or backup, then run `cxnode verify`")]
+    #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore the store from a backup, or stop the node and run `cxnode recover --data <DIR> --from-peer <ADDR>` to rebuild it from a replica, then `cxnode verify`")]
     Corrupt {
         path: PathBuf,
         offset: u64,
@@ -70,11 +79,12 @@ pub struct TailRepair {
 }
 
 pub struct Journal {
+    fs: Arc<dyn JournalFs>,
     dir: PathBuf,
     segment_bytes_max: u64,
     /// Base positions of the segments, ascending.
     segments: Vec<u64>,
-    active: File,
+    active: Box<dyn SegmentFile>,
     end: u64,
     scratch: Vec<u8>,
 }
@@ -83,12 +93,10 @@ fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{SEGMENT_PREFIX}{base:020}{SEGMENT_SUFFIX}"))
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+fn list_segments(fs: &dyn JournalFs, dir: &Path) -> Result<Vec<u64>, JournalError> {
     let mut bases = Vec::new();
-    for item in fs::read_dir(dir).map_err(io_err(dir))? {
-        let item = item.map_err(io_err(dir))?;
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list_dir(dir).map_err(io_err(dir))? {
+        let name = name.as_str();
         if let Some(base) = name
             .strip_prefix(SEGMENT_PREFIX)
             .and_then(|r| r.strip_suffix(SEGMENT_SUFFIX))
@@ -106,19 +114,29 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
     Ok(bases)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+fn sync_dir(fs: &dyn JournalFs, dir: &Path) -> Result<(), JournalError> {
+    fs.sync_dir(dir).map_err(io_err(dir))
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`, checks that the segments are contiguous and
-    /// truncates a torn final frame. Damage anywhere else is an error naming the position.
+    /// Opens (or creates) the journal in `dir` on the real file system.
     pub fn open(dir: &Path, segment_bytes_max: u64) -> Result<(Journal, TailRepair), JournalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut segments = list_segments(dir)?;
+        Journal::open_on(Arc::new(OsFs), dir, segment_bytes_max)
+    }
+
+    /// Opens (or creates) the journal in `dir`, checks that the segments are contiguous, cuts a
+    /// torn final group, and makes what is left durable (active segment and directory) before
+    /// returning. Damage anywhere else is an error naming the position.
+    pub fn open_on(
+        fs: Arc<dyn JournalFs>,
+        dir: &Path,
+        segment_bytes_max: u64,
+    ) -> Result<(Journal, TailRepair), JournalError> {
+        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        let mut segments = list_segments(fs.as_ref(), dir)?;
         if segments.is_empty() {
-            File::create(segment_path(dir, 0)).map_err(io_err(dir))?;
-            sync_dir(dir)?;
+            let path = segment_path(dir, 0);
+            fs.create_new(&path).map_err(io_err(&path))?;
             segments.push(0);
         }
         if segments[0] != 0 {
@@ -134,7 +152,7 @@ impl Journal {
         }
         for pair in segments.windows(2) {
             let path = segment_path(dir, pair[0]);
-            let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+            let len = fs.file_len(&path).map_err(io_err(&path))?;
             if pair[0] + len != pair[1] {
                 return Err(JournalError::Corrupt {
                     path,
@@ -150,22 +168,24 @@ impl Journal {
         }
         let last = *segments.last().expect("at least one segment exists");
         let path = segment_path(dir, last);
-        let (valid_len, file_len) = scan_tail(&path)?;
+        let (valid_len, file_len) = scan_tail(fs.as_ref(), &path, last)?;
         let mut repair = TailRepair::default();
-        let active = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let mut active = fs.open_append(&path).map_err(io_err(&path))?;
         if valid_len < file_len {
             active.set_len(valid_len).map_err(io_err(&path))?;
-            active.sync_all().map_err(io_err(&path))?;
             repair = TailRepair {
                 truncated_bytes: file_len - valid_len,
                 truncated_at: Some(JournalPos(last + valid_len)),
             };
         }
+        // After a kill -9 the last groups may live only in the page cache: they read back valid
+        // but were never synced (and never acknowledged). Make them durable now, before they are
+        // indexed, streamed to peers or answered as duplicates; the same for a new segment's
+        // directory entry.
+        active.sync_data().map_err(io_err(&path))?;
+        sync_dir(fs.as_ref(), dir)?;
         let journal = Journal {
+            fs,
             dir: dir.to_path_buf(),
             segment_bytes_max,
             segments,
@@ -185,7 +205,8 @@ impl Journal {
         &self.dir
     }
 
-    /// Writes `frames` (not yet durable: call `sync`). Returns each frame's position.
+    /// Writes `frames` as one group, closed by a commit frame (not yet durable: call `sync`).
+    /// Returns each frame's position; `end()` moves past the commit frame.
     pub fn append(&mut self, frames: &[Frame]) -> Result<Vec<JournalPos>, JournalError> {
         let active_base = *self.segments.last().expect("at least one segment exists");
         if self.end - active_base >= self.segment_bytes_max {
@@ -197,6 +218,7 @@ impl Journal {
             positions.push(JournalPos(self.end + self.scratch.len() as u64));
             encode_frame(frame, &mut self.scratch);
         }
+        encode_commit(self.end, &mut self.scratch);
         let path = segment_path(&self.dir, *self.segments.last().expect("at least one segment exists"));
         self.active.write_all(&self.scratch).map_err(io_err(&path))?;
         self.end += self.scratch.len() as u64;
@@ -212,31 +234,32 @@ impl Journal {
     fn roll(&mut self) -> Result<(), JournalError> {
         self.sync()?;
         let path = segment_path(&self.dir, self.end);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        sync_dir(&self.dir)?;
+        let file = self.fs.create_new(&path).map_err(io_err(&path))?;
+        sync_dir(self.fs.as_ref(), &self.dir)?;
         self.active = file;
         self.segments.push(self.end);
         Ok(())
     }
 
     pub fn reader(&self) -> JournalReader {
-        JournalReader { dir: self.dir.clone() }
+        JournalReader {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+        }
     }
 }
 
-/// Scans the last segment and returns (length of the durable prefix, file length). Every write
-/// group ends with a checkpoint frame, so the durable prefix ends at the last checkpoint: frames
-/// after it belong to a group whose fsync never completed (never acknowledged) and are dropped,
-/// which makes a group all-or-nothing. A frame that runs past the end of the file, or a bad frame
-/// followed only by zeros, is a torn write; a bad frame followed by other bytes is corruption.
-fn scan_tail(path: &Path) -> Result<(u64, u64), JournalError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
+/// Scans the last segment (which starts at journal position `base`) and returns (length of the
+/// durable prefix, file length). The durable prefix ends at the last commit frame: frames after
+/// it belong to a group whose fsync never completed (never acknowledged) and are cut, which makes
+/// a group all-or-nothing. A crash can leave that last group torn in any shape (cut short, a
+/// zero hole followed by data, a bad checksum followed by zeros or by more of the group), since
+/// pages are written back in any order. What tells a torn last group from corruption is what
+/// lies after the damage: the commit frame of a *later* group proves the damaged frame was
+/// followed by more, hence synced and acknowledged, data; anything else is the torn tail.
+fn scan_tail(fs: &dyn JournalFs, path: &Path, base: u64) -> Result<(u64, u64), JournalError> {
+    let file = fs.open_read(path).map_err(io_err(path))?;
+    let file_len = fs.file_len(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
     let mut offset = 0u64;
     let mut group_end = 0u64;
@@ -244,63 +267,107 @@ fn scan_tail(path: &Path) -> Result<(u64, u64), JournalError> {
     let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
         path: path.to_path_buf(),
         offset,
-        position: offset,
+        position: base + offset,
         reason,
     };
     loop {
-        match read_frame_body(&mut reader, &mut body).map_err(io_err(path))? {
-            ReadOutcome::End | ReadOutcome::Torn => return Ok((group_end, file_len)),
-            ReadOutcome::BadChecksum { frame_len } => {
-                if rest_is_zero(path, offset + frame_len)? {
-                    return Ok((group_end, file_len));
-                }
-                return Err(corrupt(
-                    offset,
-                    "frame checksum mismatch before the end of the journal".to_string(),
-                ));
-            }
-            ReadOutcome::BadLength { len } => {
-                if rest_is_zero(path, offset)? {
-                    return Ok((group_end, file_len));
-                }
-                return Err(corrupt(
-                    offset,
-                    format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"),
-                ));
-            }
+        let damage = match read_frame_body(&mut reader, &mut body).map_err(io_err(path))? {
+            ReadOutcome::End => return Ok((group_end, file_len)),
+            ReadOutcome::Torn => "frame is cut short".to_string(),
+            ReadOutcome::BadChecksum => "frame checksum mismatch".to_string(),
+            ReadOutcome::BadLength { len } => format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"),
             ReadOutcome::Frame { len } => {
-                let frame = decode_body(&body).map_err(|reason| corrupt(offset, reason))?;
-                offset += len;
-                if matches!(frame, Frame::Checkpoint(_) | Frame::ForkEvidence(_)) {
-                    group_end = offset;
+                match decode_any(&body).map_err(|reason| corrupt(offset, reason))? {
+                    Decoded::Commit { group_start } => {
+                        if group_start != base + group_end {
+                            return Err(corrupt(
+                                offset,
+                                format!(
+                                    "commit frame names a group starting at {group_start}, but the group starts at {}",
+                                    base + group_end
+                                ),
+                            ));
+                        }
+                        group_end = offset + len;
+                    }
+                    Decoded::Frame(_) => {}
                 }
+                offset += len;
+                continue;
             }
-        }
+        };
+        return match later_commit(fs, path, base, offset + 1, base + group_end)? {
+            Some(at) => Err(corrupt(
+                offset,
+                format!(
+                    "{damage}, yet a later group (committed at journal position {}) follows it",
+                    base + at
+                ),
+            )),
+            None => Ok((group_end, file_len)),
+        };
     }
 }
 
-/// True if every byte of `path` from `from` on is zero (or there is none).
-fn rest_is_zero(path: &Path, from: u64) -> Result<bool, JournalError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
+/// Looks for a commit frame at or after byte `from` of `path` that closes a group other than the
+/// one starting at `torn_group_start` (the torn group's own commit frame may have reached the disk
+/// before its middle did). Returns its offset in the file.
+fn later_commit(
+    fs: &dyn JournalFs,
+    path: &Path,
+    base: u64,
+    from: u64,
+    torn_group_start: u64,
+) -> Result<Option<u64>, JournalError> {
+    const CHUNK_BYTES: usize = 1024 * 1024;
+    let overlap = COMMIT_FRAME_BYTES as usize - 1;
+    let mut file = fs.open_read(path).map_err(io_err(path))?;
     file.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut window: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + overlap);
+    let mut window_start = from;
+    let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
-        let n = read_up_to(&mut reader, &mut chunk).map_err(io_err(path))?;
-        if chunk[..n].iter().any(|b| *b != 0) {
-            return Ok(false);
+        let n = read_up_to(&mut file, &mut chunk).map_err(io_err(path))?;
+        window.extend_from_slice(&chunk[..n]);
+        let mut i = 0;
+        while i + COMMIT_FRAME_BYTES as usize <= window.len() {
+            if let Some(group_start) = commit_at(&window[i..]) {
+                // A commit frame's group starts before it, inside this segment.
+                let at = window_start + i as u64;
+                if group_start != torn_group_start && group_start >= base && group_start < base + at {
+                    return Ok(Some(at));
+                }
+            }
+            i += 1;
         }
         if n < chunk.len() {
-            return Ok(true);
+            return Ok(None);
         }
+        let keep = window.len().min(overlap);
+        window_start += (window.len() - keep) as u64;
+        window.drain(..window.len() - keep);
     }
+}
+
+/// The group start named by a commit frame at the start of `bytes`, if one is there.
+fn commit_at(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..FRAME_HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    if len != COMMIT_BODY_BYTES {
+        return None;
+    }
+    let body = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + COMMIT_BODY_BYTES)?;
+    if body[0] != KIND_COMMIT || crc32c::crc32c(body) != u32::from_le_bytes(header[4..8].try_into().ok()?) {
+        return None;
+    }
+    Some(u64::from_le_bytes(body[1..9].try_into().ok()?))
 }
 
 enum ReadOutcome {
     End,
     Torn,
     BadLength { len: usize },
-    BadChecksum { frame_len: u64 },
+    BadChecksum,
     Frame { len: u64 },
 }
 
@@ -325,9 +392,7 @@ fn read_frame_body(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<ReadOut
         return Ok(ReadOutcome::Torn);
     }
     if crc32c::crc32c(body) != crc {
-        return Ok(ReadOutcome::BadChecksum {
-            frame_len: (FRAME_HEADER_BYTES + len) as u64,
-        });
+        return Ok(ReadOutcome::BadChecksum);
     }
     Ok(ReadOutcome::Frame {
         len: (FRAME_HEADER_BYTES + len) as u64,
@@ -347,15 +412,21 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Reads frames by position; each read checks the frame's checksum again.
+/// Reads frames by position; each read checks the frame's checksum again. Commit frames are the
+/// journal's own business: readers never see them.
 #[derive(Clone)]
 pub struct JournalReader {
+    fs: Arc<dyn JournalFs>,
     dir: PathBuf,
 }
 
 impl JournalReader {
+    /// A reader of the journal in `dir` on the real file system.
     pub fn new(dir: &Path) -> JournalReader {
-        JournalReader { dir: dir.to_path_buf() }
+        JournalReader {
+            fs: Arc::new(OsFs),
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Calls `visit(position, end, frame)` for every frame from `from` up to `to` (exclusive), in
@@ -367,7 +438,7 @@ impl JournalReader {
         to: JournalPos,
         mut visit: impl FnMut(JournalPos, JournalPos, Frame) -> Result<bool, E>,
     ) -> Result<(), E> {
-        let segments = list_segments(&self.dir)?;
+        let segments = list_segments(self.fs.as_ref(), &self.dir)?;
         let mut body = Vec::new();
         for (i, base) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
@@ -376,7 +447,7 @@ impl JournalReader {
                 continue;
             }
             let path = segment_path(&self.dir, *base);
-            let mut file = File::open(&path).map_err(io_err(&path))?;
+            let mut file = self.fs.open_read(&path).map_err(io_err(&path))?;
             let mut offset = from.0.saturating_sub(*base);
             file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
@@ -395,13 +466,12 @@ impl JournalReader {
                     ReadOutcome::BadLength { len } => {
                         return Err(corrupt(format!("frame length {len} is out of range")).into())
                     }
-                    ReadOutcome::BadChecksum { .. } => {
-                        return Err(corrupt("frame checksum mismatch".to_string()).into())
-                    }
+                    ReadOutcome::BadChecksum => return Err(corrupt("frame checksum mismatch".to_string()).into()),
                     ReadOutcome::Frame { len } => {
-                        let frame = decode_body(&body).map_err(corrupt)?;
-                        if !visit(JournalPos(position), JournalPos(position + len), frame)? {
-                            return Ok(());
+                        if let Decoded::Frame(frame) = decode_any(&body).map_err(corrupt)? {
+                            if !visit(JournalPos(position), JournalPos(position + len), frame)? {
+                                return Ok(());
+                            }
                         }
                         offset += len;
                     }
@@ -411,12 +481,22 @@ impl JournalReader {
         Ok(())
     }
 
+    /// Where the journal's files end now (past the last commit frame of a store that is closed).
+    pub fn end(&self) -> Result<JournalPos, JournalError> {
+        let segments = list_segments(self.fs.as_ref(), &self.dir)?;
+        let Some(last) = segments.last() else {
+            return Ok(JournalPos(0));
+        };
+        let path = segment_path(&self.dir, *last);
+        Ok(JournalPos(last + self.fs.file_len(&path).map_err(io_err(&path))?))
+    }
+
     /// Reads the frame at `pos`.
     pub fn read_at(&self, pos: JournalPos) -> Result<Frame, JournalError> {
-        let segments = list_segments(&self.dir)?;
+        let segments = list_segments(self.fs.as_ref(), &self.dir)?;
         let base = segments.iter().rev().find(|b| **b <= pos.0).copied().unwrap_or(0);
         let path = segment_path(&self.dir, base);
-        let mut file = File::open(&path).map_err(io_err(&path))?;
+        let mut file = self.fs.open_read(&path).map_err(io_err(&path))?;
         let offset = pos.0 - base;
         file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
         let mut body = Vec::new();
@@ -450,6 +530,16 @@ pub fn encoded_len(frame: &Frame) -> u64 {
         }
     };
     (FRAME_HEADER_BYTES + body) as u64
+}
+
+/// Appends the commit frame of a group that starts at `group_start`.
+fn encode_commit(group_start: u64, out: &mut Vec<u8>) {
+    let mut body = [0u8; COMMIT_BODY_BYTES];
+    body[0] = KIND_COMMIT;
+    body[1..].copy_from_slice(&group_start.to_le_bytes());
+    out.extend_from_slice(&(COMMIT_BODY_BYTES as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
 }
 
 fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
@@ -543,6 +633,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A frame body as decoded: a frame readers see, or a group's commit frame.
+enum Decoded {
+    Frame(Frame),
+    Commit { group_start: u64 },
+}
+
+fn decode_any(body: &[u8]) -> Result<Decoded, String> {
+    if body.first() == Some(&KIND_COMMIT) {
+        let mut c = Cursor { bytes: &body[1..] };
+        let group_start = c.u64()?;
+        if !c.bytes.is_empty() {
+            return Err(format!("{} stray bytes after the commit frame", c.bytes.len()));
+        }
+        return Ok(Decoded::Commit { group_start });
+    }
+    decode_body(body).map(Decoded::Frame)
+}
+
 fn decode_body(body: &[u8]) -> Result<Frame, String> {
     let mut c = Cursor { bytes: body };
     let frame = match c.u8()? {
@@ -597,6 +705,11 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
 mod tests {
     use super::*;
     use crate::log::{ChainHead, Entry};
+    use std::fs::{self, OpenOptions};
+
+    fn segments_of(dir: &Path) -> Vec<u64> {
+        list_segments(&OsFs, dir).expect("list")
+    }
 
     fn zj() -> Region {
         Region::parse("330000").expect("province")
@@ -669,10 +782,7 @@ mod tests {
         let (j, repair) = Journal::open(dir.path(), 1000).expect("reopen");
         assert_eq!(repair, TailRepair::default());
         assert_eq!(j.end(), end);
-        assert!(
-            list_segments(dir.path()).expect("list").len() > 1,
-            "small segments roll"
-        );
+        assert!(segments_of(dir.path()).len() > 1, "small segments roll");
         assert_eq!(all(&j.reader(), end), frames);
     }
 
@@ -703,7 +813,11 @@ mod tests {
     fn a_flipped_byte_in_the_middle_is_reported_with_its_position() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut j, _) = Journal::open(dir.path(), 1 << 20).expect("open");
-        let pos = j.append(&groups(3, 3).concat()).expect("append");
+        let groups = groups(6, 3);
+        let pos = j.append(&groups[0]).expect("append");
+        j.sync().expect("sync");
+        // A later group, synced: the damage below lies before acknowledged data.
+        j.append(&groups[1]).expect("append");
         j.sync().expect("sync");
         drop(j);
         let path = segment_path(dir.path(), 0);
@@ -723,13 +837,92 @@ mod tests {
         let (mut j, _) = Journal::open(dir.path(), 1 << 20).expect("open");
         let groups = groups(6, 3);
         j.append(&groups[0]).expect("append");
-        // The second group's entries reach the disk, its closing checkpoint does not.
-        let second = j.append(&groups[1][..3]).expect("append");
+        // The second group's frames reach the disk, its commit frame does not.
+        let second = j.append(&groups[1]).expect("append");
         j.sync().expect("sync");
         drop(j);
+        let path = segment_path(dir.path(), 0);
+        let len = fs::metadata(&path).expect("meta").len();
+        let f = OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(len - COMMIT_FRAME_BYTES).expect("cut the commit frame");
         let (j, repair) = Journal::open(dir.path(), 1 << 20).expect("recovers");
         assert_eq!(repair.truncated_at, Some(second[0]));
         assert_eq!(all(&j.reader(), j.end()), groups[0]);
+    }
+
+    /// Writes two synced groups and a third one, then lets `damage` reshape the bytes of the
+    /// third (as out-of-order write-back after a crash can); returns (dir, end of the second).
+    fn torn_third_group(damage: impl FnOnce(&mut Vec<u8>, usize)) -> (tempfile::TempDir, JournalPos) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = Journal::open(dir.path(), 1 << 20).expect("open");
+        let groups = groups(60, 20);
+        j.append(&groups[0]).expect("append");
+        j.append(&groups[1]).expect("append");
+        j.sync().expect("sync");
+        let second_end = j.end();
+        j.append(&groups[2]).expect("append");
+        j.sync().expect("sync");
+        drop(j);
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).expect("read");
+        damage(&mut bytes, second_end.0 as usize);
+        fs::write(&path, &bytes).expect("write");
+        (dir, second_end)
+    }
+
+    fn assert_cut_at(dir: &tempfile::TempDir, at: JournalPos) {
+        let (j, repair) = Journal::open(dir.path(), 1 << 20).expect("a torn last group is not corruption");
+        assert_eq!(repair.truncated_at, Some(at));
+        assert_eq!(j.end(), at);
+        assert_eq!(all(&j.reader(), j.end()).len(), 2 * 21);
+    }
+
+    #[test]
+    fn a_zero_hole_then_data_in_the_last_group_is_a_torn_tail() {
+        // The middle page never reached the disk; later pages, commit frame included, did.
+        let (dir, at) = torn_third_group(|b, start| {
+            let hole = start + 200..start + 900;
+            b[hole].fill(0);
+        });
+        assert_cut_at(&dir, at);
+    }
+
+    #[test]
+    fn a_bad_checksum_then_zeros_is_a_torn_tail() {
+        let (dir, at) = torn_third_group(|b, start| {
+            b[start + 30] ^= 0xff;
+            let len = b.len();
+            b[start + 200..len].fill(0);
+        });
+        assert_cut_at(&dir, at);
+    }
+
+    #[test]
+    fn a_bad_checksum_then_the_rest_of_its_group_is_a_torn_tail() {
+        let (dir, at) = torn_third_group(|b, start| b[start + 30] ^= 0xff);
+        assert_cut_at(&dir, at);
+    }
+
+    #[test]
+    fn a_length_cut_to_zero_then_data_is_a_torn_tail() {
+        let (dir, at) = torn_third_group(|b, start| b[start..start + 4].fill(0));
+        assert_cut_at(&dir, at);
+    }
+
+    #[test]
+    fn damage_before_a_later_group_is_corruption() {
+        // The same hole, one group earlier: the third group's commit frame follows it.
+        let (dir, second_end) = torn_third_group(|_, _| {});
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).expect("read");
+        let first_len = second_end.0 as usize / 2;
+        bytes[first_len + 100..first_len + 600].fill(0);
+        fs::write(&path, &bytes).expect("write");
+        match Journal::open(dir.path(), 1 << 20) {
+            Err(JournalError::Corrupt { reason, .. }) => assert!(reason.contains("later group"), "{reason}"),
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("damage before acknowledged data must not be cut silently"),
+        }
     }
 
     #[test]
@@ -741,7 +934,7 @@ mod tests {
         }
         j.sync().expect("sync");
         drop(j);
-        let segs = list_segments(dir.path()).expect("list");
+        let segs = segments_of(dir.path());
         assert!(segs.len() >= 3);
         fs::remove_file(segment_path(dir.path(), segs[1])).expect("remove");
         assert!(matches!(

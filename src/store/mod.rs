@@ -4,8 +4,13 @@
 //! on open, whatever the journal holds past that position is indexed again, so a crash at any
 //! instant leaves a store that opens and holds every acknowledged operation.
 
+#[cfg(test)]
+mod crash_tests;
+pub mod fs;
 pub mod index;
 pub mod journal;
+#[cfg(test)]
+pub mod sim;
 pub mod verify;
 pub mod writer;
 
@@ -16,7 +21,7 @@ use crate::sync::Covered;
 use index::{Index, IndexError, Source};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Frames indexed per sled batch when replaying the journal.
@@ -34,6 +39,8 @@ pub struct StoreConfig {
     /// The node's own origin. Recorded in the store at first open and checked at every open (a
     /// store never changes province); when None, the recorded one is used.
     pub local: Option<Region>,
+    /// The file system of the journal: the real one, or a simulated one in crash tests.
+    pub journal_fs: fs::SharedFs,
 }
 
 impl StoreConfig {
@@ -43,6 +50,7 @@ impl StoreConfig {
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
             local: None,
+            journal_fs: fs::SharedFs::default(),
             dir: dir.to_path_buf(),
             segment_bytes_max: Self::SEGMENT_BYTES_DEFAULT,
             index_cache_bytes: Self::INDEX_CACHE_BYTES_DEFAULT,
@@ -61,7 +69,7 @@ impl StoreConfig {
     /// the record after), or the recorded one.
     pub fn resolve_local(&self) -> Result<Option<Region>, StoreError> {
         let path = self.dir.join(ORIGIN_FILE);
-        let recorded = match fs::read_to_string(&path) {
+        let recorded = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 Some(Region::parse(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?)
             }
@@ -74,8 +82,17 @@ impl StoreConfig {
                 self.dir.display()
             ))),
             (Some(l), None) => {
-                fs::create_dir_all(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
-                fs::write(&path, format!("{l}\n")).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                let io = |path: &Path| {
+                    let path = path.to_path_buf();
+                    move |source| StoreError::Io { path, source }
+                };
+                std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+                // Written, synced, and its directory entry synced: a store that forgets its
+                // province after a crash could be opened as another one's.
+                let mut file = File::create(&path).map_err(io(&path))?;
+                std::io::Write::write_all(&mut file, format!("{l}\n").as_bytes()).map_err(io(&path))?;
+                file.sync_all().map_err(io(&path))?;
+                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
                 Ok(Some(l))
             }
             (l, r) => Ok(l.or(r)),
@@ -135,7 +152,7 @@ pub struct Store {
 }
 
 fn lock_store(dir: &Path) -> Result<File, StoreError> {
-    fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -162,7 +179,7 @@ impl Store {
     pub fn open(cfg: &StoreConfig) -> Result<(Store, OpenReport), StoreError> {
         let lock = lock_store(&cfg.dir)?;
         let local = cfg.resolve_local()?;
-        let (journal, tail) = Journal::open(&cfg.journal_dir(), cfg.segment_bytes_max)?;
+        let (journal, tail) = Journal::open_on(cfg.journal_fs.0.clone(), &cfg.journal_dir(), cfg.segment_bytes_max)?;
         let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes, local)?;
         let indexed = index.indexed_upto()?;
         if indexed > journal.end() {
@@ -196,7 +213,7 @@ impl Store {
         let lock = lock_store(&cfg.dir)?;
         let index_dir = cfg.index_dir();
         if index_dir.exists() {
-            fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io {
+            std::fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io {
                 path: index_dir.clone(),
                 source,
             })?;
@@ -492,7 +509,10 @@ fn replay(reader: &JournalReader, index: &Index, from: JournalPos, to: JournalPo
     })?;
     if let Some(b) = batch {
         if in_batch > 0 {
-            b.commit(last_end)?;
+            // `to` is the journal's end, past the last group's commit frame (which readers do
+            // not see): the same position a live commit records.
+            debug_assert!(last_end <= to);
+            b.commit(to)?;
         }
     }
     Ok(count)

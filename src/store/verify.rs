@@ -66,13 +66,13 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
                         report.problem(format!("chain: {err}"));
                     }
                 }
-                if !e.op_bytes.is_empty() {
-                    if let Err(r) = decode_stored(&e.op_bytes) {
-                        report.problem(format!(
-                            "entry {}/{}: stored operation does not decode: {r}",
-                            e.origin, e.seq
-                        ));
-                    }
+                if e.op_bytes.is_empty() {
+                    report.problem(format!("entry {}/{}: operation bytes are missing", e.origin, e.seq));
+                } else if let Err(r) = decode_stored(&e.op_bytes) {
+                    report.problem(format!(
+                        "entry {}/{}: stored operation does not decode: {r}",
+                        e.origin, e.seq
+                    ));
                 }
             }
             Frame::ForkEvidence(c) => {
@@ -121,7 +121,8 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
         Ok::<_, JournalError>(true)
     });
     match scanned {
-        Ok(()) => {}
+        // Past the last frame read lies the last group's commit frame, which readers skip.
+        Ok(()) => end = end.max(reader.end()?),
         Err(JournalError::TornTail { position }) => report.torn_tail_at = Some(position),
         Err(e) => {
             report.problem(format!("{e}"));

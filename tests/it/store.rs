@@ -5,7 +5,7 @@ use crate::common::copy_dir;
 use cxnode::log::{CheckpointSigner, Entry};
 use cxnode::pki::{self, Identity, IssueRequest, NodeSigner, SignatureVerifier, TlsFiles};
 use cxnode::record::{parse_operation, Operation, RecordGenerator, Region};
-use cxnode::store::journal::{Frame, Journal};
+use cxnode::store::journal::{Frame, Journal, COMMIT_FRAME_BYTES};
 use cxnode::store::verify::verify_store;
 use cxnode::store::{OpOutcome, Store, StoreConfig, StoreError};
 
@@ -119,6 +119,16 @@ fn a_group_whose_commit_never_finished_is_not_seen_at_all() {
     journal.append(&frames).expect("append");
     journal.sync().expect("sync");
     drop(journal);
+    // ... and its commit frame never reached the disk.
+    let segment = std::fs::read_dir(s.cfg.journal_dir())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .max()
+        .expect("a segment");
+    let len = std::fs::metadata(&segment).expect("meta").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
+    file.set_len(len - COMMIT_FRAME_BYTES).expect("cut the commit frame");
+    drop(file);
 
     let (store, report) = Store::open(&s.cfg).expect("reopen");
     assert!(report.tail.truncated_at.is_some(), "the half group is cut");
