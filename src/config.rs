@@ -54,6 +54,8 @@ struct RawSync {
     reconnect_min_ms: u64,
     reconnect_max_ms: u64,
     silence_max_ms: u64,
+    clock_skew_max_seconds: u64,
+    checkpoint_refresh_seconds: u64,
 }
 
 impl Default for RawSync {
@@ -66,6 +68,8 @@ impl Default for RawSync {
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
             silence_max_ms: 10_000,
+            clock_skew_max_seconds: 300,
+            checkpoint_refresh_seconds: 60,
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct Config {
     pub peers: Vec<crate::sync::driver::PeerConfig>,
     pub sync: crate::sync::driver::DriverLimits,
     pub heartbeat: Duration,
+    /// While idle, the origin re-signs its head at least this often (`sync.checkpoint_refresh_seconds`).
+    pub checkpoint_refresh: Duration,
 }
 
 impl Config {
@@ -316,6 +322,22 @@ impl Config {
                     .to_string(),
             );
         }
+        // An origin signs at least every CHECKPOINT_ENTRIES_MAX entries: that many of the largest
+        // records must fit in a link's buffer, or large records would stall the link for good.
+        let one_chunk = crate::log::CHECKPOINT_ENTRIES_MAX
+            * (crate::record::RECORD_BYTES_MAX as u64 + crate::log::ENTRY_OVERHEAD_BYTES);
+        if y.pending_bytes_max < one_chunk {
+            return Err(format!(
+                "sync.pending_bytes_max: must be at least {one_chunk} ({} entries of the largest record, what one checkpoint covers)",
+                crate::log::CHECKPOINT_ENTRIES_MAX
+            ));
+        }
+        if !(1..=86_400).contains(&y.clock_skew_max_seconds) {
+            return Err("sync.clock_skew_max_seconds: must be between 1 and 86400".to_string());
+        }
+        if !(1..=86_400).contains(&y.checkpoint_refresh_seconds) {
+            return Err("sync.checkpoint_refresh_seconds: must be between 1 and 86400".to_string());
+        }
         if y.reconnect_min_ms == 0 || y.reconnect_max_ms < y.reconnect_min_ms {
             return Err("sync.reconnect_min_ms / reconnect_max_ms: need 0 < min <= max".to_string());
         }
@@ -326,11 +348,13 @@ impl Config {
             reconnect_min: Duration::from_millis(y.reconnect_min_ms),
             reconnect_max: Duration::from_millis(y.reconnect_max_ms),
             silence_max: Duration::from_millis(y.silence_max_ms),
+            clock_skew_max: Duration::from_secs(y.clock_skew_max_seconds),
         };
         Ok(Config {
             peers,
             sync,
             heartbeat: Duration::from_millis(y.heartbeat_ms),
+            checkpoint_refresh: Duration::from_secs(y.checkpoint_refresh_seconds),
             region,
             listen,
             policy,

@@ -141,6 +141,24 @@ pub async fn serve(
         },
         stopping,
     };
+    // A fresh signed statement of our head at start (the certificate may have changed since the
+    // last one), then at least every `checkpoint_refresh` while idle, so every node holds a recent
+    // "origin O was at seq N at time T" and a stolen or revoked key cannot back-date far.
+    writer.refresh_checkpoint(0).await.map_err(NodeError::Writer)?;
+    let refresh_writer = writer.clone();
+    let refresh_every = config.checkpoint_refresh;
+    let refresher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresh_writer.refresh_checkpoint(refresh_every.as_secs() as i64).await {
+                tracing::warn!(error = %e, "fresh checkpoint not signed");
+                return;
+            }
+        }
+    });
+    let own_log_behind: crate::sync::driver::OwnLogBehind = Arc::default();
     let (stop_links, links_stopped) = watch::channel(false);
     let peer_states: PeerStates = Arc::default();
     let mut links = Vec::new();
@@ -153,6 +171,7 @@ pub async fn serve(
             verifier: verifier.clone(),
             limits: config.sync,
             states: peer_states.clone(),
+            own_log_behind: own_log_behind.clone(),
         };
         links.push(tokio::spawn(run_peer(link, peer.clone(), links_stopped.clone())));
     }
@@ -178,6 +197,7 @@ pub async fn serve(
         origin: config.region,
         policy,
         writer,
+        own_log_behind,
     };
     let publisher = pb::publisher_server::PublisherServer::new(publisher)
         .max_decoding_message_size(config.message_bytes_max)
@@ -230,6 +250,7 @@ pub async fn serve(
         })
         .await;
     reloader.abort();
+    refresher.abort();
     let _ = stop_links.send(true);
     for link in links {
         let _ = link.await;

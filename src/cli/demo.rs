@@ -296,8 +296,31 @@ impl LocalFederation {
         Ok(client.sync_status(pb::SyncStatusRequest {}).await?.into_inner())
     }
 
-    /// True if every node holds the same head (seq and hash) for every origin, and each origin's
-    /// own node is among them (nothing published is missing anywhere).
+    /// Replaces node `i`'s peers (takes effect at its next start).
+    pub fn set_peers(&mut self, i: usize, peers: &[usize]) {
+        let mut text = self.nodes[i].config_text.clone();
+        if let Some(at) = text.find("[[peers]]") {
+            text.truncate(at);
+        }
+        for j in peers {
+            let p = &self.nodes[*j];
+            text.push_str(&format!(
+                "[[peers]]\naddress = \"{}\"\nregion = \"{}\"\nserver_name = \"localhost\"\n",
+                p.addr, p.region
+            ));
+        }
+        self.nodes[i].config_text = text;
+    }
+
+    /// Per origin, (entries, digest of their operation bytes) in node `i`'s journal.
+    pub fn contents(&self, i: usize) -> anyhow::Result<BTreeMap<Region, (u64, crate::log::Hash)>> {
+        let journal = self.nodes[i].data.join("journal");
+        Ok(crate::store::verify::content_digests(&journal)?)
+    }
+
+    /// True if every node holds the same head (seq and hash) for every origin, each origin's own
+    /// node is among them (nothing published is missing anywhere), and every node holds the
+    /// same operation bytes (a relay cannot have blanked or swapped a record's content).
     pub async fn converged(&self) -> anyhow::Result<bool> {
         let mut all = Vec::new();
         for i in 0..self.nodes.len() {
@@ -308,7 +331,14 @@ impl LocalFederation {
             all[i].get(&n.region.code()).map(|h| h.0).unwrap_or(0)
                 == first.get(&n.region.code()).map(|h| h.0).unwrap_or(0)
         });
-        Ok(own_complete && all.iter().all(|h| h == first))
+        if !(own_complete && all.iter().all(|h| h == first)) {
+            return Ok(false);
+        }
+        let mut contents = Vec::new();
+        for i in 0..self.nodes.len() {
+            contents.push(self.contents(i)?);
+        }
+        Ok(contents.iter().all(|c| c == &contents[0]))
     }
 
     /// Waits until converged, or `within` passes.

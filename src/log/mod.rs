@@ -12,6 +12,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub type Hash = [u8; 32];
+
+/// An origin signs a checkpoint at least every this many entries, however large its write
+/// group: a receiver buffers at most this many uncovered entries of an origin.
+pub const CHECKPOINT_ENTRIES_MAX: u64 = 256;
+/// Bytes a buffered entry is counted for besides its operation bytes.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 128;
 pub const ZERO_HASH: Hash = [0u8; 32];
 
 /// Domain-separation prefixes: a hash or signature made for one purpose can never be replayed as

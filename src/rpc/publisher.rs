@@ -21,6 +21,19 @@ pub struct PublisherService {
     pub origin: Region,
     pub policy: Arc<Policy>,
     pub writer: WriterHandle,
+    /// Set when a peer holds more of this origin's log than this node: publishing is refused.
+    pub own_log_behind: crate::sync::driver::OwnLogBehind,
+}
+
+/// FAILED_PRECONDITION while this node's own log is behind a peer's copy of it.
+fn refuse_if_behind(origin: Region, behind: &crate::sync::driver::OwnLogBehind) -> Result<(), Status> {
+    let state = behind.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match state {
+        None => Ok(()),
+        Some((ours, theirs, peer)) => Err(Status::failed_precondition(format!(
+            "publishing is refused: this node holds origin {origin}'s log up to seq {ours}, but peer {peer} holds it up to seq {theirs}; the store was restored from an old backup or lost data, and new records would fork the origin. Stop the node and restore its store from a backup at least as new as seq {theirs} (recovery from a replica is not automated yet)"
+        ))),
+    }
 }
 
 fn ack(origin: Region, seq: u64, hash: &Hash) -> pb::Ack {
@@ -170,6 +183,7 @@ type PublishStream = tonic::codegen::BoxStream<pb::PublishResponse>;
 impl pb::publisher_server::Publisher for PublisherService {
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
         self.authorize(&caller(&request)?)?;
+        refuse_if_behind(self.origin, &self.own_log_behind)?;
         let mut checked = check(self.origin, request.into_inner().operations).await?;
         let committed = if checked.valid.is_empty() {
             None
@@ -189,6 +203,8 @@ impl pb::publisher_server::Publisher for PublisherService {
         request: Request<tonic::Streaming<pb::PublishRequest>>,
     ) -> Result<Response<PublishStream>, Status> {
         self.authorize(&caller(&request)?)?;
+        refuse_if_behind(self.origin, &self.own_log_behind)?;
+        let behind = self.own_log_behind.clone();
         let mut inbound = request.into_inner();
         let origin = self.origin;
         let writer = self.writer.clone();
@@ -233,6 +249,10 @@ impl pb::publisher_server::Publisher for PublisherService {
                         return;
                     }
                 };
+                if let Err(status) = refuse_if_behind(origin, &behind) {
+                    let _ = fail.send(Err(status)).await;
+                    return;
+                }
                 let pending = if checked.valid.is_empty() {
                     None
                 } else {

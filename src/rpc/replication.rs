@@ -315,6 +315,22 @@ pub fn batch_from_pb(b: &pb::SyncBatch) -> Result<crate::sync::Batch, String> {
     })
 }
 
+/// The signed heads of a heartbeat, as one checkpoint-only batch per origin.
+pub fn heartbeat_checkpoints(h: &pb::Heartbeat) -> Result<Vec<crate::sync::Batch>, String> {
+    let mut out = Vec::new();
+    for head in &h.heads {
+        if let Some(cp) = &head.latest_checkpoint {
+            let cp = Checkpoint::try_from(cp)?;
+            out.push(crate::sync::Batch {
+                origin: Some(cp.origin),
+                entries: Vec::new(),
+                checkpoints: vec![cp],
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Peer heads from a heartbeat: origin -> (seq, forked).
 pub fn heartbeat_heads(h: &pb::Heartbeat) -> HashMap<u32, (u64, bool)> {
     h.heads.iter().map(|x| (x.origin, (x.seq, x.forked))).collect()

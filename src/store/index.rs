@@ -9,7 +9,7 @@
 //! `RUN_ENTRIES_MAX` consecutive entries of one origin in consecutive frames: one key per run, not
 //! per entry, because sled inserts are the cost that bounds ingest); `r origin record_id` -> record state; `s subject 0 origin
 //! seq` -> (); `p origin target` -> seq of a held repair; `k origin` -> latest checkpoint (position,
-//! seq).
+//! seq, signing time).
 
 use super::journal::{Frame, JournalPos};
 use crate::log::ledger::{self, LedgerState, RecordState};
@@ -117,6 +117,8 @@ fn decode_state(v: &[u8]) -> Option<RecordState> {
 pub struct CheckpointRef {
     pub pos: JournalPos,
     pub seq: u64,
+    /// When the origin signed it (unix seconds).
+    pub at_unix_seconds: i64,
 }
 
 impl Index {
@@ -273,6 +275,7 @@ impl Index {
             Some(v) => Ok(Some(CheckpointRef {
                 pos: JournalPos(be_u64(&v, "checkpoint position")?),
                 seq: be_u64(v.get(8..).unwrap_or_default(), "checkpoint seq")?,
+                at_unix_seconds: be_u64(v.get(16..).unwrap_or_default(), "checkpoint time")? as i64,
             })),
         }
     }
@@ -517,6 +520,7 @@ impl<'a> IndexBatch<'a> {
                 self.previous_entry = None;
                 let mut v = pos.0.to_be_bytes().to_vec();
                 v.extend_from_slice(&c.seq.to_be_bytes());
+                v.extend_from_slice(&c.at_unix_seconds.to_be_bytes());
                 self.batch.insert(key_origin(P_CHECKPOINT, c.origin), v);
             }
         }

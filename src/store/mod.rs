@@ -15,8 +15,9 @@ pub mod verify;
 pub mod writer;
 
 use crate::log::ledger::{self, Decision, OpKind, OpRejection};
-use crate::log::{digest, ChainHead, Checkpoint, CheckpointSigner, Entry, Hash};
+use crate::log::{digest, ChainHead, Checkpoint, CheckpointSigner, Entry, Hash, CHECKPOINT_ENTRIES_MAX};
 use crate::record::{Operation, Region};
+use crate::sync::judge::{judge, Held, Verdict};
 use crate::sync::Covered;
 use index::{Index, IndexError, Source};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
@@ -254,6 +255,9 @@ impl Store {
         let mut frames = Vec::with_capacity(ops.len() + 1);
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut group_hashes: HashMap<u64, Hash> = HashMap::new();
+        let mut since_checkpoint = 0u64;
+        let mut checkpoint = None;
+        let at_unix_seconds = now_micros.div_euclid(1_000_000);
         for op in ops {
             let op_digest = digest(op.canonical());
             let current = batch.record(origin, &op.record_id())?;
@@ -291,6 +295,18 @@ impl Store {
                         hash: entry.hash,
                     });
                     frames.push(frame);
+                    since_checkpoint += 1;
+                    // A large group is covered every CHECKPOINT_ENTRIES_MAX entries, so a
+                    // receiver never has to hold more than that uncovered.
+                    if since_checkpoint == CHECKPOINT_ENTRIES_MAX {
+                        let cp = Checkpoint::sign(origin, head, at_unix_seconds, signer).map_err(StoreError::Sign)?;
+                        let cp_frame = Frame::Checkpoint(cp.clone());
+                        batch.index_frame(JournalPos(next_pos), &cp_frame, Source::Checked)?;
+                        next_pos += encoded_len(&cp_frame);
+                        frames.push(cp_frame);
+                        checkpoint = Some(cp);
+                        since_checkpoint = 0;
+                    }
                 }
                 Decision::Duplicate { seq } => {
                     let hash = match group_hashes.get(&seq) {
@@ -305,14 +321,17 @@ impl Store {
         if frames.is_empty() {
             return Ok((outcomes, None));
         }
-        let checkpoint =
-            Checkpoint::sign(origin, head, now_micros.div_euclid(1_000_000), signer).map_err(StoreError::Sign)?;
-        let cp_frame = Frame::Checkpoint(checkpoint.clone());
-        batch.index_frame(JournalPos(next_pos), &cp_frame, Source::Checked)?;
-        frames.push(cp_frame);
+        if since_checkpoint > 0 {
+            let cp = Checkpoint::sign(origin, head, at_unix_seconds, signer).map_err(StoreError::Sign)?;
+            let cp_frame = Frame::Checkpoint(cp.clone());
+            batch.index_frame(JournalPos(next_pos), &cp_frame, Source::Checked)?;
+            frames.push(cp_frame);
+            checkpoint = Some(cp);
+        }
+        let checkpoint = checkpoint.expect("a group with entries ends with a checkpoint");
         let decided = std::time::Instant::now();
         let positions = self.journal.append(&frames)?;
-        debug_assert_eq!(positions.last().map(|p| p.0), Some(next_pos));
+        debug_assert!(positions.last().is_some());
         let written = std::time::Instant::now();
         self.journal.sync()?;
         let synced = std::time::Instant::now();
@@ -361,95 +380,93 @@ pub enum ReplicaOutcome {
 
 impl Store {
     /// Stores entries of another origin that a valid checkpoint of that origin covers (checked by
-    /// `sync::LinkReceiver`), through the same journal path as local appends. Entries held already
-    /// are compared with ours; any difference under a valid signature is a fork.
+    /// `sync::LinkReceiver`), through the same journal path as local appends, as the sync judge
+    /// decides: new entries that link, a fresher checkpoint of the head, or fork evidence.
     pub fn commit_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
         let origin = covered.origin;
-        if origin == local {
-            let ours = self.index.head(origin)?.seq();
-            if covered.checkpoint.seq > ours {
-                return Ok(ReplicaOutcome::OwnLogBehind {
-                    ours,
-                    theirs: covered.checkpoint.seq,
-                });
-            }
-            return Ok(ReplicaOutcome::Refused(format!(
-                "{origin} is this node's own origin; only this node writes it"
-            )));
-        }
-        if self.index.fork(origin)?.is_some() {
-            return Ok(ReplicaOutcome::Refused(format!(
-                "origin {origin} is forked; its entries are refused"
-            )));
-        }
         let reader = self.journal.reader();
-        let head = self.index.head(origin)?;
-        let cp = &covered.checkpoint;
-        // A checkpoint over entries we hold must match our chain; a new chain must link to ours.
-        // The covered entries are linked (checked by the link receiver), so in a hash chain the
-        // highest entry we both hold decides for all below it: one lookup, not one per entry.
-        let mut contradicts = None;
-        // The hash at our head is known without reading: a second copy of what another peer
-        // just delivered (the usual case in a mesh) costs no journal read.
-        let hash_at = |seq: u64| -> Result<Hash, StoreError> {
-            if seq == head.seq() {
-                Ok(head.head_hash)
-            } else {
-                self.entry_hash(&reader, origin, seq)
-            }
+        let held = Held {
+            head: self.index.head(origin)?,
+            forked: self.index.fork(origin)?.is_some(),
+            latest_checkpoint_at: self.index.latest_checkpoint(origin)?.map(|c| c.at_unix_seconds),
         };
-        if let Some(top) = covered.entries.iter().rev().find(|e| e.seq < head.next_seq) {
-            if hash_at(top.seq)? != top.hash {
-                contradicts = Some(top.seq);
+        let cp = &covered.checkpoint;
+        let verdict = judge(local, &held, covered, |seq| self.entry_hash(&reader, origin, seq))?;
+        let (frames, outcome) = match verdict {
+            Verdict::Append { first_new } => {
+                let new = &covered.entries[first_new..];
+                let mut frames: Vec<Frame> = new.iter().cloned().map(Frame::Entry).collect();
+                frames.push(Frame::Checkpoint(cp.clone()));
+                (
+                    frames,
+                    ReplicaOutcome::Stored {
+                        appended: new.len() as u64,
+                    },
+                )
             }
-        }
-        if contradicts.is_none() && cp.seq < head.next_seq && cp.seq > 0 && hash_at(cp.seq)? != cp.head_hash {
-            contradicts = Some(cp.seq);
-        }
-        let new: Vec<&Entry> = covered.entries.iter().filter(|e| e.seq >= head.next_seq).collect();
-        if contradicts.is_none() {
-            if let Some(first) = new.first() {
-                if first.seq != head.next_seq {
-                    return Ok(ReplicaOutcome::Refused(format!(
-                        "gap in {origin}: have up to {}, batch starts at {}",
-                        head.seq(),
-                        first.seq
-                    )));
-                }
-                if first.prev_hash != head.head_hash {
-                    contradicts = Some(first.seq);
-                }
+            Verdict::Refresh => (
+                vec![Frame::Checkpoint(cp.clone())],
+                ReplicaOutcome::Stored { appended: 0 },
+            ),
+            Verdict::AlreadyHeld => return Ok(ReplicaOutcome::Stored { appended: 0 }),
+            Verdict::Fork { seq } => (
+                vec![Frame::ForkEvidence(cp.clone())],
+                ReplicaOutcome::Forked { origin, seq },
+            ),
+            Verdict::Gap { have, starts } => {
+                return Ok(ReplicaOutcome::Refused(format!(
+                    "gap in {origin}: have up to {have}, batch starts at {starts}"
+                )))
             }
-        }
+            Verdict::OwnLogBehind { ours, theirs } => return Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }),
+            Verdict::Refuse(reason) => return Ok(ReplicaOutcome::Refused(reason)),
+        };
         let mut batch = self.index.begin();
         let mut next_pos = self.journal.end().0;
-        let mut frames = Vec::with_capacity(new.len() + 1);
-        let outcome = if let Some(seq) = contradicts {
-            frames.push(Frame::ForkEvidence(cp.clone()));
-            ReplicaOutcome::Forked { origin, seq }
-        } else {
-            if new.is_empty() {
-                return Ok(ReplicaOutcome::Stored { appended: 0 });
-            }
-            for e in &new {
-                frames.push(Frame::Entry((*e).clone()));
-            }
-            frames.push(Frame::Checkpoint(cp.clone()));
-            ReplicaOutcome::Stored {
-                appended: new.len() as u64,
-            }
-        };
         for frame in &frames {
             let pos = JournalPos(next_pos);
             next_pos += encoded_len(frame);
-            // The link receiver checked every entry's digest and hash; the link to our head was
-            // checked above, and is checked again (cheaply) while indexing.
+            // The link receiver checked every entry's digest and hash; the judge checked the link
+            // to our head, and it is checked again (cheaply) while indexing.
             batch.index_frame(pos, frame, Source::Checked)?;
         }
         self.journal.append(&frames)?;
         self.journal.sync()?;
         batch.commit(self.journal.end())?;
         Ok(outcome)
+    }
+
+    /// Signs a fresh checkpoint of this node's own head (at start, and periodically while idle),
+    /// unless the head is empty or the latest checkpoint is younger than `min_age_seconds`.
+    /// Returns whether one was written.
+    pub fn refresh_checkpoint(
+        &mut self,
+        origin: Region,
+        signer: &dyn CheckpointSigner,
+        now_unix_seconds: i64,
+        min_age_seconds: i64,
+    ) -> Result<bool, StoreError> {
+        let head = self.index.head(origin)?;
+        if head.seq() == 0 {
+            return Ok(false);
+        }
+        if let Some(latest) = self.index.latest_checkpoint(origin)? {
+            if latest.seq == head.seq() && now_unix_seconds - latest.at_unix_seconds < min_age_seconds {
+                return Ok(false);
+            }
+            if now_unix_seconds <= latest.at_unix_seconds {
+                // Never sign a time at or before one already signed (receivers refuse it).
+                return Ok(false);
+            }
+        }
+        let checkpoint = Checkpoint::sign(origin, head, now_unix_seconds, signer).map_err(StoreError::Sign)?;
+        let frame = Frame::Checkpoint(checkpoint);
+        let mut batch = self.index.begin();
+        batch.index_frame(self.journal.end(), &frame, Source::Checked)?;
+        self.journal.append(std::slice::from_ref(&frame))?;
+        self.journal.sync()?;
+        batch.commit(self.journal.end())?;
+        Ok(true)
     }
 
     /// Journal end: everything before it is durable and indexed.

@@ -21,6 +21,8 @@ pub type Committed = (Vec<OpOutcome>, Option<Checkpoint>);
 enum Work {
     Local(Vec<Operation>, oneshot::Sender<Result<Committed, Arc<StoreError>>>),
     Replica(Box<Covered>, oneshot::Sender<Result<ReplicaOutcome, Arc<StoreError>>>),
+    /// Re-sign the head unless the latest checkpoint is younger than this many seconds.
+    Refresh(i64, oneshot::Sender<Result<bool, Arc<StoreError>>>),
 }
 
 #[derive(Clone)]
@@ -73,6 +75,17 @@ impl WriterHandle {
         rx.await.map_err(|_| Arc::new(StoreError::WriterStopped))?
     }
 
+    /// Signs a fresh checkpoint of the head (unless the latest is younger than `min_age_seconds`);
+    /// returns whether one was written.
+    pub async fn refresh_checkpoint(&self, min_age_seconds: i64) -> Result<bool, Arc<StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Refresh(min_age_seconds, reply))
+            .await
+            .map_err(|_| Arc::new(StoreError::WriterStopped))?;
+        rx.await.map_err(|_| Arc::new(StoreError::WriterStopped))?
+    }
+
     /// The journal position up to which everything is durable and indexed; changes after every
     /// commit.
     pub fn durable_end(&self) -> watch::Receiver<JournalPos> {
@@ -110,6 +123,13 @@ pub fn spawn(
                     },
                 };
                 let result = match first {
+                    Work::Refresh(min_age, reply) => {
+                        let now = now_micros().div_euclid(1_000_000);
+                        let r = store.refresh_checkpoint(origin, signer.as_ref(), now, min_age);
+                        let failed = r.as_ref().err().map(|e| e.to_string());
+                        let _ = reply.send(r.map_err(Arc::new));
+                        failed
+                    }
                     Work::Replica(covered, reply) => {
                         let r = store.commit_replicated(origin, &covered);
                         let failed = r.as_ref().err().map(|e| e.to_string());
@@ -186,6 +206,9 @@ fn refuse(work: Work) {
             let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
         }
         Work::Replica(_, reply) => {
+            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+        }
+        Work::Refresh(_, reply) => {
             let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
         }
     }

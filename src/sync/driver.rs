@@ -4,13 +4,13 @@
 //! end to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
 //! backoff. A faulty peer is marked with the reason; other peers go on.
 
-use super::{Fault, LinkReceiver};
+use super::{Batch, Clock, Fault, LinkReceiver};
 use crate::log::CheckpointVerifier;
 use crate::pki::TlsFiles;
 use crate::record::Region;
 use crate::rpc::client::connect_expecting;
 use crate::rpc::pb;
-use crate::rpc::replication::{batch_from_pb, heartbeat_heads};
+use crate::rpc::replication::{batch_from_pb, heartbeat_checkpoints, heartbeat_heads};
 use crate::store::index::Index;
 use crate::store::writer::WriterHandle;
 use crate::store::ReplicaOutcome;
@@ -38,6 +38,8 @@ pub struct DriverLimits {
     pub reconnect_max: Duration,
     /// No message (batch or heartbeat) for this long: the link is dead, reconnect.
     pub silence_max: Duration,
+    /// A checkpoint dated more than this ahead of our clock is refused as a forgery attempt.
+    pub clock_skew_max: Duration,
 }
 
 /// What operators see of a peer link.
@@ -76,7 +78,13 @@ pub struct Link {
     pub verifier: Arc<dyn CheckpointVerifier>,
     pub limits: DriverLimits,
     pub states: PeerStates,
+    /// Set once a peer shows that it holds more of this node's own log than this node does:
+    /// (our head, theirs, the peer). Publishing is refused while it is set.
+    pub own_log_behind: OwnLogBehind,
 }
+
+/// See `Link::own_log_behind`.
+pub type OwnLogBehind = Arc<Mutex<Option<(u64, u64, String)>>>;
 
 enum LinkEnd {
     Shutdown,
@@ -146,7 +154,16 @@ async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
         s.last_contact_unix_millis = now_millis();
     });
     tracing::info!(peer = %peer.address, region = %peer.region, "sync link up");
-    let mut receiver = Some(LinkReceiver::new(heads, link.limits.pending_bytes_max));
+    let origins: Vec<Region> = heads.iter().map(|(o, _)| *o).collect();
+    let mut receiver = LinkReceiver::new(heads, link.limits.pending_bytes_max);
+    for origin in origins {
+        match link.index.latest_checkpoint(origin) {
+            Ok(Some(c)) => receiver.hold_checkpoint(origin, c.seq, c.at_unix_seconds),
+            Ok(None) => {}
+            Err(e) => return LinkEnd::Failed(format!("reading our checkpoints: {e}")),
+        }
+    }
+    let mut receiver = Some(receiver);
     loop {
         let message = match tokio::time::timeout(link.limits.silence_max, stream.message()).await {
             Err(_) => return LinkEnd::Failed(format!("no message for {:?}", link.limits.silence_max)),
@@ -157,63 +174,102 @@ async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
         update(&link.states, &peer.address, |s| {
             s.last_contact_unix_millis = now_millis()
         });
-        match message.body {
+        let batches = match message.body {
             Some(pb::sync_message::Body::Heartbeat(h)) => {
                 let heads = heartbeat_heads(&h);
                 update(&link.states, &peer.address, |s| s.heads = heads);
-            }
-            Some(pb::sync_message::Body::Batch(b)) => {
-                let batch = match batch_from_pb(&b) {
+                // The signed heads a heartbeat carries are judged like any checkpoint: a fresher
+                // one is kept, one that contradicts our chain is fork evidence.
+                match heartbeat_checkpoints(&h) {
                     Ok(b) => b,
-                    Err(e) => return fault(link, peer, format!("malformed batch: {e}")),
-                };
-                let n = batch.entries.len() as u64;
-                // Hashing and signature checks are CPU work: off the async workers.
-                let mut rx = receiver.take().expect("the receiver is put back after every batch");
-                let verifier = link.verifier.clone();
-                let checked = tokio::task::spawn_blocking(move || {
-                    let r = rx.receive(batch, verifier.as_ref());
-                    (rx, r)
-                })
-                .await;
-                let covered = match checked {
-                    Ok((rx, Ok(covered))) => {
-                        receiver = Some(rx);
-                        covered
-                    }
-                    Ok((_, Err(f))) => return fault(link, peer, fault_reason(&f)),
-                    Err(e) => return LinkEnd::Failed(format!("verification task: {e}")),
-                };
-                update(&link.states, &peer.address, |s| s.entries_received += n);
-                for c in covered {
-                    match link.writer.replicate(c).await {
-                        Ok(ReplicaOutcome::Stored { .. }) => {}
-                        Ok(ReplicaOutcome::Forked { origin, seq }) => {
-                            tracing::error!(
-                                origin = %origin,
-                                seq,
-                                peer = %peer.address,
-                                "FORK: origin signed two different logs; evidence kept, origin no longer accepted"
-                            );
-                        }
-                        Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }) => {
-                            tracing::error!(
-                                ours,
-                                theirs,
-                                peer = %peer.address,
-                                "this node's own log is behind what a peer holds of it (restored from an old backup?); new publishes would fork this origin: restore the journal from a replica"
-                            );
-                        }
-                        Ok(ReplicaOutcome::Refused(reason)) => {
-                            tracing::debug!(peer = %peer.address, reason = %reason, "batch not stored");
-                        }
-                        Err(e) => return LinkEnd::Failed(format!("store: {e}")),
-                    }
+                    Err(e) => return fault(link, peer, format!("malformed heartbeat: {e}")),
                 }
             }
+            Some(pb::sync_message::Body::Batch(b)) => match batch_from_pb(&b) {
+                Ok(b) => vec![b],
+                Err(e) => return fault(link, peer, format!("malformed batch: {e}")),
+            },
             None => return fault(link, peer, "empty sync message".to_string()),
+        };
+        for batch in batches {
+            let rx = receiver.take().expect("the receiver is put back after every batch");
+            match deliver(link, peer, rx, batch).await {
+                Ok(rx) => receiver = Some(rx),
+                Err(end) => return end,
+            }
         }
     }
+}
+
+fn clock(limits: &DriverLimits) -> Clock {
+    Clock {
+        now_unix_seconds: now_millis().div_euclid(1000),
+        skew_seconds_max: limits.clock_skew_max.as_secs() as i64,
+    }
+}
+
+/// Checks one batch on the receiver and stores what it covers; gives the receiver back, or how
+/// the link ends.
+async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Batch) -> Result<LinkReceiver, LinkEnd> {
+    let n = batch.entries.len() as u64;
+    // Hashing and signature checks are CPU work: off the async workers.
+    let verifier = link.verifier.clone();
+    let now = clock(&link.limits);
+    let checked = tokio::task::spawn_blocking(move || {
+        let r = rx.receive(batch, verifier.as_ref(), now);
+        (rx, r)
+    })
+    .await;
+    let (mut rx, covered) = match checked {
+        Ok((rx, Ok(covered))) => (rx, covered),
+        Ok((_, Err(f))) => return Err(fault(link, peer, fault_reason(&f))),
+        Err(e) => return Err(LinkEnd::Failed(format!("verification task: {e}"))),
+    };
+    let (refused, _) = rx.take_refused();
+    if !refused.is_empty() {
+        for f in &refused {
+            tracing::warn!(peer = %peer.address, origin = %f.origin, seq = f.seq, reason = %f.reason, "checkpoint refused: forgery attempt");
+        }
+        let last = &refused[refused.len() - 1];
+        let reason = format!(
+            "faulty peer: forgery attempt: checkpoint of {} at seq {} refused: {}",
+            last.origin, last.seq, last.reason
+        );
+        update(&link.states, &peer.address, |s| {
+            s.errors_total += refused.len() as u64;
+            s.last_error = reason;
+        });
+    }
+    update(&link.states, &peer.address, |s| s.entries_received += n);
+    for c in covered {
+        match link.writer.replicate(c).await {
+            Ok(ReplicaOutcome::Stored { .. }) => {}
+            Ok(ReplicaOutcome::Forked { origin, seq }) => {
+                tracing::error!(
+                    origin = %origin,
+                    seq,
+                    peer = %peer.address,
+                    "FORK: origin signed two different logs; evidence kept, origin no longer accepted"
+                );
+            }
+            Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }) => {
+                tracing::error!(
+                    ours,
+                    theirs,
+                    peer = %peer.address,
+                    "this node's own log is behind what a peer holds of it (restored from an old backup?); publishing is refused until `cxnode recover` restores it from a replica"
+                );
+                if let Ok(mut behind) = link.own_log_behind.lock() {
+                    *behind = Some((ours, theirs, peer.address.clone()));
+                }
+            }
+            Ok(ReplicaOutcome::Refused(reason)) => {
+                tracing::debug!(peer = %peer.address, reason = %reason, "batch not stored");
+            }
+            Err(e) => return Err(LinkEnd::Failed(format!("store: {e}"))),
+        }
+    }
+    Ok(rx)
 }
 
 fn fault_reason(f: &Fault) -> String {

@@ -35,6 +35,11 @@ impl CheckpointVerifier for TestVerifier {
     }
 }
 
+const CLOCK: Clock = Clock {
+    now_unix_seconds: 1_000_000,
+    skew_seconds_max: 300,
+};
+
 fn zj() -> Region {
     Region::parse("330000").expect("province")
 }
@@ -68,7 +73,7 @@ fn covered_prefixes_come_out_in_order() {
     let (entries, cps) = log(10, 4);
     let mut rx = LinkReceiver::new([], 1 << 20);
     let out = rx
-        .receive(batch(&entries[..6], &cps[..1]), &TestVerifier)
+        .receive(batch(&entries[..6], &cps[..1]), &TestVerifier, CLOCK)
         .expect("valid");
     assert_eq!(out.len(), 1);
     assert_eq!(
@@ -76,7 +81,7 @@ fn covered_prefixes_come_out_in_order() {
         vec![1, 2, 3, 4]
     );
     let out = rx
-        .receive(batch(&entries[6..], &cps[1..]), &TestVerifier)
+        .receive(batch(&entries[6..], &cps[1..]), &TestVerifier, CLOCK)
         .expect("valid");
     assert_eq!(out.iter().map(|c| c.checkpoint.seq).collect::<Vec<_>>(), vec![8, 10]);
     assert_eq!(out[1].entries.last().map(|e| e.seq), Some(10));
@@ -87,7 +92,7 @@ fn nothing_is_released_without_a_checkpoint() {
     let (entries, _) = log(5, 100);
     let mut rx = LinkReceiver::new([], 1 << 20);
     assert!(rx
-        .receive(batch(&entries, &[]), &TestVerifier)
+        .receive(batch(&entries, &[]), &TestVerifier, CLOCK)
         .expect("valid")
         .is_empty());
 }
@@ -97,7 +102,9 @@ fn a_tampered_entry_is_a_fault() {
     let (mut entries, cps) = log(5, 5);
     entries[2].op_bytes = b"changed".to_vec();
     let mut rx = LinkReceiver::new([], 1 << 20);
-    let err = rx.receive(batch(&entries, &cps), &TestVerifier).expect_err("tampered");
+    let err = rx
+        .receive(batch(&entries, &cps), &TestVerifier, CLOCK)
+        .expect_err("tampered");
     assert!(
         matches!(err, Fault::BadEntry(LogError::DigestMismatch { seq: 3, .. })),
         "{err}"
@@ -117,7 +124,9 @@ fn a_rewritten_chain_does_not_match_the_origin_checkpoint() {
         })
         .collect();
     let mut rx = LinkReceiver::new([], 1 << 20);
-    let err = rx.receive(batch(&fake, &cps), &TestVerifier).expect_err("mismatch");
+    let err = rx
+        .receive(batch(&fake, &cps), &TestVerifier, CLOCK)
+        .expect_err("mismatch");
     assert_eq!(err, Fault::CheckpointMismatch { origin: zj(), seq: 5 });
 }
 
@@ -132,10 +141,144 @@ fn a_checkpoint_signed_by_another_node_is_forged() {
     let mut forged = Checkpoint::sign(zj(), head, 3, &TestKey(js)).expect("sign");
     forged.origin = zj();
     let mut rx = LinkReceiver::new([], 1 << 20);
+    let out = rx
+        .receive(batch(&entries, &[forged]), &TestVerifier, CLOCK)
+        .expect("a refused checkpoint is reported, not a fault of the link");
+    assert!(out.is_empty(), "nothing is covered by a forged checkpoint");
+    let (refused, total) = rx.take_refused();
+    assert_eq!(total, 1);
+    assert!(refused[0].reason.contains("signature"), "{:?}", refused);
+}
+
+fn refused_reason(rx: &mut LinkReceiver) -> String {
+    let (refused, _) = rx.take_refused();
+    refused.first().map(|f| f.reason.clone()).unwrap_or_default()
+}
+
+#[test]
+fn a_blanked_entry_is_a_fault() {
+    let (mut entries, cps) = log(5, 5);
+    entries[2].op_bytes.clear();
+    let mut rx = LinkReceiver::new([], 1 << 20);
     let err = rx
-        .receive(batch(&entries, &[forged]), &TestVerifier)
-        .expect_err("forged");
-    assert!(matches!(err, Fault::ForgedCheckpoint { seq: 3, .. }), "{err}");
+        .receive(batch(&entries, &cps), &TestVerifier, CLOCK)
+        .expect_err("blank");
+    assert!(
+        matches!(err, Fault::BadEntry(LogError::MissingBytes { seq: 3, .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn checkpoints_dated_in_the_future_or_before_their_entries_are_refused() {
+    let (entries, _) = log(4, 4);
+    let head = ChainHead {
+        next_seq: 5,
+        head_hash: entries[3].hash,
+    };
+    let future = Checkpoint::sign(zj(), head, CLOCK.now_unix_seconds + 301, &TestKey(zj())).expect("sign");
+    let mut rx = LinkReceiver::new([], 1 << 20);
+    assert!(rx
+        .receive(batch(&entries, &[future]), &TestVerifier, CLOCK)
+        .expect("refused, not a fault")
+        .is_empty());
+    assert!(refused_reason(&mut rx).contains("ahead"));
+
+    let mut late = entries.clone();
+    // Entries appended at t = 500 s, a checkpoint over them dated 400 s.
+    let mut h = ChainHead::default();
+    for (i, e) in late.iter_mut().enumerate() {
+        *e = Entry::new(zj(), i as u64 + 1, h.head_hash, 500_000_000, e.op_bytes.clone());
+        h.advance(e).expect("links");
+    }
+    let early = Checkpoint::sign(zj(), h, 400, &TestKey(zj())).expect("sign");
+    let mut rx = LinkReceiver::new([], 1 << 20);
+    assert!(rx
+        .receive(batch(&late, &[early]), &TestVerifier, CLOCK)
+        .expect("refused, not a fault")
+        .is_empty());
+    assert!(refused_reason(&mut rx).contains("before the entry"));
+}
+
+#[test]
+fn a_back_dated_checkpoint_past_the_held_head_is_refused() {
+    // The held head (seq 3) was re-signed at t = 900; a revoked key forges seq 4..5 dated 10.
+    let (entries, _) = log(5, 5);
+    let mut held = ChainHead::default();
+    for e in &entries[..3] {
+        held.advance(e).expect("links");
+    }
+    let mut rx = LinkReceiver::new([(zj(), held)], 1 << 20);
+    rx.hold_checkpoint(zj(), 3, 900);
+    let mut h = held;
+    for e in &entries[3..] {
+        h.advance(e).expect("links");
+    }
+    let forged = Checkpoint::sign(zj(), h, 10, &TestKey(zj())).expect("sign");
+    assert!(rx
+        .receive(batch(&entries[3..], &[forged]), &TestVerifier, CLOCK)
+        .expect("refused, not a fault")
+        .is_empty());
+    assert!(refused_reason(&mut rx).contains("back-dated"));
+    // The same entries under an honest, later checkpoint are taken.
+    let honest = Checkpoint::sign(zj(), h, 950, &TestKey(zj())).expect("sign");
+    let out = rx.receive(batch(&[], &[honest]), &TestVerifier, CLOCK).expect("valid");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].entries.len(), 2);
+}
+
+#[test]
+fn a_longer_branch_from_a_relay_reaches_the_judge_instead_of_faulting_the_link() {
+    // We hold branch B up to 3; the relay streams branch A from 4 on, under A's valid checkpoint.
+    let (a, a_cps) = log(6, 6);
+    let mut b_head = ChainHead::default();
+    for seq in 1..=3 {
+        let e = Entry::new(zj(), seq, b_head.head_hash, 0, format!("b {seq}").into_bytes());
+        b_head.advance(&e).expect("links");
+    }
+    let mut rx = LinkReceiver::new([(zj(), b_head)], 1 << 20);
+    let out = rx
+        .receive(batch(&a[3..], &a_cps), &TestVerifier, CLOCK)
+        .expect("a different branch is not a fault of the relay");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].entries[0].seq, 4);
+    assert_ne!(
+        out[0].entries[0].prev_hash, b_head.head_hash,
+        "the judge sees the break"
+    );
+    // After the first entry, the link's own stream must link.
+    let (a2, _) = log(9, 9);
+    assert!(rx.receive(batch(&a2[7..], &[]), &TestVerifier, CLOCK).is_err());
+}
+
+#[test]
+fn the_pending_bound_covers_all_origins_of_a_link() {
+    let (a, _) = log(10, 100);
+    let js = Region::parse("320000").expect("province");
+    let mut h = ChainHead::default();
+    let b: Vec<Entry> = (1..=10)
+        .map(|seq| {
+            let e = Entry::new(js, seq, h.head_hash, 0, vec![b'x'; 100]);
+            h.advance(&e).expect("links");
+            e
+        })
+        .collect();
+    // Either origin alone fits; both together do not.
+    let limit = 10 * (100 + crate::log::ENTRY_OVERHEAD_BYTES) + 500;
+    let mut rx = LinkReceiver::new([], limit);
+    rx.receive(batch(&a, &[]), &TestVerifier, CLOCK).expect("fits");
+    let err = rx
+        .receive(
+            Batch {
+                origin: Some(js),
+                entries: b,
+                checkpoints: vec![],
+            },
+            &TestVerifier,
+            CLOCK,
+        )
+        .expect_err("over the link's bound");
+    assert!(matches!(err, Fault::Overflow { .. }), "{err}");
 }
 
 #[test]
@@ -146,7 +289,7 @@ fn entries_already_held_are_skipped_and_the_stream_resumes_after_them() {
         held.advance(e).expect("links");
     }
     let mut rx = LinkReceiver::new([(zj(), held)], 1 << 20);
-    let out = rx.receive(batch(&entries, &cps), &TestVerifier).expect("valid");
+    let out = rx.receive(batch(&entries, &cps), &TestVerifier, CLOCK).expect("valid");
     assert_eq!(
         out.len(),
         2,
@@ -160,7 +303,9 @@ fn entries_already_held_are_skipped_and_the_stream_resumes_after_them() {
 fn buffers_are_bounded() {
     let (entries, _) = log(50, 100);
     let mut rx = LinkReceiver::new([], 2_000);
-    let err = rx.receive(batch(&entries, &[]), &TestVerifier).expect_err("overflow");
+    let err = rx
+        .receive(batch(&entries, &[]), &TestVerifier, CLOCK)
+        .expect_err("overflow");
     assert_eq!(
         err,
         Fault::Overflow {
@@ -259,7 +404,7 @@ mod convergence {
                 let b = std::mem::take(batch);
                 for c in link
                     .receiver
-                    .receive(b, &TestVerifier)
+                    .receive(b, &TestVerifier, CLOCK)
                     .expect("honest peers send valid data")
                 {
                     to.store(c);

@@ -352,6 +352,71 @@ fn an_origin_restored_from_an_old_backup_sees_that_peers_hold_more_of_its_log() 
             50,
             "it never takes its own entries from a peer"
         );
+        // Publishing now would fork the origin: it is refused, naming what to do.
+        let refused = fed
+            .publish(0, lines(3, a, 5))
+            .await
+            .expect_err("a restored origin must not publish");
+        let text = format!("{refused:#}");
+        assert!(
+            text.contains("publishing is refused") && text.contains("restore"),
+            "{text}"
+        );
+        assert_eq!(fed.heads(0).await.expect("heads")[&a.code()].0, 50);
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn a_longer_branch_from_an_honest_relay_is_a_fork_and_the_relay_is_not_blamed() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
+            .await
+            .expect("start");
+        let a = fed.nodes[0].region;
+        fed.publish(0, lines(1, a, 60)).await.expect("publish");
+        // The watcher holds branch B: origin a's chain as node 0 signed it.
+        let d = Region::parse("110000").expect("province");
+        let watcher = fed.add_node(d, "data-watcher", &[0]).await.expect("watcher");
+        wait_head(&fed, watcher, a, 60).await;
+        fed.stop_node(watcher).await.expect("stop watcher");
+        // A twin of a (same key) signs a longer branch A; an honest relay holds only that branch.
+        let twin = fed.add_node(a, "data-twin", &[]).await.expect("twin");
+        fed.publish(twin, lines(3, a, 80)).await.expect("twin publishes");
+        let c = Region::parse("310000").expect("province");
+        let relay = fed.add_node(c, "data-relay", &[twin]).await.expect("relay");
+        wait_head(&fed, relay, a, 80).await;
+        // The watcher now pulls from the relay only.
+        fed.set_peers(watcher, &[relay]);
+        fed.start_node(watcher).await.expect("watcher back");
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let heads = fed.heads(watcher).await.expect("heads");
+            if heads.get(&a.code()).is_some_and(|h| h.2) {
+                assert_eq!(heads[&a.code()].0, 60, "nothing of the other branch is stored");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fork of {a} was never recorded: {heads:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = fed.sync_status(watcher).await.expect("status");
+        assert!(status.forks.iter().any(|f| f.origin == a.code()), "{status:?}");
+        let link = status
+            .peers
+            .iter()
+            .find(|p| p.address == fed.nodes[relay].addr.to_string())
+            .expect("relay listed");
+        assert!(
+            link.connected && !link.last_error.contains("faulty"),
+            "the relay carried valid data and is not blamed: {link:?}"
+        );
+        // The relay's own origin still arrives.
+        fed.publish(relay, lines(4, c, 10)).await.expect("publish");
+        wait_head(&fed, watcher, c, 10).await;
         fed.shutdown().await.expect("shutdown");
     });
 }
