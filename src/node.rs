@@ -4,7 +4,7 @@
 //! and a shutdown future, so tests pass their own.
 
 use crate::config::Config;
-use crate::pki::{self, Identity, NodeSigner, SignatureVerifier};
+use crate::pki::{self, Identity, NodeSigner};
 use crate::policy::{Policy, PolicyError};
 use crate::rpc::operations::OperationsService;
 use crate::rpc::pb;
@@ -127,8 +127,11 @@ pub async fn serve(
             group_ops_max: config.group_ops_max,
         },
     );
-    let verifier: Arc<dyn crate::log::CheckpointVerifier> =
-        Arc::new(SignatureVerifier::new(&config.tls.ca, config.tls.crl.as_deref())?);
+    let checkpoint_verifier = Arc::new(crate::pki::ReloadingVerifier::new(
+        &config.tls.ca,
+        config.tls.crl.as_deref(),
+    )?);
+    let verifier: Arc<dyn crate::log::CheckpointVerifier> = checkpoint_verifier.clone();
     let replication = ReplicationService {
         policy: policy.clone(),
         index: index.clone(),
@@ -222,8 +225,16 @@ pub async fn serve(
         loop {
             tick.tick().await;
             let tls = reload_tls.clone();
-            // Reading and parsing files is blocking work.
-            let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+            let signatures = checkpoint_verifier.clone();
+            // Reading and parsing files is blocking work. The checkpoint verifier reloads with
+            // the TLS material: a revocation applies to handshakes and signatures alike.
+            let _ = tokio::task::spawn_blocking(move || {
+                tls.reload_if_changed();
+                if let Err(e) = signatures.reload() {
+                    tracing::warn!(error = %e, "checkpoint verifier not reloaded; the last good CA and CRL stay in force");
+                }
+            })
+            .await;
         }
     });
 

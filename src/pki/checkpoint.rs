@@ -29,3 +29,36 @@ impl CheckpointVerifier for SignatureVerifier {
         .map_err(|e| e.to_string())
     }
 }
+
+/// The checkpoint verifier a node runs with: the federation CA and CRL, reloaded with the TLS
+/// material, so a certificate revoked for TLS is revoked for signatures at the same moment.
+pub struct ReloadingVerifier {
+    ca: std::path::PathBuf,
+    crl: Option<std::path::PathBuf>,
+    current: std::sync::RwLock<std::sync::Arc<SignatureVerifier>>,
+}
+
+impl ReloadingVerifier {
+    pub fn new(ca: &std::path::Path, crl: Option<&std::path::Path>) -> Result<ReloadingVerifier, super::PkiError> {
+        let first = SignatureVerifier::new(ca, crl)?;
+        Ok(ReloadingVerifier {
+            ca: ca.to_path_buf(),
+            crl: crl.map(std::path::Path::to_path_buf),
+            current: std::sync::RwLock::new(std::sync::Arc::new(first)),
+        })
+    }
+
+    /// Reads the CA and CRL files again; on an error the last good verifier stays in force.
+    pub fn reload(&self) -> Result<(), super::PkiError> {
+        let next = SignatureVerifier::new(&self.ca, self.crl.as_deref())?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+        Ok(())
+    }
+}
+
+impl CheckpointVerifier for ReloadingVerifier {
+    fn verify(&self, checkpoint: &Checkpoint) -> Result<(), String> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        CheckpointVerifier::verify(current.as_ref(), checkpoint)
+    }
+}

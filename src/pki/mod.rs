@@ -17,6 +17,7 @@ mod files;
 use std::path::PathBuf;
 
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
+pub use checkpoint::ReloadingVerifier;
 pub use identity::{identity_from_cert_der, Identity};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{cert_not_after, client_config, load_cert_chain, load_key, load_roots, server_config, TlsFiles};

@@ -124,3 +124,47 @@ fn the_writer_survives_hundreds_of_random_crash_points() {
     }
     assert_eq!(crash_points, SEEDS * ROUNDS);
 }
+
+#[test]
+fn a_large_group_is_covered_every_checkpoint_entries_max_entries() {
+    use crate::store::journal::Frame;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = StoreConfig::new(&dir.path().join("data"));
+    cfg.local = Some(zj());
+    let (mut store, _) = Store::open(&cfg).expect("open");
+    let mut gen = RecordGenerator::new(9, zj());
+    let n = 3 * crate::log::CHECKPOINT_ENTRIES_MAX as usize + 17;
+    let (outcomes, last) = store
+        .commit_local(zj(), &ops(&mut gen, n), &Key, 1_700_000_000_000_000)
+        .expect("one group");
+    let appended = outcomes
+        .iter()
+        .filter(|o| matches!(o, OpOutcome::Appended { .. }))
+        .count() as u64;
+    assert_eq!(
+        last.map(|c| c.seq),
+        Some(appended),
+        "the group's last checkpoint covers it all"
+    );
+    let mut uncovered = 0u64;
+    let mut most_uncovered = 0u64;
+    let mut checkpoints = Vec::new();
+    store
+        .reader()
+        .scan(super::journal::JournalPos(0), store.journal_end(), |_, _, f| {
+            match f {
+                Frame::Entry(_) => uncovered += 1,
+                Frame::Checkpoint(c) => {
+                    checkpoints.push(c.seq);
+                    uncovered = 0;
+                }
+                Frame::ForkEvidence(_) => {}
+            }
+            most_uncovered = most_uncovered.max(uncovered);
+            Ok::<_, super::journal::JournalError>(true)
+        })
+        .expect("scan");
+    assert!(most_uncovered <= crate::log::CHECKPOINT_ENTRIES_MAX, "{most_uncovered}");
+    assert_eq!(checkpoints.len(), 4, "{checkpoints:?}");
+    assert_eq!(checkpoints.last().copied(), Some(appended));
+}

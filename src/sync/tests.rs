@@ -518,3 +518,33 @@ mod convergence {
         }
     }
 }
+
+#[test]
+fn the_smallest_allowed_link_bound_holds_one_checkpoint_span_of_the_largest_records() {
+    // What `sync.pending_bytes_max` may be set to at least (config refuses less).
+    let limit = crate::log::CHECKPOINT_ENTRIES_MAX
+        * (crate::record::RECORD_BYTES_MAX as u64 + crate::log::ENTRY_OVERHEAD_BYTES);
+    let mut head = ChainHead::default();
+    let mut rx = LinkReceiver::new([], limit);
+    let mut covered = 0;
+    // 1,000 records of 64 KiB, signed every CHECKPOINT_ENTRIES_MAX entries as the writer does.
+    for seq in 1..=1000u64 {
+        let e = Entry::new(
+            zj(),
+            seq,
+            head.head_hash,
+            0,
+            vec![b'r'; crate::record::RECORD_BYTES_MAX],
+        );
+        head.advance(&e).expect("links");
+        let cps = if seq % crate::log::CHECKPOINT_ENTRIES_MAX == 0 || seq == 1000 {
+            vec![Checkpoint::sign(zj(), head, 1, &TestKey(zj())).expect("sign")]
+        } else {
+            vec![]
+        };
+        for c in rx.receive(batch(&[e], &cps), &TestVerifier, CLOCK).expect("fits") {
+            covered += c.entries.len();
+        }
+    }
+    assert_eq!(covered, 1000);
+}
