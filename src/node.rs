@@ -161,7 +161,7 @@ pub async fn serve(
             }
         }
     });
-    let own_log_behind: crate::sync::driver::OwnLogBehind = Arc::default();
+    let own_log_behind: crate::sync::OwnLogBehind = Arc::default();
     let (stop_links, links_stopped) = watch::channel(false);
     let peer_states: PeerStates = Arc::default();
     let mut links = Vec::new();

@@ -22,11 +22,11 @@ pub struct PublisherService {
     pub policy: Arc<Policy>,
     pub writer: WriterHandle,
     /// Set when a peer holds more of this origin's log than this node: publishing is refused.
-    pub own_log_behind: crate::sync::driver::OwnLogBehind,
+    pub own_log_behind: crate::sync::OwnLogBehind,
 }
 
 /// FAILED_PRECONDITION while this node's own log is behind a peer's copy of it.
-fn refuse_if_behind(origin: Region, behind: &crate::sync::driver::OwnLogBehind) -> Result<(), Status> {
+fn refuse_if_behind(origin: Region, behind: &crate::sync::OwnLogBehind) -> Result<(), Status> {
     let state = behind.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match state {
         None => Ok(()),

@@ -4,7 +4,7 @@
 //! end to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
 //! backoff. A faulty peer is marked with the reason; other peers go on.
 
-use super::{Batch, Clock, Fault, LinkReceiver};
+use super::{Batch, Clock, Fault, LinkReceiver, OwnLogBehind};
 use crate::log::CheckpointVerifier;
 use crate::pki::TlsFiles;
 use crate::record::Region;
@@ -82,9 +82,6 @@ pub struct Link {
     /// (our head, theirs, the peer). Publishing is refused while it is set.
     pub own_log_behind: OwnLogBehind,
 }
-
-/// See `Link::own_log_behind`.
-pub type OwnLogBehind = Arc<Mutex<Option<(u64, u64, String)>>>;
 
 enum LinkEnd {
     Shutdown,

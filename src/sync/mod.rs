@@ -45,6 +45,10 @@ pub struct Clock {
     pub skew_seconds_max: i64,
 }
 
+/// Set once a peer shows that it holds more of this node's own log than this node does: (our
+/// head, theirs, the peer). The driver sets it; the publisher refuses to publish while it is set.
+pub type OwnLogBehind = std::sync::Arc<std::sync::Mutex<Option<(u64, u64, String)>>>;
+
 /// A checkpoint refused as untrustworthy: reported, never stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forgery {
