@@ -69,9 +69,6 @@ fn only_rpc_knows_the_wire_types() {
 #[test]
 fn the_sync_engine_imports_no_io_crate() {
     // Every file of src/sync but the driver (which does the I/O through the engine) is pure.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join("sync");
-    let mut files = Vec::new();
-    rust_files(&root, &mut files);
     let forbidden = [
         "tokio",
         "tonic",
@@ -82,28 +79,10 @@ fn the_sync_engine_imports_no_io_crate() {
         "std::net",
         "SystemTime",
     ];
-    let mut found = Vec::new();
-    for f in files.iter().filter(|f| !f.ends_with("driver.rs")) {
-        let name = format!("sync/{}", f.file_stem().and_then(|s| s.to_str()).unwrap_or_default());
-        let name = if name == "sync/mod" {
-            "sync/mod".to_string()
-        } else {
-            name
-        };
-        let text = std::fs::read_to_string(f).expect("read");
-        for (i, line) in text.lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            for c in &forbidden {
-                if code.contains(&format!("{c}::")) {
-                    found.push(format!("{name}:{}: uses {c}", i + 1));
-                }
-            }
-        }
-    }
-    assert!(files.len() >= 3, "the sync engine's files are found: {files:?}");
+    let found: Vec<String> = offenders("sync", &forbidden)
+        .into_iter()
+        .filter(|o| !o.contains("driver.rs:"))
+        .collect();
     assert!(
         found.is_empty(),
         "the sync engine must stay pure:\n{}",
