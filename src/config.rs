@@ -188,8 +188,8 @@ pub struct Config {
     pub message_bytes_max: usize,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub peers: Vec<crate::sync::driver::PeerConfig>,
-    pub sync: crate::sync::driver::DriverLimits,
+    pub peers: Vec<crate::sync::peer::PeerConfig>,
+    pub sync: crate::sync::peer::DriverLimits,
     pub heartbeat: Duration,
     /// While idle, the origin re-signs its head at least this often (`sync.checkpoint_refresh_seconds`).
     pub checkpoint_refresh: Duration,
@@ -300,7 +300,7 @@ impl Config {
                     p.address
                 ));
             }
-            peers.push(crate::sync::driver::PeerConfig {
+            peers.push(crate::sync::peer::PeerConfig {
                 address: p.address.clone(),
                 region: peer_region,
                 server_name: p.server_name.clone(),
@@ -341,7 +341,7 @@ impl Config {
         if y.reconnect_min_ms == 0 || y.reconnect_max_ms < y.reconnect_min_ms {
             return Err("sync.reconnect_min_ms / reconnect_max_ms: need 0 < min <= max".to_string());
         }
-        let sync = crate::sync::driver::DriverLimits {
+        let sync = crate::sync::peer::DriverLimits {
             batch_entries_max: y.batch_entries_max,
             batch_bytes_max: y.batch_bytes_max,
             pending_bytes_max: y.pending_bytes_max,

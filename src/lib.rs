@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod link;
 pub mod log;
 pub mod node;
 pub mod pki;

@@ -4,6 +4,7 @@
 //! and a shutdown future, so tests pass their own.
 
 use crate::config::Config;
+use crate::link::{run_peer, Link};
 use crate::pki::{self, Identity, NodeSigner};
 use crate::policy::{Policy, PolicyError};
 use crate::rpc::operations::OperationsService;
@@ -14,7 +15,7 @@ use crate::rpc::transport::{self, ReloadableTls, TransportStats};
 use crate::store::journal::JournalReader;
 use crate::store::writer::{self, WriterLimits};
 use crate::store::{Store, StoreError};
-use crate::sync::driver::{run_peer, Link, PeerStates};
+use crate::sync::peer::PeerStates;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -168,7 +169,6 @@ pub async fn serve(
     for peer in &config.peers {
         let link = Link {
             local: config.region,
-            tls: config.tls.clone(),
             writer: writer.clone(),
             index: index.clone(),
             verifier: verifier.clone(),
@@ -176,7 +176,18 @@ pub async fn serve(
             states: peer_states.clone(),
             own_log_behind: own_log_behind.clone(),
         };
-        links.push(tokio::spawn(run_peer(link, peer.clone(), links_stopped.clone())));
+        let connector = Arc::new(crate::rpc::replication::TlsPeer {
+            address: peer.address.clone(),
+            region: peer.region,
+            server_name: peer.server_name.clone(),
+            tls: config.tls.clone(),
+        });
+        links.push(tokio::spawn(run_peer(
+            link,
+            peer.clone(),
+            connector,
+            links_stopped.clone(),
+        )));
     }
     let certificates = match crate::pki::load_cert_chain(&config.tls.cert) {
         Ok(chain) => chain

@@ -5,6 +5,8 @@
 //! bytes can be erased later and the chain still verifies.
 
 pub mod ledger;
+#[cfg(test)]
+pub mod testkeys;
 
 use crate::record::Region;
 use sha2::{Digest, Sha256};

@@ -52,6 +52,21 @@ impl From<&Entry> for pb::Entry {
     }
 }
 
+/// Moves the entry's bytes into the message (no copy): what a sync stream sends.
+impl From<Entry> for pb::Entry {
+    fn from(e: Entry) -> Self {
+        pb::Entry {
+            origin: e.origin.code(),
+            seq: e.seq,
+            prev_hash: e.prev_hash.to_vec().into(),
+            appended_at_micros: e.appended_at_micros,
+            op_digest: e.op_digest.to_vec().into(),
+            op_bytes: e.op_bytes.into(),
+            hash: e.hash.to_vec().into(),
+        }
+    }
+}
+
 impl From<&Checkpoint> for pb::Checkpoint {
     fn from(c: &Checkpoint) -> Self {
         pb::Checkpoint {

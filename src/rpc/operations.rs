@@ -9,7 +9,7 @@ use crate::policy::{Policy, Rpc};
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::store::journal::{Frame, JournalReader};
-use crate::sync::driver::{PeerConfig, PeerStates};
+use crate::sync::peer::{PeerConfig, PeerStates};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

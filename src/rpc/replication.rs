@@ -9,10 +9,14 @@
 use super::pb;
 use super::{caller, Caller};
 use crate::log::{Checkpoint, Entry};
+use crate::pki::{Identity, TlsFiles};
 use crate::policy::{Policy, Rpc};
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::store::journal::{Frame, JournalPos, JournalReader};
+use crate::sync::peer::{Incoming, PeerConnector, PeerError, PeerFuture, PeerStream, SyncOpen};
+use crate::sync::sender::{SendLimits, Sender};
+use crate::sync::Batch;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,71 +78,6 @@ pub fn heads(index: &Index, journal: &JournalReader) -> Result<Vec<pb::Head>, St
     Ok(out)
 }
 
-/// Builds bounded batches from journal frames, per origin, in journal order.
-struct Batcher {
-    next: BTreeMap<Region, u64>,
-    limits: SyncLimits,
-    origin: Option<Region>,
-    entries: Vec<pb::Entry>,
-    checkpoints: Vec<pb::Checkpoint>,
-    bytes: usize,
-}
-
-impl Batcher {
-    fn flush(&mut self) -> Option<pb::SyncMessage> {
-        let origin = self.origin.take()?;
-        if self.entries.is_empty() && self.checkpoints.is_empty() {
-            return None;
-        }
-        self.bytes = 0;
-        Some(pb::SyncMessage {
-            body: Some(pb::sync_message::Body::Batch(pb::SyncBatch {
-                origin: origin.code(),
-                entries: std::mem::take(&mut self.entries),
-                checkpoints: std::mem::take(&mut self.checkpoints),
-            })),
-        })
-    }
-
-    /// Takes one frame; returns batches that are complete.
-    fn push(&mut self, frame: Frame, out: &mut Vec<pb::SyncMessage>) {
-        let (origin, item): (Region, Result<&Entry, &Checkpoint>) = match &frame {
-            Frame::Entry(e) => (e.origin, Ok(e)),
-            Frame::Checkpoint(c) => (c.origin, Err(c)),
-            Frame::ForkEvidence(_) => return,
-        };
-        let next = self.next.get(&origin).copied().unwrap_or(1);
-        let wanted = match item {
-            Ok(e) => e.seq >= next,
-            // A checkpoint covering anything the peer still lacks, or the one at its head.
-            Err(c) => c.seq + 1 >= next,
-        };
-        if !wanted {
-            return;
-        }
-        if self.origin != Some(origin) {
-            out.extend(self.flush());
-            self.origin = Some(origin);
-        }
-        match item {
-            Ok(e) => {
-                self.next.insert(origin, e.seq + 1);
-                self.bytes += e.op_bytes.len() + 128;
-                self.entries.push(pb::Entry::from(e));
-            }
-            Err(c) => {
-                self.checkpoints.push(pb::Checkpoint::from(c));
-                // A checkpoint closes a batch: the receiver can store what it covers at once.
-                out.extend(self.flush());
-                return;
-            }
-        }
-        if self.entries.len() >= self.limits.batch_entries_max || self.bytes >= self.limits.batch_bytes_max {
-            out.extend(self.flush());
-        }
-    }
-}
-
 fn heartbeat(index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> {
     let heads = heads(index, journal).ok()?;
     let at_unix_millis = SystemTime::now()
@@ -196,22 +135,25 @@ fn stream_journal(
             return;
         }
     }
-    let mut batcher = Batcher {
-        next: have,
-        limits,
-        origin: None,
-        entries: Vec::new(),
-        checkpoints: Vec::new(),
-        bytes: 0,
-    };
+    let mut sender = Sender::new(
+        have,
+        SendLimits {
+            batch_entries_max: limits.batch_entries_max,
+            batch_bytes_max: limits.batch_bytes_max,
+        },
+    );
     loop {
         let end = *durable_end.borrow_and_update();
         if start < end {
             let mut out = Vec::new();
             let scanned = journal.scan(start, end, |_, _, frame| {
-                batcher.push(frame, &mut out);
-                for m in out.drain(..) {
-                    if !send(m) {
+                match frame {
+                    Frame::Entry(e) => sender.entry(e, &mut out),
+                    Frame::Checkpoint(c) => sender.checkpoint(c, &mut out),
+                    Frame::ForkEvidence(_) => {}
+                }
+                for b in out.drain(..) {
+                    if !send(batch_to_pb(b)) {
                         return Ok::<_, crate::store::journal::JournalError>(false);
                     }
                 }
@@ -222,8 +164,8 @@ fn stream_journal(
                 let _ = tx.blocking_send(Err(Status::internal(format!("journal read failed: {e}"))));
                 return;
             }
-            if let Some(m) = batcher.flush() {
-                if !send(m) {
+            if let Some(b) = sender.flush() {
+                if !send(batch_to_pb(b)) {
                     return;
                 }
             }
@@ -301,10 +243,20 @@ impl pb::replication_server::Replication for ReplicationService {
     }
 }
 
+fn batch_to_pb(b: Batch) -> pb::SyncMessage {
+    pb::SyncMessage {
+        body: Some(pb::sync_message::Body::Batch(pb::SyncBatch {
+            origin: b.origin.map_or(0, |o| o.code()),
+            entries: b.entries.into_iter().map(pb::Entry::from).collect(),
+            checkpoints: b.checkpoints.iter().map(pb::Checkpoint::from).collect(),
+        })),
+    }
+}
+
 /// Converts a received batch to the sync core's form, validating field sizes.
-pub fn batch_from_pb(b: &pb::SyncBatch) -> Result<crate::sync::Batch, String> {
+pub fn batch_from_pb(b: &pb::SyncBatch) -> Result<Batch, String> {
     let origin = Region::from_code(b.origin).map_err(|e| format!("batch origin: {e}"))?;
-    Ok(crate::sync::Batch {
+    Ok(Batch {
         origin: Some(origin),
         entries: b.entries.iter().map(Entry::try_from).collect::<Result<_, _>>()?,
         checkpoints: b
@@ -316,12 +268,12 @@ pub fn batch_from_pb(b: &pb::SyncBatch) -> Result<crate::sync::Batch, String> {
 }
 
 /// The signed heads of a heartbeat, as one checkpoint-only batch per origin.
-pub fn heartbeat_checkpoints(h: &pb::Heartbeat) -> Result<Vec<crate::sync::Batch>, String> {
+pub fn heartbeat_checkpoints(h: &pb::Heartbeat) -> Result<Vec<Batch>, String> {
     let mut out = Vec::new();
     for head in &h.heads {
         if let Some(cp) = &head.latest_checkpoint {
             let cp = Checkpoint::try_from(cp)?;
-            out.push(crate::sync::Batch {
+            out.push(Batch {
                 origin: Some(cp.origin),
                 entries: Vec::new(),
                 checkpoints: vec![cp],
@@ -334,4 +286,71 @@ pub fn heartbeat_checkpoints(h: &pb::Heartbeat) -> Result<Vec<crate::sync::Batch
 /// Peer heads from a heartbeat: origin -> (seq, forked).
 pub fn heartbeat_heads(h: &pb::Heartbeat) -> HashMap<u32, (u64, bool)> {
     h.heads.iter().map(|x| (x.origin, (x.seq, x.forked))).collect()
+}
+
+/// Converts one received message to the sync core's form.
+pub fn incoming_from_pb(m: pb::SyncMessage) -> Result<Incoming, PeerError> {
+    match m.body {
+        Some(pb::sync_message::Body::Heartbeat(h)) => Ok(Incoming::Heartbeat {
+            heads: heartbeat_heads(&h),
+            checkpoints: heartbeat_checkpoints(&h)
+                .map_err(|e| PeerError::Malformed(format!("malformed heartbeat: {e}")))?,
+        }),
+        Some(pb::sync_message::Body::Batch(b)) => batch_from_pb(&b)
+            .map(Incoming::Batch)
+            .map_err(|e| PeerError::Malformed(format!("malformed batch: {e}"))),
+        None => Err(PeerError::Malformed("empty sync message".to_string())),
+    }
+}
+
+/// Largest message a sync client accepts from a peer.
+const SYNC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A peer reached over mutual TLS as this node; its certificate must name `cx://node/<region>`.
+pub struct TlsPeer {
+    pub address: String,
+    pub region: Region,
+    pub server_name: Option<String>,
+    pub tls: TlsFiles,
+}
+
+struct TlsStream(tonic::Streaming<pb::SyncMessage>);
+
+impl PeerStream for TlsStream {
+    fn next(&mut self) -> PeerFuture<'_, Option<Incoming>> {
+        Box::pin(async move {
+            match self.0.message().await {
+                Ok(Some(m)) => incoming_from_pb(m).map(Some),
+                Ok(None) => Ok(None),
+                Err(s) => Err(PeerError::Link(super::client::explain_status(&s))),
+            }
+        })
+    }
+}
+
+impl PeerConnector for TlsPeer {
+    fn open(&self, request: SyncOpen) -> PeerFuture<'_, Box<dyn PeerStream>> {
+        Box::pin(async move {
+            let expected = Some(Identity::Node(self.region));
+            let channel =
+                super::client::connect_expecting(&self.address, &self.tls, self.server_name.as_deref(), expected)
+                    .await
+                    .map_err(|e| PeerError::Link(e.to_string()))?;
+            let mut client = pb::replication_client::ReplicationClient::new(channel)
+                .max_decoding_message_size(SYNC_MESSAGE_BYTES_MAX);
+            let request = pb::SyncRequest {
+                have: Some(pb::VersionVector {
+                    next_seq: request.have.iter().map(|(o, next)| (o.code(), *next)).collect(),
+                }),
+                batch_entries_max: request.batch_entries_max,
+                batch_bytes_max: request.batch_bytes_max,
+            };
+            let stream = client
+                .sync(request)
+                .await
+                .map_err(|s| PeerError::Link(super::client::explain_status(&s)))?
+                .into_inner();
+            Ok(Box::new(TlsStream(stream)) as Box<dyn PeerStream>)
+        })
+    }
 }

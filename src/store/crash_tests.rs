@@ -84,7 +84,7 @@ fn the_writer_survives_hundreds_of_random_crash_points() {
             // One crash in four comes before the first sync of this run: what the reopen showed
             // must already be durable by then.
             let r = fs.random();
-            fs.crash_after(if r % 4 == 0 { r / 4 % 3 } else { r / 4 % 120 });
+            fs.crash_after(if r.is_multiple_of(4) { r / 4 % 3 } else { r / 4 % 120 });
             let limits = WriterLimits {
                 queue_depth: 4,
                 group_ops_max: 64,
@@ -114,7 +114,7 @@ fn the_writer_survives_hundreds_of_random_crash_points() {
                 "{context}: the crash stops the writer"
             );
             assert!(fs.has_crashed(), "{context}");
-            fs.crash(if fs.random() % 2 == 0 {
+            fs.crash(if fs.random().is_multiple_of(2) {
                 Crash::Power
             } else {
                 Crash::Process

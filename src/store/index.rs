@@ -30,6 +30,8 @@ const P_SUBJECT: u8 = b's';
 const P_PENDING: u8 = b'p';
 const P_CHECKPOINT: u8 = b'k';
 const P_FORK: u8 = b'f';
+/// origin, seq -> signing time of the latest checkpoint held at that seq.
+const P_CHECKPOINT_AT: u8 = b'K';
 /// Attempts, 100 ms apart, to take sled's lock from a handle that is still closing.
 const INDEX_LOCK_RETRIES: u32 = 50;
 const RECORD_STATE_BYTES: usize = 1 + 4 + 8 + 32 + 8 + 8 + 32;
@@ -266,6 +268,22 @@ impl Index {
         match self.tree.get(key_origin(P_FORK, origin))? {
             None => Ok(None),
             Some(v) => Ok(Some(JournalPos(be_u64(&v, "fork evidence")?))),
+        }
+    }
+
+    /// The checkpoint held of `origin` with the greatest seq at or below `seq`: (seq, signing
+    /// time, the latest signed at that seq).
+    pub fn checkpoint_at_or_below(&self, origin: Region, seq: u64) -> Result<Option<(u64, i64)>, IndexError> {
+        let low = key_origin(P_CHECKPOINT_AT, origin);
+        let mut high = low.clone();
+        high.extend_from_slice(&seq.to_be_bytes());
+        match self.tree.range(low..=high).next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let at_seq = be_u64(k.get(5..).unwrap_or_default(), "checkpoint seq")?;
+                Ok(Some((at_seq, be_u64(&v, "checkpoint time")? as i64)))
+            }
         }
     }
 
@@ -522,6 +540,9 @@ impl<'a> IndexBatch<'a> {
                 v.extend_from_slice(&c.seq.to_be_bytes());
                 v.extend_from_slice(&c.at_unix_seconds.to_be_bytes());
                 self.batch.insert(key_origin(P_CHECKPOINT, c.origin), v);
+                let mut k = key_origin(P_CHECKPOINT_AT, c.origin);
+                k.extend_from_slice(&c.seq.to_be_bytes());
+                self.batch.insert(k, &c.at_unix_seconds.to_be_bytes());
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ pub mod writer;
 use crate::log::ledger::{self, Decision, OpKind, OpRejection};
 use crate::log::{digest, ChainHead, Checkpoint, CheckpointSigner, Entry, Hash, CHECKPOINT_ENTRIES_MAX};
 use crate::record::{Operation, Region};
-use crate::sync::judge::{judge, Held, Verdict};
+use crate::sync::judge::{judge, Held, HeldChain, OwnOrigin, Verdict};
 use crate::sync::Covered;
 use index::{Index, IndexError, Source};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
@@ -376,6 +376,26 @@ pub enum ReplicaOutcome {
     /// A peer holds more of this node's own log than this node does: the store was restored from
     /// an old backup (or lost data). Appending now would fork the origin; an operator must look.
     OwnLogBehind { ours: u64, theirs: u64 },
+    /// The checkpoint is dated before one held at a lower or equal seq: a forgery attempt (a
+    /// stolen or revoked key back-dating). Not stored; the origin is not cut off.
+    Forgery(String),
+}
+
+/// The held chain of one origin, as the judge looks into it.
+struct StoreChain<'a> {
+    store: &'a Store,
+    reader: JournalReader,
+    origin: Region,
+}
+
+impl HeldChain for StoreChain<'_> {
+    type Error = StoreError;
+    fn hash_at(&mut self, seq: u64) -> Result<Hash, StoreError> {
+        self.store.entry_hash(&self.reader, self.origin, seq)
+    }
+    fn checkpoint_at_or_below(&mut self, seq: u64) -> Result<Option<(u64, i64)>, StoreError> {
+        Ok(self.store.index.checkpoint_at_or_below(self.origin, seq)?)
+    }
 }
 
 impl Store {
@@ -383,15 +403,47 @@ impl Store {
     /// `sync::LinkReceiver`), through the same journal path as local appends, as the sync judge
     /// decides: new entries that link, a fresher checkpoint of the head, or fork evidence.
     pub fn commit_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
+        self.commit_covered(OwnOrigin::Refused(local), covered)
+    }
+
+    /// `cxnode recover`: stores entries of any origin, this node's own included, from a replica,
+    /// as the judge decides. A replica's copy of our own log that contradicts ours is refused,
+    /// never kept as fork evidence against ourselves: an operator must look.
+    pub fn recover_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
+        if covered.origin == local {
+            let held = Held {
+                head: self.index.head(local)?,
+                forked: false,
+                latest_checkpoint_at: None,
+            };
+            let mut chain = StoreChain {
+                store: self,
+                reader: self.journal.reader(),
+                origin: local,
+            };
+            if let Verdict::Fork { seq } = judge(OwnOrigin::Recovering, &held, covered, &mut chain)? {
+                return Ok(ReplicaOutcome::Refused(format!(
+                    "the replica's copy of this node's own log ({local}) contradicts ours at seq {seq}: this node wrote entries the federation never saw after it was restored; do not publish, keep both stores and report the fork"
+                )));
+            }
+        }
+        self.commit_covered(OwnOrigin::Recovering, covered)
+    }
+
+    fn commit_covered(&mut self, own: OwnOrigin, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
         let origin = covered.origin;
-        let reader = self.journal.reader();
         let held = Held {
             head: self.index.head(origin)?,
             forked: self.index.fork(origin)?.is_some(),
             latest_checkpoint_at: self.index.latest_checkpoint(origin)?.map(|c| c.at_unix_seconds),
         };
         let cp = &covered.checkpoint;
-        let verdict = judge(local, &held, covered, |seq| self.entry_hash(&reader, origin, seq))?;
+        let mut chain = StoreChain {
+            store: self,
+            reader: self.journal.reader(),
+            origin,
+        };
+        let verdict = judge(own, &held, covered, &mut chain)?;
         let (frames, outcome) = match verdict {
             Verdict::Append { first_new } => {
                 let new = &covered.entries[first_new..];
@@ -420,6 +472,12 @@ impl Store {
             }
             Verdict::OwnLogBehind { ours, theirs } => return Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }),
             Verdict::Refuse(reason) => return Ok(ReplicaOutcome::Refused(reason)),
+            Verdict::BackDated { held_seq, held_at } => {
+                return Ok(ReplicaOutcome::Forgery(format!(
+                    "checkpoint of {origin} at seq {} dated {} is older than the one held at seq {held_seq} (dated {held_at}): back-dated",
+                    cp.seq, cp.at_unix_seconds
+                )))
+            }
         };
         let mut batch = self.index.begin();
         let mut next_pos = self.journal.end().0;

@@ -124,7 +124,7 @@ impl SimFs {
         for path in paths {
             let roll = s.next();
             let f = s.files.get_mut(&path).expect("listed above");
-            if !f.linked && roll % 2 == 0 {
+            if !f.linked && roll.is_multiple_of(2) {
                 s.files.remove(&path);
                 continue;
             }

@@ -1,9 +1,10 @@
 //! The judge (pure): how a covered batch from a peer relates to the chain this node holds of its
-//! origin. One place decides Append, AlreadyHeld, Refresh, Fork, Gap or OwnLogBehind; the store
-//! only carries the verdict out. Invariants: nothing is appended that does not link to the head;
-//! in a hash chain the highest entry both sides hold decides for every entry below it, so one
-//! hash lookup suffices; a valid checkpoint that contradicts the held chain is a fork, never a
-//! fault of the peer that carried it.
+//! origin. One place decides Append, AlreadyHeld, Refresh, Fork, Gap, BackDated or OwnLogBehind;
+//! the store only carries the verdict out. Invariants: nothing is appended that does not link to
+//! the head; in a hash chain the highest entry both sides hold decides for every entry below it,
+//! so one hash lookup suffices; a checkpoint dated before one held at a lower or equal seq is a
+//! forgery attempt (a stolen or revoked key back-dating), never a fork; a valid checkpoint that
+//! contradicts the held chain otherwise is a fork, never a fault of the peer that carried it.
 
 use super::Covered;
 use crate::log::{ChainHead, Hash};
@@ -34,21 +35,37 @@ pub enum Verdict {
     Gap { have: u64, starts: u64 },
     /// A peer holds more of this node's own log than this node does.
     OwnLogBehind { ours: u64, theirs: u64 },
+    /// The checkpoint is dated before the one held at seq `held_seq` (signed at `held_at`): a
+    /// forgery attempt, refused without cutting the origin off.
+    BackDated { held_seq: u64, held_at: i64 },
     /// Not stored, with the reason (own origin, forked origin, malformed).
     Refuse(String),
 }
 
-/// Judges `covered` against `held`; `hash_at(seq)` gives the held hash at a seq below the head.
-pub fn judge<E>(
-    local: Region,
-    held: &Held,
-    covered: &Covered,
-    mut hash_at: impl FnMut(u64) -> Result<Hash, E>,
-) -> Result<Verdict, E> {
+/// Whose entries may be taken from peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnOrigin {
+    /// A running node: every origin but its own (only it writes that one).
+    Refused(Region),
+    /// `cxnode recover`: the node's own log too, from a replica, as any other origin's.
+    Recovering,
+}
+
+/// Lookups into the chain held of the batch's origin.
+pub trait HeldChain {
+    type Error;
+    /// Hash of the held entry at `seq` (below the head).
+    fn hash_at(&mut self, seq: u64) -> Result<Hash, Self::Error>;
+    /// The held checkpoint with the greatest seq at or below `seq`: (seq, signing time).
+    fn checkpoint_at_or_below(&mut self, seq: u64) -> Result<Option<(u64, i64)>, Self::Error>;
+}
+
+/// Judges `covered` against `held`, looking into the held chain through `chain`.
+pub fn judge<C: HeldChain>(own: OwnOrigin, held: &Held, covered: &Covered, chain: &mut C) -> Result<Verdict, C::Error> {
     let origin = covered.origin;
     let head = held.head;
     let cp = &covered.checkpoint;
-    if origin == local {
+    if own == OwnOrigin::Refused(origin) {
         if cp.seq > head.seq() {
             return Ok(Verdict::OwnLogBehind {
                 ours: head.seq(),
@@ -74,11 +91,16 @@ pub fn judge<E>(
             e.origin, e.seq
         )));
     }
-    let mut lookup = |seq: u64| -> Result<Hash, E> {
+    if let Some((held_seq, held_at)) = chain.checkpoint_at_or_below(cp.seq)? {
+        if held_at > cp.at_unix_seconds {
+            return Ok(Verdict::BackDated { held_seq, held_at });
+        }
+    }
+    let mut lookup = |seq: u64| -> Result<Hash, C::Error> {
         if seq == head.seq() {
             Ok(head.head_hash)
         } else {
-            hash_at(seq)
+            chain.hash_at(seq)
         }
     };
     if let Some(top) = covered.entries.iter().rev().find(|e| e.seq < head.next_seq) {
@@ -171,19 +193,43 @@ mod tests {
         }
     }
 
-    fn run(held_entries: &[Entry], forked: bool, latest_at: Option<i64>, c: &Covered) -> Verdict {
-        let held = Held {
-            head: head_of(held_entries),
-            forked,
-            latest_checkpoint_at: latest_at,
-        };
-        judge(zj(), &held, c, |seq| {
-            held_entries
+    /// The held chain of a table row: its entries and its checkpoints (seq, time).
+    struct Chain<'a> {
+        entries: &'a [Entry],
+        checkpoints: Vec<(u64, i64)>,
+    }
+
+    impl HeldChain for Chain<'_> {
+        type Error = &'static str;
+        fn hash_at(&mut self, seq: u64) -> Result<Hash, Self::Error> {
+            self.entries
                 .get((seq - 1) as usize)
                 .map(|e| e.hash)
                 .ok_or("below the head by construction")
-        })
-        .expect("lookups succeed")
+        }
+        fn checkpoint_at_or_below(&mut self, seq: u64) -> Result<Option<(u64, i64)>, Self::Error> {
+            Ok(self.checkpoints.iter().rev().find(|(s, _)| *s <= seq).copied())
+        }
+    }
+
+    /// Held: `held_entries`, with a checkpoint at the head dated `latest_at` if given.
+    fn run(held_entries: &[Entry], forked: bool, latest_at: Option<i64>, c: &Covered) -> Verdict {
+        let head = head_of(held_entries);
+        let checkpoints = latest_at.map(|at| (head.seq(), at)).into_iter().collect();
+        run_with(held_entries, forked, checkpoints, c)
+    }
+
+    fn run_with(held_entries: &[Entry], forked: bool, checkpoints: Vec<(u64, i64)>, c: &Covered) -> Verdict {
+        let held = Held {
+            head: head_of(held_entries),
+            forked,
+            latest_checkpoint_at: checkpoints.last().map(|(_, at)| *at),
+        };
+        let mut chain = Chain {
+            entries: held_entries,
+            checkpoints,
+        };
+        judge(OwnOrigin::Refused(zj()), &held, c, &mut chain).expect("lookups succeed")
     }
 
     #[test]
@@ -233,6 +279,27 @@ mod tests {
                 Verdict::Fork { seq: 5 },
             ),
             (
+                "a contradicting checkpoint dated before one held below it: back-dated, not a fork",
+                run_with(&a, false, vec![(4, 40), (10, 100)], &covered(&[], 6, 39, &b)),
+                Verdict::BackDated {
+                    held_seq: 4,
+                    held_at: 40,
+                },
+            ),
+            (
+                "forged entries past the head under a back-dated checkpoint",
+                run(&a[..5], false, Some(50), &covered(&b[5..], 10, 49, &b)),
+                Verdict::BackDated {
+                    held_seq: 5,
+                    held_at: 50,
+                },
+            ),
+            (
+                "a contradicting checkpoint dated after the held ones: a fork",
+                run_with(&a, false, vec![(4, 40), (10, 100)], &covered(&[], 6, 41, &b)),
+                Verdict::Fork { seq: 6 },
+            ),
+            (
                 "a gap",
                 run(&a[..3], false, Some(3), &covered(&a[5..], 10, 10, &a)),
                 Verdict::Gap { have: 3, starts: 6 },
@@ -273,7 +340,21 @@ mod tests {
             forked: false,
             latest_checkpoint_at: None,
         };
-        let v = judge(zj(), &held, &c, |_| Ok::<_, ()>([0; 32])).expect("no lookup");
+        let mut chain = Chain {
+            entries: &a[..2],
+            checkpoints: vec![],
+        };
+        let v = judge(OwnOrigin::Refused(zj()), &held, &c, &mut chain).expect("no lookup");
         assert_eq!(v, Verdict::OwnLogBehind { ours: 2, theirs: 5 });
+        // Recovering, the node takes its own log from a replica like any other origin's.
+        let rest = Covered {
+            origin: js(),
+            entries: a[2..].to_vec(),
+            checkpoint: cp(&a, 5, 5),
+        };
+        let v = judge(OwnOrigin::Refused(js()), &held, &rest, &mut chain).expect("lookups");
+        assert_eq!(v, Verdict::OwnLogBehind { ours: 2, theirs: 5 });
+        let v = judge(OwnOrigin::Recovering, &held, &rest, &mut chain).expect("lookups");
+        assert_eq!(v, Verdict::Append { first_new: 0 });
     }
 }

@@ -10,8 +10,9 @@
 //! link sends of an origin may fail to link to the held head: that is a different branch, which
 //! only the judge can call a fork once a valid checkpoint covers it.
 
-pub mod driver;
 pub mod judge;
+pub mod peer;
+pub mod sender;
 
 use crate::log::{ChainHead, Checkpoint, CheckpointVerifier, Entry, LogError, ENTRY_OVERHEAD_BYTES};
 use crate::record::Region;

@@ -1,60 +1,22 @@
-//! The sync driver: one task per configured peer. It dials the peer over mutual TLS as this node,
-//! asks for everything past the store's version vector, checks each batch with `LinkReceiver`,
-//! stores what checkpoints cover through the writer (so a slow disk slows the stream: flow control
-//! end to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
+//! The sync driver: one task per configured peer. It opens a stream from the peer through its
+//! `PeerConnector` (mutual TLS in a node, an in-process channel in tests), asks for everything
+//! past the store's version vector, checks each batch with the sync core's `LinkReceiver`, stores
+//! what checkpoints cover through the writer (so a slow disk slows the stream: flow control end
+//! to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
 //! backoff. A faulty peer is marked with the reason; other peers go on.
 
-use super::{Batch, Clock, Fault, LinkReceiver, OwnLogBehind};
 use crate::log::CheckpointVerifier;
-use crate::pki::TlsFiles;
 use crate::record::Region;
-use crate::rpc::client::connect_expecting;
-use crate::rpc::pb;
-use crate::rpc::replication::{batch_from_pb, heartbeat_checkpoints, heartbeat_heads};
 use crate::store::index::Index;
 use crate::store::writer::WriterHandle;
 use crate::store::ReplicaOutcome;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::sync::peer::{
+    DriverLimits, Incoming, PeerConfig, PeerConnector, PeerError, PeerState, PeerStates, SyncOpen,
+};
+use crate::sync::{Batch, Clock, Fault, LinkReceiver, OwnLogBehind};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-
-#[derive(Clone, Debug)]
-pub struct PeerConfig {
-    pub address: String,
-    /// The peer's region: its certificate must carry `cx://node/<region>`.
-    pub region: Region,
-    /// Name its certificate must carry (default: the host of `address`).
-    pub server_name: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct DriverLimits {
-    pub batch_entries_max: u32,
-    pub batch_bytes_max: u32,
-    /// Bytes of uncovered entries buffered per origin per link.
-    pub pending_bytes_max: u64,
-    pub reconnect_min: Duration,
-    pub reconnect_max: Duration,
-    /// No message (batch or heartbeat) for this long: the link is dead, reconnect.
-    pub silence_max: Duration,
-    /// A checkpoint dated more than this ahead of our clock is refused as a forgery attempt.
-    pub clock_skew_max: Duration,
-}
-
-/// What operators see of a peer link.
-#[derive(Clone, Debug, Default)]
-pub struct PeerState {
-    pub connected: bool,
-    pub last_contact_unix_millis: i64,
-    pub errors_total: u64,
-    pub last_error: String,
-    /// origin code -> (head seq, forked) as the peer last reported.
-    pub heads: HashMap<u32, (u64, bool)>,
-    pub entries_received: u64,
-}
-
-pub type PeerStates = Arc<Mutex<HashMap<String, PeerState>>>;
 
 fn now_millis() -> i64 {
     SystemTime::now()
@@ -72,7 +34,6 @@ fn update(states: &PeerStates, address: &str, f: impl FnOnce(&mut PeerState)) {
 #[derive(Clone)]
 pub struct Link {
     pub local: Region,
-    pub tls: TlsFiles,
     pub writer: WriterHandle,
     pub index: Index,
     pub verifier: Arc<dyn CheckpointVerifier>,
@@ -89,12 +50,17 @@ enum LinkEnd {
 }
 
 /// Runs the link to `peer` until `shutdown` turns true.
-pub async fn run_peer(link: Link, peer: PeerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_peer(
+    link: Link,
+    peer: PeerConfig,
+    connector: Arc<dyn PeerConnector>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = link.limits.reconnect_min;
     loop {
         let started = std::time::Instant::now();
         let end = tokio::select! {
-            end = session(&link, &peer) => end,
+            end = session(&link, &peer, connector.as_ref()) => end,
             _ = shutdown.wait_for(|stop| *stop) => LinkEnd::Shutdown,
         };
         update(&link.states, &peer.address, |s| s.connected = false);
@@ -122,29 +88,19 @@ pub async fn run_peer(link: Link, peer: PeerConfig, mut shutdown: watch::Receive
     }
 }
 
-async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
-    let expected = Some(crate::pki::Identity::Node(peer.region));
-    let channel = match connect_expecting(&peer.address, &link.tls, peer.server_name.as_deref(), expected).await {
-        Ok(c) => c,
-        Err(e) => return LinkEnd::Failed(e.to_string()),
-    };
-    let mut client =
-        pb::replication_client::ReplicationClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) -> LinkEnd {
     let heads = match link.index.heads() {
         Ok(h) => h,
         Err(e) => return LinkEnd::Failed(format!("reading our heads: {e}")),
     };
-    let have = pb::VersionVector {
-        next_seq: heads.iter().map(|(o, h)| (o.code(), h.next_seq)).collect(),
-    };
-    let request = pb::SyncRequest {
-        have: Some(have),
+    let request = SyncOpen {
+        have: heads.iter().map(|(o, h)| (*o, h.next_seq)).collect(),
         batch_entries_max: link.limits.batch_entries_max,
         batch_bytes_max: link.limits.batch_bytes_max,
     };
-    let mut stream = match client.sync(request).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return LinkEnd::Failed(crate::rpc::client::explain_status(&s)),
+    let mut stream = match connector.open(request).await {
+        Ok(s) => s,
+        Err(e) => return ended(link, peer, e),
     };
     update(&link.states, &peer.address, |s| {
         s.connected = true;
@@ -162,31 +118,23 @@ async fn session(link: &Link, peer: &PeerConfig) -> LinkEnd {
     }
     let mut receiver = Some(receiver);
     loop {
-        let message = match tokio::time::timeout(link.limits.silence_max, stream.message()).await {
+        let message = match tokio::time::timeout(link.limits.silence_max, stream.next()).await {
             Err(_) => return LinkEnd::Failed(format!("no message for {:?}", link.limits.silence_max)),
-            Ok(Err(s)) => return LinkEnd::Failed(crate::rpc::client::explain_status(&s)),
+            Ok(Err(e)) => return ended(link, peer, e),
             Ok(Ok(None)) => return LinkEnd::Failed("peer closed the stream".to_string()),
             Ok(Ok(Some(m))) => m,
         };
         update(&link.states, &peer.address, |s| {
             s.last_contact_unix_millis = now_millis()
         });
-        let batches = match message.body {
-            Some(pb::sync_message::Body::Heartbeat(h)) => {
-                let heads = heartbeat_heads(&h);
+        let batches = match message {
+            // The signed heads a heartbeat carries are judged like any checkpoint: a fresher one
+            // is kept, one that contradicts our chain is fork evidence.
+            Incoming::Heartbeat { heads, checkpoints } => {
                 update(&link.states, &peer.address, |s| s.heads = heads);
-                // The signed heads a heartbeat carries are judged like any checkpoint: a fresher
-                // one is kept, one that contradicts our chain is fork evidence.
-                match heartbeat_checkpoints(&h) {
-                    Ok(b) => b,
-                    Err(e) => return fault(link, peer, format!("malformed heartbeat: {e}")),
-                }
+                checkpoints
             }
-            Some(pb::sync_message::Body::Batch(b)) => match batch_from_pb(&b) {
-                Ok(b) => vec![b],
-                Err(e) => return fault(link, peer, format!("malformed batch: {e}")),
-            },
-            None => return fault(link, peer, "empty sync message".to_string()),
+            Incoming::Batch(b) => vec![b],
         };
         for batch in batches {
             let rx = receiver.take().expect("the receiver is put back after every batch");
@@ -223,20 +171,10 @@ async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Ba
         Err(e) => return Err(LinkEnd::Failed(format!("verification task: {e}"))),
     };
     let (refused, _) = rx.take_refused();
-    if !refused.is_empty() {
-        for f in &refused {
-            tracing::warn!(peer = %peer.address, origin = %f.origin, seq = f.seq, reason = %f.reason, "checkpoint refused: forgery attempt");
-        }
-        let last = &refused[refused.len() - 1];
-        let reason = format!(
-            "faulty peer: forgery attempt: checkpoint of {} at seq {} refused: {}",
-            last.origin, last.seq, last.reason
-        );
-        update(&link.states, &peer.address, |s| {
-            s.errors_total += refused.len() as u64;
-            s.last_error = reason;
-        });
-    }
+    let mut forgeries: Vec<String> = refused
+        .iter()
+        .map(|f| format!("checkpoint of {} at seq {} refused: {}", f.origin, f.seq, f.reason))
+        .collect();
     update(&link.states, &peer.address, |s| s.entries_received += n);
     for c in covered {
         match link.writer.replicate(c).await {
@@ -260,13 +198,37 @@ async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Ba
                     *behind = Some((ours, theirs, peer.address.clone()));
                 }
             }
+            Ok(ReplicaOutcome::Forgery(reason)) => forgeries.push(reason),
             Ok(ReplicaOutcome::Refused(reason)) => {
                 tracing::debug!(peer = %peer.address, reason = %reason, "batch not stored");
             }
             Err(e) => return Err(LinkEnd::Failed(format!("store: {e}"))),
         }
     }
+    report_forgeries(link, peer, &forgeries);
     Ok(rx)
+}
+
+/// Checkpoints refused as untrustworthy count as errors of the peer that carried them; the link
+/// stays up (the origin is not cut off, and the next batch may be honest).
+fn report_forgeries(link: &Link, peer: &PeerConfig, forgeries: &[String]) {
+    let Some(last) = forgeries.last() else { return };
+    for f in forgeries {
+        tracing::warn!(peer = %peer.address, reason = %f, "forgery attempt refused");
+    }
+    let reason = format!("faulty peer: forgery attempt: {last}");
+    update(&link.states, &peer.address, |s| {
+        s.errors_total += forgeries.len() as u64;
+        s.forgeries_total += forgeries.len() as u64;
+        s.last_error = reason;
+    });
+}
+
+fn ended(link: &Link, peer: &PeerConfig, e: PeerError) -> LinkEnd {
+    match e {
+        PeerError::Link(reason) => LinkEnd::Failed(reason),
+        PeerError::Malformed(_) => fault(link, peer, e.to_string()),
+    }
 }
 
 fn fault_reason(f: &Fault) -> String {
@@ -278,3 +240,6 @@ fn fault(link: &Link, peer: &PeerConfig, reason: String) -> LinkEnd {
     let _ = link;
     LinkEnd::Failed(reason)
 }
+
+#[cfg(test)]
+mod tests;
