@@ -192,10 +192,23 @@ impl LocalFederation {
         Ok(i)
     }
 
+    /// Node `i`'s config, as it is started with.
+    pub fn config(&self, i: usize) -> anyhow::Result<Config> {
+        Config::parse(&self.nodes[i].config_text, &self.dir).map_err(|e| anyhow::anyhow!("demo config: {e}"))
+    }
+
+    /// Node `i` as a peer of another node.
+    pub fn as_peer(&self, i: usize) -> crate::sync::peer::PeerConfig {
+        crate::sync::peer::PeerConfig {
+            address: self.nodes[i].addr.to_string(),
+            region: self.nodes[i].region,
+            server_name: Some("localhost".to_string()),
+        }
+    }
+
     /// Starts (or restarts) node `i` from its config and store.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let config =
-            Config::parse(&self.nodes[i].config_text, &self.dir).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+        let config = self.config(i)?;
         let addr = self.nodes[i].addr;
         let prepared = tokio::task::spawn_blocking(move || node::prepare(config)).await??;
         // The port was free a moment ago; retry briefly if the previous instance still holds it.

@@ -8,6 +8,7 @@ pub mod demo;
 mod gen;
 mod heads;
 mod publish;
+mod recover;
 mod run;
 mod status;
 mod verify;
@@ -35,6 +36,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Rebuild a store's indexes from its journal alone.
     Reindex(verify::ReindexArgs),
+    /// Bring a stopped node's store back from a replica: its own log after a restore from an old
+    /// backup, or a damaged journal.
+    Recover(recover::RecoverArgs),
     /// A node's sync health: peers, per-origin lag (stalled vs lagging), forks, certificate expiry.
     Status(status::StatusArgs),
     /// A node's per-origin heads (seq, head hash, forked) as JSON lines.
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Publish(a) => publish::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Reindex(a) => verify::reindex(a),
+        Command::Recover(a) => recover::run(a),
         Command::Gen(a) => gen::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Heads(a) => heads::run(a),

@@ -5,6 +5,8 @@
 //! to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
 //! backoff. A faulty peer is marked with the reason; other peers go on.
 
+pub mod recover;
+
 use crate::log::CheckpointVerifier;
 use crate::record::Region;
 use crate::store::index::Index;
@@ -109,7 +111,10 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) 
     tracing::info!(peer = %peer.address, region = %peer.region, "sync link up");
     let origins: Vec<Region> = heads.iter().map(|(o, _)| *o).collect();
     let mut receiver = LinkReceiver::new(heads, link.limits.pending_bytes_max);
-    for origin in origins {
+    // Not our own: a node restored from an old backup signed a fresh checkpoint of its old head
+    // at start, later than the real ones of what it lost, and must still see those to know that
+    // it is behind (only the judge looks at our own origin's batches, and never stores them).
+    for origin in origins.into_iter().filter(|o| *o != link.local) {
         match link.index.latest_checkpoint(origin) {
             Ok(Some(c)) => receiver.hold_checkpoint(origin, c.seq, c.at_unix_seconds),
             Ok(None) => {}

@@ -31,7 +31,7 @@ fn refuse_if_behind(origin: Region, behind: &crate::sync::OwnLogBehind) -> Resul
     match state {
         None => Ok(()),
         Some((ours, theirs, peer)) => Err(Status::failed_precondition(format!(
-            "publishing is refused: this node holds origin {origin}'s log up to seq {ours}, but peer {peer} holds it up to seq {theirs}; the store was restored from an old backup or lost data, and new records would fork the origin. Stop the node and restore its store from a backup at least as new as seq {theirs} (recovery from a replica is not automated yet)"
+            "publishing is refused: this node holds origin {origin}'s log up to seq {ours}, but peer {peer} holds it up to seq {theirs}; the store was restored from an old backup or lost data, and new records would fork the origin. Stop the node, run `cxnode recover --config <node.toml> --from-peer {peer}` to restore its own log from that replica, and start it again"
         ))),
     }
 }

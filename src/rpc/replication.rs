@@ -314,6 +314,27 @@ pub struct TlsPeer {
     pub tls: TlsFiles,
 }
 
+impl TlsPeer {
+    /// The peer's heads: origin -> (seq, forked).
+    pub async fn heads(&self) -> Result<BTreeMap<Region, (u64, bool)>, PeerError> {
+        let expected = Some(Identity::Node(self.region));
+        let channel = super::client::connect_expecting(&self.address, &self.tls, self.server_name.as_deref(), expected)
+            .await
+            .map_err(|e| PeerError::Link(e.to_string()))?;
+        let response = pb::replication_client::ReplicationClient::new(channel)
+            .heads(pb::HeadsRequest {})
+            .await
+            .map_err(|s| PeerError::Link(super::client::explain_status(&s)))?
+            .into_inner();
+        let mut out = BTreeMap::new();
+        for h in response.heads {
+            let origin = Region::from_code(h.origin).map_err(|e| PeerError::Malformed(format!("head origin: {e}")))?;
+            out.insert(origin, (h.seq, h.forked));
+        }
+        Ok(out)
+    }
+}
+
 struct TlsStream(tonic::Streaming<pb::SyncMessage>);
 
 impl PeerStream for TlsStream {

@@ -54,7 +54,7 @@ pub enum JournalError {
     Io { path: PathBuf, source: io::Error },
     #[error("journal ends in a torn frame at position {position} (a crash mid-write); the node truncates it on start")]
     TornTail { position: u64 },
-    #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore the store from a backup, or stop the node and run `cxnode recover --data <DIR> --from-peer <ADDR>` to rebuild it from a replica, then `cxnode verify`")]
+    #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore the store from a backup, or stop the node and run `cxnode recover --config <node.toml> --from-peer <ADDR>` to rebuild it from a replica, then `cxnode verify`")]
     Corrupt {
         path: PathBuf,
         offset: u64,
@@ -68,6 +68,62 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What `quarantine_from` moved out of the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The journal now ends here (before the next open cuts an incomplete group).
+    pub cut_at: JournalPos,
+    /// Why: the damage found there.
+    pub reason: String,
+    /// Files kept for inspection: a copy of the damaged segment, and every later segment.
+    pub files: Vec<PathBuf>,
+}
+
+/// Moves the journal in `dir` from `position` on into `quarantine`: segments that start after it
+/// are moved whole; the one holding it is copied there, then cut at `position`. Both directories
+/// are synced. The next open cuts back to the last whole group; what was cut must come back from
+/// a replica (`cxnode recover`).
+pub fn quarantine_from(
+    dir: &Path,
+    position: JournalPos,
+    reason: &str,
+    quarantine: &Path,
+) -> Result<Quarantined, JournalError> {
+    let fs = OsFs;
+    std::fs::create_dir_all(quarantine).map_err(io_err(quarantine))?;
+    let mut files = Vec::new();
+    for base in list_segments(&fs, dir)?.into_iter().rev() {
+        let path = segment_path(dir, base);
+        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let kept = quarantine.join(name);
+        if base > position.0 || (base == position.0 && base > 0) {
+            std::fs::rename(&path, &kept).map_err(io_err(&path))?;
+            files.push(kept);
+            continue;
+        }
+        std::fs::copy(&path, &kept).map_err(io_err(&path))?;
+        std::fs::File::open(&kept)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&kept))?;
+        files.push(kept);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.set_len(position.0 - base).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        break;
+    }
+    sync_dir(&fs, quarantine)?;
+    sync_dir(&fs, dir)?;
+    files.reverse();
+    Ok(Quarantined {
+        cut_at: position,
+        reason: reason.to_string(),
+        files,
+    })
 }
 
 /// What recovery found at the tail.

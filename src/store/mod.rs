@@ -20,7 +20,7 @@ use crate::record::{Operation, Region};
 use crate::sync::judge::{judge, Held, HeldChain, OwnOrigin, Verdict};
 use crate::sync::Covered;
 use index::{Index, IndexError, Source};
-use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, TailRepair};
+use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, Quarantined, TailRepair};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,9 @@ const JOURNAL_DIR: &str = "journal";
 const INDEX_DIR: &str = "index";
 const LOCK_FILE: &str = "LOCK";
 const ORIGIN_FILE: &str = "origin";
+/// Damaged places `repair_journal` cuts before it gives up (each cut moves the rest aside, so a
+/// second one is already rare).
+const REPAIR_CUTS_MAX: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -223,6 +226,55 @@ impl Store {
         let (store, report) = Store::open(cfg)?;
         drop(store);
         Ok(report.replayed_frames)
+    }
+
+    /// For `cxnode recover`: finds damage anywhere in the journal (at open, or in a full read of
+    /// every frame), moves the journal from the first damaged frame on into `quarantine`, and
+    /// rebuilds the indexes from what is left. Returns what was cut (nothing for a sound
+    /// journal). What was cut must then come back from a replica.
+    pub fn repair_journal(cfg: &StoreConfig, quarantine: &Path) -> Result<Vec<Quarantined>, StoreError> {
+        let lock = lock_store(&cfg.dir)?;
+        let dir = cfg.journal_dir();
+        let mut cuts = Vec::new();
+        loop {
+            let damage = match Journal::open(&dir, cfg.segment_bytes_max) {
+                Err(JournalError::Corrupt { position, reason, .. }) => Some((position, reason)),
+                Err(e) => return Err(e.into()),
+                Ok((journal, _)) => {
+                    let end = journal.end();
+                    drop(journal);
+                    let scanned =
+                        JournalReader::new(&dir).scan(JournalPos(0), end, |_, _, _| Ok::<_, JournalError>(true));
+                    match scanned {
+                        Ok(()) => None,
+                        Err(JournalError::Corrupt { position, reason, .. }) => Some((position, reason)),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            let Some((position, reason)) = damage else { break };
+            if cuts.len() >= REPAIR_CUTS_MAX {
+                return Err(StoreError::Journal(JournalError::Corrupt {
+                    path: dir,
+                    offset: 0,
+                    position,
+                    reason: format!(
+                        "still damaged after {REPAIR_CUTS_MAX} cuts: {reason}; restore the store from a backup"
+                    ),
+                }));
+            }
+            cuts.push(journal::quarantine_from(
+                &dir,
+                JournalPos(position),
+                &reason,
+                quarantine,
+            )?);
+        }
+        drop(lock);
+        if !cuts.is_empty() {
+            Store::reindex(cfg)?;
+        }
+        Ok(cuts)
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -421,13 +473,13 @@ impl Store {
                 reader: self.journal.reader(),
                 origin: local,
             };
-            if let Verdict::Fork { seq } = judge(OwnOrigin::Recovering, &held, covered, &mut chain)? {
+            if let Verdict::Fork { seq } = judge(OwnOrigin::Recovering(local), &held, covered, &mut chain)? {
                 return Ok(ReplicaOutcome::Refused(format!(
                     "the replica's copy of this node's own log ({local}) contradicts ours at seq {seq}: this node wrote entries the federation never saw after it was restored; do not publish, keep both stores and report the fork"
                 )));
             }
         }
-        self.commit_covered(OwnOrigin::Recovering, covered)
+        self.commit_covered(OwnOrigin::Recovering(local), covered)
     }
 
     fn commit_covered(&mut self, own: OwnOrigin, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {

@@ -47,8 +47,11 @@ pub enum Verdict {
 pub enum OwnOrigin {
     /// A running node: every origin but its own (only it writes that one).
     Refused(Region),
-    /// `cxnode recover`: the node's own log too, from a replica, as any other origin's.
-    Recovering,
+    /// `cxnode recover`: the node's own log too, from a replica, as any other origin's, except
+    /// that the node's own checkpoints do not date-bound it: a node restored from an old backup
+    /// signed a fresh checkpoint of its old head at start, later than the real checkpoints of
+    /// the entries it lost. Those still need a valid signature and must link to the held head.
+    Recovering(Region),
 }
 
 /// Lookups into the chain held of the batch's origin.
@@ -91,11 +94,24 @@ pub fn judge<C: HeldChain>(own: OwnOrigin, held: &Held, covered: &Covered, chain
             e.origin, e.seq
         )));
     }
-    if let Some((held_seq, held_at)) = chain.checkpoint_at_or_below(cp.seq)? {
-        if held_at > cp.at_unix_seconds {
-            return Ok(Verdict::BackDated { held_seq, held_at });
+    let verdict = relate(held, covered, chain)?;
+    // A checkpoint dated before one held at a lower or equal seq is harmless where it agrees with
+    // the held chain (an old, true statement, as relays forward them); where it would add entries
+    // or contradict the chain it is a forgery attempt, never a fork.
+    if matches!(verdict, Verdict::Append { .. } | Verdict::Fork { .. }) && own != OwnOrigin::Recovering(origin) {
+        if let Some((held_seq, held_at)) = chain.checkpoint_at_or_below(cp.seq)? {
+            if held_at > cp.at_unix_seconds {
+                return Ok(Verdict::BackDated { held_seq, held_at });
+            }
         }
     }
+    Ok(verdict)
+}
+
+/// How the covered batch relates to the held chain, its checkpoint's date aside.
+fn relate<C: HeldChain>(held: &Held, covered: &Covered, chain: &mut C) -> Result<Verdict, C::Error> {
+    let head = held.head;
+    let cp = &covered.checkpoint;
     let mut lookup = |seq: u64| -> Result<Hash, C::Error> {
         if seq == head.seq() {
             Ok(head.head_hash)
@@ -295,6 +311,11 @@ mod tests {
                 },
             ),
             (
+                "an old checkpoint of the held chain, dated before a later one: old but true",
+                run_with(&a, false, vec![(4, 40), (10, 100)], &covered(&[], 10, 90, &a)),
+                Verdict::AlreadyHeld,
+            ),
+            (
                 "a contradicting checkpoint dated after the held ones: a fork",
                 run_with(&a, false, vec![(4, 40), (10, 100)], &covered(&[], 6, 41, &b)),
                 Verdict::Fork { seq: 6 },
@@ -354,7 +375,23 @@ mod tests {
         };
         let v = judge(OwnOrigin::Refused(js()), &held, &rest, &mut chain).expect("lookups");
         assert_eq!(v, Verdict::OwnLogBehind { ours: 2, theirs: 5 });
-        let v = judge(OwnOrigin::Recovering, &held, &rest, &mut chain).expect("lookups");
+        let v = judge(OwnOrigin::Recovering(js()), &held, &rest, &mut chain).expect("lookups");
         assert_eq!(v, Verdict::Append { first_new: 0 });
+        // ... even after it signed a fresh checkpoint of its old head, dated after the real ones
+        // of the entries it lost (which would be back-dated for any other origin).
+        let mut chain = Chain {
+            entries: &a[..2],
+            checkpoints: vec![(2, 1000)],
+        };
+        let v = judge(OwnOrigin::Recovering(js()), &held, &rest, &mut chain).expect("lookups");
+        assert_eq!(v, Verdict::Append { first_new: 0 });
+        let v = judge(OwnOrigin::Recovering(zj()), &held, &rest, &mut chain).expect("lookups");
+        assert_eq!(
+            v,
+            Verdict::BackDated {
+                held_seq: 2,
+                held_at: 1000
+            }
+        );
     }
 }

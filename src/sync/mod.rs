@@ -204,21 +204,22 @@ impl LinkReceiver {
                 ));
                 continue;
             }
-            if let Some((seq, at)) = p.latest {
-                if seq <= c.seq && c.at_unix_seconds < at {
-                    refused.push((
-                        c.seq,
-                        format!(
-                            "dated {} but a checkpoint at seq {seq} dated {at} is held: back-dated",
-                            c.at_unix_seconds
-                        ),
-                    ));
-                    continue;
-                }
-            }
             let first = p.entries.front().map(|e| e.seq);
             match first {
                 Some(first) if c.seq >= first && c.seq <= p.head.seq() => {
+                    // It would add entries: dated before a checkpoint held at a lower or equal
+                    // seq, it is a back-dated forgery. (One that covers only held entries goes
+                    // to the judge: where it agrees with the held chain it is merely old.)
+                    if let Some((seq, at)) = p.latest.filter(|(seq, at)| *seq <= c.seq && c.at_unix_seconds < *at) {
+                        refused.push((
+                            c.seq,
+                            format!(
+                                "dated {} but a checkpoint at seq {seq} dated {at} is held: back-dated",
+                                c.at_unix_seconds
+                            ),
+                        ));
+                        continue;
+                    }
                     let idx = (c.seq - first) as usize;
                     if p.entries[idx].hash != c.head_hash {
                         return Err(Fault::CheckpointMismatch { origin, seq: c.seq });

@@ -363,6 +363,82 @@ fn an_origin_restored_from_an_old_backup_sees_that_peers_hold_more_of_its_log() 
             "{text}"
         );
         assert_eq!(fed.heads(0).await.expect("heads")[&a.code()].0, 50);
+        // The operator stops the node and recovers its own log from the replica.
+        fed.stop_node(0).await.expect("stop");
+        let config = fed.config(0).expect("config");
+        let report = cxnode::link::recover::recover(&config, &fed.as_peer(1))
+            .await
+            .expect("recover");
+        assert!(report.complete(), "{report:?}");
+        assert_eq!(
+            (report.before[&a], report.after[&a], report.appended),
+            (50, 100, 50),
+            "{report:?}"
+        );
+        verify_ok(&fed.nodes[0].data);
+        fed.start_node(0).await.expect("start after recovery");
+        assert_eq!(fed.heads(0).await.expect("heads")[&a.code()].0, 100);
+        fed.publish(0, lines(3, a, 5))
+            .await
+            .expect("publishing resumes from the true head");
+        wait_head(&fed, 1, a, 105).await;
+        assert_converges(&fed).await;
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn a_damaged_journal_is_cut_and_rebuilt_from_a_replica() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
+            .await
+            .expect("start");
+        for round in 0..4 {
+            publish_everywhere(&fed, round, 40).await;
+        }
+        assert_converges(&fed).await;
+        let before = fed.contents(1).expect("contents");
+        fed.stop_node(1).await.expect("stop");
+        // A flipped byte in the middle of the journal, with groups after it: corruption.
+        let journal = fed.nodes[1].data.join("journal");
+        let segment = std::fs::read_dir(&journal)
+            .expect("journal dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|x| x == "cxj"))
+            .expect("a segment");
+        let mut bytes = std::fs::read(&segment).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&segment, &bytes).expect("write");
+        let refused = fed.start_node(1).await;
+        let serve_refused = match refused {
+            Err(e) => format!("{e:#}"),
+            Ok(()) => format!(
+                "{:#}",
+                fed.stop_node(1).await.expect_err("a damaged journal must not serve")
+            ),
+        };
+        assert!(serve_refused.contains("cxnode recover"), "{serve_refused}");
+        let report = cxnode::link::recover::recover(&fed.config(1).expect("config"), &fed.as_peer(0))
+            .await
+            .expect("recover");
+        assert_eq!(report.quarantined.len(), 1, "{report:?}");
+        assert!(report.quarantined[0].cut_at.0 <= middle as u64, "{report:?}");
+        assert!(
+            report.quarantined[0].files.iter().all(|f| f.exists()),
+            "kept for inspection"
+        );
+        assert!(report.appended > 0 && report.complete(), "{report:?}");
+        assert_eq!(
+            fed.contents(1).expect("contents"),
+            before,
+            "every origin back, byte for byte"
+        );
+        verify_ok(&fed.nodes[1].data);
+        fed.start_node(1).await.expect("start after recovery");
+        publish_everywhere(&fed, 9, 10).await;
+        assert_converges(&fed).await;
         fed.shutdown().await.expect("shutdown");
     });
 }
