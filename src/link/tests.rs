@@ -506,3 +506,170 @@ proptest! {
         run_case(c)?;
     }
 }
+
+/// Records in the large group, and their size: what one origin group may hold (the writer merges
+/// up to 20,000 operations) at nearly the largest record.
+const LARGE_GROUP_ENTRIES: u64 = 20_000;
+const LARGE_ENTRY_BYTES: usize = 60 * 1024;
+
+/// One origin group of `n` entries of `bytes` bytes, made on the fly (1.2 GB is never held in
+/// memory), signed as the writer signs a large group: a checkpoint every
+/// `CHECKPOINT_ENTRIES_MAX` entries and one at its end.
+struct LargeGroup {
+    origin: Region,
+    n: u64,
+    bytes: usize,
+}
+
+struct LargeStream {
+    origin: Region,
+    n: u64,
+    bytes: usize,
+    at: i64,
+    head: ChainHead,
+    sender: Sender,
+    queue: VecDeque<Batch>,
+    done: bool,
+}
+
+impl PeerStream for LargeStream {
+    fn next(&mut self) -> PeerFuture<'_, Option<Incoming>> {
+        Box::pin(async move {
+            loop {
+                if let Some(b) = self.queue.pop_front() {
+                    return Ok(Some(Incoming::Batch(b)));
+                }
+                if self.done {
+                    return Ok(None);
+                }
+                let mut out = Vec::new();
+                let seq = self.head.next_seq;
+                if seq > self.n {
+                    out.extend(self.sender.flush());
+                    self.done = true;
+                } else {
+                    let e = Entry::new(
+                        self.origin,
+                        seq,
+                        self.head.head_hash,
+                        self.at * 1_000_000,
+                        vec![(seq % 251) as u8; self.bytes],
+                    );
+                    self.head.advance(&e).expect("links");
+                    self.sender.entry(e, &mut out);
+                    if seq.is_multiple_of(crate::log::CHECKPOINT_ENTRIES_MAX) || seq == self.n {
+                        let c = Checkpoint::sign(self.origin, self.head, self.at, &TestKey(self.origin)).expect("sign");
+                        self.sender.checkpoint(c, &mut out);
+                    }
+                }
+                self.queue.extend(out);
+            }
+        })
+    }
+}
+
+impl PeerConnector for LargeGroup {
+    fn open(&self, request: SyncOpen) -> PeerFuture<'_, Box<dyn PeerStream>> {
+        Box::pin(async move {
+            let limits = SendLimits {
+                batch_entries_max: request.batch_entries_max as usize,
+                batch_bytes_max: request.batch_bytes_max as usize,
+            };
+            Ok(Box::new(LargeStream {
+                origin: self.origin,
+                n: self.n,
+                bytes: self.bytes,
+                at: now_micros() / 1_000_000,
+                head: ChainHead::default(),
+                sender: Sender::new(request.have, limits),
+                queue: VecDeque::new(),
+                done: false,
+            }) as Box<dyn PeerStream>)
+        })
+    }
+}
+
+#[test]
+fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allowed_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = StoreConfig::new(&dir.path().join("t"));
+    cfg.local = Some(sh());
+    let (store, _) = Store::open(&cfg).expect("store");
+    let index = store.index().clone();
+    let (writer, join) = writer::spawn(
+        store,
+        sh(),
+        Arc::new(TestKey(sh())),
+        WriterLimits {
+            queue_depth: 16,
+            group_ops_max: 100,
+        },
+    );
+    // The smallest link bound the config accepts: one checkpoint span of the largest records.
+    let smallest = crate::log::CHECKPOINT_ENTRIES_MAX
+        * (crate::record::RECORD_BYTES_MAX as u64 + crate::log::ENTRY_OVERHEAD_BYTES);
+    let limits = DriverLimits {
+        batch_entries_max: 1000,
+        batch_bytes_max: 4 * 1024 * 1024,
+        pending_bytes_max: smallest,
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        silence_max: Duration::from_secs(30),
+        clock_skew_max: Duration::from_secs(300),
+    };
+    let states: PeerStates = Arc::default();
+    let link = Link {
+        local: sh(),
+        writer,
+        index: index.clone(),
+        verifier: Arc::new(TestVerifier),
+        limits,
+        states: states.clone(),
+        own_log_behind: Arc::default(),
+    };
+    let peer = LargeGroup {
+        origin: zj(),
+        n: LARGE_GROUP_ENTRIES,
+        bytes: LARGE_ENTRY_BYTES,
+    };
+    let config = PeerConfig {
+        address: "large".to_string(),
+        region: zj(),
+        server_name: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(run_peer(link, config, Arc::new(peer), stopped));
+    rt.block_on(async {
+        let started = Instant::now();
+        while index.head(zj()).expect("head").seq() < LARGE_GROUP_ENTRIES {
+            let s = states.lock().unwrap_or_else(|p| p.into_inner()).get("large").cloned();
+            if let Some(s) = s.filter(|s| s.errors_total > 0) {
+                panic!("the link failed: {}", s.last_error);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "stalled at {} of {LARGE_GROUP_ENTRIES}",
+                index.head(zj()).expect("head").seq()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        task.await.expect("link task");
+    });
+    drop(rt);
+    let received = states.lock().unwrap_or_else(|p| p.into_inner())["large"].entries_received;
+    assert_eq!(received, LARGE_GROUP_ENTRIES, "every entry arrived once, on one stream");
+    drop(index);
+    let store = join.join().expect("writer thread").expect("writer");
+    let latest = store
+        .index()
+        .latest_checkpoint(zj())
+        .expect("checkpoint")
+        .expect("held");
+    assert_eq!(latest.seq, LARGE_GROUP_ENTRIES);
+}

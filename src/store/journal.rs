@@ -29,6 +29,9 @@ const KIND_FORK_EVIDENCE: u8 = 3;
 const KIND_COMMIT: u8 = 4;
 const COMMIT_BODY_BYTES: usize = 1 + 8;
 pub const COMMIT_FRAME_BYTES: u64 = (FRAME_HEADER_BYTES + COMMIT_BODY_BYTES) as u64;
+/// Names the journal's format; written (and synced) before the first group, checked at open.
+const FORMAT_FILE: &str = "FORMAT";
+const FORMAT: &str = "cxj2: groups closed by commit frames\n";
 const SEGMENT_PREFIX: &str = "seg-";
 const SEGMENT_SUFFIX: &str = ".cxj";
 /// Reads are buffered by this much: catch-up and recovery are sequential scans.
@@ -54,6 +57,8 @@ pub enum JournalError {
     Io { path: PathBuf, source: io::Error },
     #[error("journal ends in a torn frame at position {position} (a crash mid-write); the node truncates it on start")]
     TornTail { position: u64 },
+    #[error("journal {path}: {reason}")]
+    Format { path: PathBuf, reason: String },
     #[error("journal corrupt in {path} at byte {offset} (journal position {position}): {reason}; the store must not serve: restore the store from a backup, or stop the node and run `cxnode recover --config <node.toml> --from-peer <ADDR>` to rebuild it from a replica, then `cxnode verify`")]
     Corrupt {
         path: PathBuf,
@@ -206,6 +211,7 @@ impl Journal {
                 ),
             });
         }
+        check_format(fs.as_ref(), dir, &segments)?;
         for pair in segments.windows(2) {
             let path = segment_path(dir, pair[0]);
             let len = fs.file_len(&path).map_err(io_err(&path))?;
@@ -303,6 +309,68 @@ impl Journal {
             dir: self.dir.clone(),
         }
     }
+}
+
+/// Checks the journal's format marker, writing it for a journal that holds no data yet (or one
+/// written by the first version with commit frames, before the marker existed). A journal with
+/// data and groups without commit frames was written by an older cxnode: opening it would cut
+/// every group as torn, so it is refused.
+fn check_format(fs: &dyn JournalFs, dir: &Path, segments: &[u64]) -> Result<(), JournalError> {
+    let path = dir.join(FORMAT_FILE);
+    let found = if fs.list_dir(dir).map_err(io_err(dir))?.iter().any(|n| n == FORMAT_FILE) {
+        let mut text = String::new();
+        fs.open_read(&path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(io_err(&path))?;
+        if text == FORMAT {
+            return Ok(());
+        }
+        Some(text)
+    } else {
+        None
+    };
+    let first = segment_path(dir, segments[0]);
+    let holds_data = segments.len() > 1 || fs.file_len(&first).map_err(io_err(&first))? > 0;
+    // A marker cut short by a crash while it was written: it was never synced, so no group was
+    // written after it.
+    let torn_marker = found.as_deref().is_some_and(|t| FORMAT.starts_with(t)) && !holds_data;
+    if let Some(text) = found.filter(|_| !torn_marker) {
+        return Err(JournalError::Format {
+            path,
+            reason: format!(
+                "unknown journal format {text:?} (this version writes {FORMAT:?}): written by a newer cxnode?"
+            ),
+        });
+    }
+    if holds_data && !has_commit_frame(fs, &first)? {
+        return Err(JournalError::Format {
+            path: first,
+            reason: "written by an older cxnode whose groups have no commit frames; this version would cut them all as torn. Run it with the version that wrote it, or move the data directory aside, start empty and let peers refill it (`cxnode recover --config <node.toml> --from-peer <ADDR>` brings back this node's own log)".to_string(),
+        });
+    }
+    let mut file = if torn_marker {
+        let mut f = fs.open_append(&path).map_err(io_err(&path))?;
+        f.set_len(0).map_err(io_err(&path))?;
+        f
+    } else {
+        fs.create_new(&path).map_err(io_err(&path))?
+    };
+    file.write_all(FORMAT.as_bytes()).map_err(io_err(&path))?;
+    file.sync_data().map_err(io_err(&path))?;
+    sync_dir(fs, dir)
+}
+
+/// Whether the whole frames at the start of `path` include a commit frame.
+fn has_commit_frame(fs: &dyn JournalFs, path: &Path) -> Result<bool, JournalError> {
+    let file = fs.open_read(path).map_err(io_err(path))?;
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+    let mut body = Vec::new();
+    while let ReadOutcome::Frame { .. } = read_frame_body(&mut reader, &mut body).map_err(io_err(path))? {
+        if let Ok(Decoded::Commit { .. }) = decode_any(&body) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Scans the last segment (which starts at journal position `base`) and returns (length of the
@@ -997,5 +1065,50 @@ mod tests {
             Journal::open(dir.path(), 500),
             Err(JournalError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_journal_of_an_older_cxnode_without_commit_frames_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jdir = dir.path().join("journal");
+        fs::create_dir_all(&jdir).expect("mkdir");
+        let mut old = Vec::new();
+        for g in groups(20, 5) {
+            for f in &g {
+                encode_frame(f, &mut old);
+            }
+        }
+        let seg = segment_path(&jdir, 0);
+        fs::write(&seg, &old).expect("write");
+        let err = Journal::open(&jdir, 1 << 20).err().expect("an old journal is refused");
+        assert!(matches!(err, JournalError::Format { .. }), "{err}");
+        assert!(err.to_string().contains("older cxnode"), "{err}");
+        assert_eq!(fs::read(&seg).expect("read"), old, "not one byte cut");
+    }
+
+    #[test]
+    fn the_format_is_marked_at_creation_and_a_journal_with_commit_frames_gets_its_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jdir = dir.path().join("journal");
+        let (mut j, _) = Journal::open(&jdir, 1 << 20).expect("open");
+        assert_eq!(fs::read_to_string(jdir.join(FORMAT_FILE)).expect("marker"), FORMAT);
+        for g in groups(20, 5) {
+            j.append(&g).expect("append");
+        }
+        j.sync().expect("sync");
+        let end = j.end();
+        drop(j);
+        // As the first version with commit frames left it: no marker.
+        fs::remove_file(jdir.join(FORMAT_FILE)).expect("rm");
+        let (j, repair) = Journal::open(&jdir, 1 << 20).expect("reopen");
+        assert_eq!((j.end(), repair.truncated_bytes), (end, 0));
+        assert_eq!(all(&j.reader(), end).len(), 24);
+        assert_eq!(fs::read_to_string(jdir.join(FORMAT_FILE)).expect("marker"), FORMAT);
+        drop(j);
+        fs::write(jdir.join(FORMAT_FILE), "cxj9\n").expect("write");
+        let err = Journal::open(&jdir, 1 << 20)
+            .err()
+            .expect("an unknown format is refused");
+        assert!(err.to_string().contains("unknown journal format"), "{err}");
     }
 }
