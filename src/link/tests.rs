@@ -121,6 +121,44 @@ fn branch(origin: Region, head: ChainHead, n: u64, at: i64, key: &dyn Checkpoint
     out
 }
 
+/// The store of the node under test (region `sh`), in `dir`.
+fn target_config(dir: &Path) -> StoreConfig {
+    let mut cfg = StoreConfig::new(&dir.join("t"));
+    cfg.local = Some(sh());
+    cfg
+}
+
+type WriterJoin = std::thread::JoinHandle<Result<Store, Arc<crate::store::StoreError>>>;
+
+/// The node's writer over `store`, and an index handle to watch it by.
+fn spawn_writer(
+    store: Store,
+) -> (
+    crate::store::index::Index,
+    crate::store::writer::WriterHandle,
+    WriterJoin,
+) {
+    let index = store.index().clone();
+    let (writer, join) = writer::spawn(
+        store,
+        sh(),
+        Arc::new(TestKey(sh())),
+        WriterLimits {
+            queue_depth: 16,
+            group_ops_max: 100,
+        },
+    );
+    (index, writer, join)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Net {
     drop_per_mille: u32,
@@ -324,8 +362,7 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
 
     // The node under test already holds A's first group and its checkpoint (so a back-dated
     // checkpoint can be told from a fresh one).
-    let mut cfg = StoreConfig::new(&dir.path().join("t"));
-    cfg.local = Some(sh());
+    let cfg = target_config(dir.path());
     let (mut store, _) = Store::open(&cfg).expect("store");
     let seeded = entries_of(&first_group(&a));
     store
@@ -338,16 +375,7 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
             },
         )
         .expect("seed");
-    let index = store.index().clone();
-    let (writer, join) = writer::spawn(
-        store,
-        sh(),
-        Arc::new(TestKey(sh())),
-        WriterLimits {
-            queue_depth: 16,
-            group_ops_max: 100,
-        },
-    );
+    let (index, writer, join) = spawn_writer(store);
     let limits = DriverLimits {
         batch_entries_max: 7,
         batch_bytes_max: 64 * 1024,
@@ -359,11 +387,7 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
     };
     let states: PeerStates = Arc::default();
     let peers = peers_of(&c, &a, &b1, &b2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut cuts = Vec::new();
     let mut tasks = Vec::new();
@@ -592,19 +616,9 @@ impl PeerConnector for LargeGroup {
 #[test]
 fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allowed_bound() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = StoreConfig::new(&dir.path().join("t"));
-    cfg.local = Some(sh());
+    let cfg = target_config(dir.path());
     let (store, _) = Store::open(&cfg).expect("store");
-    let index = store.index().clone();
-    let (writer, join) = writer::spawn(
-        store,
-        sh(),
-        Arc::new(TestKey(sh())),
-        WriterLimits {
-            queue_depth: 16,
-            group_ops_max: 100,
-        },
-    );
+    let (index, writer, join) = spawn_writer(store);
     // The smallest link bound the config accepts: one checkpoint span of the largest records.
     let smallest = crate::log::CHECKPOINT_ENTRIES_MAX
         * (crate::record::RECORD_BYTES_MAX as u64 + crate::log::ENTRY_OVERHEAD_BYTES);
@@ -637,11 +651,7 @@ fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allow
         region: zj(),
         server_name: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = rt.spawn(run_peer(link, config, Arc::new(peer), stopped));
     rt.block_on(async {

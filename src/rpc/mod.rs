@@ -40,15 +40,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
 
 impl From<&Entry> for pb::Entry {
     fn from(e: &Entry) -> Self {
-        pb::Entry {
-            origin: e.origin.code(),
-            seq: e.seq,
-            prev_hash: e.prev_hash.to_vec().into(),
-            appended_at_micros: e.appended_at_micros,
-            op_digest: e.op_digest.to_vec().into(),
-            op_bytes: e.op_bytes.clone().into(),
-            hash: e.hash.to_vec().into(),
-        }
+        pb::Entry::from(e.clone())
     }
 }
 

@@ -462,23 +462,6 @@ impl Store {
     /// as the judge decides. A replica's copy of our own log that contradicts ours is refused,
     /// never kept as fork evidence against ourselves: an operator must look.
     pub fn recover_replicated(&mut self, local: Region, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
-        if covered.origin == local {
-            let held = Held {
-                head: self.index.head(local)?,
-                forked: false,
-                latest_checkpoint_at: None,
-            };
-            let mut chain = StoreChain {
-                store: self,
-                reader: self.journal.reader(),
-                origin: local,
-            };
-            if let Verdict::Fork { seq } = judge(OwnOrigin::Recovering(local), &held, covered, &mut chain)? {
-                return Ok(ReplicaOutcome::Refused(format!(
-                    "the replica's copy of this node's own log ({local}) contradicts ours at seq {seq}: this node wrote entries the federation never saw after it was restored; do not publish, keep both stores and report the fork"
-                )));
-            }
-        }
         self.commit_covered(OwnOrigin::Recovering(local), covered)
     }
 
@@ -513,6 +496,11 @@ impl Store {
                 ReplicaOutcome::Stored { appended: 0 },
             ),
             Verdict::AlreadyHeld => return Ok(ReplicaOutcome::Stored { appended: 0 }),
+            Verdict::Fork { seq } if own == OwnOrigin::Recovering(origin) => {
+                return Ok(ReplicaOutcome::Refused(format!(
+                    "the replica's copy of this node's own log ({origin}) contradicts ours at seq {seq}: this node wrote entries the federation never saw after it was restored; do not publish, keep both stores and report the fork"
+                )))
+            }
             Verdict::Fork { seq } => (
                 vec![Frame::ForkEvidence(cp.clone())],
                 ReplicaOutcome::Forked { origin, seq },

@@ -39,6 +39,13 @@ async fn publish_everywhere(fed: &LocalFederation, round: u64, n: usize) {
     }
 }
 
+/// A fresh local federation of `n` nodes in a temporary directory (kept alive by the caller).
+async fn federation(n: usize, topology: Topology) -> (tempfile::TempDir, LocalFederation) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = LocalFederation::start(dir.path(), n, topology).await.expect("start");
+    (dir, fed)
+}
+
 /// Waits until node `i` reports `seq` for `origin`, and returns that head's hash.
 async fn wait_head(fed: &LocalFederation, i: usize, origin: Region, seq: u64) -> Vec<u8> {
     let deadline = Instant::now() + CONVERGE;
@@ -67,10 +74,7 @@ async fn assert_converges(fed: &LocalFederation) {
 #[test]
 fn mesh_converges_and_a_restarted_node_resumes() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut fed = LocalFederation::start(dir.path(), 3, Topology::Mesh)
-            .await
-            .expect("start");
+        let (_dir, mut fed) = federation(3, Topology::Mesh).await;
         publish_everywhere(&fed, 1, 300).await;
         assert_converges(&fed).await;
 
@@ -152,10 +156,7 @@ fn now_secs() -> i64 {
 async fn bad_relay(
     tamper: impl FnOnce(&std::path::Path, &std::path::Path, Region, ChainHead),
 ) -> (Heads, Heads, std::path::PathBuf, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
-        .await
-        .expect("start");
+    let (dir, mut fed) = federation(2, Topology::Mesh).await;
     publish_everywhere(&fed, 1, 100).await;
     assert_converges(&fed).await;
     fed.stop_node(1).await.expect("stop relay");
@@ -266,10 +267,7 @@ fn a_relay_serving_a_forged_checkpoint_is_refused() {
 #[test]
 fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
-            .await
-            .expect("start");
+        let (_dir, mut fed) = federation(2, Topology::Mesh).await;
         let (a, b) = (fed.nodes[0].region, fed.nodes[1].region);
         fed.publish(0, lines(1, a, 60)).await.expect("publish");
         fed.publish(1, lines(2, b, 60)).await.expect("publish");
@@ -311,10 +309,7 @@ fn an_origin_that_equivocates_is_detected_as_a_fork_and_others_still_converge() 
 #[test]
 fn an_origin_restored_from_an_old_backup_sees_that_peers_hold_more_of_its_log() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
-            .await
-            .expect("start");
+        let (dir, mut fed) = federation(2, Topology::Mesh).await;
         let a = fed.nodes[0].region;
         fed.publish(0, lines(1, a, 50)).await.expect("publish");
         wait_head(&fed, 1, a, 50).await;
@@ -390,10 +385,7 @@ fn an_origin_restored_from_an_old_backup_sees_that_peers_hold_more_of_its_log() 
 #[test]
 fn a_damaged_journal_is_cut_and_rebuilt_from_a_replica() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
-            .await
-            .expect("start");
+        let (_dir, mut fed) = federation(2, Topology::Mesh).await;
         for round in 0..4 {
             publish_everywhere(&fed, round, 40).await;
         }
@@ -446,10 +438,7 @@ fn a_damaged_journal_is_cut_and_rebuilt_from_a_replica() {
 #[test]
 fn a_longer_branch_from_an_honest_relay_is_a_fork_and_the_relay_is_not_blamed() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut fed = LocalFederation::start(dir.path(), 2, Topology::Mesh)
-            .await
-            .expect("start");
+        let (_dir, mut fed) = federation(2, Topology::Mesh).await;
         let a = fed.nodes[0].region;
         fed.publish(0, lines(1, a, 60)).await.expect("publish");
         // The watcher holds branch B: origin a's chain as node 0 signed it.
