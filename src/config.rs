@@ -111,6 +111,8 @@ struct RawStore {
     segment_bytes_max: u64,
     #[serde(default = "default_index_cache_bytes")]
     index_cache_bytes: u64,
+    #[serde(default = "default_index_lag_entries_max")]
+    index_lag_entries_max: u64,
 }
 
 impl Default for RawStore {
@@ -118,8 +120,13 @@ impl Default for RawStore {
         RawStore {
             segment_bytes_max: default_segment_bytes_max(),
             index_cache_bytes: default_index_cache_bytes(),
+            index_lag_entries_max: default_index_lag_entries_max(),
         }
     }
+}
+
+fn default_index_lag_entries_max() -> u64 {
+    StoreConfig::INDEX_LAG_ENTRIES_MAX_DEFAULT
 }
 
 fn default_segment_bytes_max() -> u64 {
@@ -262,6 +269,9 @@ impl Config {
         if !(4 * MIB..=64 * 1024 * MIB).contains(&raw.store.index_cache_bytes) {
             return Err("store.index_cache_bytes: must be between 4 MiB and 64 GiB".to_string());
         }
+        if !(1_000..=10_000_000).contains(&raw.store.index_lag_entries_max) {
+            return Err("store.index_lag_entries_max: must be between 1000 and 10000000 (entries the merged view may be behind the journal before publishing and replication wait for it)".to_string());
+        }
         if !(1..=10_000).contains(&raw.publish.queue_depth) {
             return Err("publish.queue_depth: must be between 1 and 10000".to_string());
         }
@@ -366,6 +376,7 @@ impl Config {
                 dir: resolve(&raw.node.data_dir),
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,
+                index_lag_entries_max: raw.store.index_lag_entries_max,
                 journal_fs: Default::default(),
             },
             queue_depth: raw.publish.queue_depth,

@@ -7,34 +7,28 @@
 //! Keys: `m indexed` -> journal end indexed (u64); `h origin` -> chain head (next seq, head hash);
 //! `g origin seq` -> journal position of the entry that starts a run (a run is at most
 //! `RUN_ENTRIES_MAX` consecutive entries of one origin in consecutive frames: one key per run, not
-//! per entry, because sled inserts are the cost that bounds ingest); `r origin record_id` -> record state; `s subject 0 origin
-//! seq` -> (); `p origin target` -> seq of a held repair; `k origin` -> latest checkpoint (position,
-//! seq, signing time).
+//! per entry, because sled inserts are the cost that bounds ingest); `k origin` -> latest
+//! checkpoint (position, seq, signing time); `K origin seq` -> its signing time; `f origin` ->
+//! fork evidence. This is the *chain* index, committed with every group by the writer; records,
+//! subjects and categories are in the merged view (`store::view`), indexed behind the journal.
 
 use super::journal::{Frame, JournalPos};
-use crate::log::ledger::{self, LedgerState, RecordState};
 use crate::log::{ChainHead, Hash};
-use crate::record::{decode_stored, Category, Operation, RecordId, Region};
+use crate::record::Region;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 const KEY_INDEXED: &[u8] = b"mindexed";
 const P_HEAD: u8 = b'h';
 const P_RUN: u8 = b'g';
 /// Entries of one run: finding an entry reads at most this many frames from the run's start.
 pub const RUN_ENTRIES_MAX: u64 = 256;
-const P_RECORD: u8 = b'r';
-const P_SUBJECT: u8 = b's';
-const P_PENDING: u8 = b'p';
 const P_CHECKPOINT: u8 = b'k';
 const P_FORK: u8 = b'f';
 /// origin, seq -> signing time of the latest checkpoint held at that seq.
 const P_CHECKPOINT_AT: u8 = b'K';
 /// Attempts, 100 ms apart, to take sled's lock from a handle that is still closing.
 const INDEX_LOCK_RETRIES: u32 = 50;
-const RECORD_STATE_BYTES: usize = 1 + 4 + 8 + 32 + 8 + 8 + 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -52,9 +46,6 @@ pub enum IndexError {
 pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
-    /// Held repairs in the index. Almost always zero, which spares every new record a sled read.
-    pending_repairs: Arc<AtomicU64>,
-    local: Option<Region>,
 }
 
 fn key_origin(prefix: u8, origin: Region) -> Vec<u8> {
@@ -70,12 +61,6 @@ fn key_run(origin: Region, seq: u64) -> Vec<u8> {
     k
 }
 
-fn key_record(prefix: u8, origin: Region, id: &RecordId) -> Vec<u8> {
-    let mut k = key_origin(prefix, origin);
-    k.extend_from_slice(&id.0);
-    k
-}
-
 fn be_u64(bytes: &[u8], what: &str) -> Result<u64, IndexError> {
     let arr: [u8; 8] = bytes
         .get(..8)
@@ -85,33 +70,6 @@ fn be_u64(bytes: &[u8], what: &str) -> Result<u64, IndexError> {
             reason: "value too short".to_string(),
         })?;
     Ok(u64::from_be_bytes(arr))
-}
-
-fn encode_state(s: &RecordState) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RECORD_STATE_BYTES);
-    v.push(s.category.as_u8());
-    v.extend_from_slice(&s.version.to_be_bytes());
-    v.extend_from_slice(&s.upsert_seq.to_be_bytes());
-    v.extend_from_slice(&s.content_digest);
-    v.extend_from_slice(&s.repaired_by_seq.to_be_bytes());
-    v.extend_from_slice(&s.revoked_seq.to_be_bytes());
-    v.extend_from_slice(&s.revoke_digest);
-    v
-}
-
-fn decode_state(v: &[u8]) -> Option<RecordState> {
-    if v.len() != RECORD_STATE_BYTES {
-        return None;
-    }
-    Some(RecordState {
-        category: Category::from_u8(v[0])?,
-        version: u32::from_be_bytes(v[1..5].try_into().ok()?),
-        upsert_seq: u64::from_be_bytes(v[5..13].try_into().ok()?),
-        content_digest: v[13..45].try_into().ok()?,
-        repaired_by_seq: u64::from_be_bytes(v[45..53].try_into().ok()?),
-        revoked_seq: u64::from_be_bytes(v[53..61].try_into().ok()?),
-        revoke_digest: v[61..93].try_into().ok()?,
-    })
 }
 
 /// The latest checkpoint an index knows for an origin.
@@ -124,11 +82,7 @@ pub struct CheckpointRef {
 }
 
 impl Index {
-    /// `local`: the node's own origin. Its entries get the record and subject indexes, which the
-    /// writer needs to decide publishes; other origins' entries get the chain indexes only (heads,
-    /// runs, checkpoints, forks), so catching up on a peer is not bound by per-record sled writes.
-    /// With None, every origin gets every index.
-    pub fn open(path: &Path, cache_bytes: u64, local: Option<Region>) -> Result<Index, IndexError> {
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -161,13 +115,7 @@ impl Index {
             path: path.display().to_string(),
             source,
         })?;
-        let pending = tree.scan_prefix([P_PENDING]).count() as u64;
-        Ok(Index {
-            db,
-            tree,
-            pending_repairs: Arc::new(AtomicU64::new(pending)),
-            local,
-        })
+        Ok(Index { db, tree })
     }
 
     /// The journal position indexed up to (0 for a fresh index).
@@ -235,16 +183,6 @@ impl Index {
         Ok(Some((start, JournalPos(be_u64(&v, "run position")?))))
     }
 
-    pub fn record(&self, origin: Region, id: &RecordId) -> Result<Option<RecordState>, IndexError> {
-        match self.tree.get(key_record(P_RECORD, origin, id))? {
-            None => Ok(None),
-            Some(v) => decode_state(&v).map(Some).ok_or_else(|| IndexError::Damaged {
-                key: format!("record {id} of {origin}"),
-                reason: "undecodable record state".to_string(),
-            }),
-        }
-    }
-
     /// Every forked origin with the position of its evidence.
     pub fn forks(&self) -> Result<Vec<(Region, JournalPos)>, IndexError> {
         let mut out = Vec::new();
@@ -298,36 +236,19 @@ impl Index {
         }
     }
 
-    /// (origin, seq) of every entry about `subject` (see `SubjectKey::index_bytes`), in key order.
-    pub fn subject_entries(&self, subject: &[u8], limit: usize) -> Result<Vec<(Region, u64)>, IndexError> {
-        let mut prefix = vec![P_SUBJECT];
-        prefix.extend_from_slice(subject);
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix).take(limit) {
-            let (k, _) = item?;
-            let rest = &k[prefix.len()..];
-            let damaged = || IndexError::Damaged {
-                key: hex::encode(&k),
-                reason: "bad subject key".to_string(),
-            };
-            let code = u32::from_be_bytes(rest.get(0..4).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
-            let seq = u64::from_be_bytes(rest.get(4..12).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
-            out.push((Region::from_code(code).map_err(|_| damaged())?, seq));
-        }
-        Ok(out)
-    }
-
     /// Starts a group of updates; nothing is visible until `commit`.
     pub fn begin(&self) -> IndexBatch<'_> {
         IndexBatch {
             index: self,
-            records: HashMap::new(),
-            pending: HashMap::new(),
             heads: HashMap::new(),
             previous_entry: None,
             batch: sled::Batch::default(),
         }
+    }
+
+    /// The sled database, which the merged view shares (one cache, one lock, one flush).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     pub fn flush(&self) -> Result<(), IndexError> {
@@ -359,9 +280,9 @@ fn decode_head(v: &[u8]) -> Option<ChainHead> {
 
 /// Where a frame being indexed comes from, which decides what is checked again.
 #[derive(Clone, Copy)]
-pub enum Source<'a> {
-    /// Just built by the writer from this operation (linked and hashed by construction).
-    Built(&'a Operation),
+pub enum Source {
+    /// Just built by the writer (linked and hashed by construction).
+    Built,
     /// From a peer: every entry checked by the link receiver, the batch linked to the head by
     /// the store.
     Checked,
@@ -373,71 +294,11 @@ pub enum Source<'a> {
 /// earlier operations of the same group) plus the sled batch that makes them visible at once.
 pub struct IndexBatch<'a> {
     index: &'a Index,
-    /// Record states read or written in this batch: (state, written here). Reads are kept too, so
-    /// a record is read from sled at most once per batch.
-    records: HashMap<(Region, RecordId), (Option<RecordState>, bool)>,
-    /// `None` = removed in this group.
-    pending: HashMap<(Region, RecordId), Option<u64>>,
     heads: HashMap<Region, ChainHead>,
     /// (origin, seq) of the frame just indexed if it was an entry. Batches start after a
     /// checkpoint, so runs depend on the journal alone, never on batch boundaries.
     previous_entry: Option<(Region, u64)>,
     batch: sled::Batch,
-}
-
-/// The ledger's view of one origin inside a batch.
-pub struct OriginState<'b, 'a> {
-    batch: &'b mut IndexBatch<'a>,
-    origin: Region,
-    error: Option<IndexError>,
-}
-
-impl LedgerState for OriginState<'_, '_> {
-    fn get(&mut self, id: &RecordId) -> Option<RecordState> {
-        if let Some((s, _)) = self.batch.records.get(&(self.origin, *id)) {
-            return *s;
-        }
-        match self.batch.index.record(self.origin, id) {
-            Ok(s) => {
-                self.batch.records.insert((self.origin, *id), (s, false));
-                s
-            }
-            Err(e) => {
-                self.error.get_or_insert(e);
-                None
-            }
-        }
-    }
-
-    fn put(&mut self, id: RecordId, state: RecordState) {
-        self.batch.records.insert((self.origin, id), (Some(state), true));
-    }
-
-    fn add_pending_repair(&mut self, target: RecordId, repair_seq: u64) {
-        self.batch.pending.insert((self.origin, target), Some(repair_seq));
-    }
-
-    fn take_pending_repair(&mut self, target: &RecordId) -> Option<u64> {
-        let key = (self.origin, *target);
-        if let Some(slot) = self.batch.pending.get_mut(&key) {
-            return slot.take();
-        }
-        if self.batch.index.pending_repairs.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let stored = match self.batch.index.tree.get(key_record(P_PENDING, self.origin, target)) {
-            Ok(v) => v,
-            Err(e) => {
-                self.error.get_or_insert(e.into());
-                None
-            }
-        };
-        let seq = stored.and_then(|v| be_u64(&v, "pending repair").ok());
-        if seq.is_some() {
-            self.batch.pending.insert(key, None);
-        }
-        seq
-    }
 }
 
 impl<'a> IndexBatch<'a> {
@@ -451,22 +312,8 @@ impl<'a> IndexBatch<'a> {
         Ok(h)
     }
 
-    /// The current state of a record, as of this batch.
-    pub fn record(&mut self, origin: Region, id: &RecordId) -> Result<Option<RecordState>, IndexError> {
-        let mut view = OriginState {
-            batch: self,
-            origin,
-            error: None,
-        };
-        let s = view.get(id);
-        match view.error {
-            Some(e) => Err(e),
-            None => Ok(s),
-        }
-    }
-
     /// Indexes one frame at `pos`; `source` says what has been checked already.
-    pub fn index_frame(&mut self, pos: JournalPos, frame: &Frame, source: Source<'_>) -> Result<(), IndexError> {
+    pub fn index_frame(&mut self, pos: JournalPos, frame: &Frame, source: Source) -> Result<(), IndexError> {
         match frame {
             Frame::Entry(e) => {
                 let mut head = self.head(e.origin)?;
@@ -476,7 +323,7 @@ impl<'a> IndexBatch<'a> {
                 };
                 match source {
                     // Hashes were computed or verified moments ago: only the cheap link check.
-                    Source::Built(_) | Source::Checked => {
+                    Source::Built | Source::Checked => {
                         if e.seq != head.next_seq || e.prev_hash != head.head_hash {
                             return Err(broken(format!(
                                 "entry {}/{} does not link to the head",
@@ -499,36 +346,6 @@ impl<'a> IndexBatch<'a> {
                     self.batch.insert(key_run(e.origin, e.seq), &pos.0.to_be_bytes());
                 }
                 self.previous_entry = Some((e.origin, e.seq));
-                if self.index.local.is_some_and(|l| l != e.origin) {
-                    return Ok(());
-                }
-                let decoded;
-                let op = match source {
-                    Source::Built(op) => Some(op),
-                    _ => {
-                        decoded = decode_stored(&e.op_bytes).ok();
-                        decoded.as_ref()
-                    }
-                };
-                if let Some(op) = op {
-                    if let Operation::Upsert(rec) = op {
-                        let mut k = vec![P_SUBJECT];
-                        k.extend_from_slice(&rec.subject.index_bytes());
-                        k.push(0);
-                        k.extend_from_slice(&e.origin.code().to_be_bytes());
-                        k.extend_from_slice(&e.seq.to_be_bytes());
-                        self.batch.insert(k, &[]);
-                    }
-                    let mut view = OriginState {
-                        batch: self,
-                        origin: e.origin,
-                        error: None,
-                    };
-                    ledger::apply(&mut view, op, e.seq, e.op_digest);
-                    if let Some(err) = view.error {
-                        return Err(err);
-                    }
-                }
             }
             Frame::ForkEvidence(c) => {
                 self.previous_entry = None;
@@ -550,55 +367,11 @@ impl<'a> IndexBatch<'a> {
 
     /// Makes the group visible atomically, with `indexed_upto` = `end`.
     pub fn commit(mut self, end: JournalPos) -> Result<(), IndexError> {
-        for ((origin, id), (state, written)) in &self.records {
-            if let (Some(state), true) = (state, written) {
-                self.batch
-                    .insert(key_record(P_RECORD, *origin, id), encode_state(state));
-            }
-        }
-        let (mut added, mut removed) = (0u64, 0u64);
-        for ((origin, id), seq) in &self.pending {
-            let key = key_record(P_PENDING, *origin, id);
-            let existed = self.index.tree.contains_key(&key)?;
-            match seq {
-                Some(seq) => {
-                    added += u64::from(!existed);
-                    self.batch.insert(key, &seq.to_be_bytes());
-                }
-                None => {
-                    removed += u64::from(existed);
-                    self.batch.remove(key);
-                }
-            }
-        }
         for (origin, head) in &self.heads {
             self.batch.insert(key_origin(P_HEAD, *origin), encode_head(head));
         }
         self.batch.insert(KEY_INDEXED, &end.0.to_be_bytes());
         self.index.tree.apply_batch(self.batch)?;
-        // Only the single writer commits, so this count stays exact.
-        self.index.pending_repairs.fetch_add(added, Ordering::Relaxed);
-        self.index.pending_repairs.fetch_sub(removed, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_state_round_trips() {
-        let s = RecordState {
-            category: Category::CreditRepair,
-            version: 3,
-            upsert_seq: 77,
-            content_digest: [5; 32],
-            repaired_by_seq: 0,
-            revoked_seq: 9,
-            revoke_digest: [6; 32],
-        };
-        assert_eq!(decode_state(&encode_state(&s)), Some(s));
-        assert_eq!(decode_state(&encode_state(&s)[1..]), None);
     }
 }

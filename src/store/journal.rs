@@ -38,7 +38,7 @@ const SEGMENT_SUFFIX: &str = ".cxj";
 const READ_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// A global byte offset into the journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JournalPos(pub u64);
 
 #[derive(Clone, Debug, PartialEq, Eq)]

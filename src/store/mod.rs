@@ -4,26 +4,34 @@
 //! on open, whatever the journal holds past that position is indexed again, so a crash at any
 //! instant leaves a store that opens and holds every acknowledged operation.
 
+mod bloom;
+mod chunks;
 #[cfg(test)]
 mod crash_tests;
+pub mod decisions;
 pub mod fs;
 pub mod index;
+pub mod indexer;
 pub mod journal;
 #[cfg(test)]
 pub mod sim;
 pub mod verify;
+pub mod view;
 pub mod writer;
 
-use crate::log::ledger::{self, Decision, OpKind, OpRejection};
+use crate::log::ledger::{self, Decision, OpKind, OpRejection, RecordState};
 use crate::log::{digest, ChainHead, Checkpoint, CheckpointSigner, Entry, Hash, CHECKPOINT_ENTRIES_MAX};
-use crate::record::{Operation, Region};
+use crate::record::{decode_stored, Operation, RecordId, Region};
 use crate::sync::judge::{judge, Held, HeldChain, OwnOrigin, Verdict};
 use crate::sync::Covered;
+use decisions::Decisions;
 use index::{Index, IndexError, Source};
 use journal::{encoded_len, Frame, Journal, JournalError, JournalPos, JournalReader, Quarantined, TailRepair};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use view::{View, ViewError};
 
 /// Frames indexed per sled batch when replaying the journal.
 const REPLAY_BATCH_FRAMES: usize = 10_000;
@@ -45,14 +53,19 @@ pub struct StoreConfig {
     pub local: Option<Region>,
     /// The file system of the journal: the real one, or a simulated one in crash tests.
     pub journal_fs: fs::SharedFs,
+    /// Entries the merged view may be behind the journal before the writer waits for it
+    /// (backpressure on publishing and on replication alike).
+    pub index_lag_entries_max: u64,
 }
 
 impl StoreConfig {
     pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
     pub const INDEX_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+    pub const INDEX_LAG_ENTRIES_MAX_DEFAULT: u64 = 200_000;
 
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
+            index_lag_entries_max: Self::INDEX_LAG_ENTRIES_MAX_DEFAULT,
             local: None,
             journal_fs: fs::SharedFs::default(),
             dir: dir.to_path_buf(),
@@ -110,6 +123,8 @@ pub enum StoreError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    View(#[from] ViewError),
     #[error("store directory {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("store {path} is in use by another process (lock held on {path}/LOCK); stop it first")]
@@ -122,6 +137,8 @@ pub enum StoreError {
     Sign(String),
     #[error("the store's writer has stopped after an earlier failure; restart the node")]
     WriterStopped,
+    #[error("the merged-view indexer has stopped ({0}); the node refuses writes: restart it, or run `cxnode reindex --data <DIR>`")]
+    IndexerStopped(String),
 }
 
 /// What `open` found and did.
@@ -152,6 +169,11 @@ pub struct Store {
     cfg: StoreConfig,
     journal: Journal,
     index: Index,
+    view: Arc<View>,
+    decisions: Decisions,
+    local: Option<Region>,
+    /// Entries in the journal, all origins.
+    entries: u64,
     _lock: File,
 }
 
@@ -184,7 +206,7 @@ impl Store {
         let lock = lock_store(&cfg.dir)?;
         let local = cfg.resolve_local()?;
         let (journal, tail) = Journal::open_on(cfg.journal_fs.0.clone(), &cfg.journal_dir(), cfg.segment_bytes_max)?;
-        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes, local)?;
+        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes)?;
         let indexed = index.indexed_upto()?;
         if indexed > journal.end() {
             return Err(StoreError::IndexAhead {
@@ -196,6 +218,18 @@ impl Store {
         if replayed_frames > 0 {
             index.flush()?;
         }
+        let view = Arc::new(View::open(index.db())?);
+        if view.position().pos > journal.end() {
+            return Err(StoreError::IndexAhead {
+                indexed: view.position().pos.0,
+                end: journal.end().0,
+            });
+        }
+        let entries = index.heads()?.iter().map(|(_, h)| h.seq()).sum();
+        let decisions = match local {
+            Some(l) => own_tail(&journal.reader(), &view, l, journal.end())?,
+            None => Decisions::default(),
+        };
         let report = OpenReport {
             tail,
             replayed_frames,
@@ -206,10 +240,43 @@ impl Store {
                 cfg: cfg.clone(),
                 journal,
                 index,
+                view,
+                decisions,
+                local,
+                entries,
                 _lock: lock,
             },
             report,
         ))
+    }
+
+    /// Brings the merged view up to the journal's end here and now (reindex, verify, tools and
+    /// tests; a serving node has the indexer thread do it).
+    pub fn index_view(&mut self) -> Result<(), StoreError> {
+        self.view.load_filter()?;
+        self.view.catch_up(&self.journal.reader(), self.journal.end(), |_| {})?;
+        self.prune_decisions();
+        Ok(())
+    }
+
+    fn prune_decisions(&mut self) {
+        if let Some(l) = self.local {
+            self.decisions.indexed_up_to(self.view.origin_seq(l));
+        }
+    }
+
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+
+    /// Entries in the journal (all origins).
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Own records held for decisions because the view has not indexed them yet.
+    pub fn decisions_held(&self) -> usize {
+        self.decisions.len()
     }
 
     /// Deletes the indexes and rebuilds them from the journal alone. Returns the frames indexed.
@@ -223,7 +290,9 @@ impl Store {
             })?;
         }
         drop(lock);
-        let (store, report) = Store::open(cfg)?;
+        let (mut store, report) = Store::open(cfg)?;
+        store.index_view()?;
+        store.index.flush()?;
         drop(store);
         Ok(report.replayed_frames)
     }
@@ -312,9 +381,9 @@ impl Store {
         let at_unix_seconds = now_micros.div_euclid(1_000_000);
         for op in ops {
             let op_digest = digest(op.canonical());
-            let current = batch.record(origin, &op.record_id())?;
+            let current = self.decision_state(&reader, origin, &op.record_id(), Some(op))?;
             let target = match ledger::repair_target(op) {
-                Some(t) => batch.record(origin, &t)?,
+                Some(t) => self.decision_state(&reader, origin, &t, None)?,
                 None => None,
             };
             match ledger::decide(op, &op_digest, current.as_ref(), target.as_ref()) {
@@ -335,11 +404,12 @@ impl Store {
                     let frame = Frame::Entry(entry);
                     let pos = JournalPos(next_pos);
                     next_pos += encoded_len(&frame);
-                    batch.index_frame(pos, &frame, Source::Built(op))?;
+                    batch.index_frame(pos, &frame, Source::Built)?;
                     let Frame::Entry(entry) = &frame else {
                         unreachable!("built as an entry above")
                     };
                     group_hashes.insert(entry.seq, entry.hash);
+                    self.decisions.appended(op, entry.seq, op_digest, current);
                     outcomes.push(OpOutcome::Appended {
                         kind,
                         held_for_target,
@@ -388,6 +458,11 @@ impl Store {
         self.journal.sync()?;
         let synced = std::time::Instant::now();
         batch.commit(self.journal.end())?;
+        self.entries += outcomes
+            .iter()
+            .filter(|o| matches!(o, OpOutcome::Appended { .. }))
+            .count() as u64;
+        self.prune_decisions();
         tracing::trace!(
             ops = ops.len(),
             decide_us = (decided - started).as_micros() as u64,
@@ -397,6 +472,46 @@ impl Store {
             "group committed"
         );
         Ok((outcomes, Some(checkpoint)))
+    }
+
+    /// The state of own record `id` for a decision: held in memory if the view has not indexed
+    /// its latest entry, else from the view, with the digest `decide` compares read from the
+    /// journal only when it will compare it (same version, or a revocation of a revoked record).
+    fn decision_state(
+        &self,
+        reader: &JournalReader,
+        origin: Region,
+        id: &RecordId,
+        op: Option<&Operation>,
+    ) -> Result<Option<RecordState>, StoreError> {
+        if let Some(s) = self.decisions.get(id) {
+            return Ok(Some(s));
+        }
+        let Some(record) = self.view.record(origin, id)? else {
+            return Ok(None);
+        };
+        let mut state = record.ledger_state();
+        match op {
+            Some(Operation::Upsert(rec)) if state.revoked_seq == 0 && rec.record_version == state.version => {
+                state.content_digest = self.entry_digest(reader, origin, state.upsert_seq)?;
+            }
+            Some(Operation::Revoke(_)) if state.revoked_seq != 0 => {
+                state.revoke_digest = self.entry_digest(reader, origin, state.revoked_seq)?;
+            }
+            _ => {}
+        }
+        Ok(Some(state))
+    }
+
+    fn entry_digest(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
+        match find_entry(&self.index, reader, origin, seq)? {
+            Some(e) => Ok(e.op_digest),
+            None => Err(IndexError::Damaged {
+                key: format!("entry {origin}/{seq}"),
+                reason: "the merged view points at an entry the chain index does not have".to_string(),
+            }
+            .into()),
+        }
     }
 
     fn entry_hash(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
@@ -531,6 +646,9 @@ impl Store {
         self.journal.append(&frames)?;
         self.journal.sync()?;
         batch.commit(self.journal.end())?;
+        if let ReplicaOutcome::Stored { appended } = outcome {
+            self.entries += appended;
+        }
         Ok(outcome)
     }
 
@@ -600,6 +718,29 @@ pub fn find_entry(
         })),
     })?;
     Ok(found)
+}
+
+/// The own records the view has not indexed yet, from the journal tail past its position.
+fn own_tail(reader: &JournalReader, view: &View, local: Region, end: JournalPos) -> Result<Decisions, StoreError> {
+    let mut decisions = Decisions::default();
+    let from = view.position().pos;
+    reader.scan(from, end, |_, _, frame| {
+        if let Frame::Entry(e) = frame {
+            if e.origin == local && e.seq > view.origin_seq(local) {
+                // What does not decode was never decided by this node's writer (it validates
+                // first); the view reports it, decisions cannot use it.
+                if let Ok(op) = decode_stored(&e.op_bytes) {
+                    let previous = match decisions.get(&op.record_id()) {
+                        Some(s) => Some(s),
+                        None => view.record(local, &op.record_id())?.map(|r| r.ledger_state()),
+                    };
+                    decisions.appended(&op, e.seq, e.op_digest, previous);
+                }
+            }
+        }
+        Ok::<_, StoreError>(true)
+    })?;
+    Ok(decisions)
 }
 
 /// Indexes the journal's frames in `[from, to)`, committing after the first group end (a

@@ -6,7 +6,9 @@
 //! a failure the writer stops and every later request gets `WriterStopped` (a half-known disk
 //! state is never written on).
 
+use super::indexer::{self, IndexLag, Progress};
 use super::journal::JournalPos;
+use super::view::View;
 use super::{OpOutcome, ReplicaOutcome, Store, StoreError};
 use crate::log::{Checkpoint, CheckpointSigner};
 use crate::record::{Operation, Region};
@@ -29,6 +31,7 @@ enum Work {
 pub struct WriterHandle {
     tx: mpsc::Sender<Work>,
     durable_end: watch::Receiver<JournalPos>,
+    progress: Arc<Progress>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +94,21 @@ impl WriterHandle {
     pub fn durable_end(&self) -> watch::Receiver<JournalPos> {
         self.durable_end.clone()
     }
+
+    /// How far the merged view is behind the journal.
+    pub fn index_lag(&self) -> IndexLag {
+        self.progress.lag()
+    }
+
+    /// The merged view (read-only: the indexer thread writes it).
+    pub fn view(&self) -> Arc<View> {
+        self.progress.view().clone()
+    }
+
+    /// Waits (blocking) until the view has indexed up to `end`, at most `deadline`.
+    pub fn wait_indexed(&self, end: JournalPos, deadline: std::time::Duration) -> bool {
+        self.progress.wait_indexed(end, deadline)
+    }
 }
 
 fn now_micros() -> i64 {
@@ -110,106 +128,144 @@ pub fn spawn(
 ) -> (WriterHandle, std::thread::JoinHandle<Result<Store, Arc<StoreError>>>) {
     let (tx, mut rx) = mpsc::channel::<Work>(limits.queue_depth.max(1));
     let (end_tx, end_rx) = watch::channel(store.journal_end());
+    let progress = Progress::new(
+        store.view().clone(),
+        store.journal_end(),
+        store.entries(),
+        store.config().index_lag_entries_max,
+    );
+    let indexer = indexer::spawn(progress.clone(), store.reader());
+    let shared = progress.clone();
     let join = std::thread::Builder::new()
         .name("cx-writer".to_string())
         .spawn(move || {
-            let mut carried: Option<Work> = None;
-            loop {
-                let first = match carried.take() {
-                    Some(w) => w,
-                    None => match rx.blocking_recv() {
-                        Some(w) => w,
-                        None => break,
-                    },
-                };
-                let result = match first {
-                    Work::Refresh(min_age, reply) => {
-                        let now = now_micros().div_euclid(1_000_000);
-                        let r = store.refresh_checkpoint(origin, signer.as_ref(), now, min_age);
-                        let failed = r.as_ref().err().map(|e| e.to_string());
-                        let _ = reply.send(r.map_err(Arc::new));
-                        failed
-                    }
-                    Work::Replica(covered, reply) => {
-                        let r = store.commit_replicated(origin, &covered);
-                        let failed = r.as_ref().err().map(|e| e.to_string());
-                        let _ = reply.send(r.map_err(Arc::new));
-                        failed
-                    }
-                    Work::Local(ops, reply) => {
-                        // Group every local request waiting behind this one (up to the bound);
-                        // a replica request ends the group and is carried to the next round.
-                        let mut group = vec![(ops.len(), reply)];
-                        let mut all_ops = ops;
-                        while all_ops.len() < limits.group_ops_max {
-                            match rx.try_recv() {
-                                Ok(Work::Local(more, reply)) => {
-                                    group.push((more.len(), reply));
-                                    all_ops.extend(more);
-                                }
-                                Ok(other) => {
-                                    carried = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        match store.commit_local(origin, &all_ops, signer.as_ref(), now_micros()) {
-                            Ok((outcomes, checkpoint)) => {
-                                let mut rest = outcomes.into_iter();
-                                for (len, reply) in group {
-                                    let mine: Vec<OpOutcome> = rest.by_ref().take(len).collect();
-                                    // A publisher that went away does not stop the others.
-                                    let _ = reply.send(Ok((mine, checkpoint.clone())));
-                                }
-                                None
-                            }
-                            Err(e) => {
-                                let message = e.to_string();
-                                let e = Arc::new(e);
-                                for (_, reply) in group {
-                                    let _ = reply.send(Err(e.clone()));
-                                }
-                                Some(message)
-                            }
-                        }
-                    }
-                };
-                if let Some(message) = result {
-                    tracing::error!(error = %message, "store writer failed; refusing further writes");
-                    rx.close();
-                    if let Some(w) = carried.take() {
-                        refuse(w);
-                    }
-                    while let Ok(w) = rx.try_recv() {
-                        refuse(w);
-                    }
-                    return Err(Arc::new(StoreError::WriterStopped));
-                }
-                let _ = end_tx.send(store.journal_end());
-            }
-            Ok(store)
+            let progress = shared;
+            let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &end_tx);
+            progress.stop();
+            let _ = indexer.join();
+            result.map(|()| store)
         })
         .expect("the OS can start the writer thread");
     (
         WriterHandle {
             tx,
             durable_end: end_rx,
+            progress,
         },
         join,
     )
 }
 
-fn refuse(work: Work) {
+fn serve_requests(
+    store: &mut Store,
+    rx: &mut mpsc::Receiver<Work>,
+    origin: Region,
+    signer: &dyn CheckpointSigner,
+    limits: WriterLimits,
+    progress: &Progress,
+    end_tx: &watch::Sender<JournalPos>,
+) -> Result<(), Arc<StoreError>> {
+    let mut carried: Option<Work> = None;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.blocking_recv() {
+                Some(w) => w,
+                None => break,
+            },
+        };
+        // Backpressure: the merged view may not fall more than the bound behind.
+        if let Err(failure) = progress.wait_for_room() {
+            let e = Arc::new(StoreError::IndexerStopped(failure));
+            refuse_all(rx, Some(first), &e);
+            return Err(e);
+        }
+        let result = match first {
+            Work::Refresh(min_age, reply) => {
+                let now = now_micros().div_euclid(1_000_000);
+                let r = store.refresh_checkpoint(origin, signer, now, min_age);
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r.map_err(Arc::new));
+                failed
+            }
+            Work::Replica(covered, reply) => {
+                let r = store.commit_replicated(origin, &covered);
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r.map_err(Arc::new));
+                failed
+            }
+            Work::Local(ops, reply) => {
+                // Group every local request waiting behind this one (up to the bound);
+                // a replica request ends the group and is carried to the next round.
+                let mut group = vec![(ops.len(), reply)];
+                let mut all_ops = ops;
+                while all_ops.len() < limits.group_ops_max {
+                    match rx.try_recv() {
+                        Ok(Work::Local(more, reply)) => {
+                            group.push((more.len(), reply));
+                            all_ops.extend(more);
+                        }
+                        Ok(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                match store.commit_local(origin, &all_ops, signer, now_micros()) {
+                    Ok((outcomes, checkpoint)) => {
+                        let mut rest = outcomes.into_iter();
+                        for (len, reply) in group {
+                            let mine: Vec<OpOutcome> = rest.by_ref().take(len).collect();
+                            // A publisher that went away does not stop the others.
+                            let _ = reply.send(Ok((mine, checkpoint.clone())));
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        let e = Arc::new(e);
+                        for (_, reply) in group {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Some(message)
+                    }
+                }
+            }
+        };
+        if let Some(message) = result {
+            tracing::error!(error = %message, "store writer failed; refusing further writes");
+            let e = Arc::new(StoreError::WriterStopped);
+            refuse_all(rx, carried.take(), &e);
+            return Err(e);
+        }
+        progress.journal_advanced(store.journal_end(), store.entries());
+        let _ = end_tx.send(store.journal_end());
+    }
+    Ok(())
+}
+
+/// Answers `first` and everything queued with `e`, and closes the queue.
+fn refuse_all(rx: &mut mpsc::Receiver<Work>, first: Option<Work>, e: &Arc<StoreError>) {
+    rx.close();
+    if let Some(w) = first {
+        refuse(w, e);
+    }
+    while let Ok(w) = rx.try_recv() {
+        refuse(w, e);
+    }
+}
+
+fn refuse(work: Work, e: &Arc<StoreError>) {
     match work {
         Work::Local(_, reply) => {
-            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+            let _ = reply.send(Err(e.clone()));
         }
         Work::Replica(_, reply) => {
-            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+            let _ = reply.send(Err(e.clone()));
         }
         Work::Refresh(_, reply) => {
-            let _ = reply.send(Err(Arc::new(StoreError::WriterStopped)));
+            let _ = reply.send(Err(e.clone()));
         }
     }
 }

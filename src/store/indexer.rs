@@ -1,0 +1,181 @@
+//! The indexer: a dedicated thread that keeps the merged view (`store::view`) behind the journal.
+//! The writer tells it each new durable end; it indexes up to there in bounded batches and says
+//! how far it got. Its lag (journal entries not yet in the view, and for how long the view has
+//! not been caught up) is bounded: past `StoreConfig::index_lag_entries_max` entries the writer
+//! waits before taking more work, so ingest slows to the indexer's pace instead of the lag (and
+//! the writer's in-memory decisions) growing without bound. Invariants: it reads only below the
+//! durable end; a failure stops it, is logged once at ERROR, and is reported to the writer, which
+//! then refuses writes (the view would otherwise fall silently behind).
+
+use super::journal::{JournalPos, JournalReader};
+use super::view::View;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often an idle indexer wakes to check for a stop it might have missed.
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+
+/// The indexer lag, as status reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IndexLag {
+    pub entries: u64,
+    pub seconds: f64,
+    /// The bound past which ingest waits.
+    pub entries_max: u64,
+    /// Entries whose operation did not decode (indexed as such).
+    pub undecodable: u64,
+}
+
+struct State {
+    journal_end: JournalPos,
+    journal_entries: u64,
+    view_entries: u64,
+    view_pos: JournalPos,
+    /// When the view last stood at the journal's end.
+    caught_up_at: Instant,
+    stop: bool,
+    failed: Option<String>,
+}
+
+/// What the writer and the indexer share.
+pub struct Progress {
+    state: Mutex<State>,
+    changed: Condvar,
+    entries_max: u64,
+    view: Arc<View>,
+}
+
+impl Progress {
+    pub fn new(view: Arc<View>, journal_end: JournalPos, journal_entries: u64, entries_max: u64) -> Arc<Progress> {
+        let p = view.position();
+        Arc::new(Progress {
+            state: Mutex::new(State {
+                journal_end,
+                journal_entries,
+                view_entries: p.entries,
+                view_pos: p.pos,
+                caught_up_at: Instant::now(),
+                stop: false,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+            entries_max,
+            view,
+        })
+    }
+
+    /// The writer made `end` durable, with `entries` entries in the journal.
+    pub fn journal_advanced(&self, end: JournalPos, entries: u64) {
+        let mut s = self.state.lock().expect("progress lock");
+        s.journal_end = end;
+        s.journal_entries = entries;
+        self.changed.notify_all();
+    }
+
+    /// Waits while the view is more than the bound behind. Returns the indexer's failure, if it
+    /// has failed (then waiting would be forever).
+    pub fn wait_for_room(&self) -> Result<(), String> {
+        let mut s = self.state.lock().expect("progress lock");
+        loop {
+            if let Some(f) = &s.failed {
+                return Err(f.clone());
+            }
+            if s.journal_entries.saturating_sub(s.view_entries) <= self.entries_max || s.stop {
+                return Ok(());
+            }
+            s = self.changed.wait_timeout(s, IDLE_WAKE).expect("progress lock").0;
+        }
+    }
+
+    /// Waits until the view has indexed everything up to `end` (tests, tools).
+    pub fn wait_indexed(&self, end: JournalPos, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        let mut s = self.state.lock().expect("progress lock");
+        while s.view_pos < end && s.failed.is_none() {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            s = self.changed.wait_timeout(s, until - now).expect("progress lock").0;
+        }
+        s.view_pos >= end
+    }
+
+    pub fn lag(&self) -> IndexLag {
+        let s = self.state.lock().expect("progress lock");
+        let entries = s.journal_entries.saturating_sub(s.view_entries);
+        IndexLag {
+            entries,
+            seconds: if s.view_pos >= s.journal_end {
+                0.0
+            } else {
+                s.caught_up_at.elapsed().as_secs_f64()
+            },
+            entries_max: self.entries_max,
+            undecodable: self.view.position().undecodable,
+        }
+    }
+
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.state.lock().expect("progress lock").failed.clone()
+    }
+
+    /// Asks the indexer to finish what is durable and stop.
+    pub fn stop(&self) {
+        self.state.lock().expect("progress lock").stop = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Starts the indexer thread; it returns once stopped (after indexing everything durable) or
+/// after a failure.
+pub fn spawn(progress: Arc<Progress>, reader: JournalReader) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("cx-indexer".to_string())
+        .spawn(move || {
+            if let Err(e) = run(&progress, &reader) {
+                let message = e.to_string();
+                tracing::error!(error = %message, "merged-view indexer failed; the node refuses writes until restarted");
+                let mut s = progress.state.lock().expect("progress lock");
+                s.failed = Some(message);
+                progress.changed.notify_all();
+            }
+        })
+        .expect("the OS can start the indexer thread")
+}
+
+fn run(progress: &Progress, reader: &JournalReader) -> Result<(), super::view::ViewError> {
+    let view = &progress.view;
+    let started = Instant::now();
+    let filtered = view.load_filter()?;
+    tracing::debug!(
+        records = filtered,
+        ms = started.elapsed().as_millis() as u64,
+        "merged-view filter loaded"
+    );
+    loop {
+        let end = {
+            let mut s = progress.state.lock().expect("progress lock");
+            while s.journal_end <= s.view_pos && !s.stop {
+                s = progress.changed.wait_timeout(s, IDLE_WAKE).expect("progress lock").0;
+            }
+            if s.journal_end <= s.view_pos && s.stop {
+                return Ok(());
+            }
+            s.journal_end
+        };
+        view.catch_up(reader, end, |p| {
+            let mut s = progress.state.lock().expect("progress lock");
+            s.view_pos = p.pos;
+            s.view_entries = p.entries;
+            if s.view_pos >= s.journal_end {
+                s.caught_up_at = Instant::now();
+            }
+            progress.changed.notify_all();
+        })?;
+    }
+}

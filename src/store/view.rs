@@ -1,0 +1,1002 @@
+//! The merged cross-regional view: every origin's records, indexed behind the journal by the
+//! indexer (`store::indexer`), in its own sled tree. What it holds, all derived from the journal
+//! and rebuilt by `cxnode reindex`:
+//! - record state per (origin, record id), in packed chunks (`chunks::ChunkMap`), with a Bloom
+//!   filter in front so a new id costs no sled read;
+//! - subject -> (origin, seq) postings, packed the same way;
+//! - (category, origin) -> seq postings: one key per batch and pair, delta-encoded, at the right
+//!   edge of the tree, so a filtered feed reads only its own category and origin;
+//! - the expiry schedule: publicity end month -> (date, origin, record id), per batch;
+//! - entries whose operation does not decode, with the reason (indexed as such, never dropped);
+//! - the journal position indexed up to and each origin's seq indexed up to, in the same atomic
+//!   batch as everything else.
+//!
+//! Invariants: a batch becomes visible whole or not at all (one `apply_batch`, under the view's
+//! write lock, so a reader never sees a bucket half merged); the position never passes the
+//! journal's durable end; entries are applied in journal order, so each origin's entries in seq
+//! order, and the state is a function of each origin's log alone (two stores holding the same
+//! entries in different journal orders hold the same view).
+
+use super::bloom::Bloom;
+use super::chunks::ChunkMap;
+use super::journal::{Frame, JournalPos, JournalReader};
+use crate::log::ledger::{self, LedgerState, OpKind, RecordState};
+use crate::log::Entry;
+use crate::record::{decode_stored, Category, DisclosureClass, Operation, RecordId, Region, SharingClass};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+const TREE: &str = "view";
+const KEY_META: &[u8] = b"V";
+const KEY_SALT: &[u8] = b"Z";
+const P_RECORD: u8 = b'R';
+const P_SUBJECT: u8 = b'S';
+const P_CATEGORY: u8 = b'C';
+const P_EXPIRY: u8 = b'E';
+const P_UNDECODABLE: u8 = b'U';
+const P_PENDING: u8 = b'P';
+const P_ORIGIN: u8 = b'O';
+/// Buckets of the record and subject maps. Catching up, a batch writes about one chunk per
+/// bucket per map, so a batch of `BATCH_ENTRIES_MAX` entries costs ~2 × this many sled keys.
+pub const VIEW_BUCKETS: u32 = 2048;
+/// Entries indexed per batch at most (catching up); live, a batch is whatever the writer
+/// committed since the last one.
+pub const BATCH_ENTRIES_MAX: usize = 50_000;
+/// Subject index bytes held (a length byte and the tagged identifier, zero-padded).
+const SUBJECT_BYTES: usize = 20;
+const RECORD_KEY_BYTES: usize = 4 + 16;
+const RECORD_VALUE_BYTES: usize = 4 + 4 + 4 * 8 + 4 + SUBJECT_BYTES;
+const SUBJECT_ITEM_BYTES: usize = SUBJECT_BYTES + 4 + 8;
+const EXPIRY_ITEM_BYTES: usize = 4 + 4 + 16;
+const NO_DATE: i32 = i32::MIN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("merged view (sled): {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
+    #[error(
+        "merged view is damaged at {key}: {reason}; run `cxnode reindex --data <DIR>` to rebuild it from the journal"
+    )]
+    Damaged { key: String, reason: String },
+    #[error("merged view: journal position {pos}: entry {origin}/{seq} is out of order (expected seq {expected}); the journal and the view disagree: run `cxnode reindex`")]
+    OutOfOrder {
+        pos: u64,
+        origin: Region,
+        seq: u64,
+        expected: u64,
+    },
+}
+
+/// A record as the merged view knows it: its latest operation applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewRecord {
+    pub category: Category,
+    /// Kind of the latest operation on the record.
+    pub kind: OpKind,
+    pub disclosure: DisclosureClass,
+    pub sharing: SharingClass,
+    pub version: u32,
+    /// Seq of the latest entry that changed the record (upsert or revocation).
+    pub latest_seq: u64,
+    pub upsert_seq: u64,
+    pub repaired_by_seq: u64,
+    pub revoked_seq: u64,
+    pub publicity_end: Option<time::Date>,
+    subject: [u8; SUBJECT_BYTES],
+}
+
+impl ViewRecord {
+    /// The subject's index bytes (`SubjectKey::index_bytes`).
+    pub fn subject(&self) -> &[u8] {
+        let len = usize::from(self.subject[0]).min(SUBJECT_BYTES - 1);
+        &self.subject[1..1 + len]
+    }
+
+    pub fn repaired(&self) -> bool {
+        self.repaired_by_seq != 0
+    }
+
+    pub fn revoked(&self) -> bool {
+        self.revoked_seq != 0
+    }
+
+    /// Publicity ended before `today` (a record without an end date never expires).
+    pub fn expired(&self, today: time::Date) -> bool {
+        self.publicity_end.is_some_and(|end| end < today)
+    }
+
+    /// The ledger's part of the state. Digests are not kept in the view (a publish decision that
+    /// needs one reads it from the journal entry at the seq).
+    pub fn ledger_state(&self) -> RecordState {
+        RecordState {
+            category: self.category,
+            version: self.version,
+            upsert_seq: self.upsert_seq,
+            content_digest: [0; 32],
+            repaired_by_seq: self.repaired_by_seq,
+            revoked_seq: self.revoked_seq,
+            revoke_digest: [0; 32],
+        }
+    }
+}
+
+fn kind_code(k: OpKind) -> u8 {
+    match k {
+        OpKind::Publish => 1,
+        OpKind::Amend => 2,
+        OpKind::Repair => 3,
+        OpKind::Revoke => 4,
+    }
+}
+
+fn kind_from(code: u8) -> Option<OpKind> {
+    Some(match code {
+        1 => OpKind::Publish,
+        2 => OpKind::Amend,
+        3 => OpKind::Repair,
+        4 => OpKind::Revoke,
+        _ => return None,
+    })
+}
+
+fn disclosure_code(d: DisclosureClass) -> u8 {
+    match d {
+        DisclosureClass::Public => 1,
+        DisclosureClass::Limited => 2,
+        DisclosureClass::NonPublic => 3,
+    }
+}
+
+fn sharing_code(s: SharingClass) -> u8 {
+    match s {
+        SharingClass::Unconditional => 1,
+        SharingClass::Conditional => 2,
+        SharingClass::NotShared => 3,
+    }
+}
+
+fn julian(d: Option<time::Date>) -> i32 {
+    d.map_or(NO_DATE, |d| d.to_julian_day())
+}
+
+fn encode_record(r: &ViewRecord) -> [u8; RECORD_VALUE_BYTES] {
+    let mut v = [0u8; RECORD_VALUE_BYTES];
+    v[0] = r.category.as_u8();
+    v[1] = kind_code(r.kind);
+    v[2] = disclosure_code(r.disclosure);
+    v[3] = sharing_code(r.sharing);
+    v[4..8].copy_from_slice(&r.version.to_be_bytes());
+    v[8..16].copy_from_slice(&r.latest_seq.to_be_bytes());
+    v[16..24].copy_from_slice(&r.upsert_seq.to_be_bytes());
+    v[24..32].copy_from_slice(&r.repaired_by_seq.to_be_bytes());
+    v[32..40].copy_from_slice(&r.revoked_seq.to_be_bytes());
+    v[40..44].copy_from_slice(&julian(r.publicity_end).to_be_bytes());
+    v[44..].copy_from_slice(&r.subject);
+    v
+}
+
+fn decode_record(v: &[u8]) -> Option<ViewRecord> {
+    if v.len() != RECORD_VALUE_BYTES {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+    let disclosure = match v[2] {
+        1 => DisclosureClass::Public,
+        2 => DisclosureClass::Limited,
+        3 => DisclosureClass::NonPublic,
+        _ => return None,
+    };
+    let sharing = match v[3] {
+        1 => SharingClass::Unconditional,
+        2 => SharingClass::Conditional,
+        3 => SharingClass::NotShared,
+        _ => return None,
+    };
+    let end = i32::from_be_bytes(v[40..44].try_into().expect("4 bytes"));
+    Some(ViewRecord {
+        category: Category::from_u8(v[0])?,
+        kind: kind_from(v[1])?,
+        disclosure,
+        sharing,
+        version: u32::from_be_bytes(v[4..8].try_into().expect("4 bytes")),
+        latest_seq: u64_at(8),
+        upsert_seq: u64_at(16),
+        repaired_by_seq: u64_at(24),
+        revoked_seq: u64_at(32),
+        publicity_end: if end == NO_DATE {
+            None
+        } else {
+            Some(time::Date::from_julian_day(end).ok()?)
+        },
+        subject: v[44..].try_into().expect("subject bytes"),
+    })
+}
+
+fn record_key(origin: Region, id: &RecordId) -> [u8; RECORD_KEY_BYTES] {
+    let mut k = [0u8; RECORD_KEY_BYTES];
+    k[..4].copy_from_slice(&origin.code().to_be_bytes());
+    k[4..].copy_from_slice(&id.0);
+    k
+}
+
+/// The subject field as stored: length byte, then the index bytes. None if it does not fit.
+fn subject_field(index_bytes: &[u8]) -> Option<[u8; SUBJECT_BYTES]> {
+    if index_bytes.len() >= SUBJECT_BYTES {
+        return None;
+    }
+    let mut s = [0u8; SUBJECT_BYTES];
+    s[0] = index_bytes.len() as u8;
+    s[1..1 + index_bytes.len()].copy_from_slice(index_bytes);
+    Some(s)
+}
+
+fn origin_key(prefix: u8, origin: Region) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&origin.code().to_be_bytes());
+    k
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Where the view stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewPosition {
+    /// Journal position indexed up to.
+    pub pos: JournalPos,
+    /// Entries indexed (all origins).
+    pub entries: u64,
+    /// Entries whose operation did not decode.
+    pub undecodable: u64,
+    chunk: u64,
+}
+
+impl ViewPosition {
+    fn encode(&self) -> [u8; 32] {
+        let mut v = [0u8; 32];
+        v[..8].copy_from_slice(&self.pos.0.to_be_bytes());
+        v[8..16].copy_from_slice(&self.entries.to_be_bytes());
+        v[16..24].copy_from_slice(&self.undecodable.to_be_bytes());
+        v[24..].copy_from_slice(&self.chunk.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<ViewPosition> {
+        if v.len() != 32 {
+            return None;
+        }
+        let at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+        Some(ViewPosition {
+            pos: JournalPos(at(0)),
+            entries: at(8),
+            undecodable: at(16),
+            chunk: at(24),
+        })
+    }
+}
+
+/// An entry the view could not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undecodable {
+    pub origin: Region,
+    pub seq: u64,
+    pub reason: String,
+}
+
+pub struct View {
+    tree: sled::Tree,
+    records: ChunkMap,
+    subjects: ChunkMap,
+    bloom: Bloom,
+    /// Readers hold it shared; a commit holds it exclusively, so a chunk merge is never seen half
+    /// done by a scan.
+    lock: RwLock<()>,
+    position: Mutex<ViewPosition>,
+    origins: Mutex<BTreeMap<Region, u64>>,
+    /// Held repairs stored (almost always zero, which spares every new record a sled read).
+    pending: AtomicU64,
+}
+
+impl View {
+    pub fn open(db: &sled::Db) -> Result<View, ViewError> {
+        let tree = db.open_tree(TREE)?;
+        let salt: [u8; 16] = match tree.get(KEY_SALT)? {
+            Some(v) => v.as_ref().try_into().map_err(|_| ViewError::Damaged {
+                key: "salt".into(),
+                reason: "wrong length".into(),
+            })?,
+            None => {
+                let salt: [u8; 16] = rand::random();
+                tree.insert(KEY_SALT, &salt)?;
+                salt
+            }
+        };
+        let position = match tree.get(KEY_META)? {
+            None => ViewPosition::default(),
+            Some(v) => ViewPosition::decode(&v).ok_or_else(|| ViewError::Damaged {
+                key: "position".into(),
+                reason: "wrong length".into(),
+            })?,
+        };
+        let mut origins = BTreeMap::new();
+        for kv in tree.scan_prefix([P_ORIGIN]) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad origin position".into(),
+            };
+            let code = u32::from_be_bytes(k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let seq = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| damaged())?);
+            origins.insert(Region::from_code(code).map_err(|_| damaged())?, seq);
+        }
+        let pending = tree.scan_prefix([P_PENDING]).count() as u64;
+        Ok(View {
+            records: ChunkMap::new(
+                P_RECORD,
+                RECORD_KEY_BYTES,
+                RECORD_VALUE_BYTES,
+                RECORD_KEY_BYTES,
+                VIEW_BUCKETS,
+                salt,
+            ),
+            subjects: ChunkMap::new(P_SUBJECT, SUBJECT_ITEM_BYTES, 0, SUBJECT_BYTES, VIEW_BUCKETS, salt),
+            tree,
+            bloom: Bloom::default(),
+            lock: RwLock::new(()),
+            position: Mutex::new(position),
+            origins: Mutex::new(origins),
+            pending: AtomicU64::new(pending),
+        })
+    }
+
+    /// Fills the Bloom filter from the stored records (at start, off the serving path; until it
+    /// completes, every lookup reads sled).
+    pub fn load_filter(&self) -> Result<u64, ViewError> {
+        let mut n = 0u64;
+        for bucket in 0..self.records.buckets() {
+            let items = {
+                let _shared = self.lock.read().expect("view lock");
+                self.records.bucket_items(&self.tree, bucket)?
+            };
+            for k in items.keys() {
+                self.bloom.insert(k);
+                n += 1;
+            }
+        }
+        self.bloom.mark_complete();
+        Ok(n)
+    }
+
+    /// Chunks whose value is not a whole number of items (lookups skip them; `verify` names them).
+    pub fn damaged_chunks(&self) -> Result<Vec<String>, ViewError> {
+        let _shared = self.lock.read().expect("view lock");
+        let mut out: Vec<String> = self
+            .records
+            .damaged(&self.tree)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        out.extend(self.subjects.damaged(&self.tree)?.iter().map(ToString::to_string));
+        Ok(out)
+    }
+
+    pub fn filter_bytes(&self) -> u64 {
+        self.bloom.bytes()
+    }
+
+    pub fn position(&self) -> ViewPosition {
+        *self.position.lock().expect("view position lock")
+    }
+
+    /// Each origin's seq indexed up to.
+    pub fn origin_seqs(&self) -> BTreeMap<Region, u64> {
+        self.origins.lock().expect("view origins lock").clone()
+    }
+
+    pub fn origin_seq(&self, origin: Region) -> u64 {
+        self.origins
+            .lock()
+            .expect("view origins lock")
+            .get(&origin)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn record_unlocked(&self, key: &[u8; RECORD_KEY_BYTES]) -> Result<Option<ViewRecord>, ViewError> {
+        if !self.bloom.may_contain(key) {
+            return Ok(None);
+        }
+        match self.records.get(&self.tree, key)? {
+            None => Ok(None),
+            Some(v) => decode_record(&v).map(Some).ok_or_else(|| ViewError::Damaged {
+                key: hex::encode(key),
+                reason: "undecodable record state".into(),
+            }),
+        }
+    }
+
+    pub fn record(&self, origin: Region, id: &RecordId) -> Result<Option<ViewRecord>, ViewError> {
+        let _shared = self.lock.read().expect("view lock");
+        self.record_unlocked(&record_key(origin, id))
+    }
+
+    /// (origin, seq) of every entry about `subject` (`SubjectKey::index_bytes`), in order.
+    pub fn subject_entries(&self, subject: &[u8]) -> Result<Vec<(Region, u64)>, ViewError> {
+        let Some(field) = subject_field(subject) else {
+            return Ok(Vec::new());
+        };
+        let _shared = self.lock.read().expect("view lock");
+        let mut out = Vec::new();
+        for (k, _) in self.subjects.with_prefix(&self.tree, &field)? {
+            let code = u32::from_be_bytes(k[SUBJECT_BYTES..SUBJECT_BYTES + 4].try_into().expect("4 bytes"));
+            let seq = u64::from_be_bytes(k[SUBJECT_BYTES + 4..].try_into().expect("8 bytes"));
+            let origin = Region::from_code(code).map_err(|_| ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "subject posting names no province".into(),
+            })?;
+            out.push((origin, seq));
+        }
+        Ok(out)
+    }
+
+    /// Seqs of `origin`'s entries that changed a record of `category`, from `from_seq` on, at most
+    /// `limit`. Reads only this category's and origin's keys.
+    pub fn category_entries(
+        &self,
+        category: Category,
+        origin: Region,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, ViewError> {
+        let mut prefix = vec![P_CATEGORY, category.as_u8()];
+        prefix.extend_from_slice(&origin.code().to_be_bytes());
+        let mut start = prefix.clone();
+        // The key holding `from_seq` starts at or before it: begin at the last key <= from_seq.
+        let mut at_from = prefix.clone();
+        at_from.extend_from_slice(&from_seq.to_be_bytes());
+        let _shared = self.lock.read().expect("view lock");
+        if let Some(kv) = self.tree.range(prefix.clone()..=at_from).next_back() {
+            start = kv?.0.to_vec();
+        }
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad category postings".into(),
+            };
+            let mut seq = u64::from_be_bytes(k.get(6..14).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let mut at = 0;
+            let mut first = true;
+            while at < v.len() {
+                if !first {
+                    seq += get_varint(&v, &mut at).ok_or_else(damaged)?;
+                } else {
+                    first = false;
+                    // The key carries the first seq; the value starts with a zero delta.
+                    get_varint(&v, &mut at).ok_or_else(damaged)?;
+                }
+                if seq >= from_seq && out.len() < limit {
+                    out.push(seq);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records whose publicity ends in `[from, to]`: (end date, origin, record id). An amendment
+    /// that moved the date leaves the old entry here: check the record's current state.
+    pub fn expiring(&self, from: time::Date, to: time::Date) -> Result<Vec<(time::Date, Region, RecordId)>, ViewError> {
+        let month = |d: time::Date| (d.year() * 12 + i32::from(u8::from(d.month())) - 1) as u32;
+        let mut low = vec![P_EXPIRY];
+        low.extend_from_slice(&month(from).to_be_bytes());
+        let mut high = vec![P_EXPIRY];
+        high.extend_from_slice(&(month(to) + 1).to_be_bytes());
+        let _shared = self.lock.read().expect("view lock");
+        let mut out = Vec::new();
+        for kv in self.tree.range(low..high) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad expiry schedule".into(),
+            };
+            if v.len() % EXPIRY_ITEM_BYTES != 0 {
+                return Err(damaged());
+            }
+            for item in v.chunks_exact(EXPIRY_ITEM_BYTES) {
+                let date = time::Date::from_julian_day(i32::from_be_bytes(item[..4].try_into().expect("4 bytes")))
+                    .map_err(|_| damaged())?;
+                let origin = Region::from_code(u32::from_be_bytes(item[4..8].try_into().expect("4 bytes")))
+                    .map_err(|_| damaged())?;
+                if date >= from && date <= to {
+                    out.push((date, origin, RecordId(item[8..].try_into().expect("16 bytes"))));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Entries that did not decode, in (origin, seq) order, at most `limit`.
+    pub fn undecodable(&self, limit: usize) -> Result<Vec<Undecodable>, ViewError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([P_UNDECODABLE]).take(limit) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad undecodable entry key".into(),
+            };
+            let code = u32::from_be_bytes(k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            out.push(Undecodable {
+                origin: Region::from_code(code).map_err(|_| damaged())?,
+                seq: u64::from_be_bytes(k.get(5..13).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?),
+                reason: String::from_utf8_lossy(&v).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Everything the view holds, in a canonical order independent of batch boundaries, chunk
+    /// layout and salt: one line per fact. Two views of the same entries give the same lines
+    /// (used by `verify` and the tests).
+    pub fn logical_dump(&self, mut visit: impl FnMut(String)) -> Result<(), ViewError> {
+        let _shared = self.lock.read().expect("view lock");
+        let p = self.position();
+        visit(format!("entries {} undecodable {}", p.entries, p.undecodable));
+        for (o, s) in self.origin_seqs() {
+            visit(format!("origin {o} seq {s}"));
+        }
+        let mut records = BTreeMap::new();
+        let mut subjects = Vec::new();
+        for b in 0..VIEW_BUCKETS {
+            for (k, v) in self.records.bucket_items(&self.tree, b)? {
+                records.insert(k, decode_record(&v));
+            }
+            subjects.extend(self.subjects.bucket_items(&self.tree, b)?.into_keys());
+        }
+        for (k, r) in records {
+            visit(format!("record {} {r:?}", hex::encode(k)));
+        }
+        subjects.sort();
+        for k in subjects {
+            visit(format!("subject {}", hex::encode(k)));
+        }
+        let mut expiry = Vec::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            match k.first() {
+                Some(&P_EXPIRY) => {
+                    for item in v.chunks_exact(EXPIRY_ITEM_BYTES) {
+                        expiry.push(hex::encode(item));
+                    }
+                }
+                Some(&P_UNDECODABLE) | Some(&P_PENDING) => {
+                    visit(format!("{} {}", hex::encode(&k), hex::encode(&v)));
+                }
+                _ => {}
+            }
+        }
+        for c in Category::all() {
+            for o in self.origin_seqs().into_keys() {
+                let seqs = self.category_entries(*c, o, 0, usize::MAX)?;
+                if !seqs.is_empty() {
+                    visit(format!("category {} {o} {seqs:?}", c.code()));
+                }
+            }
+        }
+        expiry.sort();
+        for e in expiry {
+            visit(format!("expiry {e}"));
+        }
+        Ok(())
+    }
+
+    /// Starts a batch of updates over the committed view.
+    pub fn begin(&self) -> ViewBatch<'_> {
+        ViewBatch {
+            view: self,
+            position: self.position(),
+            origins: HashMap::new(),
+            records: HashMap::new(),
+            new_keys: Vec::new(),
+            pending: HashMap::new(),
+            subjects: Vec::new(),
+            categories: BTreeMap::new(),
+            expiry: BTreeMap::new(),
+            undecodable: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Indexes the journal's frames from the view's position up to `to` (a durable end), in
+    /// batches of at most `BATCH_ENTRIES_MAX` entries. `after_batch` is told each new position.
+    pub fn catch_up(
+        &self,
+        reader: &JournalReader,
+        to: JournalPos,
+        mut after_batch: impl FnMut(&ViewPosition),
+    ) -> Result<(), ViewError> {
+        loop {
+            let from = self.position().pos;
+            if from >= to {
+                return Ok(());
+            }
+            let mut batch = self.begin();
+            let mut end = from;
+            let mut entries = 0usize;
+            reader.scan(from, to, |_, frame_end, frame| {
+                if let Frame::Entry(e) = frame {
+                    batch.index_entry(frame_end, &e)?;
+                    entries += 1;
+                }
+                end = frame_end;
+                Ok::<_, ViewError>(entries < BATCH_ENTRIES_MAX)
+            })?;
+            // Past the last frame there may be the group's commit frame, which readers do not
+            // see: a batch that read everything ends at `to`.
+            let end = if entries < BATCH_ENTRIES_MAX { to } else { end };
+            batch.commit(end)?;
+            after_batch(&self.position());
+        }
+    }
+}
+
+/// Updates of one batch: an overlay over the committed view, so later entries see earlier ones.
+pub struct ViewBatch<'a> {
+    view: &'a View,
+    position: ViewPosition,
+    origins: HashMap<Region, u64>,
+    records: HashMap<(Region, RecordId), (Option<ViewRecord>, bool)>,
+    new_keys: Vec<[u8; RECORD_KEY_BYTES]>,
+    /// `None` = taken in this batch.
+    pending: HashMap<(Region, RecordId), Option<u64>>,
+    subjects: Vec<Vec<u8>>,
+    categories: BTreeMap<(u8, u32), Vec<u64>>,
+    expiry: BTreeMap<u32, Vec<u8>>,
+    undecodable: Vec<(Region, u64, String)>,
+    error: Option<ViewError>,
+}
+
+struct OriginView<'b, 'a> {
+    batch: &'b mut ViewBatch<'a>,
+    origin: Region,
+}
+
+impl LedgerState for OriginView<'_, '_> {
+    fn get(&mut self, id: &RecordId) -> Option<RecordState> {
+        self.batch.get(self.origin, id).map(|r| r.ledger_state())
+    }
+
+    fn put(&mut self, id: RecordId, state: RecordState) {
+        let existing = self.batch.get(self.origin, &id);
+        let record = match existing {
+            Some(mut r) => {
+                r.category = state.category;
+                r.version = state.version;
+                r.upsert_seq = state.upsert_seq;
+                r.repaired_by_seq = state.repaired_by_seq;
+                r.revoked_seq = state.revoked_seq;
+                r
+            }
+            // The caller fills in the rest from the operation.
+            None => ViewRecord {
+                category: state.category,
+                kind: OpKind::Publish,
+                disclosure: DisclosureClass::NonPublic,
+                sharing: SharingClass::NotShared,
+                version: state.version,
+                latest_seq: state.upsert_seq,
+                upsert_seq: state.upsert_seq,
+                repaired_by_seq: state.repaired_by_seq,
+                revoked_seq: state.revoked_seq,
+                publicity_end: None,
+                subject: [0; SUBJECT_BYTES],
+            },
+        };
+        if existing.is_none() {
+            self.batch.new_keys.push(record_key(self.origin, &id));
+        }
+        self.batch.records.insert((self.origin, id), (Some(record), true));
+    }
+
+    fn add_pending_repair(&mut self, target: RecordId, repair_seq: u64) {
+        self.batch.pending.insert((self.origin, target), Some(repair_seq));
+    }
+
+    fn take_pending_repair(&mut self, target: &RecordId) -> Option<u64> {
+        let key = (self.origin, *target);
+        if let Some(slot) = self.batch.pending.get_mut(&key) {
+            return slot.take();
+        }
+        if self.batch.view.pending.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut k = origin_key(P_PENDING, self.origin);
+        k.extend_from_slice(&target.0);
+        match self.batch.view.tree.get(k) {
+            Ok(Some(v)) => {
+                let seq = v.as_ref().try_into().ok().map(u64::from_be_bytes);
+                self.batch.pending.insert(key, None);
+                seq
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.batch.error.get_or_insert(e.into());
+                None
+            }
+        }
+    }
+}
+
+impl ViewBatch<'_> {
+    fn get(&mut self, origin: Region, id: &RecordId) -> Option<ViewRecord> {
+        if let Some((r, _)) = self.records.get(&(origin, *id)) {
+            return *r;
+        }
+        match self.view.record_unlocked(&record_key(origin, id)) {
+            Ok(r) => {
+                self.records.insert((origin, *id), (r, false));
+                r
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    fn post_category(&mut self, category: Category, origin: Region, seq: u64) {
+        let list = self.categories.entry((category.as_u8(), origin.code())).or_default();
+        if list.last() != Some(&seq) {
+            list.push(seq);
+        }
+    }
+
+    fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64) {
+        let mut k = subject.to_vec();
+        k.extend_from_slice(&origin.code().to_be_bytes());
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.subjects.push(k);
+    }
+
+    /// Indexes one entry ending at journal position `end`.
+    pub fn index_entry(&mut self, end: JournalPos, e: &Entry) -> Result<(), ViewError> {
+        let expected = self
+            .origins
+            .get(&e.origin)
+            .copied()
+            .unwrap_or_else(|| self.view.origin_seq(e.origin))
+            + 1;
+        if e.seq != expected {
+            return Err(ViewError::OutOfOrder {
+                pos: end.0,
+                origin: e.origin,
+                seq: e.seq,
+                expected,
+            });
+        }
+        self.origins.insert(e.origin, e.seq);
+        self.position.entries += 1;
+        self.position.pos = end;
+        let op = match decode_stored(&e.op_bytes) {
+            Ok(op) => op,
+            Err(r) => {
+                self.undecodable.push((e.origin, e.seq, r.to_string()));
+                return Ok(());
+            }
+        };
+        let subject = match &op {
+            Operation::Upsert(rec) => match subject_field(&rec.subject.index_bytes()) {
+                Some(s) => Some(s),
+                None => {
+                    self.undecodable
+                        .push((e.origin, e.seq, "subject identifier longer than the index holds".into()));
+                    return Ok(());
+                }
+            },
+            Operation::Revoke(_) => None,
+        };
+        let id = op.record_id();
+        let previous = self.get(e.origin, &id);
+        let target = ledger::repair_target(&op).and_then(|t| self.get(e.origin, &t));
+        let mut view = OriginView {
+            batch: self,
+            origin: e.origin,
+        };
+        ledger::apply(&mut view, &op, e.seq, e.op_digest);
+        if let Some(err) = self.error.take() {
+            return Err(err);
+        }
+        match &op {
+            Operation::Upsert(rec) => {
+                let subject = subject.expect("set for upserts above");
+                if let Some((Some(r), _)) = self.records.get_mut(&(e.origin, id)) {
+                    r.kind = match previous {
+                        Some(_) => OpKind::Amend,
+                        None if rec.category == Category::CreditRepair => OpKind::Repair,
+                        None => OpKind::Publish,
+                    };
+                    r.disclosure = rec.disclosure_class;
+                    r.sharing = rec.sharing_class;
+                    r.publicity_end = rec.publicity_end_date;
+                    r.subject = subject;
+                    r.latest_seq = e.seq;
+                }
+                self.post_subject(&subject, e.origin, e.seq);
+                self.post_category(rec.category, e.origin, e.seq);
+                if let Some(t) = target {
+                    // A repair changes its target: a feed of the target's category must see it.
+                    self.post_category(t.category, e.origin, e.seq);
+                }
+                if let Some(end_date) = rec.publicity_end_date {
+                    let month = (end_date.year() * 12 + i32::from(u8::from(end_date.month())) - 1) as u32;
+                    let item = self.expiry.entry(month).or_default();
+                    item.extend_from_slice(&end_date.to_julian_day().to_be_bytes());
+                    item.extend_from_slice(&e.origin.code().to_be_bytes());
+                    item.extend_from_slice(&id.0);
+                }
+            }
+            Operation::Revoke(_) => {
+                if let Some((Some(r), _)) = self.records.get_mut(&(e.origin, id)) {
+                    if r.revoked_seq == e.seq {
+                        r.kind = OpKind::Revoke;
+                        r.latest_seq = e.seq;
+                        let (category, subject) = (r.category, r.subject);
+                        self.post_category(category, e.origin, e.seq);
+                        self.post_subject(&subject, e.origin, e.seq);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the batch visible atomically, with the view's position at `end`.
+    pub fn commit(mut self, end: JournalPos) -> Result<(), ViewError> {
+        let view = self.view;
+        let mut batch = sled::Batch::default();
+        self.position.pos = end;
+        self.position.chunk += 1;
+        let chunk = self.position.chunk;
+        let mut pending_added = 0u64;
+        let mut pending_removed = 0u64;
+        let _exclusive = view.lock.write().expect("view lock");
+        // New keys enter the filter before they become visible (no false negatives).
+        for k in &self.new_keys {
+            view.bloom.insert(k);
+        }
+        let records = self
+            .records
+            .iter()
+            .filter_map(|((origin, id), (r, written))| match (r, written) {
+                (Some(r), true) => {
+                    let mut item = record_key(*origin, id).to_vec();
+                    item.extend_from_slice(&encode_record(r));
+                    Some(item)
+                }
+                _ => None,
+            });
+        view.records.write(&view.tree, &mut batch, chunk, records)?;
+        view.subjects
+            .write(&view.tree, &mut batch, chunk, std::mem::take(&mut self.subjects))?;
+        for ((cat, origin), seqs) in &self.categories {
+            let mut k = vec![P_CATEGORY, *cat];
+            k.extend_from_slice(&origin.to_be_bytes());
+            k.extend_from_slice(&seqs[0].to_be_bytes());
+            let mut v = Vec::with_capacity(seqs.len() * 2);
+            let mut previous = seqs[0];
+            for s in seqs {
+                put_varint(&mut v, s - previous);
+                previous = *s;
+            }
+            batch.insert(k, v);
+        }
+        for (month, items) in &self.expiry {
+            let mut k = vec![P_EXPIRY];
+            k.extend_from_slice(&month.to_be_bytes());
+            k.extend_from_slice(&chunk.to_be_bytes());
+            batch.insert(k, items.as_slice());
+        }
+        for (origin, seq, reason) in &self.undecodable {
+            let mut k = origin_key(P_UNDECODABLE, *origin);
+            k.extend_from_slice(&seq.to_be_bytes());
+            batch.insert(k, reason.as_bytes());
+            self.position.undecodable += 1;
+        }
+        for ((origin, target), seq) in &self.pending {
+            let mut k = origin_key(P_PENDING, *origin);
+            k.extend_from_slice(&target.0);
+            let existed = view.tree.contains_key(&k)?;
+            match seq {
+                Some(seq) => {
+                    pending_added += u64::from(!existed);
+                    batch.insert(k, &seq.to_be_bytes());
+                }
+                None => {
+                    pending_removed += u64::from(existed);
+                    batch.remove(k);
+                }
+            }
+        }
+        for (origin, seq) in &self.origins {
+            batch.insert(origin_key(P_ORIGIN, *origin), &seq.to_be_bytes());
+        }
+        batch.insert(KEY_META, &self.position.encode());
+        view.tree.apply_batch(batch)?;
+        view.pending.fetch_add(pending_added, Ordering::Relaxed);
+        view.pending.fetch_sub(pending_removed, Ordering::Relaxed);
+        view.origins
+            .lock()
+            .expect("view origins lock")
+            .extend(self.origins.iter().map(|(o, s)| (*o, *s)));
+        *view.position.lock().expect("view position lock") = self.position;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_encoding_round_trips() {
+        let r = ViewRecord {
+            category: Category::AdministrativePenalty,
+            kind: OpKind::Amend,
+            disclosure: DisclosureClass::Limited,
+            sharing: SharingClass::Conditional,
+            version: 4,
+            latest_seq: 99,
+            upsert_seq: 98,
+            repaired_by_seq: 0,
+            revoked_seq: 7,
+            publicity_end: Some(time::macros::date!(2027 - 03 - 01)),
+            subject: subject_field(b"U91110000600037341L").expect("fits"),
+        };
+        assert_eq!(decode_record(&encode_record(&r)), Some(r));
+        assert_eq!(r.subject(), b"U91110000600037341L");
+        let none = ViewRecord {
+            publicity_end: None,
+            ..r
+        };
+        assert_eq!(decode_record(&encode_record(&none)), Some(none));
+        assert_eq!(decode_record(&encode_record(&r)[1..]), None);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        let mut v = Vec::new();
+        for x in [0u64, 1, 127, 128, 300, u64::MAX] {
+            put_varint(&mut v, x);
+        }
+        let mut at = 0;
+        for x in [0u64, 1, 127, 128, 300, u64::MAX] {
+            assert_eq!(get_varint(&v, &mut at), Some(x));
+        }
+        assert_eq!(get_varint(&v, &mut at), None);
+    }
+}
