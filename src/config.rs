@@ -377,6 +377,7 @@ impl Config {
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,
                 index_lag_entries_max: raw.store.index_lag_entries_max,
+                view_buckets: crate::store::view::VIEW_BUCKETS,
                 journal_fs: Default::default(),
             },
             queue_depth: raw.publish.queue_depth,

@@ -206,6 +206,7 @@ pub async fn serve(
         states: peer_states.clone(),
         certificates,
         progress: Default::default(),
+        writer: writer.clone(),
     });
     let publisher = PublisherService {
         origin: config.region,

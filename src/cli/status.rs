@@ -72,6 +72,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             o.lag_seconds
         );
     }
+    if let Some(i) = &s.index {
+        let state = if !i.failure.is_empty() {
+            problems += 1;
+            format!("STOPPED: {}", i.failure)
+        } else if i.lag_entries > i.lag_entries_max {
+            "at its bound: publishing and replication wait for it".to_string()
+        } else if i.lag_entries > 0 {
+            "indexing".to_string()
+        } else {
+            "caught up".to_string()
+        };
+        println!(
+            "merged view: {} entries indexed, {} behind the journal ({:.1} s; bound {}), {} undecodable; {state}",
+            i.indexed_entries, i.lag_entries, i.lag_seconds, i.lag_entries_max, i.undecodable_entries
+        );
+    }
     for f in &s.forks {
         println!(
             "fork of {}: evidence kept (checkpoint at seq {})",

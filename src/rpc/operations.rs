@@ -8,6 +8,7 @@ use super::{caller, Caller};
 use crate::policy::{Policy, Rpc};
 use crate::record::Region;
 use crate::store::index::Index;
+use crate::store::writer::WriterHandle;
 use crate::store::journal::{Frame, JournalReader};
 use crate::sync::peer::{PeerConfig, PeerStates};
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,8 @@ pub struct OperationsService {
     pub certificates: Vec<(String, i64)>,
     /// Per origin: (local seq last seen, when it last moved).
     pub progress: Mutex<HashMap<Region, (u64, Instant)>>,
+    /// The writer, for the merged view's lag.
+    pub writer: WriterHandle,
 }
 
 fn authorize(policy: &Policy, who: &Caller) -> Result<(), Status> {
@@ -136,12 +139,22 @@ impl OperationsService {
                 not_after_unix_seconds: *at,
             })
             .collect();
+        let lag = self.writer.index_lag();
+        let index = pb::IndexStatus {
+            lag_entries: lag.entries,
+            lag_seconds: lag.seconds,
+            lag_entries_max: lag.entries_max,
+            indexed_entries: self.writer.view().position().entries,
+            undecodable_entries: lag.undecodable,
+            failure: self.writer.index_failure().unwrap_or_default(),
+        };
         Ok(pb::SyncStatusResponse {
             region: self.region.code(),
             peers,
             origins,
             forks: fork_list,
             certificates,
+            index: Some(index),
         })
     }
 }

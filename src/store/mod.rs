@@ -17,6 +17,8 @@ pub mod journal;
 pub mod sim;
 pub mod verify;
 pub mod view;
+#[cfg(test)]
+mod view_tests;
 pub mod writer;
 
 use crate::log::ledger::{self, Decision, OpKind, OpRejection, RecordState};
@@ -56,6 +58,8 @@ pub struct StoreConfig {
     /// Entries the merged view may be behind the journal before the writer waits for it
     /// (backpressure on publishing and on replication alike).
     pub index_lag_entries_max: u64,
+    /// Buckets of a new merged view's packed maps (tests use few, to exercise merges).
+    pub view_buckets: u32,
 }
 
 impl StoreConfig {
@@ -66,6 +70,7 @@ impl StoreConfig {
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
             index_lag_entries_max: Self::INDEX_LAG_ENTRIES_MAX_DEFAULT,
+            view_buckets: view::VIEW_BUCKETS,
             local: None,
             journal_fs: fs::SharedFs::default(),
             dir: dir.to_path_buf(),
@@ -218,7 +223,7 @@ impl Store {
         if replayed_frames > 0 {
             index.flush()?;
         }
-        let view = Arc::new(View::open(index.db())?);
+        let view = Arc::new(View::open(index.db(), cfg.view_buckets)?);
         if view.position().pos > journal.end() {
             return Err(StoreError::IndexAhead {
                 indexed: view.position().pos.0,

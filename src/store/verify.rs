@@ -174,11 +174,11 @@ fn compare_views(
     reader: &JournalReader,
     report: &mut VerifyReport,
 ) -> Result<(), StoreError> {
-    let live_view = View::open(live.db())?;
+    let live_view = View::open(live.db(), super::view::VIEW_BUCKETS)?;
     let position = live_view.position();
     report.view_entries = position.entries;
     report.view_undecodable = position.undecodable;
-    let fresh = View::open(rebuilt.db())?;
+    let fresh = View::open(rebuilt.db(), super::view::VIEW_BUCKETS)?;
     fresh.load_filter()?;
     fresh.catch_up(reader, position.pos, |_| {})?;
     let mut a = Vec::new();

@@ -30,6 +30,7 @@ use std::sync::{Mutex, RwLock};
 const TREE: &str = "view";
 const KEY_META: &[u8] = b"V";
 const KEY_SALT: &[u8] = b"Z";
+const KEY_BUCKETS: &[u8] = b"B";
 const P_RECORD: u8 = b'R';
 const P_SUBJECT: u8 = b'S';
 const P_CATEGORY: u8 = b'C';
@@ -37,8 +38,9 @@ const P_EXPIRY: u8 = b'E';
 const P_UNDECODABLE: u8 = b'U';
 const P_PENDING: u8 = b'P';
 const P_ORIGIN: u8 = b'O';
-/// Buckets of the record and subject maps. Catching up, a batch writes about one chunk per
-/// bucket per map, so a batch of `BATCH_ENTRIES_MAX` entries costs ~2 × this many sled keys.
+/// Buckets of the record and subject maps of a new view (`StoreConfig::view_buckets`). Catching
+/// up, a batch writes about one chunk per bucket per map, so a batch of `BATCH_ENTRIES_MAX`
+/// entries costs ~2 × this many sled keys.
 pub const VIEW_BUCKETS: u32 = 2048;
 /// Entries indexed per batch at most (catching up); live, a batch is whatever the writer
 /// committed since the last one.
@@ -319,8 +321,20 @@ pub struct View {
 }
 
 impl View {
-    pub fn open(db: &sled::Db) -> Result<View, ViewError> {
+    /// Opens the view in `db`; `buckets` is used only when the view is created (the layout of an
+    /// existing view is recorded in it).
+    pub fn open(db: &sled::Db, buckets: u32) -> Result<View, ViewError> {
         let tree = db.open_tree(TREE)?;
+        let buckets = match tree.get(KEY_BUCKETS)? {
+            Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| ViewError::Damaged {
+                key: "buckets".into(),
+                reason: "wrong length".into(),
+            })?),
+            None => {
+                tree.insert(KEY_BUCKETS, &buckets.max(1).to_be_bytes())?;
+                buckets.max(1)
+            }
+        };
         let salt: [u8; 16] = match tree.get(KEY_SALT)? {
             Some(v) => v.as_ref().try_into().map_err(|_| ViewError::Damaged {
                 key: "salt".into(),
@@ -357,10 +371,10 @@ impl View {
                 RECORD_KEY_BYTES,
                 RECORD_VALUE_BYTES,
                 RECORD_KEY_BYTES,
-                VIEW_BUCKETS,
+                buckets,
                 salt,
             ),
-            subjects: ChunkMap::new(P_SUBJECT, SUBJECT_ITEM_BYTES, 0, SUBJECT_BYTES, VIEW_BUCKETS, salt),
+            subjects: ChunkMap::new(P_SUBJECT, SUBJECT_ITEM_BYTES, 0, SUBJECT_BYTES, buckets, salt),
             tree,
             bloom: Bloom::default(),
             lock: RwLock::new(()),
@@ -572,7 +586,7 @@ impl View {
         }
         let mut records = BTreeMap::new();
         let mut subjects = Vec::new();
-        for b in 0..VIEW_BUCKETS {
+        for b in 0..self.records.buckets() {
             for (k, v) in self.records.bucket_items(&self.tree, b)? {
                 records.insert(k, decode_record(&v));
             }

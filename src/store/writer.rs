@@ -100,6 +100,11 @@ impl WriterHandle {
         self.progress.lag()
     }
 
+    /// Why the indexer stopped, if it did.
+    pub fn index_failure(&self) -> Option<String> {
+        self.progress.failure()
+    }
+
     /// The merged view (read-only: the indexer thread writes it).
     pub fn view(&self) -> Arc<View> {
         self.progress.view().clone()
