@@ -113,6 +113,8 @@ struct RawStore {
     index_cache_bytes: u64,
     #[serde(default = "default_index_lag_entries_max")]
     index_lag_entries_max: u64,
+    #[serde(default = "default_index_batch_entries_max")]
+    index_batch_entries_max: usize,
 }
 
 impl Default for RawStore {
@@ -121,10 +123,14 @@ impl Default for RawStore {
             segment_bytes_max: default_segment_bytes_max(),
             index_cache_bytes: default_index_cache_bytes(),
             index_lag_entries_max: default_index_lag_entries_max(),
+            index_batch_entries_max: default_index_batch_entries_max(),
         }
     }
 }
 
+fn default_index_batch_entries_max() -> usize {
+    crate::store::view::BATCH_ENTRIES_MAX
+}
 fn default_index_lag_entries_max() -> u64 {
     StoreConfig::INDEX_LAG_ENTRIES_MAX_DEFAULT
 }
@@ -272,6 +278,9 @@ impl Config {
         if !(1_000..=10_000_000).contains(&raw.store.index_lag_entries_max) {
             return Err("store.index_lag_entries_max: must be between 1000 and 10000000 (entries the merged view may be behind the journal before publishing and replication wait for it)".to_string());
         }
+        if !(100..=1_000_000).contains(&raw.store.index_batch_entries_max) {
+            return Err("store.index_batch_entries_max: must be between 100 and 1000000 (entries per merged-view batch when catching up)".to_string());
+        }
         if !(1..=10_000).contains(&raw.publish.queue_depth) {
             return Err("publish.queue_depth: must be between 1 and 10000".to_string());
         }
@@ -378,6 +387,7 @@ impl Config {
                 index_cache_bytes: raw.store.index_cache_bytes,
                 index_lag_entries_max: raw.store.index_lag_entries_max,
                 view_buckets: crate::store::view::VIEW_BUCKETS,
+                index_batch_entries_max: raw.store.index_batch_entries_max,
                 journal_fs: Default::default(),
             },
             queue_depth: raw.publish.queue_depth,

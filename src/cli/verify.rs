@@ -61,6 +61,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             hex::encode(head.head_hash)
         );
     }
+    println!(
+        "merged view: {} entries indexed ({} undecodable), checked fact by fact against a rebuild from the journal",
+        report.view_entries, report.view_undecodable
+    );
+    for u in &report.undecodable {
+        println!("undecodable entry {u}");
+    }
     if let Some(at) = report.torn_tail_at {
         println!("note: the journal ends in a torn frame at position {at} (a crash mid-write); the node truncates it at start");
     }

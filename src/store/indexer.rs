@@ -133,11 +133,11 @@ impl Progress {
 
 /// Starts the indexer thread; it returns once stopped (after indexing everything durable) or
 /// after a failure.
-pub fn spawn(progress: Arc<Progress>, reader: JournalReader) -> std::thread::JoinHandle<()> {
+pub fn spawn(progress: Arc<Progress>, reader: JournalReader, batch_entries_max: usize) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("cx-indexer".to_string())
         .spawn(move || {
-            if let Err(e) = run(&progress, &reader) {
+            if let Err(e) = run(&progress, &reader, batch_entries_max) {
                 let message = e.to_string();
                 tracing::error!(error = %message, "merged-view indexer failed; the node refuses writes until restarted");
                 let mut s = progress.state.lock().expect("progress lock");
@@ -148,7 +148,7 @@ pub fn spawn(progress: Arc<Progress>, reader: JournalReader) -> std::thread::Joi
         .expect("the OS can start the indexer thread")
 }
 
-fn run(progress: &Progress, reader: &JournalReader) -> Result<(), super::view::ViewError> {
+fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) -> Result<(), super::view::ViewError> {
     let view = &progress.view;
     let started = Instant::now();
     let filtered = view.load_filter()?;
@@ -168,7 +168,7 @@ fn run(progress: &Progress, reader: &JournalReader) -> Result<(), super::view::V
             }
             s.journal_end
         };
-        view.catch_up(reader, end, |p| {
+        view.catch_up(reader, end, batch_entries_max, |p| {
             let mut s = progress.state.lock().expect("progress lock");
             s.view_pos = p.pos;
             s.view_entries = p.entries;

@@ -60,6 +60,8 @@ pub struct StoreConfig {
     pub index_lag_entries_max: u64,
     /// Buckets of a new merged view's packed maps (tests use few, to exercise merges).
     pub view_buckets: u32,
+    /// Entries per merged-view batch when catching up.
+    pub index_batch_entries_max: usize,
 }
 
 impl StoreConfig {
@@ -71,6 +73,7 @@ impl StoreConfig {
         StoreConfig {
             index_lag_entries_max: Self::INDEX_LAG_ENTRIES_MAX_DEFAULT,
             view_buckets: view::VIEW_BUCKETS,
+            index_batch_entries_max: view::BATCH_ENTRIES_MAX,
             local: None,
             journal_fs: fs::SharedFs::default(),
             dir: dir.to_path_buf(),
@@ -259,7 +262,12 @@ impl Store {
     /// tests; a serving node has the indexer thread do it).
     pub fn index_view(&mut self) -> Result<(), StoreError> {
         self.view.load_filter()?;
-        self.view.catch_up(&self.journal.reader(), self.journal.end(), |_| {})?;
+        self.view.catch_up(
+            &self.journal.reader(),
+            self.journal.end(),
+            self.cfg.index_batch_entries_max,
+            |_| {},
+        )?;
         self.prune_decisions();
         Ok(())
     }

@@ -180,7 +180,7 @@ fn compare_views(
     report.view_undecodable = position.undecodable;
     let fresh = View::open(rebuilt.db(), super::view::VIEW_BUCKETS)?;
     fresh.load_filter()?;
-    fresh.catch_up(reader, position.pos, |_| {})?;
+    fresh.catch_up(reader, position.pos, super::view::BATCH_ENTRIES_MAX, |_| {})?;
     let mut a = Vec::new();
     live_view.logical_dump(|l| a.push(l))?;
     let mut b = Vec::new();

@@ -42,8 +42,9 @@ const P_ORIGIN: u8 = b'O';
 /// up, a batch writes about one chunk per bucket per map, so a batch of `BATCH_ENTRIES_MAX`
 /// entries costs ~2 × this many sled keys.
 pub const VIEW_BUCKETS: u32 = 2048;
-/// Entries indexed per batch at most (catching up); live, a batch is whatever the writer
-/// committed since the last one.
+/// Entries indexed per batch at most when catching up, by default
+/// (`store.index_batch_entries_max`); live, a batch is whatever the writer committed since the
+/// last one.
 pub const BATCH_ENTRIES_MAX: usize = 50_000;
 /// Subject index bytes held (a length byte and the tagged identifier, zero-padded).
 const SUBJECT_BYTES: usize = 20;
@@ -647,13 +648,15 @@ impl View {
     }
 
     /// Indexes the journal's frames from the view's position up to `to` (a durable end), in
-    /// batches of at most `BATCH_ENTRIES_MAX` entries. `after_batch` is told each new position.
+    /// batches of at most `batch_entries_max` entries. `after_batch` is told each new position.
     pub fn catch_up(
         &self,
         reader: &JournalReader,
         to: JournalPos,
+        batch_entries_max: usize,
         mut after_batch: impl FnMut(&ViewPosition),
     ) -> Result<(), ViewError> {
+        let batch_max = batch_entries_max.max(1);
         loop {
             let from = self.position().pos;
             if from >= to {
@@ -668,11 +671,11 @@ impl View {
                     entries += 1;
                 }
                 end = frame_end;
-                Ok::<_, ViewError>(entries < BATCH_ENTRIES_MAX)
+                Ok::<_, ViewError>(entries < batch_max)
             })?;
             // Past the last frame there may be the group's commit frame, which readers do not
             // see: a batch that read everything ends at `to`.
-            let end = if entries < BATCH_ENTRIES_MAX { to } else { end };
+            let end = if entries < batch_max { to } else { end };
             batch.commit(end)?;
             after_batch(&self.position());
         }

@@ -120,7 +120,14 @@ fn origin_log(origin: Region, seed: u64, ops: usize, model: &mut Model) -> Vec<E
             continue;
         };
         let seq = head.next_seq;
-        let e = Entry::with_digest(origin, seq, head.head_hash, 1_700_000_000_000_000, op.canonical().to_vec(), d);
+        let e = Entry::with_digest(
+            origin,
+            seq,
+            head.head_hash,
+            1_700_000_000_000_000,
+            op.canonical().to_vec(),
+            d,
+        );
         head = ChainHead {
             next_seq: seq + 1,
             head_hash: e.hash,
@@ -186,7 +193,10 @@ fn model_apply(
             }
         }
         Operation::Revoke(_) => {
-            let exp = model.records.get_mut(&(origin, id)).expect("decide refuses unknown records");
+            let exp = model
+                .records
+                .get_mut(&(origin, id))
+                .expect("decide refuses unknown records");
             exp.kind = OpKind::Revoke;
             exp.latest_seq = seq;
             let (category, subject) = (exp.state.category, exp.subject.clone());
@@ -267,11 +277,20 @@ fn check_against_model(store: &Store, model: &Model) -> Result<(), TestCaseError
         prop_assert_eq!(&got, postings);
     }
     for ((category, origin), seqs) in &model.categories {
-        prop_assert_eq!(&view.category_entries(*category, *origin, 0, usize::MAX).expect("category"), seqs);
+        prop_assert_eq!(
+            &view
+                .category_entries(*category, *origin, 0, usize::MAX)
+                .expect("category"),
+            seqs
+        );
         // From a point in the middle: only what follows it.
         let mid = seqs[seqs.len() / 2];
         let tail: Vec<u64> = seqs.iter().copied().filter(|s| *s >= mid).collect();
-        prop_assert_eq!(view.category_entries(*category, *origin, mid, usize::MAX).expect("category"), tail);
+        prop_assert_eq!(
+            view.category_entries(*category, *origin, mid, usize::MAX)
+                .expect("category"),
+            tail
+        );
     }
     let (from, to) = (time::macros::date!(2000 - 01 - 01), time::macros::date!(2100 - 12 - 31));
     let got: BTreeSet<_> = view.expiring(from, to).expect("expiry").into_iter().collect();
@@ -334,4 +353,77 @@ fn an_undecodable_peer_entry_is_reported_counted_and_indexing_goes_on() {
     // Records after it are indexed.
     let last = decode_stored(&entries.last().expect("entries").op_bytes).expect("decodes");
     assert!(view.record(origin, &last.record_id()).expect("lookup").is_some());
+}
+
+/// A replica of a province's log holds the same view as the province's own store, which decided
+/// every publish through the writer's path (in-memory decisions, then the view with digests read
+/// from the journal); and re-publishing everything there is idempotent.
+#[test]
+fn a_replica_holds_the_same_view_as_the_origin_and_republishing_is_idempotent() {
+    use super::OpOutcome;
+    let origin = origins()[0];
+    let (o_dir, r_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let mut cfg = StoreConfig::new(o_dir.path());
+    cfg.local = Some(origin);
+    cfg.view_buckets = 8;
+    let (mut own, _) = Store::open(&cfg).expect("origin store");
+    let mut gen = RecordGenerator::new(21, origin);
+    let lines: Vec<String> = (0..3000).map(|_| gen.next_line()).collect();
+    let ops: Vec<Operation> = lines
+        .iter()
+        .map(|l| parse_operation(l.as_bytes()).expect("valid"))
+        .collect();
+    let signer = TestKey(origin);
+    let mut appended = 0;
+    for (i, group) in ops.chunks(100).enumerate() {
+        let (outcomes, _) = own
+            .commit_local(origin, group, &signer, 1_700_000_000_000_000 + i as i64 * 1_000_000)
+            .expect("commit");
+        appended += outcomes
+            .iter()
+            .filter(|o| matches!(o, OpOutcome::Appended { .. }))
+            .count();
+        if i % 3 == 0 {
+            own.index_view().expect("index");
+        }
+    }
+    assert_eq!(appended, 3000, "every generated line is new or a valid amendment");
+    own.index_view().expect("index");
+    assert_eq!(
+        own.decisions_held(),
+        0,
+        "the view has everything: nothing held in memory"
+    );
+    // Re-publishing: duplicates (digest read from the journal through the view) or stale.
+    let (again, _) = own
+        .commit_local(origin, &ops, &signer, 1_800_000_000_000_000)
+        .expect("again");
+    let duplicates = again
+        .iter()
+        .filter(|o| matches!(o, OpOutcome::Duplicate { .. }))
+        .count();
+    let stale = again
+        .iter()
+        .filter(|o| matches!(o, OpOutcome::Rejected(r) if r.reason == "stale_version"))
+        .count();
+    assert!(
+        duplicates > 2800 && duplicates + stale == 3000,
+        "{duplicates} duplicates, {stale} stale"
+    );
+    // The replica: the origin's journal, replayed as covered batches.
+    let mut entries = Vec::new();
+    own.reader()
+        .scan(super::JournalPos(0), own.journal_end(), |_, _, f| {
+            if let super::Frame::Entry(e) = f {
+                entries.push(e);
+            }
+            Ok::<_, super::JournalError>(true)
+        })
+        .expect("scan");
+    let replica = store_logs(r_dir.path(), &[entries], 3);
+    assert_eq!(
+        dump(&own),
+        dump(&replica),
+        "the replica's view of the province equals the province's own"
+    );
 }

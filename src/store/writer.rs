@@ -139,7 +139,7 @@ pub fn spawn(
         store.entries(),
         store.config().index_lag_entries_max,
     );
-    let indexer = indexer::spawn(progress.clone(), store.reader());
+    let indexer = indexer::spawn(progress.clone(), store.reader(), store.config().index_batch_entries_max);
     let shared = progress.clone();
     let join = std::thread::Builder::new()
         .name("cx-writer".to_string())

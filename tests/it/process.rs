@@ -6,6 +6,7 @@ use cxnode::pki::TlsFiles;
 use cxnode::record::{RecordGenerator, Region};
 use cxnode::rpc::client::connect;
 use cxnode::rpc::pb;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -285,6 +286,70 @@ fn kill_9_mid_publish_loses_nothing_acknowledged() {
         }
     }
     assert!(node.stop().success());
+}
+
+/// The merged view's position as the store holds it (the node must not be running).
+fn view_entries(data: &std::path::Path) -> u64 {
+    let index = cxnode::store::index::Index::open(&data.join("index"), 8 << 20).expect("index");
+    let view = cxnode::store::view::View::open(index.db(), cxnode::store::view::VIEW_BUCKETS).expect("view");
+    view.position().entries
+}
+
+#[test]
+fn the_indexer_killed_twenty_times_mid_indexing_ends_equal_to_a_fresh_rebuild() {
+    let fed = Fed::new();
+    let data = fed.path().join("data");
+    let port = free_port();
+    // Small catch-up batches, so a rebuild is many batches long.
+    let config = fed.path().join("node-small-batches.toml");
+    let text = format!(
+        "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\
+         [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n\
+         [store]\nindex_batch_entries_max = 1000\n[log]\nlevel = \"info\"\n",
+        data.display()
+    );
+    std::fs::write(&config, text).expect("config");
+    let node = NodeProc::start_with(&fed, &config, port);
+    let total = 20_000u64;
+    let file = fed.records("records.jsonl", total, 11);
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert!(
+        out.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(node.stop().success());
+    assert_eq!(view_entries(&data), total, "a clean stop leaves the view caught up");
+    // Without its indexes the node rebuilds the chain index at open and the merged view behind
+    // it, while serving: kill it at random instants of that rebuild.
+    std::fs::remove_dir_all(data.join("index")).expect("rm index");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let node = NodeProc::start_with(&fed, &config, port);
+        // sled writes its pages about once a second: most kills lose the last second's batches,
+        // which the node must then index again.
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        node.kill9();
+        seen.push(view_entries(&data));
+    }
+    assert!(
+        seen.iter().any(|n| *n > 0 && *n < total),
+        "some kills landed mid-indexing: positions seen {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "the view only moves forward: {seen:?}"
+    );
+    let node = NodeProc::start_with(&fed, &config, port);
+    assert!(node.stop().success());
+    assert_eq!(view_entries(&data), total);
+    let report = cxnode_ok(fed.path(), &["verify", "--data", data.to_str().expect("utf-8")]);
+    assert!(report.contains("OK: store verified"), "{report}");
+    assert!(
+        report.contains(&format!("merged view: {total} entries indexed (0 undecodable)")),
+        "{report}"
+    );
 }
 
 #[test]
