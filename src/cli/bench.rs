@@ -28,6 +28,9 @@ pub enum BenchCommand {
         /// Working directory (default: a new directory under the system temp dir, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// One JSON object per run and a summary object, one per line, instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -39,7 +42,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             runs,
             batch,
             dir,
-        } => bench_publish(records, runs.max(1), batch, dir),
+            json,
+        } => bench_publish(records, runs.max(1), batch, dir, json),
     }
 }
 
@@ -54,6 +58,7 @@ pub(super) fn bench_certs(certs: &Path, regions: &[&str]) -> anyhow::Result<()> 
         for (id, name) in [
             (Identity::Node(region), format!("node-{r}")),
             (Identity::Publisher(region), format!("publisher-{r}")),
+            (Identity::Operator("bench".to_string()), "operator-bench".to_string()),
         ] {
             if certs.join(format!("{name}.pem")).exists() {
                 continue;
@@ -191,7 +196,38 @@ fn sled_baseline(dir: &Path, lines: &[String], keys: &[[u8; 16]], batch: usize) 
     Ok(rate)
 }
 
-fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Prints `text` for people, or `value` as one JSON line for scripts.
+pub(super) fn report(json: bool, text: String, value: serde_json::Value) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// The file system a path lives on (as `df` names it), for benchmark reports.
+pub(super) fn filesystem_of(path: &Path) -> String {
+    Command::new("df")
+        .args(["--output=source,fstype"])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| {
+            t.lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn bench_publish(
+    records: u64,
+    runs: usize,
+    batch: usize,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let owned_dir = dir.is_none();
     let work = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-{}", std::process::id())));
     std::fs::create_dir_all(&work)?;
@@ -213,15 +249,19 @@ fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) 
         }
         out.flush()?;
     }
-    println!(
-        "# bench publish: {records} records ({:.0} bytes/record avg), batches of {batch}, {runs} runs, mTLS to a node process on loopback",
-        record_bytes as f64 / records as f64
-    );
+    let fs = filesystem_of(&work);
+    if !json {
+        println!(
+            "# bench publish: {records} records ({:.0} bytes/record avg), batches of {batch}, {runs} runs, mTLS to a node process on loopback; store on {fs}",
+            record_bytes as f64 / records as f64
+        );
+    }
     let rt = super::runtime()?;
     let mut ours = Vec::new();
     let mut baseline = Vec::new();
     let mut rss = Vec::new();
     let mut disk = Vec::new();
+    let mut ratio_ij = Vec::new();
     for run in 1..=runs {
         let data = work.join(format!("data-{run}"));
         let _ = std::fs::remove_dir_all(&data);
@@ -245,28 +285,51 @@ fn bench_publish(records: u64, runs: usize, batch: usize, dir: Option<PathBuf>) 
         let peak = peak_rss_kib(node.child.id()).unwrap_or(0);
         node.stop()?;
         let bytes = dir_bytes(&data);
+        let journal = dir_bytes(&data.join("journal"));
+        let index = dir_bytes(&data.join("index"));
         let rate = summary.lines as f64 / secs;
         let base = sled_baseline(&work.join("sled-baseline"), &lines, &keys, batch)?;
-        println!(
-            "run {run}: {rate:.0} records/s ({accepted} appended, {} duplicates, {} rejected) in {secs:.2} s; node peak RSS {:.1} MB; {:.0} bytes on disk/record | raw sled {base:.0} records/s; ratio {:.2}",
-            summary.duplicates,
-            summary.rejected.values().sum::<u64>(),
-            peak as f64 / 1024.0,
-            bytes as f64 / records as f64,
-            rate / base
+        report(
+            json,
+            format!(
+                "run {run}: {rate:.0} records/s ({accepted} appended, {} duplicates, {} rejected) in {secs:.2} s; node peak RSS {:.1} MB; {:.0} bytes on disk/record (index {:.2} x journal) | raw sled {base:.0} records/s; ratio {:.2}",
+                summary.duplicates,
+                summary.rejected.values().sum::<u64>(),
+                peak as f64 / 1024.0,
+                bytes as f64 / records as f64,
+                index as f64 / journal.max(1) as f64,
+                rate / base
+            ),
+            serde_json::json!({
+                "bench": "publish", "run": run, "records": records, "batch": batch,
+                "publish_records_per_s": rate, "sled_baseline_records_per_s": base,
+                "ratio_to_sled": rate / base, "node_peak_rss_mb": peak as f64 / 1024.0,
+                "disk_bytes_per_record": bytes as f64 / records as f64,
+                "journal_bytes": journal, "index_bytes": index,
+                "index_to_journal": index as f64 / journal.max(1) as f64, "filesystem": fs,
+            }),
         );
         ours.push(rate);
         baseline.push(base);
         rss.push(peak as f64 / 1024.0);
         disk.push(bytes as f64 / records as f64);
+        ratio_ij.push(index as f64 / journal.max(1) as f64);
         let _ = std::fs::remove_dir_all(&data);
     }
     let (m_ours, m_base) = (median(&mut ours), median(&mut baseline));
-    println!(
-        "median: {m_ours:.0} records/s durable over mTLS; raw sled batch insert {m_base:.0} records/s; ratio {:.2}; node peak RSS {:.1} MB; {:.0} bytes on disk per record",
-        m_ours / m_base,
-        median(&mut rss),
-        median(&mut disk)
+    let (m_rss, m_disk, m_ij) = (median(&mut rss), median(&mut disk), median(&mut ratio_ij));
+    report(
+        json,
+        format!(
+            "median: {m_ours:.0} records/s durable over mTLS; raw sled batch insert {m_base:.0} records/s; ratio {:.2}; node peak RSS {m_rss:.1} MB; {m_disk:.0} bytes on disk per record; index {m_ij:.2} x journal",
+            m_ours / m_base
+        ),
+        serde_json::json!({
+            "bench": "publish", "summary": true, "runs": runs, "records": records,
+            "publish_records_per_s": m_ours, "sled_baseline_records_per_s": m_base,
+            "ratio_to_sled": m_ours / m_base, "node_peak_rss_mb": m_rss,
+            "disk_bytes_per_record": m_disk, "index_to_journal": m_ij, "filesystem": fs,
+        }),
     );
     if owned_dir {
         let _ = std::fs::remove_dir_all(&work);

@@ -5,7 +5,9 @@
 //! durable append (`appended_at` of the entry) to its arrival on a Sync stream from the receiving
 //! node (so it includes that node's durable store and one more loopback hop). Not a test.
 
-use super::bench::{bench_certs, dir_bytes, free_port, median, peak_rss_kib, start_node_of, NodeProcess};
+use super::bench::{
+    bench_certs, dir_bytes, filesystem_of, free_port, median, peak_rss_kib, report, start_node_of, NodeProcess,
+};
 use super::publish::{publish, PublishArgs};
 use crate::pki::TlsFiles;
 use crate::record::{RecordGenerator, Region};
@@ -35,6 +37,9 @@ pub struct SyncArgs {
     /// Only the live scenario.
     #[arg(long)]
     live_only: bool,
+    /// One JSON object per run and a summary object, one per line, instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 const ORIGIN: &str = "330000";
@@ -55,6 +60,19 @@ async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow
     let code = Region::parse(origin)?.code();
     let heads = client.heads(pb::HeadsRequest {}).await?.into_inner().heads;
     Ok(heads.iter().find(|h| h.origin == code).map(|h| h.seq).unwrap_or(0))
+}
+
+/// The merged-view indexer's status at the node on `port`, asked as an operator.
+async fn index_status(certs: &Path, port: u16) -> anyhow::Result<pb::IndexStatus> {
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, "operator-bench"),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::operations_client::OperationsClient::new(channel);
+    let s = client.sync_status(pb::SyncStatusRequest {}).await?.into_inner();
+    s.index.context("the node reports no index status")
 }
 
 pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -106,12 +124,17 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     }))?;
     let n = summary.appended.values().sum::<u64>();
     let journal_bytes = dir_bytes(&source_data.join("journal"));
-    println!(
-        "# bench sync (a) catch-up: {n} records ({:.1} MB of journal) published at the source in {:.0} s (set-up); {} runs",
-        journal_bytes as f64 / 1e6,
-        set_up.elapsed().as_secs_f64(),
-        args.runs
-    );
+    let fs = filesystem_of(work);
+    if !args.json {
+        println!(
+            "# bench sync (a) catch-up: {n} records ({:.1} MB of journal) published at the source in {:.0} s (set-up); {} runs; stores on {fs}",
+            journal_bytes as f64 / 1e6,
+            set_up.elapsed().as_secs_f64(),
+            args.runs
+        );
+    }
+    let mut indexed_rates = Vec::new();
+    let mut ratios = Vec::new();
     let mut rates = Vec::new();
     let mut mbs = Vec::new();
     let mut rss_b = Vec::new();
@@ -131,11 +154,34 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
             std::thread::sleep(Duration::from_millis(100));
         }
         let secs = started.elapsed().as_secs_f64();
+        // Then until its merged view has indexed every entry.
+        loop {
+            let s = rt.block_on(index_status(certs, port))?;
+            anyhow::ensure!(s.failure.is_empty(), "the fresh node's indexer failed: {}", s.failure);
+            if s.indexed_entries >= n && s.lag_entries == 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "indexing did not finish within an hour");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let indexed_secs = started.elapsed().as_secs_f64();
         let peak = peak_rss_kib(fresh.child.id()).unwrap_or(0) as f64 / 1024.0;
         fresh.stop()?;
         let rate = n as f64 / secs;
+        let indexed_rate = n as f64 / indexed_secs;
         let mb = journal_bytes as f64 / 1e6 / secs;
-        println!("run {run}: {rate:.0} records/s, {mb:.1} MB/s (verified, durable) in {secs:.1} s; fresh node peak RSS {peak:.1} MB");
+        report(
+            args.json,
+            format!("run {run}: chain {rate:.0} records/s, {mb:.1} MB/s (verified, durable) in {secs:.1} s; merged view indexed at {indexed_rate:.0} records/s ({indexed_secs:.1} s, ratio {:.2}); fresh node peak RSS {peak:.1} MB", indexed_rate / rate),
+            serde_json::json!({
+                "bench": "sync_catchup", "run": run, "records": n,
+                "catchup_records_per_s": rate, "catchup_mb_per_s": mb,
+                "catchup_indexed_records_per_s": indexed_rate, "indexed_to_chain": indexed_rate / rate,
+                "fresh_node_peak_rss_mb": peak, "filesystem": fs,
+            }),
+        );
+        indexed_rates.push(indexed_rate);
+        ratios.push(indexed_rate / rate);
         rates.push(rate);
         mbs.push(mb);
         rss_b.push(peak);
@@ -143,11 +189,17 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     }
     let source_peak = peak_rss_kib(source.child.id()).unwrap_or(0) as f64 / 1024.0;
     source.stop()?;
-    println!(
-        "catch-up median: {:.0} records/s, {:.1} MB/s; peak RSS: fresh node {:.1} MB, source node {source_peak:.1} MB (includes its own publishing)",
-        median(&mut rates),
-        median(&mut mbs),
-        median(&mut rss_b)
+    let (m_rate, m_mb, m_rss) = (median(&mut rates), median(&mut mbs), median(&mut rss_b));
+    let (m_indexed, m_ratio) = (median(&mut indexed_rates), median(&mut ratios));
+    report(
+        args.json,
+        format!("catch-up median: chain {m_rate:.0} records/s, {m_mb:.1} MB/s; merged view indexed {m_indexed:.0} records/s (ratio {m_ratio:.2}); peak RSS: fresh node {m_rss:.1} MB, source node {source_peak:.1} MB (includes its own publishing)"),
+        serde_json::json!({
+            "bench": "sync_catchup", "summary": true, "runs": args.runs, "records": n,
+            "catchup_records_per_s": m_rate, "catchup_mb_per_s": m_mb,
+            "catchup_indexed_records_per_s": m_indexed, "indexed_to_chain": m_ratio,
+            "fresh_node_peak_rss_mb": m_rss, "source_node_peak_rss_mb": source_peak, "filesystem": fs,
+        }),
     );
     let _ = std::fs::remove_dir_all(&source_data);
     Ok(())
@@ -214,9 +266,22 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
     let total = args.live_rate * args.live_seconds;
     // Generous: the observers stop as soon as they have seen every record.
     let until = Instant::now() + Duration::from_secs(args.live_seconds * 3 + 10);
-    let (lat_b, lat_c, sent) = rt.block_on(async {
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (lat_b, lat_c, sent, lag_samples) = rt.block_on(async {
         let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], total as usize, until));
         let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], total as usize, until));
+        // The origin's indexer lag, sampled every 10 ms while publishing.
+        let (lag_certs, lag_port, on) = (certs.to_path_buf(), ports[0], sampling.clone());
+        let lags = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(s) = index_status(&lag_certs, lag_port).await {
+                    samples.push((s.lag_seconds * 1e6) as i64);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            samples
+        });
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let channel = connect(
@@ -262,9 +327,11 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
         let acked = drain.await?;
         anyhow::ensure!(acked == sent, "{sent} records sent but {acked} acknowledged");
         println!("published {sent} records in {:.1} s", started.elapsed().as_secs_f64());
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let lag_samples = lags.await?;
         let lat_b = b.await??;
         let lat_c = c.await??;
-        anyhow::Ok((lat_b, lat_c, sent))
+        anyhow::Ok((lat_b, lat_c, sent, lag_samples))
     })?;
     for n in nodes {
         n.stop()?;
@@ -276,18 +343,35 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
         v.sort_unstable();
         v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
     };
-    println!(
-        "# bench sync (b) live: {sent} records at {} records/s published at {ORIGIN}, mesh of 3 node processes",
-        args.live_rate
-    );
-    for (name, mut v) in [("320000", lat_b), ("310000", lat_c)] {
-        let seen = v.len();
+    if !args.json {
         println!(
-            "to {name}: {seen} records seen; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            pct(&mut v, 0.5),
-            pct(&mut v, 0.99),
-            pct(&mut v, 1.0)
+            "# bench sync (b) live: {sent} records at {} records/s published at {ORIGIN}, mesh of 3 node processes, indexers running",
+            args.live_rate
         );
     }
+    let mut all = Vec::new();
+    for (name, mut v) in [("320000", lat_b), ("310000", lat_c)] {
+        let seen = v.len();
+        all.extend_from_slice(&v);
+        let (p50, p99, max) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
+        report(
+            args.json,
+            format!("to {name}: {seen} records seen; latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"),
+            serde_json::json!({"bench": "sync_live", "to": name, "seen": seen, "live_p50_ms": p50, "live_p99_ms": p99, "live_max_ms": max}),
+        );
+    }
+    let mut lags = lag_samples;
+    let samples = lags.len();
+    let (lag_p50, lag_p99, lag_max) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99), pct(&mut lags, 1.0));
+    let (p50, p99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
+    report(
+        args.json,
+        format!("origin's merged-view lag ({samples} samples every 10 ms): p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {lag_max:.1} ms; live latency both peers p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        serde_json::json!({
+            "bench": "sync_live", "summary": true, "rate": args.live_rate, "records": sent,
+            "live_p50_ms": p50, "live_p99_ms": p99, "index_lag_p50_ms": lag_p50,
+            "index_lag_p99_ms": lag_p99, "index_lag_max_ms": lag_max, "index_lag_samples": samples,
+        }),
+    );
     Ok(())
 }

@@ -130,7 +130,8 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) 
             Ok(Ok(Some(m))) => m,
         };
         update(&link.states, &peer.address, |s| {
-            s.last_contact_unix_millis = now_millis()
+            s.last_contact_unix_millis = now_millis();
+            s.messages_received += 1;
         });
         let batches = match message {
             // The signed heads a heartbeat carries are judged like any checkpoint: a fresher one

@@ -60,6 +60,8 @@ impl OperationsService {
                     last_contact_unix_millis: s.last_contact_unix_millis,
                     errors_total: s.errors_total,
                     last_error: s.last_error,
+                    entries_received: s.entries_received,
+                    messages_received: s.messages_received,
                 }
             })
             .collect();

@@ -103,6 +103,13 @@ struct StreamSource {
     runtime: tokio::runtime::Handle,
 }
 
+#[derive(PartialEq, Eq)]
+enum Wake {
+    Data,
+    Quiet,
+    Stop,
+}
+
 fn stream_journal(
     source: StreamSource,
     have: BTreeMap<Region, u64>,
@@ -174,19 +181,20 @@ fn stream_journal(
         if tx.is_closed() {
             return;
         }
-        // Wait for new data or the next heartbeat, whichever comes first.
-        let changed = runtime.block_on(async {
+        // Wait for new data or the next heartbeat, whichever comes first. A heartbeat goes out
+        // only when the interval passed with nothing new, never in answer to a wake-up.
+        let woke = runtime.block_on(async {
             tokio::select! {
-                r = durable_end.changed() => r.is_ok(),
-                _ = tokio::time::sleep(limits.heartbeat) => true,
-                _ = tx.closed() => false,
-                _ = stopping.wait_for(|stop| *stop) => false,
+                r = durable_end.changed() => if r.is_ok() { Wake::Data } else { Wake::Stop },
+                _ = tokio::time::sleep(limits.heartbeat) => Wake::Quiet,
+                _ = tx.closed() => Wake::Stop,
+                _ = stopping.wait_for(|stop| *stop) => Wake::Stop,
             }
         });
-        if !changed {
+        if woke == Wake::Stop {
             return;
         }
-        if *durable_end.borrow() == start {
+        if woke == Wake::Quiet && *durable_end.borrow() == start {
             let Some(m) = heartbeat(&index, &journal) else { return };
             if !send(m) {
                 return;

@@ -67,6 +67,10 @@ impl Progress {
     /// The writer made `end` durable, with `entries` entries in the journal.
     pub fn journal_advanced(&self, end: JournalPos, entries: u64) {
         let mut s = self.state.lock().expect("progress lock");
+        if s.view_pos >= s.journal_end {
+            // Caught up until this instant: the staleness clock starts now.
+            s.caught_up_at = Instant::now();
+        }
         s.journal_end = end;
         s.journal_entries = entries;
         self.changed.notify_all();

@@ -245,7 +245,15 @@ fn serve_requests(
             return Err(e);
         }
         progress.journal_advanced(store.journal_end(), store.entries());
-        let _ = end_tx.send(store.journal_end());
+        // Only a moved end is news: a request that wrote nothing (a refused or already held
+        // batch) must not wake every sync stream (which answered with a heartbeat, which peers
+        // store nothing from, which woke theirs: a storm that delayed live entries ~300 ms).
+        let end = store.journal_end();
+        end_tx.send_if_modified(|e| {
+            let moved = *e != end;
+            *e = end;
+            moved
+        });
     }
     Ok(())
 }

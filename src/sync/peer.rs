@@ -45,6 +45,8 @@ pub struct PeerState {
     /// origin code -> (head seq, forked) as the peer last reported.
     pub heads: HashMap<u32, (u64, bool)>,
     pub entries_received: u64,
+    /// Messages (batches and heartbeats) received on this link.
+    pub messages_received: u64,
     /// Checkpoints this peer carried that were refused as forgery attempts (bad signature,
     /// dated ahead of our clock, before what they cover, or back-dated).
     pub forgeries_total: u64,

@@ -103,6 +103,35 @@ async fn publish_everywhere_but(fed: &LocalFederation, skip: usize, round: u64, 
     }
 }
 
+/// Messages received per link at node 0, by peer address.
+async fn messages(fed: &LocalFederation) -> std::collections::BTreeMap<String, u64> {
+    let s = fed.sync_status(0).await.expect("status");
+    s.peers.into_iter().map(|p| (p.address, p.messages_received)).collect()
+}
+
+/// A quiet federation sends heartbeats at their interval and nothing more: a request that writes
+/// nothing must not wake the sync streams (it once did, and every heartbeat stored nowhere woke
+/// the next: a storm that delayed live entries by ~300 ms).
+#[test]
+fn a_quiet_federation_exchanges_only_heartbeats() {
+    rt().block_on(async {
+        let (_dir, fed) = federation(3, Topology::Mesh).await;
+        publish_everywhere(&fed, 1, 50).await;
+        assert_converges(&fed).await;
+        let before = messages(&fed).await;
+        let quiet = Duration::from_secs(3);
+        tokio::time::sleep(quiet).await;
+        let after = messages(&fed).await;
+        // Heartbeats every 500 ms: 6 in 3 s, plus slack for a fresh checkpoint and timing.
+        for (peer, n) in &after {
+            let sent = n - before.get(peer).copied().unwrap_or(0);
+            assert!(sent <= 12, "{sent} messages from {peer} in {quiet:?} of quiet");
+            assert!(sent >= 3, "heartbeats still flow: {sent} from {peer}");
+        }
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
 #[test]
 fn a_chain_relays_every_origin_with_no_direct_link() {
     rt().block_on(async {
