@@ -160,22 +160,64 @@ pub fn repair_target(op: &Operation) -> Option<RecordId> {
     }
 }
 
+/// What an appended operation changes, as the ledger applies it (from a whole `Operation`, or
+/// from the summary an index reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Upsert {
+        record_id: RecordId,
+        category: Category,
+        version: u32,
+        /// The record a credit repair repairs.
+        repairs: Option<RecordId>,
+    },
+    Revoke {
+        record_id: RecordId,
+    },
+}
+
+impl Change {
+    pub fn of(op: &Operation) -> Change {
+        match op {
+            Operation::Upsert(rec) => Change::Upsert {
+                record_id: rec.record_id,
+                category: rec.category,
+                version: rec.record_version,
+                repairs: repair_target(op),
+            },
+            Operation::Revoke(rv) => Change::Revoke {
+                record_id: rv.record_id,
+            },
+        }
+    }
+}
+
 /// Applies an appended operation at `seq` to the state.
 pub fn apply(state: &mut impl LedgerState, op: &Operation, seq: u64, digest: Hash) {
-    match op {
-        Operation::Upsert(rec) => {
-            let previous = state.get(&rec.record_id);
+    apply_change(state, &Change::of(op), seq, digest)
+}
+
+/// Applies an appended change at `seq` to the state.
+pub fn apply_change(state: &mut impl LedgerState, change: &Change, seq: u64, digest: Hash) {
+    match *change {
+        Change::Upsert {
+            record_id,
+            category,
+            version,
+            repairs,
+        } => {
+            let previous = state.get(&record_id);
             let mut repaired_by_seq = previous.map_or(0, |p| p.repaired_by_seq);
             if previous.is_none() {
-                if let Some(repair_seq) = state.take_pending_repair(&rec.record_id) {
+                if let Some(repair_seq) = state.take_pending_repair(&record_id) {
                     repaired_by_seq = repair_seq;
                 }
             }
             state.put(
-                rec.record_id,
+                record_id,
                 RecordState {
-                    category: rec.category,
-                    version: rec.record_version,
+                    category,
+                    version,
                     upsert_seq: seq,
                     content_digest: digest,
                     repaired_by_seq,
@@ -183,7 +225,7 @@ pub fn apply(state: &mut impl LedgerState, op: &Operation, seq: u64, digest: Has
                     revoke_digest: [0; 32],
                 },
             );
-            if let Some(target) = repair_target(op) {
+            if let Some(target) = repairs {
                 match state.get(&target) {
                     Some(mut t) => {
                         if t.repaired_by_seq == 0 {
@@ -195,11 +237,11 @@ pub fn apply(state: &mut impl LedgerState, op: &Operation, seq: u64, digest: Has
                 }
             }
         }
-        Operation::Revoke(rv) => {
-            if let Some(mut s) = state.get(&rv.record_id) {
+        Change::Revoke { record_id } => {
+            if let Some(mut s) = state.get(&record_id) {
                 s.revoked_seq = seq;
                 s.revoke_digest = digest;
-                state.put(rv.record_id, s);
+                state.put(record_id, s);
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod publicity;
 pub mod region;
 pub mod resident_id;
 pub mod schema;
+pub mod summary;
 pub mod uscc;
 mod validate;
 
@@ -17,6 +18,7 @@ pub use gen::RecordGenerator;
 pub use publicity::is_publicly_visible;
 pub use region::{Region, RegionError};
 pub use resident_id::{check_resident_id, resident_id_check_char};
+pub use summary::{summarize, RecordSummary, Summary};
 pub use uscc::{check_uscc, is_legacy_pilot_uscc, uscc_check_char, LEGACY_PILOT_USCCS};
 pub use validate::{decode_stored, parse_operation};
 

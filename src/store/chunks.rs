@@ -1,20 +1,33 @@
 //! Packed, bucketed maps over one sled tree: many fixed-size items per sled value, because one sled
 //! key per record caps an indexer at 15-40k records/s whatever the key order (measured, see
-//! `../shared/notes`). Items hash to one of `buckets` buckets; each indexer batch writes one
-//! *chunk* per bucket it touches (key: prefix, bucket, chunk number), holding that batch's items
-//! sorted by key; a bucket whose chunks pass `CHUNKS_PER_BUCKET_MAX` is merged into one chunk.
-//! Invariants: within a bucket a higher chunk number is newer, and the newest chunk holding a key
-//! decides its value; a merge keeps exactly that, so merging never changes what a lookup returns;
-//! every write goes into the caller's `sled::Batch`, so it becomes visible with the rest of the
-//! batch or not at all.
+//! `../shared/notes`). Two levels:
+//! - level 0: each small batch is one sorted chunk (key: prefix, `LEVEL0`, chunk number), so a
+//!   live batch of a few records costs one sled key, not one per record;
+//! - buckets: items hash to one of `buckets` buckets; once level 0 holds
+//!   `LEVEL0_ITEMS_PER_BUCKET` × buckets items
+//!   (or a batch is that large itself) it is *flushed*: its items and the batch's go out as one
+//!   chunk per bucket (key: prefix, bucket, chunk number), and a bucket whose chunks pass
+//!   `CHUNKS_PER_BUCKET_MAX` is merged into one.
+//!
+//! Invariants: every level-0 item is newer than every bucket item (buckets are written only by
+//! a flush, which empties level 0 in the same batch); within a level a higher chunk number is
+//! newer, and the newest chunk holding a key decides its value; a merge or flush keeps exactly
+//! that, so neither changes what a lookup returns; every write goes into the caller's
+//! `sled::Batch`, so it becomes visible with the rest of the batch or not at all.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 /// Past this many chunks a bucket is merged (when the batch has merge budget left).
 pub const CHUNKS_PER_BUCKET_MAX: u16 = 16;
-/// Buckets merged in one batch at most, so one batch's work stays bounded.
-pub const MERGES_PER_BATCH_MAX: usize = 64;
+/// Buckets merged in one flush at most, so one batch's work stays bounded.
+pub const MERGES_PER_BATCH_MAX: usize = 256;
+/// Items level 0 holds, per bucket, before it is flushed into the buckets (so a flush writes
+/// about this many items per bucket chunk). Bounds what a lookup of a held key reads at level 0.
+pub const LEVEL0_ITEMS_PER_BUCKET: u64 = 16;
+/// The bucket number of level 0 (above every real bucket; not all ones, so the upper bound of its
+/// key prefix never carries into the next prefix byte).
+const LEVEL0: u32 = u32::MAX - 1;
 
 /// A key and its value.
 pub type Item = (Vec<u8>, Vec<u8>);
@@ -32,6 +45,9 @@ pub struct ChunkMap {
     /// Chunks per bucket as far as this process knows (a merge heuristic, not a truth: it is
     /// corrected whenever a bucket is read whole).
     chunks: Vec<AtomicU16>,
+    /// Items at level 0 (exact: counted at open, then kept by the one writer).
+    level0_items: AtomicU64,
+    level0_items_max: u64,
 }
 
 /// What a map lookup or merge found damaged.
@@ -43,9 +59,18 @@ pub struct ChunkDamage {
 }
 
 impl ChunkMap {
-    pub fn new(prefix: u8, key_len: usize, val_len: usize, hash_len: usize, buckets: u32, salt: [u8; 16]) -> ChunkMap {
-        assert!(hash_len <= key_len && buckets > 0 && key_len > 0);
-        ChunkMap {
+    /// Opens the map stored in `tree` (counting its level 0).
+    pub fn open(
+        tree: &sled::Tree,
+        prefix: u8,
+        item: (usize, usize),
+        hash_len: usize,
+        buckets: u32,
+        salt: [u8; 16],
+    ) -> Result<ChunkMap, sled::Error> {
+        let (key_len, val_len) = item;
+        assert!(hash_len <= key_len && buckets > 0 && buckets < LEVEL0 && key_len > 0);
+        let map = ChunkMap {
             prefix,
             key_len,
             val_len,
@@ -53,7 +78,16 @@ impl ChunkMap {
             buckets,
             salt,
             chunks: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
+            level0_items: AtomicU64::new(0),
+            level0_items_max: LEVEL0_ITEMS_PER_BUCKET * u64::from(buckets),
+        };
+        let mut n = 0u64;
+        for kv in tree.scan_prefix(map.bucket_prefix(LEVEL0)) {
+            let (_, v) = kv?;
+            n += (v.len() / map.item_len()) as u64;
         }
+        map.level0_items.store(n, Ordering::Relaxed);
+        Ok(map)
     }
 
     fn item_len(&self) -> usize {
@@ -95,6 +129,21 @@ impl ChunkMap {
     /// The value of `key`, if any (the newest chunk holding it decides).
     pub fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
         debug_assert_eq!(key.len(), self.key_len);
+        // Forward, keeping the last hit (newest): sled 0.34's reverse iteration can panic when
+        // a prefix's upper bound carries into the next prefix byte.
+        let mut newest = None;
+        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
+            let (k, v) = kv?;
+            if self.check(&k, &v).is_err() {
+                continue;
+            }
+            if let Some(item) = self.search(&v, key) {
+                newest = Some(item[self.key_len..].to_vec());
+            }
+        }
+        if newest.is_some() {
+            return Ok(newest);
+        }
         let bucket = self.bucket_of(key);
         let mut seen = 0u16;
         let mut found = None;
@@ -135,12 +184,44 @@ impl ChunkMap {
     pub fn with_prefix(&self, tree: &sled::Tree, hash_prefix: &[u8]) -> Result<Vec<Item>, sled::Error> {
         debug_assert_eq!(hash_prefix.len(), self.hash_len);
         let bucket = self.bucket_of(hash_prefix);
-        let items = self.bucket_items(tree, bucket)?;
+        let mut items = self.bucket_items(tree, bucket)?;
+        items.extend(self.level0(tree)?);
         Ok(items.into_iter().filter(|(k, _)| k.starts_with(hash_prefix)).collect())
     }
 
-    /// Every item of one bucket, newest value per key, in key order.
-    pub fn bucket_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
+    /// Every item of level 0, newest value per key.
+    fn level0(&self, tree: &sled::Tree) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
+        let mut items = BTreeMap::new();
+        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
+            let (k, v) = kv?;
+            if self.check(&k, &v).is_err() {
+                continue;
+            }
+            for item in v.chunks_exact(self.item_len()) {
+                items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
+            }
+        }
+        Ok(items)
+    }
+
+    /// Every item of the map, newest value per key (each once, in no particular order).
+    pub fn for_each(&self, tree: &sled::Tree, mut visit: impl FnMut(&[u8], &[u8])) -> Result<(), sled::Error> {
+        let level0 = self.level0(tree)?;
+        for b in 0..self.buckets {
+            for (k, v) in self.bucket_items(tree, b)? {
+                if !level0.contains_key(&k) {
+                    visit(&k, &v);
+                }
+            }
+        }
+        for (k, v) in &level0 {
+            visit(k, v);
+        }
+        Ok(())
+    }
+
+    /// Every item of one bucket (level 0 aside), newest value per key, in key order.
+    fn bucket_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
         let mut items = BTreeMap::new();
         let mut seen = 0u16;
         // Oldest first, so newer chunks overwrite.
@@ -170,27 +251,59 @@ impl ChunkMap {
         Ok(out)
     }
 
-    pub fn buckets(&self) -> u32 {
-        self.buckets
-    }
-
-    /// Writes `items` (key ++ value, any order, later ones win) as chunk `chunk` of their
-    /// buckets into `batch`, first merging up to `MERGES_PER_BATCH_MAX` of the fullest buckets
-    /// it touches. `chunk` must be greater than every chunk number written before.
+    /// Writes `items` (key ++ value, any order, later ones win) as chunk `chunk` into `batch`:
+    /// to level 0, or, when level 0 would pass its bound, flushed with level 0 into
+    /// the buckets. `chunk` must be greater than every chunk number written before. Returns
+    /// whether it flushed.
     pub fn write(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         chunk: u64,
         items: impl IntoIterator<Item = Vec<u8>>,
-    ) -> Result<(), sled::Error> {
-        let mut by_bucket: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+    ) -> Result<bool, sled::Error> {
+        let mut sorted: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in items {
             debug_assert_eq!(item.len(), self.item_len());
-            let bucket = self.bucket_of(&item[..self.key_len]);
             let (k, v) = item.split_at(self.key_len);
-            by_bucket.entry(bucket).or_default().insert(k.to_vec(), v.to_vec());
+            sorted.insert(k.to_vec(), v.to_vec());
         }
+        if sorted.is_empty() {
+            return Ok(false);
+        }
+        let held = self.level0_items.load(Ordering::Relaxed);
+        if held + (sorted.len() as u64) < self.level0_items_max {
+            let mut value = Vec::with_capacity(sorted.len() * self.item_len());
+            for (k, v) in &sorted {
+                value.extend_from_slice(k);
+                value.extend_from_slice(v);
+            }
+            batch.insert(self.chunk_key(LEVEL0, chunk), value);
+            self.level0_items.store(held + sorted.len() as u64, Ordering::Relaxed);
+            return Ok(false);
+        }
+        // Flush: level 0 (older) then this batch (newer), into the buckets.
+        let mut all = self.level0(tree)?;
+        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
+            batch.remove(kv?.0);
+        }
+        all.extend(sorted);
+        self.level0_items.store(0, Ordering::Relaxed);
+        let mut by_bucket: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+        for (k, v) in all {
+            by_bucket.entry(self.bucket_of(&k)).or_default().insert(k, v);
+        }
+        self.write_buckets(tree, batch, chunk, by_bucket)?;
+        Ok(true)
+    }
+
+    fn write_buckets(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        chunk: u64,
+        mut by_bucket: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>>,
+    ) -> Result<(), sled::Error> {
         let mut full: Vec<(u16, u32)> = by_bucket
             .keys()
             .map(|b| (self.chunks[*b as usize].load(Ordering::Relaxed), *b))
@@ -250,7 +363,7 @@ mod tests {
             batches in proptest::collection::vec(proptest::collection::vec((0u8..40, any::<u8>()), 0..30), 1..60),
         ) {
             let (_dir, tree) = tree();
-            let map = ChunkMap::new(b'x', 2, 1, 2, 4, [7; 16]);
+            let map = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("open");
             let mut model = BTreeMap::new();
             for (i, items) in batches.iter().enumerate() {
                 let mut batch = sled::Batch::default();
@@ -266,14 +379,15 @@ mod tests {
                 }
             }
             let mut all = BTreeMap::new();
-            for b in 0..map.buckets() {
-                all.extend(map.bucket_items(&tree, b).expect("bucket"));
-            }
+            map.for_each(&tree, |k, v| { all.insert(k.to_vec(), v.to_vec()); }).expect("all");
             let expected: BTreeMap<Vec<u8>, Vec<u8>> = model.iter().map(|(k, v)| (vec![b'k', *k], vec![*v])).collect();
             prop_assert_eq!(all, expected);
-            for b in 0..map.buckets() {
+            for b in 0..map.buckets {
                 prop_assert!(tree.scan_prefix(map.bucket_prefix(b)).count() <= usize::from(CHUNKS_PER_BUCKET_MAX) + 1);
             }
+            // Reopened, the map counts its level 0 again and answers the same.
+            let again = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("reopen");
+            prop_assert_eq!(again.level0_items.load(Ordering::Relaxed), map.level0_items.load(Ordering::Relaxed));
         }
     }
 }

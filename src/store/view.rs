@@ -20,9 +20,9 @@
 use super::bloom::Bloom;
 use super::chunks::ChunkMap;
 use super::journal::{Frame, JournalPos, JournalReader};
-use crate::log::ledger::{self, LedgerState, OpKind, RecordState};
+use crate::log::ledger::{self, Change, LedgerState, OpKind, RecordState};
 use crate::log::Entry;
-use crate::record::{decode_stored, Category, DisclosureClass, Operation, RecordId, Region, SharingClass};
+use crate::record::{summarize, Category, DisclosureClass, RecordId, Region, SharingClass, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -367,15 +367,15 @@ impl View {
         }
         let pending = tree.scan_prefix([P_PENDING]).count() as u64;
         Ok(View {
-            records: ChunkMap::new(
+            records: ChunkMap::open(
+                &tree,
                 P_RECORD,
-                RECORD_KEY_BYTES,
-                RECORD_VALUE_BYTES,
+                (RECORD_KEY_BYTES, RECORD_VALUE_BYTES),
                 RECORD_KEY_BYTES,
                 buckets,
                 salt,
-            ),
-            subjects: ChunkMap::new(P_SUBJECT, SUBJECT_ITEM_BYTES, 0, SUBJECT_BYTES, buckets, salt),
+            )?,
+            subjects: ChunkMap::open(&tree, P_SUBJECT, (SUBJECT_ITEM_BYTES, 0), SUBJECT_BYTES, buckets, salt)?,
             tree,
             bloom: Bloom::default(),
             lock: RwLock::new(()),
@@ -389,15 +389,12 @@ impl View {
     /// completes, every lookup reads sled).
     pub fn load_filter(&self) -> Result<u64, ViewError> {
         let mut n = 0u64;
-        for bucket in 0..self.records.buckets() {
-            let items = {
-                let _shared = self.lock.read().expect("view lock");
-                self.records.bucket_items(&self.tree, bucket)?
-            };
-            for k in items.keys() {
+        {
+            let _shared = self.lock.read().expect("view lock");
+            self.records.for_each(&self.tree, |k, _| {
                 self.bloom.insert(k);
                 n += 1;
-            }
+            })?;
         }
         self.bloom.mark_complete();
         Ok(n)
@@ -587,12 +584,10 @@ impl View {
         }
         let mut records = BTreeMap::new();
         let mut subjects = Vec::new();
-        for b in 0..self.records.buckets() {
-            for (k, v) in self.records.bucket_items(&self.tree, b)? {
-                records.insert(k, decode_record(&v));
-            }
-            subjects.extend(self.subjects.bucket_items(&self.tree, b)?.into_keys());
-        }
+        self.records.for_each(&self.tree, |k, v| {
+            records.insert(k.to_vec(), decode_record(v));
+        })?;
+        self.subjects.for_each(&self.tree, |k, _| subjects.push(k.to_vec()))?;
         for (k, r) in records {
             visit(format!("record {} {r:?}", hex::encode(k)));
         }
@@ -819,37 +814,48 @@ impl ViewBatch<'_> {
         self.origins.insert(e.origin, e.seq);
         self.position.entries += 1;
         self.position.pos = end;
-        let op = match decode_stored(&e.op_bytes) {
+        let op = match summarize(&e.op_bytes) {
             Ok(op) => op,
             Err(r) => {
                 self.undecodable.push((e.origin, e.seq, r.to_string()));
                 return Ok(());
             }
         };
-        let subject = match &op {
-            Operation::Upsert(rec) => match subject_field(&rec.subject.index_bytes()) {
-                Some(s) => Some(s),
+        let (change, subject) = match &op {
+            Summary::Upsert(rec) => match subject_field(&rec.subject.index_bytes()) {
+                Some(s) => (
+                    Change::Upsert {
+                        record_id: rec.record_id,
+                        category: rec.category,
+                        version: rec.record_version,
+                        repairs: rec.repaired_record_id,
+                    },
+                    Some(s),
+                ),
                 None => {
                     self.undecodable
                         .push((e.origin, e.seq, "subject identifier longer than the index holds".into()));
                     return Ok(());
                 }
             },
-            Operation::Revoke(_) => None,
+            Summary::Revoke { record_id } => (Change::Revoke { record_id: *record_id }, None),
         };
         let id = op.record_id();
         let previous = self.get(e.origin, &id);
-        let target = ledger::repair_target(&op).and_then(|t| self.get(e.origin, &t));
+        let target = match change {
+            Change::Upsert { repairs: Some(t), .. } => self.get(e.origin, &t),
+            _ => None,
+        };
         let mut view = OriginView {
             batch: self,
             origin: e.origin,
         };
-        ledger::apply(&mut view, &op, e.seq, e.op_digest);
+        ledger::apply_change(&mut view, &change, e.seq, e.op_digest);
         if let Some(err) = self.error.take() {
             return Err(err);
         }
         match &op {
-            Operation::Upsert(rec) => {
+            Summary::Upsert(rec) => {
                 let subject = subject.expect("set for upserts above");
                 if let Some((Some(r), _)) = self.records.get_mut(&(e.origin, id)) {
                     r.kind = match previous {
@@ -877,7 +883,7 @@ impl ViewBatch<'_> {
                     item.extend_from_slice(&id.0);
                 }
             }
-            Operation::Revoke(_) => {
+            Summary::Revoke { .. } => {
                 if let Some((Some(r), _)) = self.records.get_mut(&(e.origin, id)) {
                     if r.revoked_seq == e.seq {
                         r.kind = OpKind::Revoke;
