@@ -4,6 +4,8 @@
 //! it becomes visible, and a filter that is not complete (being rebuilt at start) says "maybe" to
 //! everything.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -51,14 +53,9 @@ impl Layer {
 pub struct Bloom {
     layers: RwLock<Vec<Layer>>,
     complete: AtomicBool,
-}
-
-fn hashes(key: &[u8]) -> (u64, u64) {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(key);
-    let a = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
-    let b = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes")) | 1;
-    (a, b)
+    /// SipHash with keys drawn per process: the filter lives in memory only, so its hashes need
+    /// not be stable, and a peer cannot choose ids that collide in it.
+    seeds: (RandomState, RandomState),
 }
 
 impl Default for Bloom {
@@ -66,13 +63,18 @@ impl Default for Bloom {
         Bloom {
             layers: RwLock::new(vec![Layer::new(FIRST_LAYER_KEYS)]),
             complete: AtomicBool::new(false),
+            seeds: (RandomState::new(), RandomState::new()),
         }
     }
 }
 
 impl Bloom {
+    fn hashes(&self, key: &[u8]) -> (u64, u64) {
+        (self.seeds.0.hash_one(key), self.seeds.1.hash_one(key) | 1)
+    }
+
     pub fn insert(&self, key: &[u8]) {
-        let h = hashes(key);
+        let h = self.hashes(key);
         {
             let layers = self.layers.read().expect("bloom lock");
             let last = layers.last().expect("at least one layer");
@@ -95,7 +97,7 @@ impl Bloom {
         if !self.complete.load(Ordering::Acquire) {
             return true;
         }
-        let h = hashes(key);
+        let h = self.hashes(key);
         self.layers.read().expect("bloom lock").iter().any(|l| l.contains(h))
     }
 

@@ -262,82 +262,101 @@ impl ChunkMap {
         chunk: u64,
         items: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<bool, sled::Error> {
-        let mut sorted: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in items {
-            debug_assert_eq!(item.len(), self.item_len());
-            let (k, v) = item.split_at(self.key_len);
-            sorted.insert(k.to_vec(), v.to_vec());
-        }
-        if sorted.is_empty() {
+        let mut items: Vec<Vec<u8>> = items.into_iter().collect();
+        debug_assert!(items.iter().all(|i| i.len() == self.item_len()));
+        self.sort_newest(&mut items);
+        if items.is_empty() {
             return Ok(false);
         }
         let held = self.level0_items.load(Ordering::Relaxed);
-        if held + (sorted.len() as u64) < self.level0_items_max {
-            let mut value = Vec::with_capacity(sorted.len() * self.item_len());
-            for (k, v) in &sorted {
-                value.extend_from_slice(k);
-                value.extend_from_slice(v);
-            }
-            batch.insert(self.chunk_key(LEVEL0, chunk), value);
-            self.level0_items.store(held + sorted.len() as u64, Ordering::Relaxed);
+        if held + (items.len() as u64) < self.level0_items_max {
+            batch.insert(self.chunk_key(LEVEL0, chunk), items.concat());
+            self.level0_items.store(held + items.len() as u64, Ordering::Relaxed);
             return Ok(false);
         }
-        // Flush: level 0 (older) then this batch (newer), into the buckets.
-        let mut all = self.level0(tree)?;
+        // Flush: level 0 (older, oldest chunk first) then this batch (newer), into the buckets.
+        let mut all: Vec<Vec<u8>> = Vec::with_capacity(held as usize + items.len());
         for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
-            batch.remove(kv?.0);
+            let (k, v) = kv?;
+            if self.check(&k, &v).is_ok() {
+                all.extend(v.chunks_exact(self.item_len()).map(<[u8]>::to_vec));
+            }
+            batch.remove(k);
         }
-        all.extend(sorted);
+        all.append(&mut items);
+        self.sort_newest(&mut all);
         self.level0_items.store(0, Ordering::Relaxed);
-        let mut by_bucket: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
-        for (k, v) in all {
-            by_bucket.entry(self.bucket_of(&k)).or_default().insert(k, v);
-        }
+        let mut by_bucket: Vec<(u32, Vec<u8>)> = all
+            .into_iter()
+            .map(|i| (self.bucket_of(&i[..self.key_len]), i))
+            .collect();
+        // Stable: within a bucket the key order stays.
+        by_bucket.sort_by_key(|(b, _)| *b);
         self.write_buckets(tree, batch, chunk, by_bucket)?;
         Ok(true)
     }
 
+    /// Sorts items by key and keeps, of equal keys, the one that came last (the newest).
+    fn sort_newest(&self, items: &mut Vec<Vec<u8>>) {
+        let k = self.key_len;
+        items.sort_by(|a, b| a[..k].cmp(&b[..k]));
+        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last[..k] == item[..k] => *last = item,
+                _ => kept.push(item),
+            }
+        }
+        *items = kept;
+    }
+
+    /// Writes items grouped by bucket (each group in key order) as chunk `chunk` of their
+    /// buckets, merging up to `MERGES_PER_BATCH_MAX` of the fullest buckets it touches.
     fn write_buckets(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         chunk: u64,
-        mut by_bucket: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>>,
+        by_bucket: Vec<(u32, Vec<u8>)>,
     ) -> Result<(), sled::Error> {
-        let mut full: Vec<(u16, u32)> = by_bucket
-            .keys()
-            .map(|b| (self.chunks[*b as usize].load(Ordering::Relaxed), *b))
+        let mut groups: Vec<(u32, Vec<u8>)> = Vec::new();
+        for (bucket, item) in by_bucket {
+            match groups.last_mut() {
+                Some((b, value)) if *b == bucket => value.extend_from_slice(&item),
+                _ => groups.push((bucket, item)),
+            }
+        }
+        let mut full: Vec<(u16, u32)> = groups
+            .iter()
+            .map(|(b, _)| (self.chunks[*b as usize].load(Ordering::Relaxed), *b))
             .filter(|(n, _)| *n >= CHUNKS_PER_BUCKET_MAX)
             .collect();
         full.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, bucket) in full.into_iter().take(MERGES_PER_BATCH_MAX) {
-            // The merged chunk takes this batch's number: the old chunks are removed and the new
-            // items overwrite theirs, so the bucket ends with exactly one chunk.
-            let mut merged = Vec::new();
-            for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
-                let (k, _) = kv?;
-                batch.remove(k);
+        full.truncate(MERGES_PER_BATCH_MAX);
+        let merging: std::collections::BTreeSet<u32> = full.into_iter().map(|(_, b)| b).collect();
+        for (bucket, value) in groups {
+            if merging.contains(&bucket) {
+                // The merged chunk takes this batch's number: the old chunks are removed and the
+                // new items overwrite theirs, so the bucket ends with exactly one chunk.
+                let mut all = self.bucket_items(tree, bucket)?;
+                for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
+                    batch.remove(kv?.0);
+                }
+                for item in value.chunks_exact(self.item_len()) {
+                    all.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
+                }
+                let mut merged = Vec::with_capacity(all.len() * self.item_len());
+                for (k, v) in all {
+                    merged.extend_from_slice(&k);
+                    merged.extend_from_slice(&v);
+                }
+                batch.insert(self.chunk_key(bucket, chunk), merged);
+                self.chunks[bucket as usize].store(1, Ordering::Relaxed);
+            } else {
+                batch.insert(self.chunk_key(bucket, chunk), value);
+                let n = &self.chunks[bucket as usize];
+                n.store(n.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
             }
-            let old = self.bucket_items(tree, bucket)?;
-            let new = by_bucket.remove(&bucket).unwrap_or_default();
-            let mut all = old;
-            all.extend(new);
-            for (k, v) in all {
-                merged.extend_from_slice(&k);
-                merged.extend_from_slice(&v);
-            }
-            batch.insert(self.chunk_key(bucket, chunk), merged);
-            self.chunks[bucket as usize].store(1, Ordering::Relaxed);
-        }
-        for (bucket, items) in by_bucket {
-            let mut value = Vec::with_capacity(items.len() * self.item_len());
-            for (k, v) in items {
-                value.extend_from_slice(&k);
-                value.extend_from_slice(&v);
-            }
-            batch.insert(self.chunk_key(bucket, chunk), value);
-            let n = &self.chunks[bucket as usize];
-            n.store(n.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
         }
         Ok(())
     }
