@@ -35,6 +35,8 @@ struct State {
     caught_up_at: Instant,
     stop: bool,
     failed: Option<String>,
+    /// Tests hold the indexer still to see what a slow one does to ingest.
+    held: bool,
 }
 
 /// What the writer and the indexer share.
@@ -57,6 +59,7 @@ impl Progress {
                 caught_up_at: Instant::now(),
                 stop: false,
                 failed: None,
+                held: false,
             }),
             changed: Condvar::new(),
             entries_max,
@@ -128,6 +131,13 @@ impl Progress {
         self.state.lock().expect("progress lock").failed.clone()
     }
 
+    /// Holds the indexer still (tests), or lets it go on.
+    #[cfg(test)]
+    pub fn hold(&self, held: bool) {
+        self.state.lock().expect("progress lock").held = held;
+        self.changed.notify_all();
+    }
+
     /// Asks the indexer to finish what is durable and stop.
     pub fn stop(&self) {
         self.state.lock().expect("progress lock").stop = true;
@@ -164,7 +174,7 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
     loop {
         let end = {
             let mut s = progress.state.lock().expect("progress lock");
-            while s.journal_end <= s.view_pos && !s.stop {
+            while (s.journal_end <= s.view_pos || s.held) && !s.stop {
                 s = progress.changed.wait_timeout(s, IDLE_WAKE).expect("progress lock").0;
             }
             if s.journal_end <= s.view_pos && s.stop {

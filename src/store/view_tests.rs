@@ -427,3 +427,69 @@ fn a_replica_holds_the_same_view_as_the_origin_and_republishing_is_idempotent() 
         "the replica's view of the province equals the province's own"
     );
 }
+
+/// Past its lag bound the indexer holds ingest back: with the indexer held still, the writer
+/// takes requests until the view is more than `index_lag_entries_max` entries behind and then
+/// waits; once the indexer runs again, ingest resumes and the lag drains.
+#[test]
+fn past_its_lag_bound_the_indexer_holds_ingest_back() {
+    use super::writer::{self, WriterLimits};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let origin = origins()[0];
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.local = Some(origin);
+    cfg.index_lag_entries_max = 100;
+    let (store, _) = Store::open(&cfg).expect("store");
+    let (writer, join) = writer::spawn(
+        store,
+        origin,
+        Arc::new(TestKey(origin)),
+        WriterLimits {
+            queue_depth: 4,
+            group_ops_max: 50,
+        },
+    );
+    let mut gen = RecordGenerator::new(31, origin);
+    let mut ops = |n: usize| -> Vec<Operation> {
+        (0..n)
+            .map(|_| parse_operation(gen.next_line().as_bytes()).expect("valid"))
+            .collect()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        writer.hold_indexer(true);
+        for _ in 0..3 {
+            writer.submit(ops(50)).await.expect("under the bound");
+        }
+        assert_eq!(writer.index_lag().entries, 150);
+        let waited = tokio::time::timeout(Duration::from_millis(500), writer.submit(ops(50))).await;
+        assert!(
+            waited.is_err(),
+            "the writer took more while the view was past its bound"
+        );
+        assert_eq!(writer.index_lag().entries, 150, "nothing more was written");
+        writer.hold_indexer(false);
+        tokio::time::timeout(Duration::from_secs(20), writer.submit(ops(50)))
+            .await
+            .expect("ingest resumes once the indexer runs")
+            .expect("commit");
+    });
+    // The reply comes before the writer announces its end: wait for the lag itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while writer.index_lag().entries > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lag drains: {:?}",
+            writer.index_lag()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(writer);
+    let store = join.join().expect("writer thread").expect("clean stop");
+    assert_eq!(store.view().position().entries, 250);
+}

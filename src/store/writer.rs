@@ -100,6 +100,12 @@ impl WriterHandle {
         self.progress.lag()
     }
 
+    /// Holds the merged-view indexer still, or lets it go on (tests).
+    #[cfg(test)]
+    pub fn hold_indexer(&self, held: bool) {
+        self.progress.hold(held);
+    }
+
     /// Why the indexer stopped, if it did.
     pub fn index_failure(&self) -> Option<String> {
         self.progress.failure()
@@ -190,12 +196,14 @@ fn serve_requests(
                 let now = now_micros().div_euclid(1_000_000);
                 let r = store.refresh_checkpoint(origin, signer, now, min_age);
                 let failed = r.as_ref().err().map(|e| e.to_string());
+                announce(store, progress, end_tx);
                 let _ = reply.send(r.map_err(Arc::new));
                 failed
             }
             Work::Replica(covered, reply) => {
                 let r = store.commit_replicated(origin, &covered);
                 let failed = r.as_ref().err().map(|e| e.to_string());
+                announce(store, progress, end_tx);
                 let _ = reply.send(r.map_err(Arc::new));
                 failed
             }
@@ -219,6 +227,7 @@ fn serve_requests(
                 }
                 match store.commit_local(origin, &all_ops, signer, now_micros()) {
                     Ok((outcomes, checkpoint)) => {
+                        announce(store, progress, end_tx);
                         let mut rest = outcomes.into_iter();
                         for (len, reply) in group {
                             let mine: Vec<OpOutcome> = rest.by_ref().take(len).collect();
@@ -244,18 +253,23 @@ fn serve_requests(
             refuse_all(rx, carried.take(), &e);
             return Err(e);
         }
-        progress.journal_advanced(store.journal_end(), store.entries());
-        // Only a moved end is news: a request that wrote nothing (a refused or already held
-        // batch) must not wake every sync stream (which answered with a heartbeat, which peers
-        // store nothing from, which woke theirs: a storm that delayed live entries ~300 ms).
-        let end = store.journal_end();
-        end_tx.send_if_modified(|e| {
-            let moved = *e != end;
-            *e = end;
-            moved
-        });
     }
     Ok(())
+}
+
+/// Tells the indexer and the sync streams where the durable end is, before the request that
+/// moved it is answered (so whoever was answered sees it everywhere). Only a moved end is news:
+/// a request that wrote nothing (a refused or already held batch) must not wake every sync
+/// stream (which answered with a heartbeat, which peers store nothing from, which woke theirs: a
+/// storm that delayed live entries ~300 ms).
+fn announce(store: &Store, progress: &Progress, end_tx: &watch::Sender<JournalPos>) {
+    progress.journal_advanced(store.journal_end(), store.entries());
+    let end = store.journal_end();
+    end_tx.send_if_modified(|e| {
+        let moved = *e != end;
+        *e = end;
+        moved
+    });
 }
 
 /// Answers `first` and everything queued with `e`, and closes the queue.
