@@ -1,13 +1,14 @@
 //! Packed, bucketed maps over one sled tree: many fixed-size items per sled value, because one sled
 //! key per record caps an indexer at 15-40k records/s whatever the key order (measured, see
 //! `../shared/notes`). Two levels:
-//! - level 0: each small batch is one sorted chunk (key: prefix, `LEVEL0`, chunk number), so a
+//! - level 0: each small batch is one sorted chunk (key: prefix, `LEVEL0`, class, chunk number), so a
 //!   live batch of a few records costs one sled key, not one per record;
 //! - buckets: items hash to one of `buckets` buckets; once level 0 holds
 //!   `LEVEL0_ITEMS_PER_BUCKET` × buckets items
 //!   (or a batch is that large itself) it is *flushed*: its items and the batch's go out as one
-//!   chunk per bucket (key: prefix, bucket, chunk number), and a bucket whose chunks pass
-//!   `CHUNKS_PER_BUCKET_MAX` is merged into one.
+//!   chunk per bucket (key: prefix, bucket, class, chunk number); a bucket whose open chunks pass
+//!   `CHUNKS_PER_BUCKET_MAX` has them merged into one, which is sealed (class 0, never merged
+//!   again) once it holds `SEAL_BYTES`.
 //!
 //! Invariants: every level-0 item is newer than every bucket item (buckets are written only by
 //! a flush, which empties level 0 in the same batch); within a level a higher chunk number is
@@ -18,8 +19,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
-/// Past this many chunks a bucket is merged (when the batch has merge budget left).
+/// Past this many open chunks a bucket's open chunks are merged (when the flush has merge budget
+/// left).
 pub const CHUNKS_PER_BUCKET_MAX: u16 = 16;
+/// A merged chunk this large is sealed: never merged again. So a bucket is never rewritten whole
+/// (that cost grew with the bucket: at 7M records a merge rewrote ~400 KB per bucket), each item
+/// is rewritten a few times at most, and a lookup reads the bucket's sealed chunks (about
+/// bucket bytes / this) and at most `CHUNKS_PER_BUCKET_MAX` open ones.
+pub const SEAL_BYTES: usize = 64 * 1024;
+/// Chunk classes, the key byte after the bucket: every sealed chunk is older than every open one
+/// (a merge takes all open chunks), so key order within a bucket is age order.
+const SEALED: u8 = 0;
+const OPEN: u8 = 1;
 /// Buckets merged in one flush at most, so one batch's work stays bounded.
 pub const MERGES_PER_BATCH_MAX: usize = 256;
 /// Items level 0 holds, per bucket, before it is flushed into the buckets (so a flush writes
@@ -48,6 +59,7 @@ pub struct ChunkMap {
     /// Items at level 0 (exact: counted at open, then kept by the one writer).
     level0_items: AtomicU64,
     level0_items_max: u64,
+    seal_bytes: usize,
 }
 
 /// What a map lookup or merge found damaged.
@@ -80,6 +92,7 @@ impl ChunkMap {
             chunks: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
             level0_items: AtomicU64::new(0),
             level0_items_max: LEVEL0_ITEMS_PER_BUCKET * u64::from(buckets),
+            seal_bytes: SEAL_BYTES,
         };
         let mut n = 0u64;
         for kv in tree.scan_prefix(map.bucket_prefix(LEVEL0)) {
@@ -110,14 +123,24 @@ impl ChunkMap {
         [self.prefix, b[0], b[1], b[2], b[3]]
     }
 
-    fn chunk_key(&self, bucket: u32, chunk: u64) -> Vec<u8> {
+    fn open_prefix(&self, bucket: u32) -> [u8; 6] {
+        let b = bucket.to_be_bytes();
+        [self.prefix, b[0], b[1], b[2], b[3], OPEN]
+    }
+
+    fn chunk_key(&self, bucket: u32, class: u8, chunk: u64) -> Vec<u8> {
         let mut k = self.bucket_prefix(bucket).to_vec();
+        k.push(class);
         k.extend_from_slice(&chunk.to_be_bytes());
         k
     }
 
+    fn is_open(k: &[u8]) -> bool {
+        k.get(5) == Some(&OPEN)
+    }
+
     fn check(&self, k: &[u8], v: &[u8]) -> Result<(), ChunkDamage> {
-        if k.len() != 13 || !v.len().is_multiple_of(self.item_len()) {
+        if k.len() != 14 || !v.len().is_multiple_of(self.item_len()) {
             return Err(ChunkDamage {
                 key: hex::encode(k),
                 reason: format!("value of {} bytes is not a whole number of items", v.len()),
@@ -149,7 +172,7 @@ impl ChunkMap {
         let mut found = None;
         for kv in tree.scan_prefix(self.bucket_prefix(bucket)).rev() {
             let (k, v) = kv?;
-            seen += 1;
+            seen += u16::from(Self::is_open(&k));
             if self.check(&k, &v).is_err() {
                 continue;
             }
@@ -220,6 +243,21 @@ impl ChunkMap {
         Ok(())
     }
 
+    /// Every item of a bucket's open chunks, newest value per key, in key order.
+    fn open_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
+        let mut items = BTreeMap::new();
+        for kv in tree.scan_prefix(self.open_prefix(bucket)) {
+            let (k, v) = kv?;
+            if self.check(&k, &v).is_err() {
+                continue;
+            }
+            for item in v.chunks_exact(self.item_len()) {
+                items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
+            }
+        }
+        Ok(items)
+    }
+
     /// Every item of one bucket (level 0 aside), newest value per key, in key order.
     fn bucket_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
         let mut items = BTreeMap::new();
@@ -227,7 +265,7 @@ impl ChunkMap {
         // Oldest first, so newer chunks overwrite.
         for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
             let (k, v) = kv?;
-            seen = seen.saturating_add(1);
+            seen = seen.saturating_add(u16::from(Self::is_open(&k)));
             if self.check(&k, &v).is_err() {
                 continue;
             }
@@ -270,7 +308,7 @@ impl ChunkMap {
         }
         let held = self.level0_items.load(Ordering::Relaxed);
         if held + (items.len() as u64) < self.level0_items_max {
-            batch.insert(self.chunk_key(LEVEL0, chunk), items.concat());
+            batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), items.concat());
             self.level0_items.store(held + items.len() as u64, Ordering::Relaxed);
             return Ok(false);
         }
@@ -336,10 +374,10 @@ impl ChunkMap {
         let merging: std::collections::BTreeSet<u32> = full.into_iter().map(|(_, b)| b).collect();
         for (bucket, value) in groups {
             if merging.contains(&bucket) {
-                // The merged chunk takes this batch's number: the old chunks are removed and the
-                // new items overwrite theirs, so the bucket ends with exactly one chunk.
-                let mut all = self.bucket_items(tree, bucket)?;
-                for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
+                // The open chunks and the new items become one chunk with this batch's number
+                // (newer than every chunk it replaces), sealed if it is large.
+                let mut all = self.open_items(tree, bucket)?;
+                for kv in tree.scan_prefix(self.open_prefix(bucket)) {
                     batch.remove(kv?.0);
                 }
                 for item in value.chunks_exact(self.item_len()) {
@@ -350,10 +388,14 @@ impl ChunkMap {
                     merged.extend_from_slice(&k);
                     merged.extend_from_slice(&v);
                 }
-                batch.insert(self.chunk_key(bucket, chunk), merged);
-                self.chunks[bucket as usize].store(1, Ordering::Relaxed);
+                let sealed = merged.len() >= self.seal_bytes;
+                batch.insert(
+                    self.chunk_key(bucket, if sealed { SEALED } else { OPEN }, chunk),
+                    merged,
+                );
+                self.chunks[bucket as usize].store(u16::from(!sealed), Ordering::Relaxed);
             } else {
-                batch.insert(self.chunk_key(bucket, chunk), value);
+                batch.insert(self.chunk_key(bucket, OPEN, chunk), value);
                 let n = &self.chunks[bucket as usize];
                 n.store(n.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
             }
@@ -379,10 +421,12 @@ mod tests {
         /// Whatever the batches and merges, a lookup returns the value last written for a key.
         #[test]
         fn lookups_see_the_last_write_through_merges(
-            batches in proptest::collection::vec(proptest::collection::vec((0u8..40, any::<u8>()), 0..30), 1..60),
+            batches in proptest::collection::vec(proptest::collection::vec((0u8..40, any::<u8>()), 0..30), 1..160),
         ) {
             let (_dir, tree) = tree();
-            let map = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("open");
+            let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("open");
+            // Small seals, so chunks are sealed within the test.
+            map.seal_bytes = 15;
             let mut model = BTreeMap::new();
             for (i, items) in batches.iter().enumerate() {
                 let mut batch = sled::Batch::default();
@@ -402,7 +446,11 @@ mod tests {
             let expected: BTreeMap<Vec<u8>, Vec<u8>> = model.iter().map(|(k, v)| (vec![b'k', *k], vec![*v])).collect();
             prop_assert_eq!(all, expected);
             for b in 0..map.buckets {
-                prop_assert!(tree.scan_prefix(map.bucket_prefix(b)).count() <= usize::from(CHUNKS_PER_BUCKET_MAX) + 1);
+                prop_assert!(tree.scan_prefix(map.open_prefix(b)).count() <= usize::from(CHUNKS_PER_BUCKET_MAX) + 1);
+            }
+            if batches.len() > 120 {
+                let sealed = (0..map.buckets).map(|b| tree.scan_prefix(map.bucket_prefix(b)).filter(|kv| kv.as_ref().is_ok_and(|(k, _)| !ChunkMap::is_open(k))).count()).sum::<usize>();
+                prop_assert!(sealed > 0, "a long run seals chunks");
             }
             // Reopened, the map counts its level 0 again and answers the same.
             let again = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("reopen");

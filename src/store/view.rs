@@ -31,6 +31,9 @@ const TREE: &str = "view";
 const KEY_META: &[u8] = b"V";
 const KEY_SALT: &[u8] = b"Z";
 const KEY_BUCKETS: &[u8] = b"B";
+const KEY_FORMAT: &[u8] = b"F";
+/// The view's key layout; a view of another layout is rebuilt with `cxnode reindex`.
+const FORMAT: &[u8] = b"cx-view-2";
 const P_RECORD: u8 = b'R';
 const P_SUBJECT: u8 = b'S';
 const P_CATEGORY: u8 = b'C';
@@ -326,6 +329,28 @@ impl View {
     /// existing view is recorded in it).
     pub fn open(db: &sled::Db, buckets: u32) -> Result<View, ViewError> {
         let tree = db.open_tree(TREE)?;
+        match tree.get(KEY_FORMAT)? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            Some(f) => {
+                return Err(ViewError::Damaged {
+                    key: "format".into(),
+                    reason: format!(
+                        "layout {:?} is not this version's {:?}",
+                        String::from_utf8_lossy(&f),
+                        String::from_utf8_lossy(FORMAT)
+                    ),
+                })
+            }
+            None if tree.is_empty() => {
+                tree.insert(KEY_FORMAT, FORMAT)?;
+            }
+            None => {
+                return Err(ViewError::Damaged {
+                    key: "format".into(),
+                    reason: "written by an earlier version without a layout mark".into(),
+                })
+            }
+        }
         let buckets = match tree.get(KEY_BUCKETS)? {
             Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| ViewError::Damaged {
                 key: "buckets".into(),
