@@ -5,7 +5,7 @@
 //! durable append (`appended_at` of the entry) to its arrival on a Sync stream from the receiving
 //! node (so it includes that node's durable store and one more loopback hop). Not a test.
 
-use super::bench::{
+use super::bench_kit::{
     bench_certs, dir_bytes, filesystem_of, free_port, median, peak_rss_kib, report, start_node_of, NodeProcess,
 };
 use super::publish::{publish, PublishArgs};

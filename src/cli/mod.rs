@@ -2,6 +2,7 @@
 //! errors reach the user as one readable chain and a non-zero exit code.
 
 mod bench;
+mod bench_kit;
 mod bench_sync;
 mod certs;
 pub mod demo;

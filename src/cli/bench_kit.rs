@@ -1,0 +1,153 @@
+//! What the benchmarks share: certificates, node processes on loopback, and how figures are
+//! measured and printed (medians, peak RSS, bytes on disk, the file system, JSON lines).
+
+use crate::pki::{self, Identity, IssueRequest};
+use crate::record::Region;
+use anyhow::Context;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// A CA with node and publisher certificates for `regions` (made once per work directory).
+pub(super) fn bench_certs(certs: &Path, regions: &[&str]) -> anyhow::Result<()> {
+    if !certs.join("ca.pem").exists() {
+        pki::init_ca(certs, "cxnode bench CA", 30)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    for r in regions {
+        let region = Region::parse(r)?;
+        for (id, name) in [
+            (Identity::Node(region), format!("node-{r}")),
+            (Identity::Publisher(region), format!("publisher-{r}")),
+            (Identity::Operator("bench".to_string()), "operator-bench".to_string()),
+        ] {
+            if certs.join(format!("{name}.pem")).exists() {
+                continue;
+            }
+            let req = IssueRequest {
+                identity: id,
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::days(30),
+                dns_names: vec!["localhost".to_string()],
+                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            };
+            pki::issue(certs, &req, certs, &name)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Kilobytes of peak resident memory of a process (VmHWM), from /proc.
+pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub(super) fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub(super) struct NodeProcess {
+    pub(super) child: Child,
+}
+
+impl NodeProcess {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        anyhow::bail!("node did not stop within 60 s of SIGTERM")
+    }
+}
+
+pub(super) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a node process of `region` pulling from `peers` (region, port).
+pub(super) fn start_node_of(
+    work: &Path,
+    data: &Path,
+    port: u16,
+    region: &str,
+    peers: &[(&str, u16)],
+) -> anyhow::Result<NodeProcess> {
+    let config = work.join(format!("node-{port}.toml"));
+    let mut text = format!(
+        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\nheartbeat_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
+        data.display()
+    );
+    for (peer_region, peer_port) in peers {
+        text.push_str(&format!(
+            "[[peers]]\naddress = \"127.0.0.1:{peer_port}\"\nregion = \"{peer_region}\"\nserver_name = \"localhost\"\n"
+        ));
+    }
+    std::fs::write(&config, text)?;
+    let child = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the node")?;
+    // Wait until it accepts TCP connections (store open, TLS ready).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(NodeProcess { child });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("node did not start listening within 60 s")
+}
+
+/// Prints `text` for people, or `value` as one JSON line for scripts.
+pub(super) fn report(json: bool, text: String, value: serde_json::Value) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// The file system a path lives on (as `df` names it), for benchmark reports.
+pub(super) fn filesystem_of(path: &Path) -> String {
+    Command::new("df")
+        .args(["--output=source,fstype"])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| {
+            t.lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
