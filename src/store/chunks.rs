@@ -16,8 +16,9 @@
 //! that, so neither changes what a lookup returns; every write goes into the caller's
 //! `sled::Batch`, so it becomes visible with the rest of the batch or not at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::RwLock;
 
 /// Past this many open chunks a bucket's open chunks are merged (when the flush has merge budget
 /// left).
@@ -59,7 +60,17 @@ pub struct ChunkMap {
     /// Items at level 0 (exact: counted at open, then kept by the one writer).
     level0_items: AtomicU64,
     level0_items_max: u64,
+    /// Level 0 in memory as well (newest value per key, and its chunk numbers): a lookup of a
+    /// held key and a flush then read no level-0 chunk from sled. Changed only under the view's
+    /// exclusive lock, with the sled batch that makes the change durable.
+    level0: RwLock<Level0>,
     seal_bytes: usize,
+}
+
+#[derive(Default)]
+struct Level0 {
+    items: HashMap<Vec<u8>, Vec<u8>>,
+    chunks: Vec<u64>,
 }
 
 /// What a map lookup or merge found damaged.
@@ -92,14 +103,29 @@ impl ChunkMap {
             chunks: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
             level0_items: AtomicU64::new(0),
             level0_items_max: LEVEL0_ITEMS_PER_BUCKET * u64::from(buckets),
+            level0: RwLock::new(Level0::default()),
             seal_bytes: SEAL_BYTES,
         };
         let mut n = 0u64;
+        let mut level0 = Level0::default();
+        // Oldest chunk first, so newer values overwrite.
         for kv in tree.scan_prefix(map.bucket_prefix(LEVEL0)) {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
+            if map.check(&k, &v).is_err() {
+                continue;
+            }
             n += (v.len() / map.item_len()) as u64;
+            level0
+                .chunks
+                .push(u64::from_be_bytes(k[6..14].try_into().expect("checked key length")));
+            for item in v.chunks_exact(map.item_len()) {
+                level0
+                    .items
+                    .insert(item[..map.key_len].to_vec(), item[map.key_len..].to_vec());
+            }
         }
         map.level0_items.store(n, Ordering::Relaxed);
+        *map.level0.write().expect("level 0 lock") = level0;
         Ok(map)
     }
 
@@ -152,20 +178,8 @@ impl ChunkMap {
     /// The value of `key`, if any (the newest chunk holding it decides).
     pub fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
         debug_assert_eq!(key.len(), self.key_len);
-        // Forward, keeping the last hit (newest): sled 0.34's reverse iteration can panic when
-        // a prefix's upper bound carries into the next prefix byte.
-        let mut newest = None;
-        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
-            let (k, v) = kv?;
-            if self.check(&k, &v).is_err() {
-                continue;
-            }
-            if let Some(item) = self.search(&v, key) {
-                newest = Some(item[self.key_len..].to_vec());
-            }
-        }
-        if newest.is_some() {
-            return Ok(newest);
+        if let Some(v) = self.level0.read().expect("level 0 lock").items.get(key) {
+            return Ok(Some(v.clone()));
         }
         let bucket = self.bucket_of(key);
         let mut seen = 0u16;
@@ -208,28 +222,19 @@ impl ChunkMap {
         debug_assert_eq!(hash_prefix.len(), self.hash_len);
         let bucket = self.bucket_of(hash_prefix);
         let mut items = self.bucket_items(tree, bucket)?;
-        items.extend(self.level0(tree)?);
+        items.extend(self.level0_items());
         Ok(items.into_iter().filter(|(k, _)| k.starts_with(hash_prefix)).collect())
     }
 
     /// Every item of level 0, newest value per key.
-    fn level0(&self, tree: &sled::Tree) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
-        let mut items = BTreeMap::new();
-        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
-            let (k, v) = kv?;
-            if self.check(&k, &v).is_err() {
-                continue;
-            }
-            for item in v.chunks_exact(self.item_len()) {
-                items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
-            }
-        }
-        Ok(items)
+    fn level0_items(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let l0 = self.level0.read().expect("level 0 lock");
+        l0.items.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Every item of the map, newest value per key (each once, in no particular order).
     pub fn for_each(&self, tree: &sled::Tree, mut visit: impl FnMut(&[u8], &[u8])) -> Result<(), sled::Error> {
-        let level0 = self.level0(tree)?;
+        let level0 = self.level0_items();
         for b in 0..self.buckets {
             for (k, v) in self.bucket_items(tree, b)? {
                 if !level0.contains_key(&k) {
@@ -307,20 +312,28 @@ impl ChunkMap {
             return Ok(false);
         }
         let held = self.level0_items.load(Ordering::Relaxed);
+        let mut level0 = self.level0.write().expect("level 0 lock");
         if held + (items.len() as u64) < self.level0_items_max {
             batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), items.concat());
             self.level0_items.store(held + items.len() as u64, Ordering::Relaxed);
+            level0.chunks.push(chunk);
+            for item in items {
+                let value = item[self.key_len..].to_vec();
+                level0.items.insert(item[..self.key_len].to_vec(), value);
+            }
             return Ok(false);
         }
-        // Flush: level 0 (older, oldest chunk first) then this batch (newer), into the buckets.
-        let mut all: Vec<Vec<u8>> = Vec::with_capacity(held as usize + items.len());
-        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
-            let (k, v) = kv?;
-            if self.check(&k, &v).is_ok() {
-                all.extend(v.chunks_exact(self.item_len()).map(<[u8]>::to_vec));
-            }
-            batch.remove(k);
+        // Flush: level 0 (older) then this batch (newer), into the buckets.
+        let taken = std::mem::take(&mut *level0);
+        drop(level0);
+        for n in taken.chunks {
+            batch.remove(self.chunk_key(LEVEL0, OPEN, n));
         }
+        let mut all: Vec<Vec<u8>> = Vec::with_capacity(taken.items.len() + items.len());
+        all.extend(taken.items.into_iter().map(|(mut k, v)| {
+            k.extend_from_slice(&v);
+            k
+        }));
         all.append(&mut items);
         self.sort_newest(&mut all);
         self.level0_items.store(0, Ordering::Relaxed);
@@ -455,6 +468,9 @@ mod tests {
             // Reopened, the map counts its level 0 again and answers the same.
             let again = ChunkMap::open(&tree, b'x', (2, 1), 2, 4, [7; 16]).expect("reopen");
             prop_assert_eq!(again.level0_items.load(Ordering::Relaxed), map.level0_items.load(Ordering::Relaxed));
+            for k in 0u8..40 {
+                prop_assert_eq!(again.get(&tree, &[b'k', k]).expect("get"), model.get(&k).map(|v| vec![*v]));
+            }
         }
     }
 }
