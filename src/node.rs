@@ -285,7 +285,11 @@ pub async fn serve(
         .map_err(|e| NodeError::Serve(format!("writer join: {e}")))?;
     match closed {
         Ok(Ok(store)) => {
-            let flushed = tokio::task::spawn_blocking(move || store.index().flush()).await;
+            let flushed = tokio::task::spawn_blocking(move || {
+                store.index().flush()?;
+                store.view().flush().map_err(crate::store::StoreError::from)
+            })
+            .await;
             if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "index flush at shutdown failed; it is rebuilt from the journal at the next start");
             }

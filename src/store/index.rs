@@ -81,36 +81,44 @@ pub struct CheckpointRef {
     pub at_unix_seconds: i64,
 }
 
+/// Opens a sled database with the node's settings (the chain index and the merged view each
+/// have one: sled serialises `apply_batch` across a whole database, so a large view batch in a
+/// shared one held up every group commit of the writer).
+pub fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, IndexError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        // Measured here: about 1.5x the inserts per second of the default LowSpace mode.
+        .mode(sled::Mode::HighThroughput)
+        // sled writes its dirty pages itself this often; the journal, not sled, is the durability
+        // point, so a lazy flush loses nothing.
+        .flush_every_ms(Some(1000));
+    // sled's background threads release its file lock a moment after the last handle is
+    // dropped, so an immediate reopen (restart in the same process) may find it still held.
+    let mut attempt = 0;
+    let db = loop {
+        match config.open() {
+            Ok(db) => break db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && attempt < INDEX_LOCK_RETRIES =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(IndexError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        }
+    };
+    Ok(db)
+}
+
 impl Index {
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            // Measured here: about 1.5x the inserts per second of the default LowSpace mode.
-            .mode(sled::Mode::HighThroughput)
-            // sled writes its dirty pages itself this often; the journal, not sled, is the durability
-            // point, so a lazy flush loses nothing.
-            .flush_every_ms(Some(1000));
-        // sled's background threads release its file lock a moment after the last handle is
-        // dropped, so an immediate reopen (restart in the same process) may find it still held.
-        let mut attempt = 0;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempt < INDEX_LOCK_RETRIES =>
-                {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(source) => {
-                    return Err(IndexError::Open {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
-            }
-        };
+        let db = open_sled(path, cache_bytes)?;
         let tree = db.open_tree("idx").map_err(|source| IndexError::Open {
             path: path.display().to_string(),
             source,
@@ -244,11 +252,6 @@ impl Index {
             previous_entry: None,
             batch: sled::Batch::default(),
         }
-    }
-
-    /// The sled database, which the merged view shares (one cache, one lock, one flush).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
     }
 
     pub fn flush(&self) -> Result<(), IndexError> {

@@ -39,6 +39,7 @@ use view::{View, ViewError};
 const REPLAY_BATCH_FRAMES: usize = 10_000;
 const JOURNAL_DIR: &str = "journal";
 const INDEX_DIR: &str = "index";
+const VIEW_DIR: &str = "view";
 const LOCK_FILE: &str = "LOCK";
 const ORIGIN_FILE: &str = "origin";
 /// Damaged places `repair_journal` cuts before it gives up (each cut moves the rest aside, so a
@@ -88,6 +89,11 @@ impl StoreConfig {
 
     pub fn index_dir(&self) -> PathBuf {
         self.dir.join(INDEX_DIR)
+    }
+
+    /// The merged view's own sled database.
+    pub fn view_dir(&self) -> PathBuf {
+        self.dir.join(VIEW_DIR)
     }
 
     /// The store's own origin: the configured one (recorded at first open, and it must match
@@ -226,7 +232,10 @@ impl Store {
         if replayed_frames > 0 {
             index.flush()?;
         }
-        let view = Arc::new(View::open(index.db(), cfg.view_buckets)?);
+        let view = Arc::new(View::open(
+            &index::open_sled(&cfg.view_dir(), cfg.index_cache_bytes)?,
+            cfg.view_buckets,
+        )?);
         if view.position().pos > journal.end() {
             return Err(StoreError::IndexAhead {
                 indexed: view.position().pos.0,
@@ -295,17 +304,19 @@ impl Store {
     /// Deletes the indexes and rebuilds them from the journal alone. Returns the frames indexed.
     pub fn reindex(cfg: &StoreConfig) -> Result<u64, StoreError> {
         let lock = lock_store(&cfg.dir)?;
-        let index_dir = cfg.index_dir();
-        if index_dir.exists() {
-            std::fs::remove_dir_all(&index_dir).map_err(|source| StoreError::Io {
-                path: index_dir.clone(),
-                source,
-            })?;
+        for dir in [cfg.index_dir(), cfg.view_dir()] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
         }
         drop(lock);
         let (mut store, report) = Store::open(cfg)?;
         store.index_view()?;
         store.index.flush()?;
+        store.view.flush()?;
         drop(store);
         Ok(report.replayed_frames)
     }

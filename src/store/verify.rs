@@ -157,7 +157,7 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
     let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
     replay(&reader, &rebuilt, JournalPos(0), indexed)?;
     compare_indexes(&live, &rebuilt, &mut report)?;
-    compare_views(&live, &rebuilt, &reader, &mut report)?;
+    compare_views(cfg, &reader, &mut report)?;
     drop(rebuilt);
     std::fs::remove_dir_all(&scratch_dir).map_err(|source| StoreError::Io {
         path: scratch_dir.clone(),
@@ -168,17 +168,29 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
 
 /// Rebuilds the merged view up to the live one's position and compares what they hold, fact by
 /// fact (the layout of chunks differs between a live view and a rebuilt one; the facts may not).
-fn compare_views(
-    live: &Index,
-    rebuilt: &Index,
-    reader: &JournalReader,
-    report: &mut VerifyReport,
-) -> Result<(), StoreError> {
-    let live_view = View::open(live.db(), super::view::VIEW_BUCKETS)?;
+fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyReport) -> Result<(), StoreError> {
+    let live_view = View::open(
+        &super::index::open_sled(&cfg.view_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
+        super::view::VIEW_BUCKETS,
+    )?;
     let position = live_view.position();
     report.view_entries = position.entries;
     report.view_undecodable = position.undecodable;
-    let fresh = View::open(rebuilt.db(), super::view::VIEW_BUCKETS)?;
+    let scratch = cfg.dir.join("verify-scratch-view");
+    let remove_scratch = || {
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch).map_err(|source| StoreError::Io {
+                path: scratch.clone(),
+                source,
+            })?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    remove_scratch()?;
+    let fresh = View::open(
+        &super::index::open_sled(&scratch, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
+        super::view::VIEW_BUCKETS,
+    )?;
     fresh.load_filter()?;
     fresh.catch_up(reader, position.pos, super::view::BATCH_ENTRIES_MAX, |_| {})?;
     let mut a = Vec::new();
@@ -199,6 +211,8 @@ fn compare_views(
     for u in live_view.undecodable(PROBLEMS_LISTED_MAX)? {
         report.undecodable.push(format!("{}/{}: {}", u.origin, u.seq, u.reason));
     }
+    drop(fresh);
+    remove_scratch()?;
     Ok(())
 }
 

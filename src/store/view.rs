@@ -438,6 +438,12 @@ impl View {
         Ok(out)
     }
 
+    /// Writes sled's dirty pages now (it does so itself every second).
+    pub fn flush(&self) -> Result<(), ViewError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
     pub fn filter_bytes(&self) -> u64 {
         self.bloom.bytes()
     }

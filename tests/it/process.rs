@@ -290,8 +290,8 @@ fn kill_9_mid_publish_loses_nothing_acknowledged() {
 
 /// The merged view's position as the store holds it (the node must not be running).
 fn view_entries(data: &std::path::Path) -> u64 {
-    let index = cxnode::store::index::Index::open(&data.join("index"), 8 << 20).expect("index");
-    let view = cxnode::store::view::View::open(index.db(), cxnode::store::view::VIEW_BUCKETS).expect("view");
+    let db = cxnode::store::index::open_sled(&data.join("view"), 8 << 20).expect("view db");
+    let view = cxnode::store::view::View::open(&db, cxnode::store::view::VIEW_BUCKETS).expect("view");
     view.position().entries
 }
 
@@ -323,6 +323,7 @@ fn the_indexer_killed_twenty_times_mid_indexing_ends_equal_to_a_fresh_rebuild() 
     // Without its indexes the node rebuilds the chain index at open and the merged view behind
     // it, while serving: kill it at random instants of that rebuild.
     std::fs::remove_dir_all(data.join("index")).expect("rm index");
+    std::fs::remove_dir_all(data.join("view")).expect("rm view");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut seen = Vec::new();
     for _ in 0..20 {
