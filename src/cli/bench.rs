@@ -143,7 +143,7 @@ fn bench_publish(
         node.stop()?;
         let bytes = dir_bytes(&data);
         let journal = dir_bytes(&data.join("journal"));
-        let index = dir_bytes(&data.join("index"));
+        let index = dir_bytes(&data.join("index")) + dir_bytes(&data.join("view"));
         let rate = summary.lines as f64 / secs;
         let base = sled_baseline(&work.join("sled-baseline"), &lines, &keys, batch)?;
         report(
