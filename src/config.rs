@@ -446,6 +446,14 @@ mod tests {
                 good.replace("queue_depth = 64", "queue_depth = 0"),
                 "publish.queue_depth",
             ),
+            (
+                good.replace("index_lag_entries_max = 200000", "index_lag_entries_max = 10"),
+                "store.index_lag_entries_max",
+            ),
+            (
+                good.replace("index_batch_entries_max = 50000", "index_batch_entries_max = 0"),
+                "store.index_batch_entries_max",
+            ),
             (good.replace("format = \"human\"", "format = \"xml\""), "log.format"),
             (good.replace("[store]", "[store]\nsurprise = 1"), "surprise"),
             (good.replace("region = \"330000\"\n", ""), "region"),
