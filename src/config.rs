@@ -447,7 +447,7 @@ mod tests {
                 "publish.queue_depth",
             ),
             (
-                good.replace("index_lag_entries_max = 200000", "index_lag_entries_max = 10"),
+                good.replace("index_lag_entries_max = 50000", "index_lag_entries_max = 10"),
                 "store.index_lag_entries_max",
             ),
             (

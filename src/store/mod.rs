@@ -68,7 +68,9 @@ pub struct StoreConfig {
 impl StoreConfig {
     pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
     pub const INDEX_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
-    pub const INDEX_LAG_ENTRIES_MAX_DEFAULT: u64 = 200_000;
+    /// About a second of bulk publishing here: enough to absorb a burst, and it bounds the own
+    /// records held in memory for decisions (a 200,000 bound let that map reach 63 MB).
+    pub const INDEX_LAG_ENTRIES_MAX_DEFAULT: u64 = 50_000;
 
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
