@@ -386,7 +386,7 @@ impl Config {
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,
                 index_lag_entries_max: raw.store.index_lag_entries_max,
-                view_buckets: crate::store::view::VIEW_BUCKETS,
+                view_layout: Default::default(),
                 index_batch_entries_max: raw.store.index_batch_entries_max,
                 journal_fs: Default::default(),
             },

@@ -59,8 +59,8 @@ pub struct StoreConfig {
     /// Entries the merged view may be behind the journal before the writer waits for it
     /// (backpressure on publishing and on replication alike).
     pub index_lag_entries_max: u64,
-    /// Buckets of a new merged view's packed maps (tests use few, to exercise merges).
-    pub view_buckets: u32,
+    /// The merged view's packed maps (tests use small ones, to exercise flushes and merges).
+    pub view_layout: view::ViewLayout,
     /// Entries per merged-view batch when catching up.
     pub index_batch_entries_max: usize,
 }
@@ -75,7 +75,7 @@ impl StoreConfig {
     pub fn new(dir: &Path) -> StoreConfig {
         StoreConfig {
             index_lag_entries_max: Self::INDEX_LAG_ENTRIES_MAX_DEFAULT,
-            view_buckets: view::VIEW_BUCKETS,
+            view_layout: view::ViewLayout::default(),
             index_batch_entries_max: view::BATCH_ENTRIES_MAX,
             local: None,
             journal_fs: fs::SharedFs::default(),
@@ -236,7 +236,7 @@ impl Store {
         }
         let view = Arc::new(View::open(
             &index::open_sled(&cfg.view_dir(), cfg.index_cache_bytes)?,
-            cfg.view_buckets,
+            cfg.view_layout,
         )?);
         if view.position().pos > journal.end() {
             return Err(StoreError::IndexAhead {

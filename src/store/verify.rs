@@ -171,7 +171,7 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
 fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyReport) -> Result<(), StoreError> {
     let live_view = View::open(
         &super::index::open_sled(&cfg.view_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
-        super::view::VIEW_BUCKETS,
+        super::view::ViewLayout::default(),
     )?;
     let position = live_view.position();
     report.view_entries = position.entries;
@@ -189,7 +189,7 @@ fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyR
     remove_scratch()?;
     let fresh = View::open(
         &super::index::open_sled(&scratch, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
-        super::view::VIEW_BUCKETS,
+        super::view::ViewLayout::default(),
     )?;
     fresh.load_filter()?;
     fresh.catch_up(reader, position.pos, super::view::BATCH_ENTRIES_MAX, |_| {})?;

@@ -302,6 +302,23 @@ impl ViewPosition {
     }
 }
 
+/// The shape of a view's packed maps: buckets (used when the view is created; an existing view
+/// keeps its own) and level-0 items per bucket before a flush. Tests use small ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewLayout {
+    pub buckets: u32,
+    pub level0_items_per_bucket: u64,
+}
+
+impl Default for ViewLayout {
+    fn default() -> ViewLayout {
+        ViewLayout {
+            buckets: VIEW_BUCKETS,
+            level0_items_per_bucket: super::chunks::LEVEL0_ITEMS_PER_BUCKET,
+        }
+    }
+}
+
 /// An entry the view could not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Undecodable {
@@ -327,7 +344,11 @@ pub struct View {
 impl View {
     /// Opens the view in `db`; `buckets` is used only when the view is created (the layout of an
     /// existing view is recorded in it).
-    pub fn open(db: &sled::Db, buckets: u32) -> Result<View, ViewError> {
+    pub fn open(db: &sled::Db, layout: ViewLayout) -> Result<View, ViewError> {
+        let ViewLayout {
+            buckets,
+            level0_items_per_bucket,
+        } = layout;
         let tree = db.open_tree(TREE)?;
         match tree.get(KEY_FORMAT)? {
             Some(f) if f.as_ref() == FORMAT => {}
@@ -397,10 +418,17 @@ impl View {
                 P_RECORD,
                 (RECORD_KEY_BYTES, RECORD_VALUE_BYTES),
                 RECORD_KEY_BYTES,
-                buckets,
+                (buckets, level0_items_per_bucket),
                 salt,
             )?,
-            subjects: ChunkMap::open(&tree, P_SUBJECT, (SUBJECT_ITEM_BYTES, 0), SUBJECT_BYTES, buckets, salt)?,
+            subjects: ChunkMap::open(
+                &tree,
+                P_SUBJECT,
+                (SUBJECT_ITEM_BYTES, 0),
+                SUBJECT_BYTES,
+                (buckets, level0_items_per_bucket),
+                salt,
+            )?,
             tree,
             bloom: Bloom::default(),
             lock: RwLock::new(()),

@@ -220,7 +220,10 @@ fn store_logs(dir: &std::path::Path, logs: &[Vec<Entry>], seed: u64) -> Store {
     let mut cfg = StoreConfig::new(dir);
     cfg.local = Some(local());
     // Few buckets, so chunks pile up and merge within a few hundred entries.
-    cfg.view_buckets = 4;
+    cfg.view_layout = crate::store::view::ViewLayout {
+        buckets: 4,
+        level0_items_per_bucket: 16,
+    };
     let (mut store, _) = Store::open(&cfg).expect("store");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut next = vec![0usize; logs.len()];
@@ -365,7 +368,10 @@ fn a_replica_holds_the_same_view_as_the_origin_and_republishing_is_idempotent() 
     let (o_dir, r_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
     let mut cfg = StoreConfig::new(o_dir.path());
     cfg.local = Some(origin);
-    cfg.view_buckets = 8;
+    cfg.view_layout = crate::store::view::ViewLayout {
+        buckets: 8,
+        level0_items_per_bucket: 16,
+    };
     let (mut own, _) = Store::open(&cfg).expect("origin store");
     let mut gen = RecordGenerator::new(21, origin);
     let lines: Vec<String> = (0..3000).map(|_| gen.next_line()).collect();
