@@ -227,8 +227,15 @@ impl ChunkMap {
         debug_assert_eq!(hash_prefix.len(), self.hash_len);
         let bucket = self.bucket_of(hash_prefix);
         let mut items = self.bucket_items(tree, bucket)?;
-        items.extend(self.level0_items());
-        Ok(items.into_iter().filter(|(k, _)| k.starts_with(hash_prefix)).collect())
+        items.retain(|k, _| k.starts_with(hash_prefix));
+        let l0 = self.level0.read().expect("level 0 lock");
+        items.extend(
+            l0.items
+                .iter()
+                .filter(|(k, _)| k.starts_with(hash_prefix))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        Ok(items.into_iter().collect())
     }
 
     /// Every item of level 0, newest value per key.

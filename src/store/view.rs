@@ -540,13 +540,25 @@ impl View {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<u64>, ViewError> {
+        let _shared = self.lock.read().expect("view lock");
+        self.category_entries_unlocked(category, origin, from_seq, limit)
+    }
+
+    /// `category_entries` for a caller that holds the view lock (a second read lock on one
+    /// thread can deadlock behind a waiting writer).
+    fn category_entries_unlocked(
+        &self,
+        category: Category,
+        origin: Region,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, ViewError> {
         let mut prefix = vec![P_CATEGORY, category.as_u8()];
         prefix.extend_from_slice(&origin.code().to_be_bytes());
         let mut start = prefix.clone();
         // The key holding `from_seq` starts at or before it: begin at the last key <= from_seq.
         let mut at_from = prefix.clone();
         at_from.extend_from_slice(&from_seq.to_be_bytes());
-        let _shared = self.lock.read().expect("view lock");
         if let Some(kv) = self.tree.range(prefix.clone()..=at_from).next_back() {
             start = kv?.0.to_vec();
         }
@@ -671,7 +683,7 @@ impl View {
         }
         for c in Category::all() {
             for o in self.origin_seqs().into_keys() {
-                let seqs = self.category_entries(*c, o, 0, usize::MAX)?;
+                let seqs = self.category_entries_unlocked(*c, o, 0, usize::MAX)?;
                 if !seqs.is_empty() {
                     visit(format!("category {} {o} {seqs:?}", c.code()));
                 }
