@@ -247,17 +247,17 @@ pub fn apply_change(state: &mut impl LedgerState, change: &Change, seq: u64, dig
     }
 }
 
+/// A ledger state in plain maps, for tests (the ledger's own and the stores' reference models).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::digest;
-    use crate::record::{parse_operation, RecordGenerator, Region};
+pub mod testing {
+    use super::{LedgerState, RecordState};
+    use crate::record::RecordId;
     use std::collections::HashMap;
 
     #[derive(Default)]
-    struct MapState {
-        records: HashMap<RecordId, RecordState>,
-        pending: HashMap<RecordId, u64>,
+    pub struct MapState {
+        pub records: HashMap<RecordId, RecordState>,
+        pub pending: HashMap<RecordId, u64>,
     }
 
     impl LedgerState for MapState {
@@ -274,6 +274,15 @@ mod tests {
             self.pending.remove(target)
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::digest;
+    use crate::record::{parse_operation, RecordGenerator, Region};
+
+    use super::testing::MapState;
 
     /// Decides and applies like the writer does; returns the decision.
     fn submit(state: &mut MapState, seq: &mut u64, line: &str) -> Decision {

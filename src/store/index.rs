@@ -284,10 +284,9 @@ fn decode_head(v: &[u8]) -> Option<ChainHead> {
 /// Where a frame being indexed comes from, which decides what is checked again.
 #[derive(Clone, Copy)]
 pub enum Source {
-    /// Just built by the writer (linked and hashed by construction).
-    Built,
-    /// From a peer: every entry checked by the link receiver, the batch linked to the head by
-    /// the store.
+    /// Built by the writer (linked and hashed by construction), or from a peer (every entry
+    /// checked by the link receiver, the batch linked to the head by the judge): only the cheap
+    /// link check.
     Checked,
     /// Read back from the journal (open, reindex, verify): every hash and link is checked again.
     Journal,
@@ -326,7 +325,7 @@ impl<'a> IndexBatch<'a> {
                 };
                 match source {
                     // Hashes were computed or verified moments ago: only the cheap link check.
-                    Source::Built | Source::Checked => {
+                    Source::Checked => {
                         if e.seq != head.next_seq || e.prev_hash != head.head_hash {
                             return Err(broken(format!(
                                 "entry {}/{} does not link to the head",

@@ -430,7 +430,7 @@ impl Store {
                     let frame = Frame::Entry(entry);
                     let pos = JournalPos(next_pos);
                     next_pos += encoded_len(&frame);
-                    batch.index_frame(pos, &frame, Source::Built)?;
+                    batch.index_frame(pos, &frame, Source::Checked)?;
                     let Frame::Entry(entry) = &frame else {
                         unreachable!("built as an entry above")
                     };
@@ -530,25 +530,22 @@ impl Store {
     }
 
     fn entry_digest(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
-        match find_entry(&self.index, reader, origin, seq)? {
-            Some(e) => Ok(e.op_digest),
-            None => Err(IndexError::Damaged {
-                key: format!("entry {origin}/{seq}"),
-                reason: "the merged view points at an entry the chain index does not have".to_string(),
-            }
-            .into()),
-        }
+        Ok(self.held_entry(reader, origin, seq)?.op_digest)
     }
 
     fn entry_hash(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Hash, StoreError> {
-        match find_entry(&self.index, reader, origin, seq)? {
-            Some(e) => Ok(e.hash),
-            None => Err(IndexError::Damaged {
+        Ok(self.held_entry(reader, origin, seq)?.hash)
+    }
+
+    /// An entry at or below the head, which must be there.
+    fn held_entry(&self, reader: &JournalReader, origin: Region, seq: u64) -> Result<Entry, StoreError> {
+        find_entry(&self.index, reader, origin, seq)?.ok_or_else(|| {
+            IndexError::Damaged {
                 key: format!("entry {origin}/{seq}"),
-                reason: "a record state points at an entry the index does not have".to_string(),
+                reason: "an index points at an entry the chain index does not have".to_string(),
             }
-            .into()),
-        }
+            .into()
+        })
     }
 
     /// Reads the entry `origin/seq` through the index.
@@ -750,9 +747,10 @@ pub fn find_entry(
 fn own_tail(reader: &JournalReader, view: &View, local: Region, end: JournalPos) -> Result<Decisions, StoreError> {
     let mut decisions = Decisions::default();
     let from = view.position().pos;
+    let indexed = view.origin_seq(local);
     reader.scan(from, end, |_, _, frame| {
         if let Frame::Entry(e) = frame {
-            if e.origin == local && e.seq > view.origin_seq(local) {
+            if e.origin == local && e.seq > indexed {
                 // What does not decode was never decided by this node's writer (it validates
                 // first); the view reports it, decisions cannot use it.
                 if let Ok(op) = decode_stored(&e.op_bytes) {

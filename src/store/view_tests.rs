@@ -6,6 +6,7 @@
 //! same view fact by fact. Also: an undecodable peer entry is reported and does not stop indexing.
 
 use super::{ReplicaOutcome, Store, StoreConfig};
+use crate::log::ledger::testing::MapState;
 use crate::log::ledger::{self, Decision, LedgerState, OpKind, RecordState};
 use crate::log::testkeys::TestKey;
 use crate::log::{digest, ChainHead, Checkpoint, Entry};
@@ -26,27 +27,6 @@ fn origins() -> [Region; 3] {
 /// The node under test, which publishes nothing itself.
 fn local() -> Region {
     region("310000")
-}
-
-#[derive(Default)]
-struct MapState {
-    records: HashMap<RecordId, RecordState>,
-    pending: HashMap<RecordId, u64>,
-}
-
-impl LedgerState for MapState {
-    fn get(&mut self, id: &RecordId) -> Option<RecordState> {
-        self.records.get(id).copied()
-    }
-    fn put(&mut self, id: RecordId, state: RecordState) {
-        self.records.insert(id, state);
-    }
-    fn add_pending_repair(&mut self, target: RecordId, repair_seq: u64) {
-        self.pending.insert(target, repair_seq);
-    }
-    fn take_pending_repair(&mut self, target: &RecordId) -> Option<u64> {
-        self.pending.remove(target)
-    }
 }
 
 /// What the model expects of one record.
