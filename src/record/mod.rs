@@ -117,7 +117,7 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
 pub enum Category {
     AdministrativeLicence,
     AdministrativePenalty,
@@ -174,7 +174,7 @@ impl Category {
 }
 
 /// 政务信息资源共享 classes (STANDARDS §6.1).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
 pub enum SharingClass {
     Unconditional,
     Conditional,
@@ -202,7 +202,7 @@ impl SharingClass {
 }
 
 /// Credit-information disclosure classes (STANDARDS §6.2).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
 pub enum DisclosureClass {
     Public,
     Limited,

@@ -43,6 +43,8 @@ struct State {
 pub struct Progress {
     state: Mutex<State>,
     changed: Condvar,
+    /// Entries indexed, announced after every view commit: feeds wait on it without a thread.
+    indexed: tokio::sync::watch::Sender<u64>,
     entries_max: u64,
     view: Arc<View>,
 }
@@ -62,6 +64,7 @@ impl Progress {
                 held: false,
             }),
             changed: Condvar::new(),
+            indexed: tokio::sync::watch::Sender::new(p.entries),
             entries_max,
             view,
         })
@@ -127,6 +130,11 @@ impl Progress {
         &self.view
     }
 
+    /// Changes after every view commit (its value: entries indexed).
+    pub fn indexed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.indexed.subscribe()
+    }
+
     pub fn failure(&self) -> Option<String> {
         self.state.lock().expect("progress lock").failed.clone()
     }
@@ -190,6 +198,8 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
                 s.caught_up_at = Instant::now();
             }
             progress.changed.notify_all();
+            drop(s);
+            progress.indexed.send_replace(p.entries);
         })?;
     }
 }

@@ -3,9 +3,11 @@
 //! and rebuilt by `cxnode reindex`:
 //! - record state per (origin, record id), in packed chunks (`chunks::ChunkMap`), with a Bloom
 //!   filter in front so a new id costs no sled read;
-//! - subject -> (origin, seq) postings, packed the same way;
-//! - (category, origin) -> seq postings: one key per batch and pair, delta-encoded, at the right
-//!   edge of the tree, so a filtered feed reads only its own category and origin;
+//! - subject -> (origin, seq, journal position) postings, packed the same way;
+//! - (category, origin) -> (seq, journal position) postings: one key per batch and pair,
+//!   delta-encoded, at the right edge of the tree, so a filtered feed reads only its own category
+//!   and origin, and then exactly the frames it sends (a position is a single read, where a seq
+//!   alone would cost a walk of its run);
 //! - the expiry schedule: publicity end month -> (date, origin, record id), per batch;
 //! - entries whose operation does not decode, with the reason (indexed as such, never dropped);
 //! - the journal position indexed up to and each origin's seq indexed up to, in the same atomic
@@ -33,7 +35,7 @@ const KEY_SALT: &[u8] = b"Z";
 const KEY_BUCKETS: &[u8] = b"B";
 const KEY_FORMAT: &[u8] = b"F";
 /// The view's key layout; a view of another layout is rebuilt with `cxnode reindex`.
-const FORMAT: &[u8] = b"cx-view-2";
+const FORMAT: &[u8] = b"cx-view-3";
 const P_RECORD: u8 = b'R';
 const P_SUBJECT: u8 = b'S';
 const P_CATEGORY: u8 = b'C';
@@ -54,6 +56,8 @@ const SUBJECT_BYTES: usize = 20;
 const RECORD_KEY_BYTES: usize = 4 + 16;
 const RECORD_VALUE_BYTES: usize = 4 + 4 + 4 * 8 + 4 + SUBJECT_BYTES;
 const SUBJECT_ITEM_BYTES: usize = SUBJECT_BYTES + 4 + 8;
+/// A subject posting's value: the journal position of the entry's frame.
+const SUBJECT_VALUE_BYTES: usize = 8;
 const EXPIRY_ITEM_BYTES: usize = 4 + 4 + 16;
 const NO_DATE: i32 = i32::MIN;
 
@@ -319,6 +323,14 @@ impl Default for ViewLayout {
     }
 }
 
+/// Where an entry of a posting list is: its origin, seq and the journal position of its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Posting {
+    pub origin: Region,
+    pub seq: u64,
+    pub pos: JournalPos,
+}
+
 /// An entry the view could not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Undecodable {
@@ -424,7 +436,7 @@ impl View {
             subjects: ChunkMap::open(
                 &tree,
                 P_SUBJECT,
-                (SUBJECT_ITEM_BYTES, 0),
+                (SUBJECT_ITEM_BYTES, SUBJECT_VALUE_BYTES),
                 SUBJECT_BYTES,
                 (buckets, level0_items_per_bucket),
                 salt,
@@ -512,34 +524,45 @@ impl View {
         self.record_unlocked(&record_key(origin, id))
     }
 
-    /// (origin, seq) of every entry about `subject` (`SubjectKey::index_bytes`), in order.
-    pub fn subject_entries(&self, subject: &[u8]) -> Result<Vec<(Region, u64)>, ViewError> {
+    /// Every entry about `subject` (`SubjectKey::index_bytes`), in (origin, seq) order.
+    pub fn subject_entries(&self, subject: &[u8]) -> Result<Vec<Posting>, ViewError> {
         let Some(field) = subject_field(subject) else {
             return Ok(Vec::new());
         };
         let _shared = self.lock.read().expect("view lock");
         let mut out = Vec::new();
-        for (k, _) in self.subjects.with_prefix(&self.tree, &field)? {
+        for (k, v) in self.subjects.with_prefix(&self.tree, &field)? {
             let code = u32::from_be_bytes(k[SUBJECT_BYTES..SUBJECT_BYTES + 4].try_into().expect("4 bytes"));
             let seq = u64::from_be_bytes(k[SUBJECT_BYTES + 4..].try_into().expect("8 bytes"));
-            let origin = Region::from_code(code).map_err(|_| ViewError::Damaged {
+            let damaged = |reason: &str| ViewError::Damaged {
                 key: hex::encode(&k),
-                reason: "subject posting names no province".into(),
-            })?;
-            out.push((origin, seq));
+                reason: reason.into(),
+            };
+            let origin = Region::from_code(code).map_err(|_| damaged("subject posting names no province"))?;
+            let pos = v
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| damaged("subject posting without a journal position"))?;
+            out.push(Posting {
+                origin,
+                seq,
+                pos: JournalPos(pos),
+            });
         }
+        out.sort();
         Ok(out)
     }
 
-    /// Seqs of `origin`'s entries that changed a record of `category`, from `from_seq` on, at most
-    /// `limit`. Reads only this category's and origin's keys.
+    /// `origin`'s entries that changed a record of `category`, from `from_seq` on, at most
+    /// `limit`, in seq order. Reads only this category's and origin's keys.
     pub fn category_entries(
         &self,
         category: Category,
         origin: Region,
         from_seq: u64,
         limit: usize,
-    ) -> Result<Vec<u64>, ViewError> {
+    ) -> Result<Vec<Posting>, ViewError> {
         let _shared = self.lock.read().expect("view lock");
         self.category_entries_unlocked(category, origin, from_seq, limit)
     }
@@ -552,7 +575,7 @@ impl View {
         origin: Region,
         from_seq: u64,
         limit: usize,
-    ) -> Result<Vec<u64>, ViewError> {
+    ) -> Result<Vec<Posting>, ViewError> {
         let mut prefix = vec![P_CATEGORY, category.as_u8()];
         prefix.extend_from_slice(&origin.code().to_be_bytes());
         let mut start = prefix.clone();
@@ -572,19 +595,20 @@ impl View {
                 key: hex::encode(&k),
                 reason: "bad category postings".into(),
             };
+            // The key carries the first seq; the value holds (seq delta, position delta) pairs,
+            // the first pair (0, absolute position).
             let mut seq = u64::from_be_bytes(k.get(6..14).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let mut pos = 0u64;
             let mut at = 0;
-            let mut first = true;
             while at < v.len() {
-                if !first {
-                    seq += get_varint(&v, &mut at).ok_or_else(damaged)?;
-                } else {
-                    first = false;
-                    // The key carries the first seq; the value starts with a zero delta.
-                    get_varint(&v, &mut at).ok_or_else(damaged)?;
-                }
+                seq += get_varint(&v, &mut at).ok_or_else(damaged)?;
+                pos += get_varint(&v, &mut at).ok_or_else(damaged)?;
                 if seq >= from_seq && out.len() < limit {
-                    out.push(seq);
+                    out.push(Posting {
+                        origin,
+                        seq,
+                        pos: JournalPos(pos),
+                    });
                 }
             }
         }
@@ -683,7 +707,13 @@ impl View {
         }
         for c in Category::all() {
             for o in self.origin_seqs().into_keys() {
-                let seqs = self.category_entries_unlocked(*c, o, 0, usize::MAX)?;
+                // Positions differ between stores (journal order is arrival order): not a fact of
+                // the view's content.
+                let seqs: Vec<u64> = self
+                    .category_entries_unlocked(*c, o, 0, usize::MAX)?
+                    .into_iter()
+                    .map(|p| p.seq)
+                    .collect();
                 if !seqs.is_empty() {
                     visit(format!("category {} {o} {seqs:?}", c.code()));
                 }
@@ -731,9 +761,9 @@ impl View {
             let mut batch = self.begin();
             let mut end = from;
             let mut entries = 0usize;
-            reader.scan(from, to, |_, frame_end, frame| {
+            reader.scan(from, to, |at, frame_end, frame| {
                 if let Frame::Entry(e) = frame {
-                    batch.index_entry(frame_end, &e)?;
+                    batch.index_entry(at, frame_end, &e)?;
                     entries += 1;
                 }
                 end = frame_end;
@@ -758,7 +788,7 @@ pub struct ViewBatch<'a> {
     /// `None` = taken in this batch.
     pending: HashMap<(Region, RecordId), Option<u64>>,
     subjects: Vec<Vec<u8>>,
-    categories: BTreeMap<(u8, u32), Vec<u64>>,
+    categories: BTreeMap<(u8, u32), Vec<(u64, JournalPos)>>,
     expiry: BTreeMap<u32, Vec<u8>>,
     undecodable: Vec<(Region, u64, String)>,
     error: Option<ViewError>,
@@ -852,22 +882,23 @@ impl ViewBatch<'_> {
         }
     }
 
-    fn post_category(&mut self, category: Category, origin: Region, seq: u64) {
+    fn post_category(&mut self, category: Category, origin: Region, seq: u64, at: JournalPos) {
         let list = self.categories.entry((category.as_u8(), origin.code())).or_default();
-        if list.last() != Some(&seq) {
-            list.push(seq);
+        if list.last().map(|l| l.0) != Some(seq) {
+            list.push((seq, at));
         }
     }
 
-    fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64) {
+    fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64, at: JournalPos) {
         let mut k = subject.to_vec();
         k.extend_from_slice(&origin.code().to_be_bytes());
         k.extend_from_slice(&seq.to_be_bytes());
+        k.extend_from_slice(&at.0.to_be_bytes());
         self.subjects.push(k);
     }
 
-    /// Indexes one entry ending at journal position `end`.
-    pub fn index_entry(&mut self, end: JournalPos, e: &Entry) -> Result<(), ViewError> {
+    /// Indexes one entry whose frame starts at journal position `at` and ends at `end`.
+    pub fn index_entry(&mut self, at: JournalPos, end: JournalPos, e: &Entry) -> Result<(), ViewError> {
         let expected = self
             .origins
             .get(&e.origin)
@@ -940,11 +971,11 @@ impl ViewBatch<'_> {
                     r.subject = subject;
                     r.latest_seq = e.seq;
                 }
-                self.post_subject(&subject, e.origin, e.seq);
-                self.post_category(rec.category, e.origin, e.seq);
+                self.post_subject(&subject, e.origin, e.seq, at);
+                self.post_category(rec.category, e.origin, e.seq, at);
                 if let Some(t) = target {
                     // A repair changes its target: a feed of the target's category must see it.
-                    self.post_category(t.category, e.origin, e.seq);
+                    self.post_category(t.category, e.origin, e.seq, at);
                 }
                 if let Some(end_date) = rec.publicity_end_date {
                     let month = (end_date.year() * 12 + i32::from(u8::from(end_date.month())) - 1) as u32;
@@ -960,8 +991,8 @@ impl ViewBatch<'_> {
                         r.kind = OpKind::Revoke;
                         r.latest_seq = e.seq;
                         let (category, subject) = (r.category, r.subject);
-                        self.post_category(category, e.origin, e.seq);
-                        self.post_subject(&subject, e.origin, e.seq);
+                        self.post_category(category, e.origin, e.seq, at);
+                        self.post_subject(&subject, e.origin, e.seq, at);
                     }
                 }
             }
@@ -1000,12 +1031,16 @@ impl ViewBatch<'_> {
         for ((cat, origin), seqs) in &self.categories {
             let mut k = vec![P_CATEGORY, *cat];
             k.extend_from_slice(&origin.to_be_bytes());
-            k.extend_from_slice(&seqs[0].to_be_bytes());
-            let mut v = Vec::with_capacity(seqs.len() * 2);
-            let mut previous = seqs[0];
-            for s in seqs {
+            k.extend_from_slice(&seqs[0].0.to_be_bytes());
+            let mut v = Vec::with_capacity(seqs.len() * 4);
+            let (mut previous, mut previous_pos) = (seqs[0].0, 0u64);
+            for (s, at) in seqs {
+                // An origin's entries lie in the journal in seq order, so both deltas are >= 0.
+                debug_assert!(at.0 >= previous_pos);
                 put_varint(&mut v, s - previous);
+                put_varint(&mut v, at.0 - previous_pos);
                 previous = *s;
+                previous_pos = at.0;
             }
             batch.insert(k, v);
         }

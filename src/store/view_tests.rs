@@ -6,6 +6,8 @@
 //! same view fact by fact. Also: an undecodable peer entry is reported and does not stop indexing.
 
 use super::{ReplicaOutcome, Store, StoreConfig};
+use super::journal::Frame;
+use super::view::Posting;
 use crate::log::ledger::testing::MapState;
 use crate::log::ledger::{self, Decision, LedgerState, OpKind, RecordState};
 use crate::log::testkeys::TestKey;
@@ -255,23 +257,47 @@ fn check_against_model(store: &Store, model: &Model) -> Result<(), TestCaseError
         prop_assert_eq!(got.subject(), &exp.subject[..]);
         prop_assert_eq!(got.publicity_end, exp.publicity_end);
     }
+    let reader = store.reader();
+    // A posting's position is the frame of exactly that entry.
+    let check_at = |p: &Posting| -> Result<(), TestCaseError> {
+        match reader.read_at(p.pos).expect("posting position reads") {
+            Frame::Entry(e) => {
+                prop_assert_eq!((e.origin, e.seq), (p.origin, p.seq), "posting at {:?}", p.pos);
+                Ok(())
+            }
+            _ => Err(TestCaseError::fail(format!("posting {p:?} points at a non-entry frame"))),
+        }
+    };
     for (subject, postings) in &model.subjects {
-        let got: BTreeSet<(Region, u64)> = view.subject_entries(subject).expect("subject").into_iter().collect();
+        let found = view.subject_entries(subject).expect("subject");
+        for p in &found {
+            check_at(p)?;
+        }
+        let got: BTreeSet<(Region, u64)> = found.into_iter().map(|p| (p.origin, p.seq)).collect();
         prop_assert_eq!(&got, postings);
     }
+    let seqs_of = |ps: Vec<Posting>| -> Result<Vec<u64>, TestCaseError> {
+        for p in &ps {
+            check_at(p)?;
+        }
+        Ok(ps.into_iter().map(|p| p.seq).collect())
+    };
     for ((category, origin), seqs) in &model.categories {
         prop_assert_eq!(
-            &view
-                .category_entries(*category, *origin, 0, usize::MAX)
-                .expect("category"),
+            &seqs_of(
+                view.category_entries(*category, *origin, 0, usize::MAX)
+                    .expect("category")
+            )?,
             seqs
         );
         // From a point in the middle: only what follows it.
         let mid = seqs[seqs.len() / 2];
         let tail: Vec<u64> = seqs.iter().copied().filter(|s| *s >= mid).collect();
         prop_assert_eq!(
-            view.category_entries(*category, *origin, mid, usize::MAX)
-                .expect("category"),
+            seqs_of(
+                view.category_entries(*category, *origin, mid, usize::MAX)
+                    .expect("category")
+            )?,
             tail
         );
     }

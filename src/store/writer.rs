@@ -116,6 +116,11 @@ impl WriterHandle {
         self.progress.view().clone()
     }
 
+    /// Changes after every commit of the merged view.
+    pub fn view_changes(&self) -> watch::Receiver<u64> {
+        self.progress.indexed()
+    }
+
     /// Waits (blocking) until the view has indexed up to `end`, at most `deadline`.
     pub fn wait_indexed(&self, end: JournalPos, deadline: std::time::Duration) -> bool {
         self.progress.wait_indexed(end, deadline)
