@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .generate_default_stubs(true)
         .bytes(".cx.v1")
+        // Maps encode in key order, so equal answers are equal bytes (profiles, progress marks).
+        .btree_map(".cx.v1")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::link::{run_peer, Link};
 use crate::pki::{self, Identity, NodeSigner};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{Policy, PolicyError, SharedPolicy};
 use crate::rpc::operations::OperationsService;
 use crate::rpc::pb;
 use crate::rpc::publisher::PublisherService;
@@ -56,7 +56,7 @@ pub struct Prepared {
     pub config: Config,
     tls: ReloadableTls,
     signer: Arc<NodeSigner>,
-    policy: Arc<Policy>,
+    policy: Arc<SharedPolicy>,
     store: Store,
 }
 
@@ -73,8 +73,8 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     }
     let tls = ReloadableTls::load(config.tls.clone())?;
     let policy = match &config.policy {
-        Some(path) => Policy::load(config.region, path)?,
-        None => Policy::builtin(config.region),
+        Some(path) => SharedPolicy::load(config.region, path)?,
+        None => SharedPolicy::fixed(Policy::builtin(config.region)),
     };
     let (store, report) = Store::open(&config.store)?;
     if let Some(at) = report.tail.truncated_at {
@@ -95,7 +95,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         config,
         tls,
         signer: Arc::new(signer),
-        policy: Arc::new(policy),
+        policy,
         store,
     })
 }
@@ -210,7 +210,7 @@ pub async fn serve(
     });
     let publisher = PublisherService {
         origin: config.region,
-        policy,
+        policy: policy.clone(),
         writer,
         own_log_behind,
     };
@@ -231,6 +231,7 @@ pub async fn serve(
         .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
 
     let reload_tls = tls.clone();
+    let reload_policy = policy.clone();
     let crl_every = config.crl_reload;
     let reloader = tokio::spawn(async move {
         let mut tick = tokio::time::interval(crl_every);
@@ -238,12 +239,20 @@ pub async fn serve(
             tick.tick().await;
             let tls = reload_tls.clone();
             let signatures = checkpoint_verifier.clone();
+            let policy = reload_policy.clone();
             // Reading and parsing files is blocking work. The checkpoint verifier reloads with
             // the TLS material: a revocation applies to handshakes and signatures alike.
             let _ = tokio::task::spawn_blocking(move || {
                 tls.reload_if_changed();
                 if let Err(e) = signatures.reload() {
                     tracing::warn!(error = %e, "checkpoint verifier not reloaded; the last good CA and CRL stay in force");
+                }
+                // The policy file is checked on the same tick: a change applies to new calls and
+                // to running subscriptions; a malformed file leaves the last good policy in force.
+                match policy.reload_if_changed() {
+                    Ok(true) => tracing::info!(version = policy.version(), "access policy reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "access policy not reloaded; the last good policy stays in force"),
                 }
             })
             .await;

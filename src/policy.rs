@@ -1,12 +1,21 @@
-//! Who may call what. A verified identity grants nothing by itself: the node's access policy
-//! decides. Built-in rules: the node's own region's publisher may Publish; `cx://node/*` may Sync and
-//! Heads (only nodes, unless the policy grants more); operators may read SyncStatus. The policy file (TOML) adds grants. Invariant: anything not
+//! Who may call what, and see which records. A verified identity grants nothing by itself: the
+//! node's access policy decides. Built-in rules: the node's own region's publisher may Publish;
+//! `cx://node/*` may Sync and Heads (only nodes, unless the policy grants more); operators may read
+//! SyncStatus. The policy file (TOML) adds grants; a grant of Subscribe or Profile also says which
+//! categories and origin regions it reaches (required: there is no silent "everything") and which
+//! sharing and disclosure classes (default: `unconditional` and `public` only) and whether records
+//! about natural persons are included (default: no). `SharedPolicy` reloads the file when it
+//! changes and keeps the last good policy when the new one is malformed. Invariant: anything not
 //! granted is refused.
 
+use crate::feed::{GrantScope, Scope};
 use crate::pki::Identity;
-use crate::record::Region;
+use crate::record::{Category, DisclosureClass, Region, SharingClass};
 use serde::Deserialize;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rpc {
@@ -55,13 +64,57 @@ struct RawGrant {
     /// An exact identity URI, or a prefix ending in `*` (e.g. `cx://department/330000/*`).
     identity: String,
     rpcs: Vec<String>,
+    /// Category codes, or `["*"]`; required with Subscribe or Profile.
+    #[serde(default)]
+    categories: Option<Vec<String>>,
+    /// Province codes of origins, or `["*"]`; required with Subscribe or Profile.
+    #[serde(default)]
+    regions: Option<Vec<String>>,
+    #[serde(default)]
+    sharing: Option<Vec<String>>,
+    #[serde(default)]
+    disclosure: Option<Vec<String>>,
+    #[serde(default)]
+    natural_persons: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Grant {
     pattern: String,
     rpcs: Vec<Rpc>,
+    scope: GrantScope,
 }
+
+/// `["*"]` = every value (None); otherwise each value parsed, naming the first bad one.
+fn list<T: Ord>(
+    key: &str,
+    values: Option<Vec<String>>,
+    parse: impl Fn(&str) -> Option<T>,
+    known: &str,
+) -> Result<Option<BTreeSet<T>>, String> {
+    let Some(values) = values else {
+        return Err(format!(
+            "{key} is required for a grant of Subscribe or Profile: list the values ({known}), or [\"*\"] for all"
+        ));
+    };
+    if values.iter().any(|v| v == "*") {
+        if values.len() > 1 {
+            return Err(format!("{key}: \"*\" stands alone (it already means every value)"));
+        }
+        return Ok(None);
+    }
+    if values.is_empty() {
+        return Err(format!("{key} is empty: a grant that sees nothing is a mistake; remove the rpcs instead"));
+    }
+    values
+        .iter()
+        .map(|v| parse(v).ok_or_else(|| format!("{key}: unknown value {v:?} (known: {known})")))
+        .collect::<Result<BTreeSet<T>, String>>()
+        .map(Some)
+}
+
+const CATEGORIES: &str =
+    "administrative_licence, administrative_penalty, dishonest_list, red_list, credit_commitment, credit_repair";
 
 impl Grant {
     fn matches(&self, uri: &str) -> bool {
@@ -124,9 +177,54 @@ impl Policy {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let reads_data = rpcs.iter().any(|r| matches!(r, Rpc::Subscribe | Rpc::Profile));
+            let scope = if reads_data {
+                GrantScope {
+                    categories: list(&format!("grant[{i}].categories"), g.categories, Category::parse, CATEGORIES)?,
+                    regions: list(
+                        &format!("grant[{i}].regions"),
+                        g.regions,
+                        |r| Region::parse(r).ok(),
+                        "province codes such as 330000",
+                    )?,
+                    sharing: list(
+                        &format!("grant[{i}].sharing"),
+                        Some(g.sharing.unwrap_or_else(|| vec!["unconditional".into()])),
+                        SharingClass::parse,
+                        "unconditional, conditional, not_shared",
+                    )?
+                    .unwrap_or_else(|| {
+                        [SharingClass::Unconditional, SharingClass::Conditional, SharingClass::NotShared].into()
+                    }),
+                    disclosure: list(
+                        &format!("grant[{i}].disclosure"),
+                        Some(g.disclosure.unwrap_or_else(|| vec!["public".into()])),
+                        DisclosureClass::parse,
+                        "public, limited, non_public",
+                    )?
+                    .unwrap_or_else(|| {
+                        [DisclosureClass::Public, DisclosureClass::Limited, DisclosureClass::NonPublic].into()
+                    }),
+                    natural_persons: g.natural_persons,
+                }
+            } else {
+                if g.categories.is_some() || g.regions.is_some() || g.sharing.is_some() || g.disclosure.is_some() || g.natural_persons {
+                    return Err(format!(
+                        "grant[{i}]: categories, regions, sharing, disclosure and natural_persons apply only to grants of Subscribe or Profile"
+                    ));
+                }
+                GrantScope {
+                    categories: Some(BTreeSet::new()),
+                    regions: Some(BTreeSet::new()),
+                    sharing: BTreeSet::new(),
+                    disclosure: BTreeSet::new(),
+                    natural_persons: false,
+                }
+            };
             grants.push(Grant {
                 pattern: g.identity,
                 rpcs,
+                scope,
             });
         }
         Ok(Policy { region, grants })
@@ -144,6 +242,92 @@ impl Policy {
         }
         let uri = who.uri();
         self.grants.iter().any(|g| g.rpcs.contains(&rpc) && g.matches(&uri))
+    }
+
+    /// What `who` may see through `rpc` (Subscribe, Profile): one grant scope per matching grant.
+    /// Acknowledge sees what Subscribe does. Empty when nothing is granted.
+    pub fn scope(&self, who: &Identity, rpc: Rpc) -> Scope {
+        let rpc = if rpc == Rpc::Acknowledge { Rpc::Subscribe } else { rpc };
+        let uri = who.uri();
+        Scope {
+            grants: self
+                .grants
+                .iter()
+                .filter(|g| g.rpcs.contains(&rpc) && g.matches(&uri))
+                .map(|g| g.scope.clone())
+                .collect(),
+        }
+    }
+}
+
+/// The policy in force, reloaded from its file when that changes. Readers take the current
+/// policy per request (or per step of a running subscription), so a reload applies to new and
+/// running calls alike; `version` counts reloads, so a running call can tell it must re-plan.
+pub struct SharedPolicy {
+    region: Region,
+    path: Option<PathBuf>,
+    current: RwLock<Arc<Policy>>,
+    /// The text last loaded (or refused), so an unchanged or still-bad file is not re-judged.
+    seen: Mutex<Option<String>>,
+    version: AtomicU64,
+}
+
+impl SharedPolicy {
+    /// A policy that never changes (the built-in rules, or a test's).
+    pub fn fixed(policy: Policy) -> Arc<SharedPolicy> {
+        Arc::new(SharedPolicy {
+            region: policy.region,
+            path: None,
+            current: RwLock::new(Arc::new(policy)),
+            seen: Mutex::new(None),
+            version: AtomicU64::new(0),
+        })
+    }
+
+    /// Loads `path` (refusing a bad one: a node does not start on a policy it cannot read).
+    pub fn load(region: Region, path: &Path) -> Result<Arc<SharedPolicy>, PolicyError> {
+        let policy = Policy::load(region, path)?;
+        let text = std::fs::read_to_string(path).ok();
+        Ok(Arc::new(SharedPolicy {
+            region,
+            path: Some(path.to_path_buf()),
+            current: RwLock::new(Arc::new(policy)),
+            seen: Mutex::new(text),
+            version: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.read().expect("policy lock").clone()
+    }
+
+    /// Changes each time a new policy takes effect.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the file; a changed, valid policy takes effect (true). A malformed one is refused
+    /// with the key and the fix, and the last good policy stays in force.
+    pub fn reload_if_changed(&self) -> Result<bool, PolicyError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut seen = self.seen.lock().expect("policy seen lock");
+        if seen.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        *seen = Some(text.clone());
+        let policy = Policy::parse(self.region, &text).map_err(|message| PolicyError::Parse {
+            path: path.display().to_string(),
+            message,
+        })?;
+        *self.current.write().expect("policy lock") = Arc::new(policy);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
     }
 }
 
@@ -179,6 +363,8 @@ mod tests {
             [[grant]]
             identity = "cx://department/330000/*"
             rpcs = ["Subscribe", "Profile"]
+            categories = ["*"]
+            regions = ["*"]
             [[grant]]
             identity = "cx://operator/alice"
             rpcs = ["Publish"]
@@ -203,5 +389,92 @@ mod tests {
         let e = Policy::parse(zj(), "[[grant]]\nidentity = \"node/330000\"\nrpcs = []\n").expect_err("bad identity");
         assert!(e.contains("must start with cx://"), "{e}");
         assert!(Policy::parse(zj(), "[[grants]]\n").is_err(), "unknown keys are refused");
+        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Subscribe\"]\nregions = [\"*\"]\n")
+            .expect_err("no categories");
+        assert!(e.contains("grant[0].categories is required"), "{e}");
+        let e = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Profile\"]\ncategories = [\"fines\"]\nregions = [\"*\"]\n",
+        )
+        .expect_err("bad category");
+        assert!(e.contains("grant[0].categories") && e.contains("fines"), "{e}");
+        let e = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Profile\"]\ncategories = [\"*\"]\nregions = [\"339999\"]\n",
+        )
+        .expect_err("bad region");
+        assert!(e.contains("grant[0].regions"), "{e}");
+        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://operator/a\"\nrpcs = [\"Heads\"]\ncategories = [\"*\"]\n")
+            .expect_err("scope on a non-data grant");
+        assert!(e.contains("apply only to grants of Subscribe or Profile"), "{e}");
+    }
+
+    fn dept(region: Region, id: &str) -> Identity {
+        Identity::Department {
+            region,
+            dept: id.to_string(),
+        }
+    }
+
+    #[test]
+    fn data_scopes_default_to_the_narrowest_classes_and_never_merge() {
+        let js = Region::parse("320000").expect("province");
+        let p = Policy::parse(
+            zj(),
+            r#"
+            [[grant]]
+            identity = "cx://department/330000/*"
+            rpcs = ["Subscribe"]
+            categories = ["administrative_penalty"]
+            regions = ["330000"]
+            [[grant]]
+            identity = "cx://department/330000/amr"
+            rpcs = ["Subscribe", "Profile"]
+            categories = ["administrative_licence"]
+            regions = ["320000"]
+            sharing = ["*"]
+            natural_persons = true
+            "#,
+        )
+        .expect("valid policy");
+        let amr = p.scope(&dept(zj(), "amr"), Rpc::Subscribe);
+        assert_eq!(amr.grants.len(), 2);
+        assert_eq!(amr.grants[0].sharing, [SharingClass::Unconditional].into());
+        assert_eq!(amr.grants[0].disclosure, [DisclosureClass::Public].into());
+        assert!(!amr.grants[0].natural_persons);
+        assert_eq!(amr.grants[1].sharing.len(), 3, "* is every class");
+        let other = p.scope(&dept(zj(), "tax"), Rpc::Profile);
+        assert!(other.is_empty(), "the wildcard grant gives tax Subscribe only");
+        assert!(p.scope(&dept(js, "amr"), Rpc::Subscribe).is_empty(), "default deny");
+        assert_eq!(
+            p.scope(&dept(zj(), "tax"), Rpc::Acknowledge),
+            p.scope(&dept(zj(), "tax"), Rpc::Subscribe),
+            "a receipt covers what a feed shows"
+        );
+    }
+
+    #[test]
+    fn a_shared_policy_reloads_and_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("policy.toml");
+        let grant = |rpcs: &str| {
+            format!("[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [{rpcs}]\ncategories = [\"*\"]\nregions = [\"*\"]\n")
+        };
+        std::fs::write(&path, grant("\"Subscribe\"")).expect("write");
+        let shared = SharedPolicy::load(zj(), &path).expect("load");
+        let who = dept(zj(), "amr");
+        assert!(shared.current().allows(&who, Rpc::Subscribe));
+        assert!(!shared.current().allows(&who, Rpc::Profile));
+        assert_eq!(shared.reload_if_changed().expect("unchanged"), false);
+        std::fs::write(&path, grant("\"Subscribe\", \"Profile\"")).expect("write");
+        assert_eq!(shared.reload_if_changed().expect("changed"), true);
+        assert_eq!(shared.version(), 1);
+        assert!(shared.current().allows(&who, Rpc::Profile));
+        std::fs::write(&path, grant("\"Subscribe\", \"Teleport\"")).expect("write");
+        let e = shared.reload_if_changed().expect_err("malformed");
+        assert!(e.to_string().contains("Teleport"), "{e}");
+        assert!(shared.current().allows(&who, Rpc::Profile), "the last good policy stays");
+        assert_eq!(shared.version(), 1);
+        assert_eq!(shared.reload_if_changed().expect("still bad, already refused"), false);
     }
 }

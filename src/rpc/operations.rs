@@ -5,7 +5,7 @@
 
 use super::pb;
 use super::{caller, Caller};
-use crate::policy::{Policy, Rpc};
+use crate::policy::{Policy, Rpc, SharedPolicy};
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::store::journal::{Frame, JournalReader};
@@ -21,7 +21,7 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(10);
 
 pub struct OperationsService {
     pub region: Region,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<SharedPolicy>,
     pub index: Index,
     pub journal: JournalReader,
     pub peers: Vec<PeerConfig>,
@@ -167,7 +167,7 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
         &self,
         request: Request<pb::SyncStatusRequest>,
     ) -> Result<Response<pb::SyncStatusResponse>, Status> {
-        authorize(&self.policy, &caller(&request)?)?;
+        authorize(&self.policy.current(), &caller(&request)?)?;
         let me = self.clone();
         let status = tokio::task::spawn_blocking(move || me.status())
             .await

@@ -5,7 +5,7 @@
 use super::pb::{self, operation_result::Outcome};
 use super::{caller, store_status};
 use crate::log::Hash;
-use crate::policy::{Policy, Rpc};
+use crate::policy::{Rpc, SharedPolicy};
 use crate::record::{parse_operation, Operation, Region, Rejection};
 use crate::store::writer::{Committed, Pending, WriterHandle};
 use crate::store::OpOutcome;
@@ -19,7 +19,7 @@ pub const PUBLISH_OPS_MAX: usize = 10_000;
 
 pub struct PublisherService {
     pub origin: Region,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<SharedPolicy>,
     pub writer: WriterHandle,
     /// Set when a peer holds more of this origin's log than this node: publishing is refused.
     pub own_log_behind: crate::sync::OwnLogBehind,
@@ -88,7 +88,7 @@ struct Checked {
 
 impl PublisherService {
     fn authorize(&self, who: &super::Caller) -> Result<(), Status> {
-        if self.policy.allows(&who.identity, Rpc::Publish) {
+        if self.policy.current().allows(&who.identity, Rpc::Publish) {
             return Ok(());
         }
         tracing::warn!(identity = %who.identity, remote = %who.remote, "publish refused by policy");

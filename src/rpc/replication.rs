@@ -10,7 +10,7 @@ use super::pb;
 use super::{caller, Caller};
 use crate::log::{Checkpoint, Entry};
 use crate::pki::{Identity, TlsFiles};
-use crate::policy::{Policy, Rpc};
+use crate::policy::{Policy, Rpc, SharedPolicy};
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::store::journal::{Frame, JournalPos, JournalReader};
@@ -35,7 +35,7 @@ pub struct SyncLimits {
 }
 
 pub struct ReplicationService {
-    pub policy: Arc<Policy>,
+    pub policy: Arc<SharedPolicy>,
     pub index: Index,
     pub journal: JournalReader,
     pub durable_end: watch::Receiver<JournalPos>,
@@ -210,7 +210,7 @@ impl pb::replication_server::Replication for ReplicationService {
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::SyncMessage>>, Status> {
         let who = caller(&request)?;
-        authorize(&self.policy, &who, Rpc::Sync)?;
+        authorize(&self.policy.current(), &who, Rpc::Sync)?;
         let req = request.into_inner();
         let mut have = BTreeMap::new();
         for (code, next) in req.have.map(|v| v.next_seq).unwrap_or_default() {
@@ -242,7 +242,7 @@ impl pb::replication_server::Replication for ReplicationService {
 
     async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
         let who = caller(&request)?;
-        authorize(&self.policy, &who, Rpc::Heads)?;
+        authorize(&self.policy.current(), &who, Rpc::Heads)?;
         let (index, journal) = (self.index.clone(), self.journal.clone());
         let heads = tokio::task::spawn_blocking(move || heads(&index, &journal))
             .await

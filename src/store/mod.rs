@@ -8,6 +8,7 @@ mod bloom;
 mod chunks;
 #[cfg(test)]
 mod crash_tests;
+pub mod audit;
 pub mod decisions;
 pub mod fs;
 pub mod index;
