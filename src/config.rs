@@ -33,7 +33,60 @@ struct RawConfig {
     #[serde(default)]
     sync: RawSync,
     #[serde(default)]
+    feed: RawFeed,
+    #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+/// `[feed]`: bounds of department subscriptions (`delivery::Limits`).
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawFeed {
+    events_queued_max: usize,
+    slow_subscriber_ms: u64,
+    step_entries_max: usize,
+    progress_interval_ms: u64,
+    subscriptions_max: usize,
+}
+
+impl Default for RawFeed {
+    fn default() -> Self {
+        let d = crate::delivery::Limits::default();
+        RawFeed {
+            events_queued_max: d.events_queued_max,
+            slow_subscriber_ms: d.slow_subscriber.as_millis() as u64,
+            step_entries_max: d.step_entries_max,
+            progress_interval_ms: d.progress_interval.as_millis() as u64,
+            subscriptions_max: d.subscriptions_max,
+        }
+    }
+}
+
+impl RawFeed {
+    fn validate(&self) -> Result<crate::delivery::Limits, String> {
+        if !(1..=65_536).contains(&self.events_queued_max) {
+            return Err("feed.events_queued_max: must be between 1 and 65536".to_string());
+        }
+        if !(100..=600_000).contains(&self.slow_subscriber_ms) {
+            return Err("feed.slow_subscriber_ms: must be between 100 and 600000".to_string());
+        }
+        if !(1..=100_000).contains(&self.step_entries_max) {
+            return Err("feed.step_entries_max: must be between 1 and 100000".to_string());
+        }
+        if !(10..=600_000).contains(&self.progress_interval_ms) {
+            return Err("feed.progress_interval_ms: must be between 10 and 600000".to_string());
+        }
+        if !(1..=100_000).contains(&self.subscriptions_max) {
+            return Err("feed.subscriptions_max: must be between 1 and 100000".to_string());
+        }
+        Ok(crate::delivery::Limits {
+            events_queued_max: self.events_queued_max,
+            slow_subscriber: Duration::from_millis(self.slow_subscriber_ms),
+            step_entries_max: self.step_entries_max,
+            progress_interval: Duration::from_millis(self.progress_interval_ms),
+            subscriptions_max: self.subscriptions_max,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,6 +259,7 @@ pub struct Config {
     pub heartbeat: Duration,
     /// While idle, the origin re-signs its head at least this often (`sync.checkpoint_refresh_seconds`).
     pub checkpoint_refresh: Duration,
+    pub feed: crate::delivery::Limits,
 }
 
 impl Config {
@@ -369,7 +423,9 @@ impl Config {
             silence_max: Duration::from_millis(y.silence_max_ms),
             clock_skew_max: Duration::from_secs(y.clock_skew_max_seconds),
         };
+        let feed = raw.feed.validate()?;
         Ok(Config {
+            feed,
             peers,
             sync,
             heartbeat: Duration::from_millis(y.heartbeat_ms),

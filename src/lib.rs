@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod feed;
 pub mod link;
 pub mod log;

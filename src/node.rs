@@ -4,6 +4,9 @@
 //! and a shutdown future, so tests pass their own.
 
 use crate::config::Config;
+use crate::delivery::{system_clock, Clock, Deliveries};
+use crate::rpc::feed::FeedService;
+use crate::store::audit::AuditLog;
 use crate::link::{run_peer, Link};
 use crate::pki::{self, Identity, NodeSigner};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
@@ -49,6 +52,8 @@ pub enum NodeError {
     Serve(String),
     #[error("the store writer failed: {0}")]
     Writer(Arc<StoreError>),
+    #[error("{0}")]
+    Audit(#[from] crate::store::audit::AuditError),
 }
 
 /// Everything a node needs, loaded and checked, before any port is bound.
@@ -58,6 +63,16 @@ pub struct Prepared {
     signer: Arc<NodeSigner>,
     policy: Arc<SharedPolicy>,
     store: Store,
+    audit: Arc<AuditLog>,
+    feed_clock: Clock,
+}
+
+impl Prepared {
+    /// Replaces the feed core's clock (tests make publicity periods end on demand).
+    pub fn with_feed_clock(mut self, clock: Clock) -> Prepared {
+        self.feed_clock = clock;
+        self
+    }
 }
 
 /// Loads the TLS identity, policy and store. Blocking (store recovery reads the journal).
@@ -91,18 +106,20 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         "store opened"
     );
     std::fs::copy(&config.tls.ca, config.store.dir.join(FEDERATION_CA_FILE)).map_err(NodeError::CopyCa)?;
+    let audit = Arc::new(AuditLog::open(&config.store.dir.join(AUDIT_DIR))?);
     Ok(Prepared {
         config,
         tls,
         signer: Arc::new(signer),
         policy,
         store,
+        audit,
+        feed_clock: system_clock(),
     })
 }
 
-/// Services that later work implements answer UNIMPLEMENTED until then.
-struct NotYet;
-impl pb::feed_server::Feed for NotYet {}
+/// The audit log's directory inside the data directory.
+pub const AUDIT_DIR: &str = "audit";
 
 /// Serves until `shutdown` completes, then drains and closes the store.
 pub async fn serve(
@@ -116,13 +133,15 @@ pub async fn serve(
         signer,
         policy,
         store,
+        audit,
+        feed_clock,
     } = prepared;
     let index = store.index().clone();
     let (stopping_tx, stopping) = watch::channel(false);
     let (writer, writer_thread) = writer::spawn(
         store,
         config.region,
-        signer,
+        signer.clone(),
         WriterLimits {
             queue_depth: config.queue_depth,
             group_ops_max: config.group_ops_max,
@@ -143,8 +162,19 @@ pub async fn serve(
             batch_bytes_max: config.sync.batch_bytes_max as usize,
             heartbeat: config.heartbeat,
         },
-        stopping,
+        stopping: stopping.clone(),
     };
+    let deliveries = Deliveries::new(
+        writer.view(),
+        JournalReader::new(&config.store.journal_dir()),
+        writer.view_changes(),
+        policy.clone(),
+        feed_clock,
+        signer,
+        audit,
+        config.feed,
+        stopping,
+    );
     // A fresh signed statement of our head at start (the certificate may have changed since the
     // last one), then at least every `checkpoint_refresh` while idle, so every node holds a recent
     // "origin O was at seq N at time T" and a stolen or revoked key cannot back-date far.
@@ -271,7 +301,7 @@ pub async fn serve(
         .add_service(
             pb::replication_server::ReplicationServer::new(replication).max_encoding_message_size(64 * 1024 * 1024),
         )
-        .add_service(pb::feed_server::FeedServer::new(NotYet))
+        .add_service(pb::feed_server::FeedServer::new(FeedService { deliveries }))
         .add_service(pb::operations_server::OperationsServer::new(operations))
         .add_service(health)
         .add_service(reflection)

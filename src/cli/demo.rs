@@ -70,6 +70,35 @@ pub struct LocalNode {
 pub struct LocalFederation {
     pub dir: PathBuf,
     pub nodes: Vec<LocalNode>,
+    /// The feed clock nodes start with (tests end publicity periods on demand); `None` = the
+    /// system clock.
+    pub feed_clock: Option<crate::delivery::Clock>,
+}
+
+/// The policy a demo node starts with: every department of the federation may subscribe to, look
+/// up and acknowledge every category from every origin, public and unconditionally or
+/// conditionally shared records about companies.
+pub const DEMO_POLICY: &str = r#"[[grant]]
+identity = "cx://department/*"
+rpcs = ["Subscribe", "Profile", "Acknowledge"]
+categories = ["*"]
+regions = ["*"]
+sharing = ["unconditional", "conditional"]
+"#;
+
+/// A demo node's config: loopback, short timers, its own policy file.
+fn node_config(region: Region, addr: SocketAddr, data: &str, peers: &[(SocketAddr, Region)]) -> String {
+    let mut text = format!(
+        "[node]\nregion = \"{region}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\npolicy = \"policy-{data}.toml\"\n\
+         [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\ncrl_reload_seconds = 1\n\
+         [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n"
+    );
+    for (address, region) in peers {
+        text.push_str(&format!(
+            "[[peers]]\naddress = \"{address}\"\nregion = \"{region}\"\nserver_name = \"localhost\"\n"
+        ));
+    }
+    text
 }
 
 fn certs_dir(dir: &Path) -> PathBuf {
@@ -105,6 +134,16 @@ pub fn peers_of(i: usize, n: usize, topology: Topology) -> Vec<usize> {
 impl LocalFederation {
     /// Makes certificates for `n` provinces in `dir` and starts their nodes.
     pub async fn start(dir: &Path, n: usize, topology: Topology) -> anyhow::Result<LocalFederation> {
+        Self::start_with_clock(dir, n, topology, None).await
+    }
+
+    /// `start`, the nodes' feeds running on `feed_clock` (tests end publicity periods on demand).
+    pub async fn start_with_clock(
+        dir: &Path,
+        n: usize,
+        topology: Topology,
+        feed_clock: Option<crate::delivery::Clock>,
+    ) -> anyhow::Result<LocalFederation> {
         anyhow::ensure!(
             (1..=DEMO_REGIONS.len()).contains(&n),
             "--nodes must be 1..={}",
@@ -127,18 +166,18 @@ impl LocalFederation {
         drop(listeners);
         let mut nodes = Vec::new();
         for (i, r) in regions.iter().enumerate() {
-            let mut text = format!(
-                "[node]\nregion = \"{r}\"\nlisten = \"{}\"\ndata_dir = \"data-{r}\"\n\
-                 [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{r}.pem\"\nkey = \"certs/node-{r}.key\"\ncrl = \"certs/crl.pem\"\n\
-                 [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n",
-                addrs[i]
-            );
-            for j in peers_of(i, n, topology) {
-                text.push_str(&format!(
-                    "[[peers]]\naddress = \"{}\"\nregion = \"{}\"\nserver_name = \"localhost\"\n",
-                    addrs[j], regions[j]
-                ));
-            }
+            let peers: Vec<_> = peers_of(i, n, topology).into_iter().map(|j| (addrs[j], regions[j])).collect();
+            let data = format!("data-{r}");
+            std::fs::write(dir.join(format!("policy-{data}.toml")), DEMO_POLICY)?;
+            issue(
+                &certs,
+                Identity::Department {
+                    region: *r,
+                    dept: "demo".to_string(),
+                },
+                &format!("department-{r}-demo"),
+            )?;
+            let text = node_config(*r, addrs[i], &data, &peers);
             nodes.push(LocalNode {
                 region: *r,
                 addr: addrs[i],
@@ -151,6 +190,7 @@ impl LocalFederation {
         let mut fed = LocalFederation {
             dir: dir.to_path_buf(),
             nodes,
+            feed_clock,
         };
         for i in 0..n {
             fed.start_node(i).await?;
@@ -167,18 +207,9 @@ impl LocalFederation {
             issue(&certs, Identity::Node(region), &format!("node-{region}"))?;
             issue(&certs, Identity::Publisher(region), &format!("publisher-{region}"))?;
         }
-        let mut text = format!(
-            "[node]\nregion = \"{region}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
-             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n\
-             [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n"
-        );
-        for j in peers {
-            let p = &self.nodes[*j];
-            text.push_str(&format!(
-                "[[peers]]\naddress = \"{}\"\nregion = \"{}\"\nserver_name = \"localhost\"\n",
-                p.addr, p.region
-            ));
-        }
+        let peers: Vec<_> = peers.iter().map(|j| (self.nodes[*j].addr, self.nodes[*j].region)).collect();
+        std::fs::write(self.dir.join(format!("policy-{data}.toml")), DEMO_POLICY)?;
+        let text = node_config(region, addr, data, &peers);
         self.nodes.push(LocalNode {
             region,
             addr,
@@ -210,7 +241,10 @@ impl LocalFederation {
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let config = self.config(i)?;
         let addr = self.nodes[i].addr;
-        let prepared = tokio::task::spawn_blocking(move || node::prepare(config)).await??;
+        let mut prepared = tokio::task::spawn_blocking(move || node::prepare(config)).await??;
+        if let Some(clock) = &self.feed_clock {
+            prepared = prepared.with_feed_clock(clock.clone());
+        }
         // The port was free a moment ago; retry briefly if the previous instance still holds it.
         let mut listener = None;
         for _ in 0..50 {
@@ -295,6 +329,46 @@ impl LocalFederation {
             .into_iter()
             .map(|h| (h.origin, (h.seq, h.head_hash.to_vec(), h.forked)))
             .collect())
+    }
+
+    /// Appends `text` (TOML tables) to node `i`'s config; takes effect at its next start.
+    pub fn append_config(&mut self, i: usize, text: &str) {
+        self.nodes[i].config_text.push_str(text);
+    }
+
+    /// Replaces node `i`'s access policy file (the node reloads it within about a second).
+    pub fn set_policy(&self, i: usize, text: &str) -> anyhow::Result<()> {
+        let data = self.nodes[i].data.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        std::fs::write(self.dir.join(format!("policy-{data}.toml")), text)?;
+        Ok(())
+    }
+
+    /// Issues a department certificate `department-<region>-<dept>` (if not made yet).
+    pub fn issue_department(&self, region: Region, dept: &str) -> anyhow::Result<String> {
+        let name = format!("department-{region}-{dept}");
+        let certs = certs_dir(&self.dir);
+        if !certs.join(format!("{name}.pem")).exists() {
+            issue(
+                &certs,
+                Identity::Department {
+                    region,
+                    dept: dept.to_string(),
+                },
+                &name,
+            )?;
+        }
+        Ok(name)
+    }
+
+    /// A feed client of node `i`, authenticated with certificate `name` (e.g. from
+    /// `issue_department`).
+    pub async fn feed_client(
+        &self,
+        i: usize,
+        name: &str,
+    ) -> anyhow::Result<pb::feed_client::FeedClient<tonic::transport::Channel>> {
+        let channel = connect(&self.nodes[i].addr.to_string(), &self.files(name), Some("localhost")).await?;
+        Ok(pb::feed_client::FeedClient::new(channel))
     }
 
     /// Node `i`'s sync status, asked as an operator.

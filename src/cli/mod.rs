@@ -1,11 +1,13 @@
 //! The command line: one file per subcommand. The only place (with tests) where `anyhow` is used;
 //! errors reach the user as one readable chain and a non-zero exit code.
 
+mod audit;
 mod bench;
 mod bench_kit;
 mod bench_sync;
 mod certs;
 pub mod demo;
+mod department;
 mod gen;
 mod heads;
 mod publish;
@@ -44,6 +46,12 @@ enum Command {
     Status(status::StatusArgs),
     /// A node's per-origin heads (seq, head hash, forked) as JSON lines.
     Heads(heads::HeadsArgs),
+    /// One subject's merged cross-regional record, as a department sees it.
+    Profile(department::ProfileArgs),
+    /// A department's filtered, resumable feed (exits once caught up unless --follow).
+    Feed(department::FeedArgs),
+    /// Who accessed which credit data: the node's audit log.
+    Audit(audit::AuditArgs),
     /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
     Demo(demo::DemoArgs),
     /// Write realistic, valid records (for trying things out).
@@ -67,6 +75,9 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Heads(a) => heads::run(a),
         Command::Status(a) => status::run(a),
+        Command::Profile(a) => department::profile(a),
+        Command::Feed(a) => department::feed(a),
+        Command::Audit(a) => audit::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

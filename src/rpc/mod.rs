@@ -3,6 +3,7 @@
 //! the mutual-TLS transport (`transport`) and the services.
 
 pub mod client;
+pub mod feed;
 pub mod operations;
 pub mod publisher;
 pub mod replication;

@@ -616,6 +616,38 @@ impl JournalReader {
     }
 
     /// Reads the frame at `pos`.
+    /// Reads the frames at `positions` (ascending, as postings list them) with one directory
+    /// listing and one open file per segment, where `read_at` would pay both per frame.
+    pub fn read_many(&self, positions: &[JournalPos]) -> Result<Vec<Frame>, JournalError> {
+        debug_assert!(positions.windows(2).all(|w| w[0] <= w[1]), "ascending positions");
+        let segments = list_segments(self.fs.as_ref(), &self.dir)?;
+        let mut out = Vec::with_capacity(positions.len());
+        let mut open: Option<(u64, PathBuf, Box<dyn super::fs::SegmentRead>)> = None;
+        let mut body = Vec::new();
+        for pos in positions {
+            let base = segments.iter().rev().find(|b| **b <= pos.0).copied().unwrap_or(0);
+            if open.as_ref().is_none_or(|(b, _, _)| *b != base) {
+                let path = segment_path(&self.dir, base);
+                let file = self.fs.open_read(&path).map_err(io_err(&path))?;
+                open = Some((base, path, file));
+            }
+            let (_, path, file) = open.as_mut().expect("opened above");
+            let offset = pos.0 - base;
+            file.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+            let corrupt = |reason: String| JournalError::Corrupt {
+                path: path.clone(),
+                offset,
+                position: pos.0,
+                reason,
+            };
+            match read_frame_body(file, &mut body).map_err(io_err(path))? {
+                ReadOutcome::Frame { .. } => out.push(decode_body(&body).map_err(corrupt)?),
+                _ => return Err(corrupt("no valid frame at this position".to_string())),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn read_at(&self, pos: JournalPos) -> Result<Frame, JournalError> {
         let segments = list_segments(self.fs.as_ref(), &self.dir)?;
         let base = segments.iter().rev().find(|b| **b <= pos.0).copied().unwrap_or(0);

@@ -4,6 +4,7 @@
 mod architecture;
 mod common;
 mod federation;
+mod feed;
 mod netns;
 mod process;
 mod store;

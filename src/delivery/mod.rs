@@ -1,0 +1,828 @@
+//! Delivery of feeds and profiles to departments: the I/O side of `feed`. A subscription is a
+//! tokio task (no thread of its own: 500 idle subscribers cost memory, not threads) that reads the
+//! merged view's postings and the journal frames they point at in bounded steps on the blocking
+//! pool, asks the feed core what each means to the subscriber, and queues the events on a bounded
+//! channel; then it waits for the view to move, the day to change or the policy to be reloaded.
+//! Every call is written to the audit log before it is answered.
+//!
+//! Invariants: per origin, events are queued in seq order and each carries the cursor just past
+//! it, so a stream cut anywhere resumes exactly; a subscriber whose queue stays full for
+//! `Limits::slow_subscriber` is cut off (`End::TooSlow`, naming the cursor of the last event
+//! queued) instead of growing memory; the policy is re-read at every wake, so a reload narrows a
+//! running subscription at once (and ends it if nothing is granted any more); nothing about a
+//! record outside the caller's scope is read into an event, a count or a progress mark.
+
+use crate::feed::{self, Cursor, EntryFacts, Event, Facts, Filter, Plan, ProfileRow, Scope};
+use crate::log::{Entry, Hash};
+use crate::pki::{Identity, NodeSigner};
+use crate::policy::{Rpc, SharedPolicy};
+use crate::record::{summarize, RecordId, RecordSummary, Region, SubjectKey, Summary};
+use crate::store::audit::{AuditError, AuditLog, AuditRow};
+use crate::store::journal::{Frame, JournalReader};
+use crate::store::view::{Posting, View, ViewError, ViewRecord};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::{Date, OffsetDateTime};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+/// The feed core's clock: tests pass their own, so publicity periods can end on demand.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(OffsetDateTime::now_utc)
+}
+
+/// Days of the calendar applied in one expiry step at most.
+const EXPIRY_DAYS_PER_STEP: i64 = 31;
+/// Attempts at a profile that no view commit overlaps, before answering UNAVAILABLE.
+const PROFILE_ATTEMPTS_MAX: usize = 8;
+/// An idle subscription re-checks the day and the policy this often.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Events queued towards one subscriber (`feed.events_queued_max`).
+    pub events_queued_max: usize,
+    /// How long a full queue may stay full before the subscriber is cut off
+    /// (`feed.slow_subscriber_ms`).
+    pub slow_subscriber: Duration,
+    /// Postings read in one step on the blocking pool (`feed.step_entries_max`).
+    pub step_entries_max: usize,
+    /// Progress marks at most this often while a stream moves (`feed.progress_interval_ms`).
+    pub progress_interval: Duration,
+    /// Subscriptions open at once (`feed.subscriptions_max`).
+    pub subscriptions_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            events_queued_max: 256,
+            slow_subscriber: Duration::from_secs(10),
+            step_entries_max: 1024,
+            progress_interval: Duration::from_secs(1),
+            subscriptions_max: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{who} may not call {rpc:?}")]
+    Denied { who: Identity, rpc: Rpc },
+    #[error(transparent)]
+    Feed(#[from] feed::FeedError),
+    #[error("{0} subscriptions are open, the most this node serves at once; retry later")]
+    TooManySubscriptions(usize),
+    #[error("the merged view changed under {0} consecutive attempts at this profile; retry")]
+    Busy(usize),
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error(transparent)]
+    Journal(#[from] crate::store::journal::JournalError),
+    #[error("the merged view points at journal position {pos} for {origin}/{seq}, which holds another frame; run `cxnode reindex`")]
+    Misplaced { pos: u64, origin: Region, seq: u64 },
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    #[error("signing a progress mark: {0}")]
+    Sign(String),
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+/// Something for the subscriber.
+#[derive(Clone, Debug)]
+pub enum Out {
+    Record {
+        event: Event,
+        entry: Option<Entry>,
+        cursor: Cursor,
+    },
+    Progress(ProgressMark),
+}
+
+/// A signed statement: for the plan of `digest`, everything up to `cursor` has been sent.
+#[derive(Clone, Debug)]
+pub struct ProgressMark {
+    pub cursor: Cursor,
+    pub digest: Hash,
+    pub at_unix_seconds: i64,
+    pub signature_scheme: u16,
+    pub signature: Vec<u8>,
+    pub signer_chain: Vec<Vec<u8>>,
+}
+
+/// How a subscription ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Caught up (a subscription without follow).
+    CaughtUp,
+    /// The subscriber went away, or the node is stopping.
+    Closed,
+    /// The queue stayed full; resume from this cursor.
+    TooSlow { resume: Cursor, waited: Duration },
+    /// The policy no longer grants what the subscription reads.
+    Denied(String),
+    Failed(String),
+}
+
+/// A running subscription, as the RPC layer streams it.
+pub struct Subscription {
+    pub events: mpsc::Receiver<Out>,
+    pub end: oneshot::Receiver<End>,
+}
+
+/// The caller of a delivery: identity and where from (for the audit log).
+#[derive(Clone, Debug)]
+pub struct Who {
+    pub identity: Identity,
+    pub remote: String,
+}
+
+/// Everything deliveries read and write.
+pub struct Deliveries {
+    pub view: Arc<View>,
+    pub journal: JournalReader,
+    pub view_changes: watch::Receiver<u64>,
+    pub policy: Arc<SharedPolicy>,
+    pub clock: Clock,
+    pub signer: Arc<NodeSigner>,
+    pub audit: Arc<AuditLog>,
+    pub limits: Limits,
+    pub stopping: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+    open: Arc<AtomicU64>,
+}
+
+impl Deliveries {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        view: Arc<View>,
+        journal: JournalReader,
+        view_changes: watch::Receiver<u64>,
+        policy: Arc<SharedPolicy>,
+        clock: Clock,
+        signer: Arc<NodeSigner>,
+        audit: Arc<AuditLog>,
+        limits: Limits,
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<Deliveries> {
+        Arc::new(Deliveries {
+            view,
+            journal,
+            view_changes,
+            policy,
+            clock,
+            signer,
+            audit,
+            slots: Arc::new(Semaphore::new(limits.subscriptions_max)),
+            limits,
+            stopping,
+            open: Arc::default(),
+        })
+    }
+
+    /// Subscriptions running now.
+    pub fn open_subscriptions(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn today(&self) -> Date {
+        (self.clock)().date()
+    }
+
+    fn now_unix(&self) -> i64 {
+        (self.clock)().unix_timestamp()
+    }
+
+    fn scope(&self, who: &Who, rpc: Rpc) -> Result<Scope, DeliveryError> {
+        let policy = self.policy.current();
+        if !policy.allows(&who.identity, rpc) {
+            return Err(DeliveryError::Denied {
+                who: who.identity.clone(),
+                rpc,
+            });
+        }
+        Ok(policy.scope(&who.identity, rpc))
+    }
+
+    async fn audit(&self, row: AuditRow) -> Result<(), DeliveryError> {
+        let audit = self.audit.clone();
+        tokio::task::spawn_blocking(move || audit.append(&row))
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    fn row(&self, who: &Who, call: &str, subjects: &[Vec<u8>], filter: Option<String>) -> AuditRow {
+        AuditRow {
+            at_unix_seconds: self.now_unix(),
+            caller: who.identity.uri(),
+            remote: who.remote.clone(),
+            call: call.to_string(),
+            subjects: subjects.iter().map(|s| masked_index_bytes(s)).collect(),
+            subject_keys: subjects.iter().map(|s| self.audit.subject_key(s)).collect(),
+            filter,
+            records: 0,
+            outcome: "ok".to_string(),
+        }
+    }
+
+    /// Opens a subscription (audited first). A refused one is audited too, with its reason.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        who: Who,
+        filter: Filter,
+        resume: Option<Cursor>,
+        follow: bool,
+    ) -> Result<Subscription, DeliveryError> {
+        let subjects: Vec<Vec<u8>> = filter.subjects.iter().cloned().collect();
+        let mut row = self.row(&who, "Subscribe", &subjects, Some(describe(&filter, follow)));
+        let planned = self
+            .scope(&who, Rpc::Subscribe)
+            .and_then(|scope| Plan::new(filter.clone(), scope).map_err(DeliveryError::from))
+            .and_then(|plan| {
+                let permit = self
+                    .slots
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| DeliveryError::TooManySubscriptions(self.limits.subscriptions_max))?;
+                Ok((plan, permit))
+            });
+        let (plan, permit) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                row.outcome = format!("refused: {e}");
+                self.audit(row).await?;
+                return Err(e);
+            }
+        };
+        self.audit(row).await?;
+        let cursor = resume.unwrap_or_else(|| Cursor::start(self.today()));
+        let (tx, events) = mpsc::channel(self.limits.events_queued_max.max(1));
+        let (end_tx, end) = oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.open.fetch_add(1, Ordering::Relaxed);
+            let mut task = Task {
+                d: me.clone(),
+                who: who.clone(),
+                filter,
+                plan,
+                cursor,
+                follow,
+                tx,
+                sent: 0,
+                _permit: permit,
+            };
+            let ended = task.run().await;
+            me.open.fetch_sub(1, Ordering::Relaxed);
+            let mut row = me.row(&who, "Subscribe.end", &subjects, None);
+            row.records = task.sent;
+            row.outcome = match &ended {
+                End::CaughtUp | End::Closed => "ok".to_string(),
+                other => format!("{other:?}"),
+            };
+            if let Err(e) = me.audit(row).await {
+                tracing::warn!(error = %e, "audit row of a subscription's end not written");
+            }
+            let _ = end_tx.send(ended);
+        });
+        Ok(Subscription { events, end })
+    }
+
+    /// One subject's merged profile within the caller's scope, and the version vector it is as
+    /// of (audited before it is returned).
+    pub async fn profile(
+        self: &Arc<Self>,
+        who: Who,
+        subject: &SubjectKey,
+    ) -> Result<(Vec<ProfileRow>, BTreeMap<Region, u64>), DeliveryError> {
+        let bytes = subject.index_bytes();
+        let mut row = self.row(&who, "Profile", std::slice::from_ref(&bytes), None);
+        let answer = match self.scope(&who, Rpc::Profile) {
+            Err(e) => Err(e),
+            Ok(scope) if scope.is_empty() => Err(feed::FeedError::NotGranted("any record".into()).into()),
+            Ok(scope) if matches!(subject, SubjectKey::ResidentId(_)) && !scope.may_see_natural_persons() => {
+                Err(feed::FeedError::NotGranted("records about natural persons".into()).into())
+            }
+            Ok(scope) => {
+                let me = self.clone();
+                let today = self.today();
+                let b = bytes.clone();
+                tokio::task::spawn_blocking(move || profile_rows(&me.view, &me.journal, &scope, &b, today))
+                    .await
+                    .map_err(|e| DeliveryError::Task(e.to_string()))
+                    .and_then(|r| r)
+            }
+        };
+        match &answer {
+            Ok((rows, _)) => row.records = rows.len() as u64,
+            Err(e) => row.outcome = format!("refused: {e}"),
+        }
+        self.audit(row).await?;
+        answer
+    }
+
+    fn progress(&self, plan: &Plan, cursor: &Cursor) -> Result<ProgressMark, DeliveryError> {
+        let digest = plan.digest();
+        let at = self.now_unix();
+        let (scheme, signature) = self
+            .signer
+            .sign(&feed::progress_message(&digest, cursor, at))
+            .map_err(|e| DeliveryError::Sign(e.to_string()))?;
+        Ok(ProgressMark {
+            cursor: cursor.clone(),
+            digest,
+            at_unix_seconds: at,
+            signature_scheme: scheme,
+            signature,
+            signer_chain: self.signer.chain_der().to_vec(),
+        })
+    }
+}
+
+/// The masked form of a subject's index bytes, for the audit log.
+fn masked_index_bytes(bytes: &[u8]) -> String {
+    feed::mask(&String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()))
+}
+
+/// A filter as the audit log shows it (subjects masked, listed apart).
+fn describe(f: &Filter, follow: bool) -> String {
+    format!(
+        "categories=[{}] regions=[{}] subjects={} public_only={} follow={follow}",
+        f.categories.iter().map(|c| c.code()).collect::<Vec<_>>().join(","),
+        f.regions.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
+        f.subjects.len(),
+        f.public_only
+    )
+}
+
+struct Task {
+    d: Arc<Deliveries>,
+    who: Who,
+    filter: Filter,
+    plan: Plan,
+    cursor: Cursor,
+    follow: bool,
+    tx: mpsc::Sender<Out>,
+    sent: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a send did not happen.
+enum Stop {
+    End(End),
+}
+
+impl From<DeliveryError> for Stop {
+    fn from(e: DeliveryError) -> Stop {
+        tracing::warn!(error = %e, "subscription failed");
+        Stop::End(End::Failed(e.to_string()))
+    }
+}
+
+impl Task {
+    async fn run(&mut self) -> End {
+        match self.serve().await {
+            Ok(()) => End::CaughtUp,
+            Err(Stop::End(end)) => end,
+        }
+    }
+
+    /// Queues `out`; a queue full for longer than the bound cuts the subscriber off.
+    async fn send(&mut self, out: Out, resume: &Cursor) -> Result<(), Stop> {
+        let waited = Instant::now();
+        match self.tx.send_timeout(out, self.d.limits.slow_subscriber).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Stop::End(End::TooSlow {
+                resume: resume.clone(),
+                waited: waited.elapsed(),
+            })),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Stop::End(End::Closed)),
+        }
+    }
+
+    fn replan(&mut self) -> Result<(), Stop> {
+        let scope = self
+            .d
+            .scope(&self.who, Rpc::Subscribe)
+            .map_err(|e| Stop::End(End::Denied(e.to_string())))?;
+        self.plan = Plan::new(self.filter.clone(), scope).map_err(|e| Stop::End(End::Denied(e.to_string())))?;
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<(), Stop> {
+        let mut changes = self.d.view_changes.clone();
+        let mut stopping = self.d.stopping.clone();
+        let mut policy_version = self.d.policy.version();
+        let mut marked: Option<Cursor> = None;
+        let mut last_mark = Instant::now();
+        loop {
+            if self.d.policy.version() != policy_version {
+                policy_version = self.d.policy.version();
+                self.replan()?;
+                // A new plan is a new digest: the next mark says so.
+                marked = None;
+            }
+            changes.borrow_and_update();
+            let today = self.d.today();
+            let target = self.d.view.origin_seqs();
+            let behind = self
+                .plan
+                .origins(target.keys().copied())
+                .into_iter()
+                .any(|o| self.cursor.next_seq(o) <= target[&o]);
+            // Entries, in bounded steps, up to what the view held when this round began.
+            while behind {
+                let step = self.step(&target, today).await?;
+                let done = step.done;
+                // The cursor before each event: where a cut-off subscriber resumes.
+                let mut queued = self.cursor.clone();
+                for (event, entry) in step.events {
+                    if let Some((origin, seq)) = event.entry {
+                        self.cursor.advance(origin, seq);
+                    }
+                    let out = Out::Record {
+                        event,
+                        entry,
+                        cursor: self.cursor.clone(),
+                    };
+                    self.send(out, &queued).await?;
+                    self.sent += 1;
+                    queued = self.cursor.clone();
+                }
+                for (origin, reached) in step.reached {
+                    self.cursor.advance(origin, reached);
+                }
+                if done {
+                    break;
+                }
+                if last_mark.elapsed() >= self.d.limits.progress_interval {
+                    let mark = self.d.progress(&self.plan, &self.cursor)?;
+                    self.send(Out::Progress(mark), &queued).await?;
+                    marked = Some(self.cursor.clone());
+                    last_mark = Instant::now();
+                }
+            }
+            // The calendar: publicity periods that ended, up to yesterday.
+            let overdue = today.previous_day().is_some_and(|y| self.cursor.expired_through < y);
+            while overdue {
+                let (events, next, done) = self.expiry_step(today).await?;
+                let mut queued = self.cursor.clone();
+                for (event, at) in events {
+                    self.cursor.expired_through = at.0;
+                    self.cursor.expired_within = Some(at.1);
+                    let out = Out::Record {
+                        event,
+                        entry: None,
+                        cursor: self.cursor.clone(),
+                    };
+                    self.send(out, &queued).await?;
+                    self.sent += 1;
+                    queued = self.cursor.clone();
+                }
+                self.cursor.expired_through = next.0;
+                self.cursor.expired_within = next.1;
+                if done {
+                    break;
+                }
+            }
+            let moved = marked.as_ref() != Some(&self.cursor);
+            if moved && (!self.follow || marked.is_none() || last_mark.elapsed() >= self.d.limits.progress_interval) {
+                let mark = self.d.progress(&self.plan, &self.cursor)?;
+                let resume = self.cursor.clone();
+                self.send(Out::Progress(mark), &resume).await?;
+                marked = Some(self.cursor.clone());
+                last_mark = Instant::now();
+            }
+            if !self.follow {
+                return Ok(());
+            }
+            // A mark still owed (the stream moved within the interval) goes out at the next
+            // wake at the latest.
+            let wait = if marked.as_ref() != Some(&self.cursor) {
+                self.d.limits.progress_interval.saturating_sub(last_mark.elapsed())
+            } else {
+                IDLE_RECHECK
+            };
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return Err(Stop::End(End::Closed)) },
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.tx.closed() => return Err(Stop::End(End::Closed)),
+                _ = stopping.wait_for(|s| *s) => return Err(Stop::End(End::Closed)),
+            }
+        }
+    }
+
+    async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Step, Stop> {
+        let (view, journal) = (self.d.view.clone(), self.d.journal.clone());
+        let (plan, cursor, target) = (self.plan.clone(), self.cursor.clone(), target.clone());
+        let budget = self.d.limits.step_entries_max;
+        let step = tokio::task::spawn_blocking(move || read_step(&view, &journal, &plan, &cursor, &target, today, budget))
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        Ok(step)
+    }
+
+    /// Events of publicity periods that ended, with each one's expiry position; the position the
+    /// step reached; whether the calendar is applied through yesterday.
+    #[allow(clippy::type_complexity)]
+    async fn expiry_step(
+        &self,
+        today: Date,
+    ) -> Result<(Vec<(Event, (Date, (Region, RecordId)))>, (Date, Option<(Region, RecordId)>), bool), Stop> {
+        let view = self.d.view.clone();
+        let (plan, cursor) = (self.plan.clone(), self.cursor.clone());
+        let budget = self.d.limits.step_entries_max;
+        let r = tokio::task::spawn_blocking(move || expiry_step(&view, &plan, &cursor, today, budget))
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        Ok(r)
+    }
+}
+
+/// What one step read.
+pub struct Step {
+    pub events: Vec<(Event, Option<Entry>)>,
+    /// Per origin, the seq through which everything was read.
+    pub reached: BTreeMap<Region, u64>,
+    /// Every origin is read up to the target.
+    pub done: bool,
+}
+
+/// Facts of a record as the view holds it now.
+pub fn facts_of(origin: Region, record_id: RecordId, r: &ViewRecord) -> Facts {
+    Facts {
+        origin,
+        record_id,
+        category: r.category,
+        sharing: r.sharing,
+        disclosure: r.disclosure,
+        subject: r.subject().to_vec(),
+        version: r.version,
+        repaired: r.repaired(),
+        revoked: r.revoked(),
+        publicity_end: r.publicity_end,
+    }
+}
+
+fn facts_of_version(origin: Region, rec: &RecordSummary) -> Facts {
+    Facts {
+        origin,
+        record_id: rec.record_id,
+        category: rec.category,
+        sharing: rec.sharing_class,
+        disclosure: rec.disclosure_class,
+        subject: rec.subject.index_bytes(),
+        version: rec.record_version,
+        repaired: false,
+        revoked: false,
+        publicity_end: rec.publicity_end_date,
+    }
+}
+
+/// What an entry is about, with the current facts of the records it touches.
+pub fn entry_facts(view: &View, e: &Entry) -> Result<EntryFacts, ViewError> {
+    let current = |id: RecordId| -> Result<Option<Facts>, ViewError> {
+        Ok(view.record(e.origin, &id)?.map(|r| facts_of(e.origin, id, &r)))
+    };
+    Ok(match summarize(&e.op_bytes) {
+        Err(_) => EntryFacts::Nothing,
+        Ok(Summary::Upsert(rec)) => {
+            let facts = facts_of_version(e.origin, &rec);
+            match rec.repaired_record_id {
+                Some(target) => EntryFacts::Repair {
+                    facts,
+                    target: current(target)?,
+                },
+                None => EntryFacts::Upsert {
+                    current: current(rec.record_id)?,
+                    facts,
+                },
+            }
+        }
+        Ok(Summary::Revoke { record_id }) => EntryFacts::Revoke {
+            target: current(record_id)?,
+        },
+    })
+}
+
+/// Postings of `origin` the plan reads in `[from, to]`, at most about `budget`, and the seq
+/// through which they are complete.
+fn postings(
+    view: &View,
+    plan: &Plan,
+    origin: Region,
+    from: u64,
+    to: u64,
+    budget: usize,
+) -> Result<(Vec<Posting>, u64), ViewError> {
+    let mut all: Vec<Posting> = Vec::new();
+    let mut complete_through = to;
+    match plan.subjects() {
+        Some(subjects) => {
+            for s in subjects {
+                all.extend(
+                    view.subject_entries(s)?
+                        .into_iter()
+                        .filter(|p| p.origin == origin && p.seq >= from && p.seq <= to),
+                );
+            }
+        }
+        None => {
+            for c in plan.categories() {
+                let list = view.category_entries(*c, origin, from, budget)?;
+                if list.len() >= budget {
+                    // This list may go on past its last posting: only below it is complete.
+                    if let Some(last) = list.last() {
+                        complete_through = complete_through.min(last.seq);
+                    }
+                }
+                all.extend(list.into_iter().filter(|p| p.seq <= to));
+            }
+        }
+    }
+    all.sort();
+    all.dedup_by_key(|p| p.seq);
+    if all.len() > budget {
+        complete_through = complete_through.min(all[budget - 1].seq);
+    }
+    all.retain(|p| p.seq <= complete_through);
+    Ok((all, complete_through))
+}
+
+/// One bounded step of a subscription: from the cursor towards `target`, origin by origin.
+pub fn read_step(
+    view: &View,
+    journal: &JournalReader,
+    plan: &Plan,
+    cursor: &Cursor,
+    target: &BTreeMap<Region, u64>,
+    today: Date,
+    budget: usize,
+) -> Result<Step, DeliveryError> {
+    let budget = budget.max(1);
+    let mut step = Step {
+        events: Vec::new(),
+        reached: BTreeMap::new(),
+        done: true,
+    };
+    let mut left = budget;
+    for origin in plan.origins(target.keys().copied()) {
+        let (from, to) = (cursor.next_seq(origin), target[&origin]);
+        if from > to {
+            continue;
+        }
+        if left == 0 {
+            step.done = false;
+            break;
+        }
+        let (found, through) = postings(view, plan, origin, from, to, left)?;
+        left = left.saturating_sub(found.len().max(1));
+        let positions: Vec<_> = found.iter().map(|p| p.pos).collect();
+        for (p, frame) in found.iter().zip(journal.read_many(&positions)?) {
+            let e = match frame {
+                Frame::Entry(e) if e.origin == p.origin && e.seq == p.seq => e,
+                _ => {
+                    return Err(DeliveryError::Misplaced {
+                        pos: p.pos.0,
+                        origin: p.origin,
+                        seq: p.seq,
+                    })
+                }
+            };
+            let facts = entry_facts(view, &e)?;
+            if let Some(event) = plan.classify((origin, e.seq), &facts, today) {
+                step.events.push((event, Some(e)));
+            }
+        }
+        step.reached.insert(origin, through);
+        if through < to {
+            step.done = false;
+            break;
+        }
+    }
+    Ok(step)
+}
+
+/// One bounded step of the calendar: withdrawals of records whose publicity ended after the
+/// cursor's expiry position, up to yesterday (a period includes its last day).
+#[allow(clippy::type_complexity)]
+pub fn expiry_step(
+    view: &View,
+    plan: &Plan,
+    cursor: &Cursor,
+    today: Date,
+    budget: usize,
+) -> Result<(Vec<(Event, (Date, (Region, RecordId)))>, (Date, Option<(Region, RecordId)>), bool), DeliveryError> {
+    let Some(yesterday) = today.previous_day() else {
+        return Ok((Vec::new(), (cursor.expired_through, cursor.expired_within), true));
+    };
+    if cursor.expired_through >= yesterday {
+        return Ok((Vec::new(), (cursor.expired_through, cursor.expired_within), true));
+    }
+    let from = cursor.expired_through.next_day().unwrap_or(yesterday);
+    let to = yesterday.min(from + time::Duration::days(EXPIRY_DAYS_PER_STEP - 1));
+    let mut events = Vec::new();
+    for (date, origin, id) in view.expiring(from, to)? {
+        if date == from && cursor.expired_within.is_some_and(|w| (origin, id) <= w) {
+            continue;
+        }
+        if !plan.reads_origin(origin) {
+            continue;
+        }
+        let Some(r) = view.record(origin, &id)? else { continue };
+        if let Some(event) = plan.expiry(date, &facts_of(origin, id, &r), r.upsert_seq, cursor) {
+            if events.len() >= budget.max(1) {
+                // Cut within the day before this one: the next step starts here.
+                let (last_date, last_at): (Date, (Region, RecordId)) = match events.last() {
+                    Some((_, at)) => *at,
+                    None => unreachable!("budget is at least 1"),
+                };
+                let through = last_date.previous_day().unwrap_or(last_date);
+                return Ok((events, (through, Some(last_at)), false));
+            }
+            events.push((event, (date.previous_day().unwrap_or(date), (origin, id))));
+        }
+    }
+    Ok((events, (to, None), to >= yesterday))
+}
+
+/// A subject's profile rows and the version vector (next seq per visible origin) they are as of.
+/// Retried while a view commit overlaps the reads, so rows and vector always agree.
+pub fn profile_rows(
+    view: &View,
+    journal: &JournalReader,
+    scope: &Scope,
+    subject: &[u8],
+    today: Date,
+) -> Result<(Vec<ProfileRow>, BTreeMap<Region, u64>), DeliveryError> {
+    for _ in 0..PROFILE_ATTEMPTS_MAX {
+        let before = view.origin_seqs();
+        let postings: Vec<Posting> = view
+            .subject_entries(subject)?
+            .into_iter()
+            .filter(|p| scope.may_see_region(p.origin))
+            .collect();
+        let mut by_pos = postings.clone();
+        by_pos.sort_by_key(|p| p.pos);
+        let frames = journal.read_many(&by_pos.iter().map(|p| p.pos).collect::<Vec<_>>())?;
+        let mut entries = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for (p, frame) in by_pos.iter().zip(frames) {
+            match frame {
+                Frame::Entry(e) if e.origin == p.origin && e.seq == p.seq => {
+                    if let Ok(s) = summarize(&e.op_bytes) {
+                        ids.insert((e.origin, s.record_id()));
+                    }
+                    entries.insert((e.origin, e.seq), e);
+                }
+                _ => {
+                    return Err(DeliveryError::Misplaced {
+                        pos: p.pos.0,
+                        origin: p.origin,
+                        seq: p.seq,
+                    })
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        let mut consistent = true;
+        for (origin, id) in ids {
+            let Some(r) = view.record(origin, &id)? else { continue };
+            if r.subject() != subject {
+                // Amended to another subject since: no longer this subject's record.
+                continue;
+            }
+            let Some(latest) = entries.get(&(origin, r.upsert_seq)) else {
+                // The view moved past what the postings showed: read again.
+                consistent = false;
+                break;
+            };
+            let facts = facts_of(origin, id, &r);
+            rows.push(ProfileRow {
+                status: facts.status(today),
+                record: facts,
+                latest_seq: r.latest_seq,
+                latest_kind: r.kind,
+                record_json: latest.op_bytes.clone(),
+            });
+        }
+        let after = view.origin_seqs();
+        if consistent && after == before {
+            let as_of = before
+                .into_iter()
+                .filter(|(o, _)| scope.may_see_region(*o))
+                .map(|(o, s)| (o, s + 1))
+                .collect();
+            return Ok((feed::profile(rows, scope, subject), as_of));
+        }
+    }
+    Err(DeliveryError::Busy(PROFILE_ATTEMPTS_MAX))
+}
+
+#[cfg(test)]
+mod tests;
