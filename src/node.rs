@@ -5,16 +5,16 @@
 
 use crate::config::Config;
 use crate::delivery::{system_clock, Clock, Deliveries};
-use crate::rpc::feed::FeedService;
-use crate::store::audit::AuditLog;
 use crate::link::{run_peer, Link};
 use crate::pki::{self, Identity, NodeSigner};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
+use crate::rpc::feed::FeedService;
 use crate::rpc::operations::OperationsService;
 use crate::rpc::pb;
 use crate::rpc::publisher::PublisherService;
 use crate::rpc::replication::{ReplicationService, SyncLimits};
 use crate::rpc::transport::{self, ReloadableTls, TransportStats};
+use crate::store::audit::AuditLog;
 use crate::store::journal::JournalReader;
 use crate::store::writer::{self, WriterLimits};
 use crate::store::{Store, StoreError};

@@ -104,7 +104,9 @@ fn list<T: Ord>(
         return Ok(None);
     }
     if values.is_empty() {
-        return Err(format!("{key} is empty: a grant that sees nothing is a mistake; remove the rpcs instead"));
+        return Err(format!(
+            "{key} is empty: a grant that sees nothing is a mistake; remove the rpcs instead"
+        ));
     }
     values
         .iter()
@@ -180,7 +182,12 @@ impl Policy {
             let reads_data = rpcs.iter().any(|r| matches!(r, Rpc::Subscribe | Rpc::Profile));
             let scope = if reads_data {
                 GrantScope {
-                    categories: list(&format!("grant[{i}].categories"), g.categories, Category::parse, CATEGORIES)?,
+                    categories: list(
+                        &format!("grant[{i}].categories"),
+                        g.categories,
+                        Category::parse,
+                        CATEGORIES,
+                    )?,
                     regions: list(
                         &format!("grant[{i}].regions"),
                         g.regions,
@@ -194,7 +201,12 @@ impl Policy {
                         "unconditional, conditional, not_shared",
                     )?
                     .unwrap_or_else(|| {
-                        [SharingClass::Unconditional, SharingClass::Conditional, SharingClass::NotShared].into()
+                        [
+                            SharingClass::Unconditional,
+                            SharingClass::Conditional,
+                            SharingClass::NotShared,
+                        ]
+                        .into()
                     }),
                     disclosure: list(
                         &format!("grant[{i}].disclosure"),
@@ -203,12 +215,22 @@ impl Policy {
                         "public, limited, non_public",
                     )?
                     .unwrap_or_else(|| {
-                        [DisclosureClass::Public, DisclosureClass::Limited, DisclosureClass::NonPublic].into()
+                        [
+                            DisclosureClass::Public,
+                            DisclosureClass::Limited,
+                            DisclosureClass::NonPublic,
+                        ]
+                        .into()
                     }),
                     natural_persons: g.natural_persons,
                 }
             } else {
-                if g.categories.is_some() || g.regions.is_some() || g.sharing.is_some() || g.disclosure.is_some() || g.natural_persons {
+                if g.categories.is_some()
+                    || g.regions.is_some()
+                    || g.sharing.is_some()
+                    || g.disclosure.is_some()
+                    || g.natural_persons
+                {
                     return Err(format!(
                         "grant[{i}]: categories, regions, sharing, disclosure and natural_persons apply only to grants of Subscribe or Profile"
                     ));
@@ -389,8 +411,11 @@ mod tests {
         let e = Policy::parse(zj(), "[[grant]]\nidentity = \"node/330000\"\nrpcs = []\n").expect_err("bad identity");
         assert!(e.contains("must start with cx://"), "{e}");
         assert!(Policy::parse(zj(), "[[grants]]\n").is_err(), "unknown keys are refused");
-        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Subscribe\"]\nregions = [\"*\"]\n")
-            .expect_err("no categories");
+        let e = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Subscribe\"]\nregions = [\"*\"]\n",
+        )
+        .expect_err("no categories");
         assert!(e.contains("grant[0].categories is required"), "{e}");
         let e = Policy::parse(
             zj(),
@@ -404,8 +429,11 @@ mod tests {
         )
         .expect_err("bad region");
         assert!(e.contains("grant[0].regions"), "{e}");
-        let e = Policy::parse(zj(), "[[grant]]\nidentity = \"cx://operator/a\"\nrpcs = [\"Heads\"]\ncategories = [\"*\"]\n")
-            .expect_err("scope on a non-data grant");
+        let e = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://operator/a\"\nrpcs = [\"Heads\"]\ncategories = [\"*\"]\n",
+        )
+        .expect_err("scope on a non-data grant");
         assert!(e.contains("apply only to grants of Subscribe or Profile"), "{e}");
     }
 
@@ -465,16 +493,19 @@ mod tests {
         let who = dept(zj(), "amr");
         assert!(shared.current().allows(&who, Rpc::Subscribe));
         assert!(!shared.current().allows(&who, Rpc::Profile));
-        assert_eq!(shared.reload_if_changed().expect("unchanged"), false);
+        assert!(!shared.reload_if_changed().expect("unchanged"));
         std::fs::write(&path, grant("\"Subscribe\", \"Profile\"")).expect("write");
-        assert_eq!(shared.reload_if_changed().expect("changed"), true);
+        assert!(shared.reload_if_changed().expect("changed"));
         assert_eq!(shared.version(), 1);
         assert!(shared.current().allows(&who, Rpc::Profile));
         std::fs::write(&path, grant("\"Subscribe\", \"Teleport\"")).expect("write");
         let e = shared.reload_if_changed().expect_err("malformed");
         assert!(e.to_string().contains("Teleport"), "{e}");
-        assert!(shared.current().allows(&who, Rpc::Profile), "the last good policy stays");
+        assert!(
+            shared.current().allows(&who, Rpc::Profile),
+            "the last good policy stays"
+        );
         assert_eq!(shared.version(), 1);
-        assert_eq!(shared.reload_if_changed().expect("still bad, already refused"), false);
+        assert!(!shared.reload_if_changed().expect("still bad, already refused"));
     }
 }

@@ -166,7 +166,10 @@ impl LocalFederation {
         drop(listeners);
         let mut nodes = Vec::new();
         for (i, r) in regions.iter().enumerate() {
-            let peers: Vec<_> = peers_of(i, n, topology).into_iter().map(|j| (addrs[j], regions[j])).collect();
+            let peers: Vec<_> = peers_of(i, n, topology)
+                .into_iter()
+                .map(|j| (addrs[j], regions[j]))
+                .collect();
             let data = format!("data-{r}");
             std::fs::write(dir.join(format!("policy-{data}.toml")), DEMO_POLICY)?;
             issue(
@@ -207,7 +210,10 @@ impl LocalFederation {
             issue(&certs, Identity::Node(region), &format!("node-{region}"))?;
             issue(&certs, Identity::Publisher(region), &format!("publisher-{region}"))?;
         }
-        let peers: Vec<_> = peers.iter().map(|j| (self.nodes[*j].addr, self.nodes[*j].region)).collect();
+        let peers: Vec<_> = peers
+            .iter()
+            .map(|j| (self.nodes[*j].addr, self.nodes[*j].region))
+            .collect();
         std::fs::write(self.dir.join(format!("policy-{data}.toml")), DEMO_POLICY)?;
         let text = node_config(region, addr, data, &peers);
         self.nodes.push(LocalNode {
@@ -338,7 +344,12 @@ impl LocalFederation {
 
     /// Replaces node `i`'s access policy file (the node reloads it within about a second).
     pub fn set_policy(&self, i: usize, text: &str) -> anyhow::Result<()> {
-        let data = self.nodes[i].data.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let data = self.nodes[i]
+            .data
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         std::fs::write(self.dir.join(format!("policy-{data}.toml")), text)?;
         Ok(())
     }

@@ -130,7 +130,10 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", json!({ "subject": shown, "records": response.records.len(), "as_of": vv(&response.as_of) }));
+        println!(
+            "{}",
+            json!({ "subject": shown, "records": response.records.len(), "as_of": vv(&response.as_of) })
+        );
     } else {
         println!(
             "{} records about {shown}, as of {}",

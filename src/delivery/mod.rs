@@ -122,7 +122,10 @@ pub enum End {
     /// The subscriber went away, or the node is stopping.
     Closed,
     /// The queue stayed full; resume from this cursor.
-    TooSlow { resume: Cursor, waited: Duration },
+    TooSlow {
+        resume: Cursor,
+        waited: Duration,
+    },
     /// The policy no longer grants what the subscription reads.
     Denied(String),
     Failed(String),
@@ -430,7 +433,7 @@ impl Task {
             changes.borrow_and_update();
             let today = self.d.today();
             let target = self.d.view.origin_seqs();
-            let behind = self
+            let mut behind = self
                 .plan
                 .origins(target.keys().copied())
                 .into_iter()
@@ -457,6 +460,7 @@ impl Task {
                 for (origin, reached) in step.reached {
                     self.cursor.advance(origin, reached);
                 }
+                behind = !done;
                 if done {
                     break;
                 }
@@ -468,7 +472,7 @@ impl Task {
                 }
             }
             // The calendar: publicity periods that ended, up to yesterday.
-            let overdue = today.previous_day().is_some_and(|y| self.cursor.expired_through < y);
+            let mut overdue = today.previous_day().is_some_and(|y| self.cursor.expired_through < y);
             while overdue {
                 let (events, next, done) = self.expiry_step(today).await?;
                 let mut queued = self.cursor.clone();
@@ -486,9 +490,7 @@ impl Task {
                 }
                 self.cursor.expired_through = next.0;
                 self.cursor.expired_within = next.1;
-                if done {
-                    break;
-                }
+                overdue = !done;
             }
             let moved = marked.as_ref() != Some(&self.cursor);
             if moved && (!self.follow || marked.is_none() || last_mark.elapsed() >= self.d.limits.progress_interval) {
@@ -521,9 +523,10 @@ impl Task {
         let (view, journal) = (self.d.view.clone(), self.d.journal.clone());
         let (plan, cursor, target) = (self.plan.clone(), self.cursor.clone(), target.clone());
         let budget = self.d.limits.step_entries_max;
-        let step = tokio::task::spawn_blocking(move || read_step(&view, &journal, &plan, &cursor, &target, today, budget))
-            .await
-            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        let step =
+            tokio::task::spawn_blocking(move || read_step(&view, &journal, &plan, &cursor, &target, today, budget))
+                .await
+                .map_err(|e| DeliveryError::Task(e.to_string()))??;
         Ok(step)
     }
 
@@ -533,7 +536,14 @@ impl Task {
     async fn expiry_step(
         &self,
         today: Date,
-    ) -> Result<(Vec<(Event, (Date, (Region, RecordId)))>, (Date, Option<(Region, RecordId)>), bool), Stop> {
+    ) -> Result<
+        (
+            Vec<(Event, (Date, (Region, RecordId)))>,
+            (Date, Option<(Region, RecordId)>),
+            bool,
+        ),
+        Stop,
+    > {
         let view = self.d.view.clone();
         let (plan, cursor) = (self.plan.clone(), self.cursor.clone());
         let budget = self.d.limits.step_entries_max;
@@ -717,7 +727,14 @@ pub fn expiry_step(
     cursor: &Cursor,
     today: Date,
     budget: usize,
-) -> Result<(Vec<(Event, (Date, (Region, RecordId)))>, (Date, Option<(Region, RecordId)>), bool), DeliveryError> {
+) -> Result<
+    (
+        Vec<(Event, (Date, (Region, RecordId)))>,
+        (Date, Option<(Region, RecordId)>),
+        bool,
+    ),
+    DeliveryError,
+> {
     let Some(yesterday) = today.previous_day() else {
         return Ok((Vec::new(), (cursor.expired_through, cursor.expired_within), true));
     };

@@ -33,14 +33,20 @@ pub enum FeedError {
     UnknownCategory(String),
     #[error("filter.regions: {0}")]
     BadRegion(String),
-    #[error("{field}: {value:?} is neither a valid unified social credit code nor a valid resident ID number ({reason})")]
+    #[error(
+        "{field}: {value:?} is neither a valid unified social credit code nor a valid resident ID number ({reason})"
+    )]
     BadSubject {
         field: &'static str,
         value: String,
         reason: String,
     },
     #[error("filter.{field}: at most {max} terms, got {got}")]
-    TooManyTerms { field: &'static str, max: usize, got: usize },
+    TooManyTerms {
+        field: &'static str,
+        max: usize,
+        got: usize,
+    },
     #[error("your access policy does not grant {0}")]
     NotGranted(String),
     #[error("resume cursor: {0}")]

@@ -62,11 +62,15 @@ impl Scope {
     }
 
     pub fn may_see_category(&self, c: Category) -> bool {
-        self.grants.iter().any(|g| g.categories.as_ref().is_none_or(|s| s.contains(&c)))
+        self.grants
+            .iter()
+            .any(|g| g.categories.as_ref().is_none_or(|s| s.contains(&c)))
     }
 
     pub fn may_see_region(&self, r: Region) -> bool {
-        self.grants.iter().any(|g| g.regions.as_ref().is_none_or(|s| s.contains(&r)))
+        self.grants
+            .iter()
+            .any(|g| g.regions.as_ref().is_none_or(|s| s.contains(&r)))
     }
 
     pub fn may_see_natural_persons(&self) -> bool {

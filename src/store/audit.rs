@@ -156,9 +156,7 @@ impl AuditLog {
     pub fn query(dir: &Path, q: &AuditQuery) -> Result<Vec<AuditRow>, AuditError> {
         let path = dir.join(FILE);
         let key = match &q.subject {
-            Some(s) => Some(hex::encode(
-                &hmac::sign(&load_key(dir)?, s).as_ref()[..16],
-            )),
+            Some(s) => Some(hex::encode(&hmac::sign(&load_key(dir)?, s).as_ref()[..16])),
             None => None,
         };
         let f = File::open(&path).map_err(io(&path))?;
@@ -213,7 +211,10 @@ mod tests {
             caller: caller.to_string(),
             remote: "127.0.0.1:1".to_string(),
             call: "Profile".to_string(),
-            subjects: subjects.iter().map(|s| crate::feed::mask(&String::from_utf8_lossy(&s[1..]))).collect(),
+            subjects: subjects
+                .iter()
+                .map(|s| crate::feed::mask(&String::from_utf8_lossy(&s[1..])))
+                .collect(),
             subject_keys: subjects.iter().map(|s| log.subject_key(s)).collect(),
             filter: None,
             records: 2,
@@ -227,8 +228,10 @@ mod tests {
         let log = AuditLog::open(dir.path()).expect("open");
         let person: &[u8] = b"R11010519491231002X";
         let company: &[u8] = b"U91110000600037341L";
-        log.append(&row("cx://department/330000/amr", &[person], &log, 100)).expect("append");
-        log.append(&row("cx://department/330000/tax", &[company], &log, 200)).expect("append");
+        log.append(&row("cx://department/330000/amr", &[person], &log, 100))
+            .expect("append");
+        log.append(&row("cx://department/330000/tax", &[company], &log, 200))
+            .expect("append");
         drop(log);
         let text = std::fs::read_to_string(dir.path().join(FILE)).expect("read");
         assert!(!text.contains("11010519491231002X"), "{text}");
@@ -271,15 +274,22 @@ mod tests {
     fn a_torn_final_row_is_cut_at_open_and_rows_before_it_stay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = AuditLog::open(dir.path()).expect("open");
-        log.append(&row("cx://department/330000/amr", &[], &log, 1)).expect("append");
+        log.append(&row("cx://department/330000/amr", &[], &log, 1))
+            .expect("append");
         drop(log);
         let path = dir.path().join(FILE);
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"at_unix_seconds\":2,\"cal").expect("torn write");
         drop(f);
-        assert_eq!(AuditLog::query(dir.path(), &AuditQuery::default()).expect("query").len(), 1);
+        assert_eq!(
+            AuditLog::query(dir.path(), &AuditQuery::default())
+                .expect("query")
+                .len(),
+            1
+        );
         let log = AuditLog::open(dir.path()).expect("reopen");
-        log.append(&row("cx://department/330000/amr", &[], &log, 3)).expect("append");
+        log.append(&row("cx://department/330000/amr", &[], &log, 3))
+            .expect("append");
         let rows = AuditLog::query(dir.path(), &AuditQuery::default()).expect("query");
         assert_eq!(rows.iter().map(|r| r.at_unix_seconds).collect::<Vec<_>>(), vec![1, 3]);
         std::fs::write(&path, b"not json\n").expect("overwrite");

@@ -4,11 +4,11 @@
 //! on open, whatever the journal holds past that position is indexed again, so a crash at any
 //! instant leaves a store that opens and holds every acknowledged operation.
 
+pub mod audit;
 mod bloom;
 mod chunks;
 #[cfg(test)]
 mod crash_tests;
-pub mod audit;
 pub mod decisions;
 pub mod fs;
 pub mod index;

@@ -5,9 +5,9 @@
 //! schedule, and two stores holding the same entries in different journal orders must hold the
 //! same view fact by fact. Also: an undecodable peer entry is reported and does not stop indexing.
 
-use super::{ReplicaOutcome, Store, StoreConfig};
 use super::journal::Frame;
 use super::view::Posting;
+use super::{ReplicaOutcome, Store, StoreConfig};
 use crate::log::ledger::testing::MapState;
 use crate::log::ledger::{self, Decision, LedgerState, OpKind, RecordState};
 use crate::log::testkeys::TestKey;
@@ -265,7 +265,9 @@ fn check_against_model(store: &Store, model: &Model) -> Result<(), TestCaseError
                 prop_assert_eq!((e.origin, e.seq), (p.origin, p.seq), "posting at {:?}", p.pos);
                 Ok(())
             }
-            _ => Err(TestCaseError::fail(format!("posting {p:?} points at a non-entry frame"))),
+            _ => Err(TestCaseError::fail(format!(
+                "posting {p:?} points at a non-entry frame"
+            ))),
         }
     };
     for (subject, postings) in &model.subjects {

@@ -63,7 +63,9 @@ fn pure_modules_do_no_io() {
 #[test]
 fn only_rpc_knows_the_wire_types() {
     let mut all = Vec::new();
-    for dir in ["record", "log", "store", "pki", "policy", "config"] {
+    for dir in [
+        "record", "log", "store", "pki", "policy", "config", "feed", "delivery", "sync",
+    ] {
         all.extend(offenders(dir, &["tonic", "prost"]));
     }
     assert!(all.is_empty(), "tonic/prost outside rpc:\n{}", all.join("\n"));
@@ -81,4 +83,40 @@ fn the_sync_engine_imports_no_io_crate() {
         "the sync engine must stay pure:\n{}",
         found.join("\n")
     );
+}
+
+#[test]
+fn the_feed_core_is_pure() {
+    // Filters, scopes, cursors, events and progress marks: no I/O crate, and neither the store,
+    // the wire nor the delivery driver that feeds it.
+    let mut forbidden = vec![
+        "crate::store",
+        "crate::rpc",
+        "crate::delivery",
+        "crate::link",
+        "crate::node",
+    ];
+    forbidden.extend(IO);
+    let found = offenders("feed", &forbidden);
+    assert!(found.is_empty(), "the feed core must stay pure:\n{}", found.join("\n"));
+}
+
+#[test]
+fn delivery_does_not_reach_the_wire_and_rpc_feed_only_converts() {
+    // The delivery driver speaks domain types; the RPC layer converts and maps errors, and
+    // neither reads the store nor decides what a department may see.
+    let found = offenders("delivery", &["tonic", "prost", "crate::rpc", "sled"]);
+    assert!(
+        found.is_empty(),
+        "delivery must not know the wire:\n{}",
+        found.join("\n")
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rpc/feed.rs");
+    let text = std::fs::read_to_string(root).expect("read");
+    for forbidden in ["crate::store", "sled::", ".scope(", "Plan::new", "summarize("] {
+        assert!(
+            !text.contains(forbidden),
+            "src/rpc/feed.rs must only convert, found {forbidden}"
+        );
+    }
 }

@@ -36,6 +36,16 @@ struct Line {
     subject: Option<String>,
     repairs: Option<String>,
     publicity_end: Option<String>,
+    sharing: String,
+    disclosure: String,
+}
+
+impl Line {
+    /// What the demo policy shows a department: public records about companies, shared
+    /// unconditionally or conditionally.
+    fn demo_visible(&self) -> bool {
+        self.subject.is_some() && self.disclosure == "public" && self.sharing != "not_shared"
+    }
 }
 
 fn line(text: String) -> Line {
@@ -47,6 +57,8 @@ fn line(text: String) -> Line {
         subject: s("subject_uscc"),
         repairs: s("repaired_record_id"),
         publicity_end: s("publicity_end_date"),
+        sharing: s("sharing_class").unwrap_or_default(),
+        disclosure: s("disclosure_class").unwrap_or_default(),
         text,
     }
 }
@@ -66,7 +78,9 @@ async fn publish(fed: &LocalFederation, i: usize, batch: &[Line]) {
 
 async fn federation(n: usize) -> (tempfile::TempDir, LocalFederation) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fed = LocalFederation::start(dir.path(), n, Topology::Mesh).await.expect("start");
+    let fed = LocalFederation::start(dir.path(), n, Topology::Mesh)
+        .await
+        .expect("start");
     (dir, fed)
 }
 
@@ -113,7 +127,10 @@ async fn read(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, stream.message()).await {
-            Err(_) => panic!("no feed event within {CONVERGE:?}; {} records so far", got.records.len()),
+            Err(_) => panic!(
+                "no feed event within {CONVERGE:?}; {} records so far",
+                got.records.len()
+            ),
             Ok(Ok(None)) => {
                 got.end = Some(Ok(()));
                 return got;
@@ -123,7 +140,9 @@ async fn read(
                 return got;
             }
             Ok(Ok(Some(event))) => match event.body {
-                Some(pb::feed_event::Body::Record(r)) => got.records.push((r, event.cursor.expect("every event carries a cursor"))),
+                Some(pb::feed_event::Body::Record(r)) => got
+                    .records
+                    .push((r, event.cursor.expect("every event carries a cursor"))),
                 Some(pb::feed_event::Body::Progress(p)) => got.marks.push(p),
                 None => panic!("an event without a body"),
             },
@@ -132,11 +151,18 @@ async fn read(
 }
 
 fn reached(mark: &pb::ProgressMark, origin: Region) -> u64 {
-    mark.reached.as_ref().and_then(|v| v.next_seq.get(&origin.code()).copied()).unwrap_or(1)
+    mark.reached
+        .as_ref()
+        .and_then(|v| v.next_seq.get(&origin.code()).copied())
+        .unwrap_or(1)
 }
 
 async fn head(fed: &LocalFederation, i: usize, origin: Region) -> u64 {
-    fed.heads(i).await.expect("heads").get(&origin.code()).map_or(0, |h| h.0)
+    fed.heads(i)
+        .await
+        .expect("heads")
+        .get(&origin.code())
+        .map_or(0, |h| h.0)
 }
 
 async fn profile(client: &mut pb::feed_client::FeedClient<Channel>, subject: &str) -> pb::ProfileResponse {
@@ -158,7 +184,10 @@ fn status_of(p: &pb::ProfileResponse, record_id: &str) -> Option<pb::RecordStatu
 
 /// Lines up to (not including) the first repair, and that repair.
 fn until_first_repair(all: Vec<Line>) -> (Vec<Line>, Line) {
-    let at = all.iter().position(|l| l.repairs.is_some()).expect("the generator makes repairs");
+    let at = all
+        .iter()
+        .position(|l| l.repairs.is_some())
+        .expect("the generator makes repairs");
     let repair = all[at].clone();
     (all[..at].to_vec(), repair)
 }
@@ -174,7 +203,14 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
         publish(&fed, b, &lines(8, fed.nodes[b].region, 50)).await;
         assert!(fed.wait_converged(CONVERGE).await.expect("converge"));
         let target_id = repair.repairs.clone().expect("a repair");
-        let target = before.iter().find(|l| l.record_id == target_id).expect("the repaired penalty was published");
+        let target = before
+            .iter()
+            .find(|l| l.record_id == target_id)
+            .expect("the repaired penalty was published");
+        assert!(
+            target.demo_visible(),
+            "pick a seed whose first repair targets a visible penalty"
+        );
         let subject = target.subject.clone().expect("a company");
 
         let dept = format!("department-{}-demo", fed.nodes[b].region);
@@ -185,12 +221,16 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
             .expect("subscribe")
             .into_inner();
         let a_head = head(&fed, b, origin).await;
-        let caught_up = read(&mut live, usize::MAX, |g| g.marks.last().is_some_and(|m| reached(m, origin) > a_head)).await;
+        let caught_up = read(&mut live, usize::MAX, |g| {
+            g.marks.last().is_some_and(|m| reached(m, origin) > a_head)
+        })
+        .await;
         let penalties: BTreeSet<String> = before
             .iter()
-            .filter(|l| l.category == "administrative_penalty")
+            .filter(|l| l.category == "administrative_penalty" && l.demo_visible())
             .map(|l| l.record_id.clone())
             .collect();
+        assert!(penalties.len() >= 3, "enough to mean something: {}", penalties.len());
         let seen: BTreeSet<String> = caught_up
             .records
             .iter()
@@ -198,27 +238,50 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
             .map(|(r, _)| r.record_id.clone())
             .collect();
         assert_eq!(seen, penalties, "every penalty of {origin}, and nothing else");
-        assert!(caught_up.records.iter().all(|(r, _)| r.category == "administrative_penalty"));
+        assert!(caught_up
+            .records
+            .iter()
+            .all(|(r, _)| r.category == "administrative_penalty"));
 
-        let mut at_c = fed.feed_client(c, &format!("department-{}-demo", fed.nodes[c].region)).await.expect("client");
+        let mut at_c = fed
+            .feed_client(c, &format!("department-{}-demo", fed.nodes[c].region))
+            .await
+            .expect("client");
         for client in [&mut at_b, &mut at_c] {
             let p = profile(client, &subject).await;
-            assert_eq!(status_of(&p, &target_id), Some(pb::RecordStatus::InPublicity), "before the repair");
+            assert_eq!(
+                status_of(&p, &target_id),
+                Some(pb::RecordStatus::InPublicity),
+                "before the repair"
+            );
         }
 
         publish(&fed, a, std::slice::from_ref(&repair)).await;
         let started = Instant::now();
         let withdrawn = read(&mut live, usize::MAX, |g| {
-            g.records.iter().any(|(r, _)| r.record_id == target_id && r.change == pb::FeedChange::WithdrawnRepaired as i32)
+            g.records
+                .iter()
+                .any(|(r, _)| r.record_id == target_id && r.change == pb::FeedChange::WithdrawnRepaired as i32)
         })
         .await;
-        assert!(withdrawn.end.is_none(), "the live stream stays open: {:?}", withdrawn.end);
-        let (event, _) = withdrawn.records.iter().find(|(r, _)| r.record_id == target_id).expect("withdrawal");
+        assert!(
+            withdrawn.end.is_none(),
+            "the live stream stays open: {:?}",
+            withdrawn.end
+        );
+        let (event, _) = withdrawn
+            .records
+            .iter()
+            .find(|(r, _)| r.record_id == target_id)
+            .expect("withdrawal");
         assert_eq!(event.status, pb::RecordStatus::Repaired as i32);
         assert_eq!(event.kind, pb::OpKind::Repair as i32);
         let carried: serde_json::Value =
             serde_json::from_slice(&event.entry.as_ref().expect("the repair's entry").op_bytes).expect("json");
-        assert_eq!(carried["repaired_record_id"], serde_json::Value::String(target_id.clone()));
+        assert_eq!(
+            carried["repaired_record_id"],
+            serde_json::Value::String(target_id.clone())
+        );
         println!("repair reached the live feed at B in {:?}", started.elapsed());
         assert!(started.elapsed() < WITHIN);
 
@@ -229,7 +292,10 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
                 if status_of(&p, &target_id) == Some(pb::RecordStatus::Repaired) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "profile still shows the record unrepaired: {p:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "profile still shows the record unrepaired: {p:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -247,7 +313,14 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
         // Audit rows at B: the subscription and the profiles, found by caller and by subject.
         let audit_dir = fed.nodes[b].data.join("audit");
         let uri = format!("cx://department/{}/demo", fed.nodes[b].region);
-        let rows = AuditLog::query(&audit_dir, &AuditQuery { caller: Some(uri), ..AuditQuery::default() }).expect("audit");
+        let rows = AuditLog::query(
+            &audit_dir,
+            &AuditQuery {
+                caller: Some(uri),
+                ..AuditQuery::default()
+            },
+        )
+        .expect("audit");
         assert!(rows.iter().any(|r| r.call == "Subscribe"), "{rows:?}");
         assert!(rows.iter().filter(|r| r.call == "Profile").count() >= 2, "{rows:?}");
         let by_subject = AuditLog::query(
@@ -269,7 +342,10 @@ fn a_feed_cut_at_random_points_resumes_exactly_once_and_a_slow_subscriber_is_cut
     rt().block_on(async {
         let (_dir, mut fed) = federation(2).await;
         // Small queues and a short patience, so a subscriber that stops reading is cut off soon.
-        fed.append_config(1, "[feed]\nevents_queued_max = 8\nslow_subscriber_ms = 300\nstep_entries_max = 64\n");
+        fed.append_config(
+            1,
+            "[feed]\nevents_queued_max = 8\nslow_subscriber_ms = 300\nstep_entries_max = 64\n",
+        );
         fed.stop_node(1).await.expect("stop");
         fed.start_node(1).await.expect("start");
         for (i, seed) in [(0usize, 11u64), (1, 12)] {
@@ -282,9 +358,17 @@ fn a_feed_cut_at_random_points_resumes_exactly_once_and_a_slow_subscriber_is_cut
         let categories = ["administrative_penalty", "credit_repair"];
 
         // The whole filtered log, read in one go.
-        let mut whole = client.subscribe(request(&categories, None, false)).await.expect("subscribe").into_inner();
+        let mut whole = client
+            .subscribe(request(&categories, None, false))
+            .await
+            .expect("subscribe")
+            .into_inner();
         let reference = read(&mut whole, usize::MAX, |_| false).await;
-        assert!(matches!(reference.end, Some(Ok(()))), "ends once caught up: {:?}", reference.end);
+        assert!(
+            matches!(reference.end, Some(Ok(()))),
+            "ends once caught up: {:?}",
+            reference.end
+        );
         let want = reference.entries();
         assert!(want.len() > 500, "a real log: {}", want.len());
         assert!(!reference.marks.is_empty(), "a final progress mark");
@@ -295,8 +379,16 @@ fn a_feed_cut_at_random_points_resumes_exactly_once_and_a_slow_subscriber_is_cut
         let mut resume: Option<pb::FeedCursor> = None;
         let mut cuts = 0;
         loop {
-            let mut s = client.subscribe(request(&categories, resume.clone(), false)).await.expect("subscribe").into_inner();
-            let take = if cuts < 50 { rng.random_range(1..=40) } else { usize::MAX };
+            let mut s = client
+                .subscribe(request(&categories, resume.clone(), false))
+                .await
+                .expect("subscribe")
+                .into_inner();
+            let take = if cuts < 50 {
+                rng.random_range(1..=15)
+            } else {
+                usize::MAX
+            };
             let part = read(&mut s, take, |_| false).await;
             got.extend(part.entries());
             if let Some((_, c)) = part.records.last() {
@@ -309,12 +401,30 @@ fn a_feed_cut_at_random_points_resumes_exactly_once_and_a_slow_subscriber_is_cut
             cuts += 1;
         }
         assert!(cuts >= 50, "cut {cuts} times");
-        assert_eq!(got, want, "the union of the pieces is the filtered log, each entry once, in order");
+        assert_eq!(
+            got, want,
+            "the union of the pieces is the filtered log, each entry once, in order"
+        );
 
         // A subscriber that stops reading is cut off, told where to resume, and resumes exactly.
-        let mut slow = client.subscribe(request(&categories, None, true)).await.expect("subscribe").into_inner();
+        // It stops after 5 records while more arrives than the transport's windows (HTTP/2 gives
+        // a stream 2 MiB) and the node's queue can hold: every category, 4,000 more records.
+        let categories: [&str; 0] = [];
+        let mut slow = client
+            .subscribe(request(&categories, None, true))
+            .await
+            .expect("subscribe")
+            .into_inner();
         let first = read(&mut slow, 5, |_| false).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        publish(&fed, 0, &lines(13, fed.nodes[0].region, 4000)).await;
+        assert!(fed.wait_converged(CONVERGE).await.expect("converge"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut whole = client
+            .subscribe(request(&categories, None, false))
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let want = read(&mut whole, usize::MAX, |_| false).await.entries();
         let rest = read(&mut slow, usize::MAX, |_| false).await;
         let status = match rest.end.clone() {
             Some(Err(s)) => s,
@@ -329,10 +439,21 @@ fn a_feed_cut_at_random_points_resumes_exactly_once_and_a_slow_subscriber_is_cut
             .expect("names a cursor");
         let mut delivered = first.entries();
         delivered.extend(rest.entries());
-        let last_cursor = rest.records.last().or(first.records.last()).map(|(_, c)| c.token.to_vec());
+        let last_cursor = rest
+            .records
+            .last()
+            .or(first.records.last())
+            .map(|(_, c)| c.token.to_vec());
         assert_eq!(Some(token.clone()), last_cursor, "resume from the last event delivered");
         let mut again = client
-            .subscribe(request(&categories, Some(pb::FeedCursor { position: None, token: token.into() }), false))
+            .subscribe(request(
+                &categories,
+                Some(pb::FeedCursor {
+                    position: None,
+                    token: token.into(),
+                }),
+                false,
+            ))
             .await
             .expect("resume")
             .into_inner();
@@ -360,9 +481,9 @@ fn a_department_sees_only_what_its_policy_grants_and_a_reload_narrows_a_running_
         };
         fed.set_policy(1, &grant("\"administrative_licence\", \"administrative_penalty\"")).expect("policy");
         let mut client = fed.feed_client(1, &name).await.expect("client");
-        // The reload takes effect within about a second.
+        // The reload takes effect within about a second (the demo policy granted everything).
         let deadline = Instant::now() + WITHIN;
-        while client.subscribe(request(&[], None, false)).await.is_err() {
+        while client.subscribe(request(&["dishonest_list"], None, false)).await.is_ok() {
             assert!(Instant::now() < deadline, "the new policy never took effect");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -437,16 +558,22 @@ fn publicity_periods_end_by_the_calendar_on_every_node() {
         let ymd = time::macros::format_description!("[year]-[month]-[day]");
         let (end, target) = all
             .iter()
-            .filter(|l| l.category == "administrative_penalty" && !repaired.contains(l.record_id.as_str()))
+            .filter(|l| {
+                l.category == "administrative_penalty" && l.demo_visible() && !repaired.contains(l.record_id.as_str())
+            })
             .filter_map(|l| Some((time::Date::parse(l.publicity_end.as_deref()?, ymd).ok()?, l.clone())))
             .min_by_key(|(d, _)| *d)
             .expect("a penalty with an end date");
-        let now = Arc::new(AtomicI64::new((end - time::Duration::days(1)).midnight().assume_utc().unix_timestamp()));
+        let now = Arc::new(AtomicI64::new(
+            (end - time::Duration::days(1)).midnight().assume_utc().unix_timestamp(),
+        ));
         let clock_now = now.clone();
         let clock: cxnode::delivery::Clock = Arc::new(move || {
             time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).expect("a time")
         });
-        let fed = LocalFederation::start_with_clock(dir.path(), 2, Topology::Mesh, Some(clock)).await.expect("start");
+        let fed = LocalFederation::start_with_clock(dir.path(), 2, Topology::Mesh, Some(clock))
+            .await
+            .expect("start");
         publish(&fed, 0, &all).await;
         assert!(fed.wait_converged(CONVERGE).await.expect("converge"));
         let subject = target.subject.clone().expect("a company");
@@ -455,7 +582,11 @@ fn publicity_periods_end_by_the_calendar_on_every_node() {
             let dept = format!("department-{}-demo", fed.nodes[i].region);
             let mut client = fed.feed_client(i, &dept).await.expect("client");
             let p = profile(&mut client, &subject).await;
-            assert_eq!(status_of(&p, &target.record_id), Some(pb::RecordStatus::InPublicity), "node {i}, the day before");
+            assert_eq!(
+                status_of(&p, &target.record_id),
+                Some(pb::RecordStatus::InPublicity),
+                "node {i}, the day before"
+            );
             clients.push(client);
         }
         let mut live = clients[1]
@@ -472,25 +603,42 @@ fn publicity_periods_end_by_the_calendar_on_every_node() {
             .expect("subscribe")
             .into_inner();
         let a_head = head(&fed, 1, origin).await;
-        let got = read(&mut live, usize::MAX, |g| g.marks.last().is_some_and(|m| reached(m, origin) > a_head)).await;
-        assert!(got.records.iter().any(|(r, _)| r.record_id == target.record_id), "public the day before");
+        let got = read(&mut live, usize::MAX, |g| {
+            g.marks.last().is_some_and(|m| reached(m, origin) > a_head)
+        })
+        .await;
         assert!(
-            got.records.iter().all(|(r, _)| r.status == pb::RecordStatus::InPublicity as i32),
-            "public only: nothing withdrawn is published"
+            got.records.iter().any(|(r, _)| r.record_id == target.record_id),
+            "public the day before"
+        );
+        assert!(
+            got.records
+                .iter()
+                .filter(|(r, _)| [pb::FeedChange::Published as i32, pb::FeedChange::Amended as i32].contains(&r.change))
+                .all(|(r, _)| r.status == pb::RecordStatus::InPublicity as i32),
+            "public only: nothing withdrawn is published (withdrawals are still told)"
         );
         now.fetch_add(2 * 86_400, Ordering::SeqCst);
         let ended = read(&mut live, usize::MAX, |g| {
-            g.records
-                .iter()
-                .any(|(r, _)| r.record_id == target.record_id && r.change == pb::FeedChange::WithdrawnPublicityEnded as i32)
+            g.records.iter().any(|(r, _)| {
+                r.record_id == target.record_id && r.change == pb::FeedChange::WithdrawnPublicityEnded as i32
+            })
         })
         .await;
-        let (r, _) = ended.records.iter().find(|(r, _)| r.record_id == target.record_id).expect("withdrawn");
+        let (r, _) = ended
+            .records
+            .iter()
+            .find(|(r, _)| r.record_id == target.record_id)
+            .expect("withdrawn");
         assert_eq!(r.status, pb::RecordStatus::Expired as i32);
         assert!(r.entry.is_none(), "nobody re-sent anything: the calendar did it");
         for (i, client) in clients.iter_mut().enumerate() {
             let p = profile(client, &subject).await;
-            assert_eq!(status_of(&p, &target.record_id), Some(pb::RecordStatus::Expired), "node {i}, two days later");
+            assert_eq!(
+                status_of(&p, &target.record_id),
+                Some(pb::RecordStatus::Expired),
+                "node {i}, two days later"
+            );
         }
         // A new public-only subscription no longer sends it.
         let mut fresh = clients[0]
