@@ -165,9 +165,9 @@ pub async fn serve(
         stopping: stopping.clone(),
     };
     let deliveries = Deliveries::new(
-        writer.view(),
+        config.region,
+        writer.clone(),
         JournalReader::new(&config.store.journal_dir()),
-        writer.view_changes(),
         policy.clone(),
         feed_clock,
         signer,
@@ -229,6 +229,7 @@ pub async fn serve(
     };
     let operations = Arc::new(OperationsService {
         region: config.region,
+        deliveries: deliveries.clone(),
         policy: policy.clone(),
         index: index.clone(),
         journal: JournalReader::new(&config.store.journal_dir()),

@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// Durable publishing over mTLS against a raw sled baseline.
     /// Replication: (a) catch-up of a fresh node from a peer, (b) live propagation latency.
     Sync(super::bench_sync::SyncArgs),
+    /// Department feeds: catch-up of the whole log against a selective filter, profile look-ups,
+    /// live fan-out to many subscribers.
+    Feed(super::bench_feed::FeedArgs),
     Publish {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -37,6 +40,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Sync(a) => super::bench_sync::run(a),
+        BenchCommand::Feed(a) => super::bench_feed::run(a),
         BenchCommand::Publish {
             records,
             runs,

@@ -98,9 +98,21 @@ pub(super) fn start_node_of(
     region: &str,
     peers: &[(&str, u16)],
 ) -> anyhow::Result<NodeProcess> {
+    start_node_with(work, data, port, region, peers, "")
+}
+
+/// `start_node_of` with more `[node]` keys (e.g. `policy = "..."\n`).
+pub(super) fn start_node_with(
+    work: &Path,
+    data: &Path,
+    port: u16,
+    region: &str,
+    peers: &[(&str, u16)],
+    node_keys: &str,
+) -> anyhow::Result<NodeProcess> {
     let config = work.join(format!("node-{port}.toml"));
     let mut text = format!(
-        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\nheartbeat_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
+        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{node_keys}[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\nheartbeat_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
         data.display()
     );
     for (peer_region, peer_port) in peers {

@@ -382,6 +382,20 @@ impl LocalFederation {
         Ok(pb::feed_client::FeedClient::new(channel))
     }
 
+    /// An operations client of node `i`, authenticated as the demo operator.
+    pub async fn operations_client(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<pb::operations_client::OperationsClient<tonic::transport::Channel>> {
+        let channel = connect(
+            &self.nodes[i].addr.to_string(),
+            &self.files("operator-demo"),
+            Some("localhost"),
+        )
+        .await?;
+        Ok(pb::operations_client::OperationsClient::new(channel))
+    }
+
     /// Node `i`'s sync status, asked as an operator.
     pub async fn sync_status(&self, i: usize) -> anyhow::Result<pb::SyncStatusResponse> {
         let channel = connect(

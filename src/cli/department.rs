@@ -239,3 +239,131 @@ pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[derive(clap::Args)]
+pub struct AcknowledgeArgs {
+    #[command(flatten)]
+    node: super::NodeClientArgs,
+    /// The cursor (hex) of the last feed event applied: everything below it is signed for.
+    #[arg(long)]
+    applied: Option<String>,
+    /// A record id the department has stopped showing (repeatable), e.g. after a repair.
+    #[arg(long = "stopped")]
+    stopped: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn acknowledge(args: AcknowledgeArgs) -> anyhow::Result<ExitCode> {
+    let applied = match &args.applied {
+        Some(text) => {
+            let bytes =
+                hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("--applied: not a cursor (expected hex)"))?;
+            let cursor = crate::feed::Cursor::decode(&bytes).map_err(|e| anyhow::anyhow!("--applied: {e}"))?;
+            cursor.next.iter().map(|(o, s)| (o.code(), *s)).collect()
+        }
+        None => Default::default(),
+    };
+    let response = super::runtime()?.block_on(async {
+        let mut client = pb::feed_client::FeedClient::new(args.node.channel().await?);
+        client
+            .acknowledge(pb::AcknowledgeRequest {
+                applied: Some(pb::VersionVector { next_seq: applied }),
+                repaired_record_ids_stopped: args.stopped.clone(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| anyhow::anyhow!("acknowledge at {}: {}", args.node.node, explain_status(&e)))
+    })?;
+    let origin = response.receipt.as_ref().map(|c| region(c.origin)).unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            json!({"receipt_id": response.receipt_id, "origin": origin, "seq": response.seq,
+                   "entry_hash": hex::encode(&response.entry_hash),
+                   "checkpoint_seq": response.receipt.as_ref().map(|c| c.seq)})
+        );
+    } else {
+        println!(
+            "receipt {} written at {origin} seq {} (entry {}); it replicates to every origin",
+            response.receipt_id,
+            response.seq,
+            hex::encode(&response.entry_hash)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct ReceiptsArgs {
+    #[command(flatten)]
+    node: super::NodeClientArgs,
+    /// The record whose receipts to list.
+    #[arg(long)]
+    record: String,
+    /// The record's origin (default: the node's own region).
+    #[arg(long)]
+    origin: Option<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cxnode receipts --record ID`: who has stopped showing a record, and who is overdue (operators).
+pub fn receipts(args: ReceiptsArgs) -> anyhow::Result<ExitCode> {
+    let r = super::runtime()?.block_on(async {
+        let mut client = pb::operations_client::OperationsClient::new(args.node.channel().await?);
+        client
+            .receipts(pb::ReceiptsRequest {
+                origin: args.origin.unwrap_or(0),
+                record_id: args.record.clone(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| anyhow::anyhow!("receipts from {}: {}", args.node.node, explain_status(&e)))
+    })?;
+    if args.json {
+        for x in &r.receipts {
+            println!(
+                "{}",
+                json!({"node": region(x.node), "department": x.department, "received_at_unix_seconds": x.received_at_unix_seconds, "seq": x.seq})
+            );
+        }
+        println!(
+            "{}",
+            json!({"record_id": args.record, "known": r.known, "repaired": r.repaired, "deadline": r.deadline,
+                   "receipts": r.receipts.len(), "overdue": r.overdue,
+                   "pending": r.pending.iter().map(|p| json!({"node": region(p.node), "department": p.department})).collect::<Vec<_>>()})
+        );
+    } else {
+        if !r.known {
+            println!("record {} is not in this node's merged view", args.record);
+            return Ok(ExitCode::FAILURE);
+        }
+        for x in &r.receipts {
+            println!(
+                "applied by {} (served by {}) at {} (seq {})",
+                x.department,
+                region(x.node),
+                x.received_at_unix_seconds,
+                x.seq
+            );
+        }
+        let state = if r.overdue { "OVERDUE" } else { "ok" };
+        println!(
+            "{} receipts; repaired: {}; deadline: {}; pending: {}; {state}",
+            r.receipts.len(),
+            r.repaired,
+            if r.deadline.is_empty() { "-" } else { &r.deadline },
+            r.pending
+                .iter()
+                .map(|p| p.department.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(if r.overdue {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod bench_feed;
 mod bench_kit;
 mod bench_sync;
 mod certs;
@@ -50,6 +51,10 @@ enum Command {
     Profile(department::ProfileArgs),
     /// A department's filtered, resumable feed (exits once caught up unless --follow).
     Feed(department::FeedArgs),
+    /// Sign, as a department, for records received and applied (a receipt in the node's log).
+    Acknowledge(department::AcknowledgeArgs),
+    /// Who has stopped showing a record, and who is overdue against its repair deadline.
+    Receipts(department::ReceiptsArgs),
     /// Who accessed which credit data: the node's audit log.
     Audit(audit::AuditArgs),
     /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
@@ -78,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Profile(a) => department::profile(a),
         Command::Feed(a) => department::feed(a),
         Command::Audit(a) => audit::run(a),
+        Command::Acknowledge(a) => department::acknowledge(a),
+        Command::Receipts(a) => department::receipts(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

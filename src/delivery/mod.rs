@@ -19,7 +19,9 @@ use crate::policy::{Rpc, SharedPolicy};
 use crate::record::{summarize, RecordId, RecordSummary, Region, SubjectKey, Summary};
 use crate::store::audit::{AuditError, AuditLog, AuditRow};
 use crate::store::journal::{Frame, JournalReader};
-use crate::store::view::{Posting, View, ViewError, ViewRecord};
+use crate::store::view::{Posting, ReceiptRow, View, ViewError, ViewRecord};
+use crate::store::writer::WriterHandle;
+use crate::store::OpOutcome;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,6 +90,10 @@ pub enum DeliveryError {
     Audit(#[from] AuditError),
     #[error("signing a progress mark: {0}")]
     Sign(String),
+    #[error("stored: {0}")]
+    Store(Arc<crate::store::StoreError>),
+    #[error("the receipt was not appended: {0}")]
+    ReceiptRefused(String),
     #[error("blocking task failed: {0}")]
     Task(String),
 }
@@ -146,6 +152,9 @@ pub struct Who {
 
 /// Everything deliveries read and write.
 pub struct Deliveries {
+    /// This node's region (receipts are entries of its own log).
+    pub node: Region,
+    pub writer: WriterHandle,
     pub view: Arc<View>,
     pub journal: JournalReader,
     pub view_changes: watch::Receiver<u64>,
@@ -162,9 +171,9 @@ pub struct Deliveries {
 impl Deliveries {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        view: Arc<View>,
+        node: Region,
+        writer: WriterHandle,
         journal: JournalReader,
-        view_changes: watch::Receiver<u64>,
         policy: Arc<SharedPolicy>,
         clock: Clock,
         signer: Arc<NodeSigner>,
@@ -173,9 +182,11 @@ impl Deliveries {
         stopping: watch::Receiver<bool>,
     ) -> Arc<Deliveries> {
         Arc::new(Deliveries {
-            view,
+            node,
+            view: writer.view(),
+            view_changes: writer.view_changes(),
+            writer,
             journal,
-            view_changes,
             policy,
             clock,
             signer,
@@ -329,6 +340,145 @@ impl Deliveries {
         answer
     }
 
+    /// Writes a department's receipt into this node's own log (audited), so it replicates back to
+    /// every origin: it has applied everything below `applied` and stopped showing `stopped`
+    /// (record ids, each within the caller's scope; anything else is refused as not visible, the
+    /// same way whether or not it exists).
+    pub async fn acknowledge(
+        self: &Arc<Self>,
+        who: Who,
+        applied: BTreeMap<Region, u64>,
+        stopped: &[String],
+    ) -> Result<Acknowledged, DeliveryError> {
+        let mut row = self.row(&who, "Acknowledge", &[], None);
+        let answer = self.write_receipt(&who, applied, stopped).await;
+        match &answer {
+            Ok(a) => row.records = a.stopped as u64,
+            Err(e) => row.outcome = format!("refused: {e}"),
+        }
+        self.audit(row).await?;
+        answer
+    }
+
+    async fn write_receipt(
+        &self,
+        who: &Who,
+        applied: BTreeMap<Region, u64>,
+        stopped: &[String],
+    ) -> Result<Acknowledged, DeliveryError> {
+        let scope = self.scope(who, Rpc::Acknowledge)?;
+        if scope.is_empty() {
+            return Err(feed::FeedError::NotGranted("any record".into()).into());
+        }
+        if stopped.len() > crate::record::RECEIPT_RECORDS_MAX {
+            return Err(feed::FeedError::TooManyTerms {
+                field: "repaired_record_ids_stopped",
+                max: crate::record::RECEIPT_RECORDS_MAX,
+                got: stopped.len(),
+            }
+            .into());
+        }
+        if let Some(o) = applied.keys().find(|o| !scope.may_see_region(**o)) {
+            return Err(feed::FeedError::NotGranted(format!("records from region {o}")).into());
+        }
+        let view = self.view.clone();
+        let ids = stopped.to_vec();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(Region, RecordId)>, DeliveryError> {
+            let origins = view.origin_seqs();
+            let mut out = Vec::with_capacity(ids.len());
+            for text in &ids {
+                let not_visible = || feed::FeedError::NotVisible(text.clone());
+                let id = RecordId::parse(text).ok_or_else(not_visible)?;
+                let mut hit = None;
+                for origin in origins.keys().filter(|o| scope.may_see_region(**o)) {
+                    if let Some(r) = view.record(*origin, &id)? {
+                        if scope.admits(&facts_of(*origin, id, &r)) {
+                            hit = Some((*origin, id));
+                            break;
+                        }
+                    }
+                }
+                out.push(hit.ok_or_else(not_visible)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        let receipt_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .to_string();
+        let now = (self.clock)();
+        let line = serde_json::json!({
+            "op": "receipt",
+            "receipt_id": receipt_id,
+            "department": who.identity.uri(),
+            "node": self.node.to_string(),
+            "received_at": now
+                .replace_nanosecond(0)
+                .unwrap_or(now)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "applied": applied.iter().map(|(o, s)| (o.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+            "stopped": found.iter().map(|(o, id)| serde_json::json!({"origin": o.to_string(), "record_id": id.to_string()})).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let op = crate::record::parse_operation(line.as_bytes())
+            .map_err(|r| DeliveryError::ReceiptRefused(format!("{}: {}", r.field, r.detail)))?;
+        let (outcomes, checkpoint) = self.writer.submit(vec![op]).await.map_err(DeliveryError::Store)?;
+        match outcomes.first() {
+            Some(OpOutcome::Appended { seq, hash, .. }) => Ok(Acknowledged {
+                receipt_id,
+                seq: *seq,
+                entry_hash: *hash,
+                checkpoint,
+                stopped: found.len(),
+            }),
+            other => Err(DeliveryError::ReceiptRefused(format!("{other:?}"))),
+        }
+    }
+
+    /// Who has stopped showing `origin`'s record `id`, and which departments that have received
+    /// it have not, against the record's repair deadline (for operators).
+    pub async fn receipts(&self, origin: Region, id: RecordId) -> Result<ReceiptReport, DeliveryError> {
+        let view = self.view.clone();
+        let journal = self.journal.clone();
+        let today = self.today();
+        tokio::task::spawn_blocking(move || receipt_report(&view, &journal, origin, id, today))
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?
+    }
+
+    /// This node's most recent own repairs (at most `checked_max`) that are past their sync
+    /// deadline with departments still pending; and how many repairs were checked.
+    pub async fn overdue_repairs(
+        &self,
+        checked_max: usize,
+    ) -> Result<(Vec<(RecordId, ReceiptReport)>, usize), DeliveryError> {
+        let (view, journal, node, today) = (self.view.clone(), self.journal.clone(), self.node, self.today());
+        tokio::task::spawn_blocking(move || {
+            let repairs = view.category_entries(crate::record::Category::CreditRepair, node, 1, usize::MAX)?;
+            let recent = &repairs[repairs.len().saturating_sub(checked_max)..];
+            let positions: Vec<_> = recent.iter().map(|p| p.pos).collect();
+            let mut out = Vec::new();
+            for frame in journal.read_many(&positions)? {
+                let Frame::Entry(e) = frame else { continue };
+                let Ok(Summary::Upsert(rec)) = summarize(&e.op_bytes) else {
+                    continue;
+                };
+                // A repair is posted under its own category and its target's: only repairs.
+                let Some(target) = rec.repaired_record_id else { continue };
+                let report = receipt_report(&view, &journal, node, target, today)?;
+                if report.overdue {
+                    out.push((target, report));
+                }
+            }
+            Ok((out, recent.len()))
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))?
+    }
+
     fn progress(&self, plan: &Plan, cursor: &Cursor) -> Result<ProgressMark, DeliveryError> {
         let digest = plan.digest();
         let at = self.now_unix();
@@ -345,6 +495,84 @@ impl Deliveries {
             signer_chain: self.signer.chain_der().to_vec(),
         })
     }
+}
+
+/// A receipt written.
+#[derive(Clone, Debug)]
+pub struct Acknowledged {
+    pub receipt_id: String,
+    pub seq: u64,
+    pub entry_hash: Hash,
+    pub checkpoint: Option<crate::log::Checkpoint>,
+    pub stopped: usize,
+}
+
+/// Receipts of one record, and who is overdue.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiptReport {
+    pub known: bool,
+    pub repaired: bool,
+    /// The repair's `sync_deadline_date`, if the record was repaired.
+    pub deadline: Option<Date>,
+    pub receipts: Vec<ReceiptRow>,
+    /// Departments (node, identity) that have applied the record's entry but not stopped
+    /// showing it, when it was repaired.
+    pub pending: Vec<(Region, String)>,
+    pub overdue: bool,
+}
+
+/// `Deliveries::receipts`, blocking.
+pub fn receipt_report(
+    view: &View,
+    journal: &JournalReader,
+    origin: Region,
+    id: RecordId,
+    today: Date,
+) -> Result<ReceiptReport, DeliveryError> {
+    let Some(r) = view.record(origin, &id)? else {
+        return Ok(ReceiptReport::default());
+    };
+    let receipts = view.receipts(origin, &id)?;
+    let mut report = ReceiptReport {
+        known: true,
+        repaired: r.repaired(),
+        receipts,
+        ..ReceiptReport::default()
+    };
+    if r.repaired() {
+        // The repair record carries the deadline (decision date plus 3 working days).
+        let posting = view
+            .category_entries(crate::record::Category::CreditRepair, origin, r.repaired_by_seq, 1)?
+            .into_iter()
+            .find(|p| p.seq == r.repaired_by_seq);
+        let repair = match posting {
+            Some(p) => match journal.read_at(p.pos)? {
+                Frame::Entry(e) if e.origin == origin && e.seq == p.seq => Some(e),
+                _ => {
+                    return Err(DeliveryError::Misplaced {
+                        pos: p.pos.0,
+                        origin,
+                        seq: p.seq,
+                    })
+                }
+            },
+            None => None,
+        };
+        report.deadline = repair
+            .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.op_bytes).ok())
+            .and_then(|v| v.get("sync_deadline_date").and_then(|d| d.as_str()).map(str::to_string))
+            .and_then(|d| crate::record::parse_iso_date(&d));
+        let stopped: BTreeSet<(Region, String)> =
+            report.receipts.iter().map(|x| (x.node, x.department.clone())).collect();
+        for a in view.applied()? {
+            let received = a.next.get(&origin).is_some_and(|next| *next > r.upsert_seq);
+            if received && !stopped.contains(&(a.node, a.department.clone())) {
+                report.pending.push((a.node, a.department));
+            }
+        }
+        report.overdue = !report.pending.is_empty() && report.deadline.is_some_and(|d| d < today);
+    }
+    Ok(report)
 }
 
 /// The masked form of a subject's index bytes, for the audit log.
@@ -617,6 +845,7 @@ pub fn entry_facts(view: &View, e: &Entry) -> Result<EntryFacts, ViewError> {
         Ok(Summary::Revoke { record_id }) => EntryFacts::Revoke {
             target: current(record_id)?,
         },
+        Ok(Summary::Receipt(_)) => EntryFacts::Nothing,
     })
 }
 

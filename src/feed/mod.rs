@@ -49,6 +49,8 @@ pub enum FeedError {
     },
     #[error("your access policy does not grant {0}")]
     NotGranted(String),
+    #[error("record {0:?} is not among the records you may see")]
+    NotVisible(String),
     #[error("resume cursor: {0}")]
     Cursor(#[from] CursorError),
 }

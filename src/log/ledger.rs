@@ -27,6 +27,8 @@ pub enum OpKind {
     Amend,
     Repair,
     Revoke,
+    /// A department's receipt: changes no record.
+    Receipt,
 }
 
 impl OpKind {
@@ -36,6 +38,7 @@ impl OpKind {
             OpKind::Amend => "amend",
             OpKind::Repair => "repair",
             OpKind::Revoke => "revoke",
+            OpKind::Receipt => "receipt",
         }
     }
 }
@@ -149,6 +152,11 @@ pub fn decide(op: &Operation, digest: &Hash, current: Option<&RecordState>, targ
                 held_for_target: false,
             },
         },
+        // A receipt has a fresh id each time and changes no record.
+        Operation::Receipt(_) => Decision::Append {
+            kind: OpKind::Receipt,
+            held_for_target: false,
+        },
     }
 }
 
@@ -174,6 +182,8 @@ pub enum Change {
     Revoke {
         record_id: RecordId,
     },
+    /// Changes no record state.
+    Nothing,
 }
 
 impl Change {
@@ -188,6 +198,7 @@ impl Change {
             Operation::Revoke(rv) => Change::Revoke {
                 record_id: rv.record_id,
             },
+            Operation::Receipt(_) => Change::Nothing,
         }
     }
 }
@@ -244,6 +255,7 @@ pub fn apply_change(state: &mut impl LedgerState, change: &Change, seq: u64, dig
                 state.put(record_id, s);
             }
         }
+        Change::Nothing => {}
     }
 }
 

@@ -20,7 +20,7 @@ pub use region::{Region, RegionError};
 pub use resident_id::{check_resident_id, resident_id_check_char};
 pub use summary::{summarize, RecordSummary, Summary};
 pub use uscc::{check_uscc, is_legacy_pilot_uscc, uscc_check_char, LEGACY_PILOT_USCCS};
-pub use validate::{decode_stored, parse_operation};
+pub use validate::{decode_stored, parse_iso_date, parse_operation};
 
 /// A single record line larger than this is rejected before it is parsed.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
@@ -299,10 +299,31 @@ pub struct Revocation {
     pub canonical: Vec<u8>,
 }
 
+/// A department's signed-for receipt, written by the node that serves the department into its
+/// own log (`Feed.Acknowledge`), so it replicates to every origin: the department `department`,
+/// served by `node`, has applied every entry below `applied` and stopped showing `stopped`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub receipt_id: RecordId,
+    pub department: String,
+    pub node: Region,
+    /// RFC 3339, as the node wrote it.
+    pub received_at: String,
+    pub received_at_unix: i64,
+    pub applied: std::collections::BTreeMap<Region, u64>,
+    pub stopped: Vec<(Region, RecordId)>,
+    pub canonical: Vec<u8>,
+}
+
+/// Records one receipt may list as stopped at most.
+/// (500 items of about 70 bytes stay well inside `RECORD_BYTES_MAX`.)
+pub const RECEIPT_RECORDS_MAX: usize = 500;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     Upsert(ValidRecord),
     Revoke(Revocation),
+    Receipt(Receipt),
 }
 
 impl Operation {
@@ -310,6 +331,7 @@ impl Operation {
         match self {
             Operation::Upsert(r) => r.record_id,
             Operation::Revoke(r) => r.record_id,
+            Operation::Receipt(r) => r.receipt_id,
         }
     }
 
@@ -317,6 +339,7 @@ impl Operation {
         match self {
             Operation::Upsert(r) => &r.canonical,
             Operation::Revoke(r) => &r.canonical,
+            Operation::Receipt(r) => &r.canonical,
         }
     }
 }

@@ -47,7 +47,11 @@ struct Raw<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Summary {
     Upsert(RecordSummary),
-    Revoke { record_id: RecordId },
+    Revoke {
+        record_id: RecordId,
+    },
+    /// A department's receipt (rare: read in full).
+    Receipt(Box<super::Receipt>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +71,7 @@ impl Summary {
         match self {
             Summary::Upsert(r) => r.record_id,
             Summary::Revoke { record_id } => *record_id,
+            Summary::Receipt(r) => r.receipt_id,
         }
     }
 }
@@ -106,12 +111,18 @@ pub fn summarize(bytes: &[u8]) -> Result<Summary, Rejection> {
         detail: format!("not an operation this schema reads (column {})", e.column()),
     })?;
     match raw.op.as_deref() {
+        Some("receipt") => {
+            return match super::parse_operation(bytes)? {
+                super::Operation::Receipt(r) => Ok(Summary::Receipt(Box::new(r))),
+                _ => Err(invalid("op", "not a receipt")),
+            }
+        }
         Some("revoke") => {
             return Ok(Summary::Revoke {
                 record_id: id(&raw.record_id, "record_id")?,
             })
         }
-        Some(_) => return Err(invalid("op", "op must be \"revoke\" or absent")),
+        Some(_) => return Err(invalid("op", "op must be \"revoke\", \"receipt\" or absent")),
         None => {}
     }
     if required(&raw.schema_version, "schema_version")? != schema::SCHEMA_VERSION {

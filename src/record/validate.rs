@@ -46,7 +46,8 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     let is_revocation = match obj.get("op") {
         None => false,
         Some(op) if op == "revoke" => true,
-        Some(_) => return Err(invalid("op", "op must be \"revoke\" or absent")),
+        Some(op) if op == "receipt" => return receipt_operation(obj),
+        Some(_) => return Err(invalid("op", "op must be \"revoke\", \"receipt\" or absent")),
     };
     // Forbidden data is refused before anything else is looked at, for either kind of line.
     if let Some(field) = schema::FORBIDDEN_FIELDS.iter().find(|f| obj.contains_key(**f)) {
@@ -78,8 +79,116 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     match &mut op {
         Operation::Upsert(r) => r.canonical = canonical,
         Operation::Revoke(r) => r.canonical = canonical,
+        Operation::Receipt(r) => r.canonical = canonical,
     }
     Ok(op)
+}
+
+/// A receipt line (`{"op":"receipt",...}`), written by a node for a department: every field
+/// required, nothing else allowed, bounded lists.
+fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
+    const FIELDS: [&str; 7] = [
+        "op",
+        "receipt_id",
+        "department",
+        "node",
+        "received_at",
+        "applied",
+        "stopped",
+    ];
+    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(reject(RejectReason::InvalidValue, extra, "not a field of a receipt"));
+    }
+    let string = |field: &str| -> Result<&str, Rejection> {
+        obj.get(field)
+            .and_then(Value::as_str)
+            .ok_or_else(|| reject(RejectReason::MissingRequiredField, field, "required text"))
+    };
+    let region = |field: &str, s: &str| Region::parse(s).map_err(|e| invalid(field, &e.to_string()));
+    let id = |field: &str, s: &str| {
+        RecordId::parse(s).ok_or_else(|| invalid(field, "not a version-4 uuid in hyphenated form"))
+    };
+    let receipt_id = id("receipt_id", string("receipt_id")?)?;
+    let department = string("department")?;
+    if !department.starts_with("cx://department/") || department.len() > 200 {
+        return Err(invalid(
+            "department",
+            "must be a cx://department/<region>/<id> identity",
+        ));
+    }
+    let node = region("node", string("node")?)?;
+    let received_at = string("received_at")?;
+    let received_at_unix = time::OffsetDateTime::parse(received_at, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            reject(
+                RejectReason::InvalidDateFormat,
+                "received_at",
+                "not an RFC 3339 date-time",
+            )
+        })?
+        .unix_timestamp();
+    let applied_obj = obj.get("applied").and_then(Value::as_object).ok_or_else(|| {
+        reject(
+            RejectReason::MissingRequiredField,
+            "applied",
+            "required object {origin: next seq}",
+        )
+    })?;
+    if applied_obj.len() > 64 {
+        return Err(invalid("applied", "at most 64 origins"));
+    }
+    let mut applied = std::collections::BTreeMap::new();
+    for (k, v) in applied_obj {
+        let next = v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| invalid("applied", "each origin's next seq is an integer of at least 1"))?;
+        applied.insert(region("applied", k)?, next);
+    }
+    let stopped_list = obj.get("stopped").and_then(Value::as_array).ok_or_else(|| {
+        reject(
+            RejectReason::MissingRequiredField,
+            "stopped",
+            "required list (may be empty)",
+        )
+    })?;
+    if stopped_list.len() > crate::record::RECEIPT_RECORDS_MAX {
+        return Err(invalid("stopped", "too many records in one receipt"));
+    }
+    let mut stopped = Vec::with_capacity(stopped_list.len());
+    for item in stopped_list {
+        let o = item
+            .as_object()
+            .ok_or_else(|| invalid("stopped", "each item is {origin, record_id}"))?;
+        let get = |f: &str| {
+            o.get(f)
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("stopped", "each item is {origin, record_id}"))
+        };
+        if o.len() != 2 {
+            return Err(invalid("stopped", "each item is {origin, record_id}"));
+        }
+        stopped.push((
+            region("stopped.origin", get("origin")?)?,
+            id("stopped.record_id", get("record_id")?)?,
+        ));
+    }
+    let mut receipt = crate::record::Receipt {
+        receipt_id,
+        department: department.to_string(),
+        node,
+        received_at: received_at.to_string(),
+        received_at_unix,
+        applied,
+        stopped,
+        canonical: Vec::new(),
+    };
+    receipt.canonical = serde_json::to_vec(&obj)
+        .map_err(|_| reject(RejectReason::InvalidJson, WHOLE_RECORD, "cannot serialise receipt"))?;
+    if receipt.canonical.len() > RECORD_BYTES_MAX {
+        return Err(oversized_record());
+    }
+    Ok(Operation::Receipt(receipt))
 }
 
 /// Re-reads bytes from the log: the same rules, and the bytes must already be canonical, which
@@ -1149,6 +1258,84 @@ mod tests {
         assert_eq!(
             (stored.reason, stored.field.as_str()),
             (RejectReason::InvalidJson, WHOLE_RECORD)
+        );
+    }
+
+    #[test]
+    fn receipts_parse_strictly() {
+        let good = json!({
+            "op": "receipt", "receipt_id": ID, "department": "cx://department/320000/amr", "node": "320000",
+            "received_at": "2026-12-01T08:00:00Z", "applied": {"330000": 42},
+            "stopped": [{"origin": "330000", "record_id": ID}],
+        });
+        let op = parse_operation(good.to_string().as_bytes()).expect("valid receipt");
+        let Operation::Receipt(r) = &op else { panic!("{op:?}") };
+        assert_eq!(r.applied.get(&Region::parse("330000").expect("province")), Some(&42));
+        assert_eq!(r.stopped.len(), 1);
+        assert_eq!(r.received_at_unix, 1_796_112_000);
+        assert_eq!(decode_stored(op.canonical()).map(|o| o.record_id()), Ok(op.record_id()));
+        assert!(matches!(
+            crate::record::summarize(op.canonical()),
+            Ok(crate::record::Summary::Receipt(s)) if s.receipt_id == r.receipt_id
+        ));
+        let bad = |edit: fn(&mut Object), field: &str| {
+            let mut obj = into_object(good.clone());
+            edit(&mut obj);
+            let e = parse_operation(Value::Object(obj).to_string().as_bytes()).expect_err("refused");
+            assert_eq!(e.field, field, "{e:?}");
+        };
+        bad(
+            |o| {
+                o.insert("extra".into(), json!(1));
+            },
+            "extra",
+        );
+        bad(
+            |o| {
+                o.insert("department".into(), json!("cx://node/320000"));
+            },
+            "department",
+        );
+        bad(
+            |o| {
+                o.insert("applied".into(), json!({"330000": 0}));
+            },
+            "applied",
+        );
+        bad(
+            |o| {
+                o.insert("applied".into(), json!({"339999": 3}));
+            },
+            "applied",
+        );
+        bad(
+            |o| {
+                o.insert("received_at".into(), json!("yesterday"));
+            },
+            "received_at",
+        );
+        bad(
+            |o| {
+                o.remove("stopped");
+            },
+            "stopped",
+        );
+        bad(
+            |o| {
+                o.insert("stopped".into(), json!([{"origin": "330000"}]));
+            },
+            "stopped",
+        );
+        let many: Vec<Value> = (0..=crate::record::RECEIPT_RECORDS_MAX)
+            .map(|_| json!({"origin": "330000", "record_id": ID}))
+            .collect();
+        let mut obj = into_object(good.clone());
+        obj.insert("stopped".into(), Value::Array(many));
+        assert_eq!(
+            parse_operation(Value::Object(obj).to_string().as_bytes())
+                .expect_err("bounded")
+                .field,
+            "stopped"
         );
     }
 

@@ -24,6 +24,7 @@ pub fn delivery_status(e: &DeliveryError) -> Status {
         DeliveryError::Denied { .. } | DeliveryError::Feed(FeedError::NotGranted(_)) => {
             Status::permission_denied(e.to_string())
         }
+        DeliveryError::Feed(FeedError::NotVisible(_)) => Status::not_found(e.to_string()),
         DeliveryError::Feed(_) => Status::invalid_argument(e.to_string()),
         DeliveryError::TooManySubscriptions(_) => Status::resource_exhausted(e.to_string()),
         DeliveryError::Busy(_) => Status::unavailable(e.to_string()),
@@ -210,10 +211,29 @@ impl pb::feed_server::Feed for FeedService {
 
     async fn acknowledge(
         &self,
-        _request: Request<pb::AcknowledgeRequest>,
+        request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
-        Err(Status::unimplemented(
-            "receipts (Feed.Acknowledge) are not built yet on this node",
-        ))
+        let who = who(&request)?;
+        let req = request.into_inner();
+        let mut applied = std::collections::BTreeMap::new();
+        for (code, next) in req.applied.map(|v| v.next_seq).unwrap_or_default() {
+            let origin = crate::record::Region::from_code(code)
+                .map_err(|e| Status::invalid_argument(format!("applied: {e}")))?;
+            if next == 0 {
+                return Err(Status::invalid_argument("applied: a next seq is at least 1"));
+            }
+            applied.insert(origin, next);
+        }
+        let a = self
+            .deliveries
+            .acknowledge(who, applied, &req.repaired_record_ids_stopped)
+            .await
+            .map_err(|e| delivery_status(&e))?;
+        Ok(Response::new(pb::AcknowledgeResponse {
+            receipt: a.checkpoint.as_ref().map(pb::Checkpoint::from),
+            receipt_id: a.receipt_id,
+            seq: a.seq,
+            entry_hash: a.entry_hash.to_vec().into(),
+        }))
     }
 }

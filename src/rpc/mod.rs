@@ -81,6 +81,7 @@ impl From<OpKind> for pb::OpKind {
             OpKind::Amend => pb::OpKind::Amend,
             OpKind::Repair => pb::OpKind::Repair,
             OpKind::Revoke => pb::OpKind::Revoke,
+            OpKind::Receipt => pb::OpKind::Receipt,
         }
     }
 }

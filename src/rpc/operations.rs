@@ -19,8 +19,14 @@ use tonic::{Request, Response, Status};
 /// Behind a peer with no local progress for this long: stalled, not merely lagging.
 pub const STALLED_AFTER: Duration = Duration::from_secs(10);
 
+/// Own repairs whose receipts SyncStatus checks at most (the most recent ones).
+const REPAIRS_CHECKED_MAX: usize = 200;
+/// Overdue repairs SyncStatus lists at most.
+const OVERDUE_LISTED_MAX: usize = 20;
+
 pub struct OperationsService {
     pub region: Region,
+    pub deliveries: Arc<crate::delivery::Deliveries>,
     pub policy: Arc<SharedPolicy>,
     pub index: Index,
     pub journal: JournalReader,
@@ -157,6 +163,9 @@ impl OperationsService {
             forks: fork_list,
             certificates,
             index: Some(index),
+            // Filled in by the RPC from the merged view's receipts.
+            overdue_repairs: Vec::new(),
+            repairs_checked: 0,
         })
     }
 }
@@ -169,10 +178,68 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
     ) -> Result<Response<pb::SyncStatusResponse>, Status> {
         authorize(&self.policy.current(), &caller(&request)?)?;
         let me = self.clone();
-        let status = tokio::task::spawn_blocking(move || me.status())
+        let mut status = tokio::task::spawn_blocking(move || me.status())
             .await
             .map_err(|e| Status::internal(format!("status task: {e}")))?
             .map_err(|e| Status::internal(format!("reading sync status: {e}")))?;
+        let (overdue, checked) = self
+            .deliveries
+            .overdue_repairs(REPAIRS_CHECKED_MAX)
+            .await
+            .map_err(|e| super::feed::delivery_status(&e))?;
+        status.repairs_checked = checked as u64;
+        status.overdue_repairs = overdue
+            .into_iter()
+            .take(OVERDUE_LISTED_MAX)
+            .map(|(id, r)| pb::OverdueRepair {
+                record_id: id.to_string(),
+                deadline: r.deadline.map(|d| d.to_string()).unwrap_or_default(),
+                pending: pending_to_pb(&r.pending),
+            })
+            .collect();
         Ok(Response::new(status))
     }
+
+    async fn receipts(&self, request: Request<pb::ReceiptsRequest>) -> Result<Response<pb::ReceiptsResponse>, Status> {
+        authorize(&self.policy.current(), &caller(&request)?)?;
+        let req = request.into_inner();
+        let origin = match req.origin {
+            0 => self.region,
+            code => Region::from_code(code).map_err(|e| Status::invalid_argument(format!("origin: {e}")))?,
+        };
+        let id = crate::record::RecordId::parse(&req.record_id)
+            .ok_or_else(|| Status::invalid_argument("record_id: not a hyphenated version-4 uuid"))?;
+        let r = self
+            .deliveries
+            .receipts(origin, id)
+            .await
+            .map_err(|e| super::feed::delivery_status(&e))?;
+        Ok(Response::new(pb::ReceiptsResponse {
+            known: r.known,
+            repaired: r.repaired,
+            deadline: r.deadline.map(|d| d.to_string()).unwrap_or_default(),
+            receipts: r
+                .receipts
+                .iter()
+                .map(|x| pb::ReceiptRow {
+                    node: x.node.code(),
+                    department: x.department.clone(),
+                    received_at_unix_seconds: x.received_at_unix,
+                    seq: x.seq,
+                })
+                .collect(),
+            pending: pending_to_pb(&r.pending),
+            overdue: r.overdue,
+        }))
+    }
+}
+
+fn pending_to_pb(pending: &[(Region, String)]) -> Vec<pb::PendingDepartment> {
+    pending
+        .iter()
+        .map(|(node, department)| pb::PendingDepartment {
+            node: node.code(),
+            department: department.clone(),
+        })
+        .collect()
 }

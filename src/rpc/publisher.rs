@@ -60,6 +60,14 @@ fn validate(origin: Region, operations: &[pb::Operation]) -> Vec<Result<Operatio
         .iter()
         .map(|o| {
             let op = parse_operation(&o.json)?;
+            if let Operation::Receipt(_) = &op {
+                // Receipts speak for a department and are written by the node that serves it.
+                return Err(Rejection {
+                    reason: crate::record::RejectReason::InvalidValue,
+                    field: "op".to_string(),
+                    detail: "receipts are written by the node for Feed.Acknowledge, not published".to_string(),
+                });
+            }
             if let Operation::Upsert(rec) = &op {
                 if rec.source_region != origin {
                     return Err(Rejection {

@@ -63,6 +63,8 @@ impl Decisions {
                 },
                 None => return,
             },
+            // A receipt changes no record: nothing to decide on later.
+            Operation::Receipt(_) => return,
         };
         let id = op.record_id();
         self.records.insert(id, Pending { state, last_seq: seq });

@@ -10,6 +10,8 @@
 //!   alone would cost a walk of its run);
 //! - the expiry schedule: publicity end month -> (date, origin, record id), per batch;
 //! - entries whose operation does not decode, with the reason (indexed as such, never dropped);
+//! - departments' receipts: per record, who (node, department) stopped showing it and when; per
+//!   department, the vector its latest receipt says it has applied;
 //! - the journal position indexed up to and each origin's seq indexed up to, in the same atomic
 //!   batch as everything else.
 //!
@@ -43,6 +45,10 @@ const P_EXPIRY: u8 = b'E';
 const P_UNDECODABLE: u8 = b'U';
 const P_PENDING: u8 = b'P';
 const P_ORIGIN: u8 = b'O';
+/// Receipts: origin, record id, receiving node, seq -> received at, department.
+const P_RECEIPT: u8 = b'Q';
+/// What each department has applied, as its latest receipt says: node, department -> vector.
+const P_APPLIED: u8 = b'A';
 /// Buckets of the record and subject maps of a new view (`StoreConfig::view_buckets`). Catching
 /// up, a batch writes about one chunk per bucket per map, so a batch of `BATCH_ENTRIES_MAX`
 /// entries costs ~2 × this many sled keys.
@@ -139,6 +145,7 @@ fn kind_code(k: OpKind) -> u8 {
         OpKind::Amend => 2,
         OpKind::Repair => 3,
         OpKind::Revoke => 4,
+        OpKind::Receipt => 5,
     }
 }
 
@@ -148,6 +155,7 @@ fn kind_from(code: u8) -> Option<OpKind> {
         2 => OpKind::Amend,
         3 => OpKind::Repair,
         4 => OpKind::Revoke,
+        5 => OpKind::Receipt,
         _ => return None,
     })
 }
@@ -329,6 +337,25 @@ pub struct Posting {
     pub origin: Region,
     pub seq: u64,
     pub pos: JournalPos,
+}
+
+/// One department's receipt for one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptRow {
+    /// The node that serves the department (whose log holds the receipt).
+    pub node: Region,
+    pub seq: u64,
+    pub department: String,
+    pub received_at_unix: i64,
+}
+
+/// What a department has applied, as its latest receipt at one node says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub node: Region,
+    pub department: String,
+    pub next: BTreeMap<Region, u64>,
+    pub received_at_unix: i64,
 }
 
 /// An entry the view could not decode.
@@ -648,6 +675,60 @@ impl View {
         Ok(out)
     }
 
+    /// Receipts that list `origin`'s record `id` as stopped, in (node, seq) order.
+    pub fn receipts(&self, origin: Region, id: &RecordId) -> Result<Vec<ReceiptRow>, ViewError> {
+        let mut prefix = origin_key(P_RECEIPT, origin);
+        prefix.extend_from_slice(&id.0);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad receipt".into(),
+            };
+            let node = u32::from_be_bytes(k.get(21..25).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let seq = u64::from_be_bytes(k.get(25..33).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let at = i64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            out.push(ReceiptRow {
+                node: Region::from_code(node).map_err(|_| damaged())?,
+                seq,
+                department: String::from_utf8_lossy(&v[8..]).into_owned(),
+                received_at_unix: at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every department's latest applied vector, per node that serves it.
+    pub fn applied(&self) -> Result<Vec<Applied>, ViewError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([P_APPLIED]) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad applied vector".into(),
+            };
+            let node = u32::from_be_bytes(k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let at = i64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?);
+            let mut next = BTreeMap::new();
+            if (v.len() - 8) % 12 != 0 {
+                return Err(damaged());
+            }
+            for item in v[8..].chunks_exact(12) {
+                let o = Region::from_code(u32::from_be_bytes(item[..4].try_into().expect("4 bytes")))
+                    .map_err(|_| damaged())?;
+                next.insert(o, u64::from_be_bytes(item[4..].try_into().expect("8 bytes")));
+            }
+            out.push(Applied {
+                node: Region::from_code(node).map_err(|_| damaged())?,
+                department: String::from_utf8_lossy(&k[5..]).into_owned(),
+                next,
+                received_at_unix: at,
+            });
+        }
+        Ok(out)
+    }
+
     /// Entries that did not decode, in (origin, seq) order, at most `limit`.
     pub fn undecodable(&self, limit: usize) -> Result<Vec<Undecodable>, ViewError> {
         let mut out = Vec::new();
@@ -699,7 +780,7 @@ impl View {
                         expiry.push(hex::encode(item));
                     }
                 }
-                Some(&P_UNDECODABLE) | Some(&P_PENDING) => {
+                Some(&P_UNDECODABLE) | Some(&P_PENDING) | Some(&P_RECEIPT) | Some(&P_APPLIED) => {
                     visit(format!("{} {}", hex::encode(&k), hex::encode(&v)));
                 }
                 _ => {}
@@ -739,6 +820,7 @@ impl View {
             categories: BTreeMap::new(),
             expiry: BTreeMap::new(),
             undecodable: Vec::new(),
+            receipts: Vec::new(),
             error: None,
         }
     }
@@ -791,6 +873,8 @@ pub struct ViewBatch<'a> {
     categories: BTreeMap<(u8, u32), Vec<(u64, JournalPos)>>,
     expiry: BTreeMap<u32, Vec<u8>>,
     undecodable: Vec<(Region, u64, String)>,
+    /// Receipt and applied-vector keys of this batch (key, value), later ones win.
+    receipts: Vec<(Vec<u8>, Vec<u8>)>,
     error: Option<ViewError>,
 }
 
@@ -897,6 +981,27 @@ impl ViewBatch<'_> {
         self.subjects.push(k);
     }
 
+    /// A receipt in `e`: who stopped showing which records, and what the department applied.
+    fn index_receipt(&mut self, e: &Entry, r: &crate::record::Receipt) {
+        for (origin, id) in &r.stopped {
+            let mut k = origin_key(P_RECEIPT, *origin);
+            k.extend_from_slice(&id.0);
+            k.extend_from_slice(&e.origin.code().to_be_bytes());
+            k.extend_from_slice(&e.seq.to_be_bytes());
+            let mut v = r.received_at_unix.to_be_bytes().to_vec();
+            v.extend_from_slice(r.department.as_bytes());
+            self.receipts.push((k, v));
+        }
+        let mut k = origin_key(P_APPLIED, e.origin);
+        k.extend_from_slice(r.department.as_bytes());
+        let mut v = r.received_at_unix.to_be_bytes().to_vec();
+        for (o, next) in &r.applied {
+            v.extend_from_slice(&o.code().to_be_bytes());
+            v.extend_from_slice(&next.to_be_bytes());
+        }
+        self.receipts.push((k, v));
+    }
+
     /// Indexes one entry whose frame starts at journal position `at` and ends at `end`.
     pub fn index_entry(&mut self, at: JournalPos, end: JournalPos, e: &Entry) -> Result<(), ViewError> {
         let expected = self
@@ -923,7 +1028,12 @@ impl ViewBatch<'_> {
                 return Ok(());
             }
         };
+        if let Summary::Receipt(r) = &op {
+            self.index_receipt(e, r);
+            return Ok(());
+        }
         let (change, subject) = match &op {
+            Summary::Receipt(_) => unreachable!("indexed above"),
             Summary::Upsert(rec) => match subject_field(&rec.subject.index_bytes()) {
                 Some(s) => (
                     Change::Upsert {
@@ -985,6 +1095,7 @@ impl ViewBatch<'_> {
                     item.extend_from_slice(&id.0);
                 }
             }
+            Summary::Receipt(_) => {}
             Summary::Revoke { .. } => {
                 if let Some((Some(r), _)) = self.records.get_mut(&(e.origin, id)) {
                     if r.revoked_seq == e.seq {
@@ -1070,6 +1181,9 @@ impl ViewBatch<'_> {
                     batch.remove(k);
                 }
             }
+        }
+        for (k, v) in std::mem::take(&mut self.receipts) {
+            batch.insert(k, v);
         }
         for (origin, seq) in &self.origins {
             batch.insert(origin_key(P_ORIGIN, *origin), &seq.to_be_bytes());

@@ -185,6 +185,7 @@ fn model_apply(
             model.categories.entry((category, origin)).or_default().push(seq);
             model.subjects.entry(subject).or_default().insert((origin, seq));
         }
+        Operation::Receipt(_) => {}
     }
 }
 

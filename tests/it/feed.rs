@@ -309,6 +309,92 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
         sorted.sort();
         assert_eq!(ids, sorted, "deterministic order");
 
+        // Receipts: the department at B signs for what it received (not for stopping the
+        // repaired record); the one at C signs for stopping it. Both replicate to A, which lists
+        // who has applied the repair and who is still pending.
+        let last = withdrawn.records.last().map(|(_, c)| c.clone()).expect("a cursor");
+        at_b.acknowledge(pb::AcknowledgeRequest {
+            applied: last.position.clone(),
+            repaired_record_ids_stopped: vec![],
+        })
+        .await
+        .expect("acknowledge at B");
+        let unknown = at_c
+            .acknowledge(pb::AcknowledgeRequest {
+                applied: None,
+                repaired_record_ids_stopped: vec!["00000000-0000-4000-8000-000000000000".into()],
+            })
+            .await
+            .expect_err("not a record it may see");
+        assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+        let receipt = at_c
+            .acknowledge(pb::AcknowledgeRequest {
+                applied: last.position.clone(),
+                repaired_record_ids_stopped: vec![target_id.clone()],
+            })
+            .await
+            .expect("acknowledge at C")
+            .into_inner();
+        assert_eq!(
+            receipt.receipt.as_ref().map(|c| c.origin),
+            Some(fed.nodes[c].region.code()),
+            "in C's own log"
+        );
+        assert!(
+            receipt.receipt.as_ref().is_some_and(|cp| cp.seq >= receipt.seq),
+            "a checkpoint covers it"
+        );
+        let mut ops = fed.operations_client(a).await.expect("operator at A");
+        let dept_c = format!("cx://department/{}/demo", fed.nodes[c].region);
+        let dept_b = format!("cx://department/{}/demo", fed.nodes[b].region);
+        let deadline = Instant::now() + WITHIN;
+        let report = loop {
+            let r = ops
+                .receipts(pb::ReceiptsRequest {
+                    origin: 0,
+                    record_id: target_id.clone(),
+                })
+                .await
+                .expect("receipts")
+                .into_inner();
+            if r.receipts.iter().any(|x| x.department == dept_c) && r.pending.iter().any(|p| p.department == dept_b) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the receipts never reached A: {r:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(report.known && report.repaired);
+        assert_eq!(
+            report.receipts.iter().find(|x| x.department == dept_c).map(|x| x.node),
+            Some(fed.nodes[c].region.code())
+        );
+        assert!(
+            !report.pending.iter().any(|p| p.department == dept_c),
+            "C has applied the repair"
+        );
+        let repair_json: serde_json::Value = serde_json::from_str(&repair.text).expect("json");
+        let sync_deadline = repair_json["sync_deadline_date"]
+            .as_str()
+            .expect("a repair carries its deadline");
+        assert_eq!(report.deadline, sync_deadline);
+        let today = time::OffsetDateTime::now_utc().date().to_string();
+        assert_eq!(
+            report.overdue,
+            report.deadline.as_str() < today.as_str(),
+            "overdue once the deadline has passed with B pending"
+        );
+        let status = ops
+            .sync_status(pb::SyncStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert!(status.repairs_checked >= 1);
+        assert_eq!(
+            status.overdue_repairs.iter().any(|o| o.record_id == target_id),
+            report.overdue,
+            "SyncStatus lists the overdue repair"
+        );
+
         drop(live);
         // Audit rows at B: the subscription and the profiles, found by caller and by subject.
         let audit_dir = fed.nodes[b].data.join("audit");
@@ -323,6 +409,7 @@ fn a_repair_at_one_node_withdraws_the_record_from_a_live_feed_and_from_profiles_
         .expect("audit");
         assert!(rows.iter().any(|r| r.call == "Subscribe"), "{rows:?}");
         assert!(rows.iter().filter(|r| r.call == "Profile").count() >= 2, "{rows:?}");
+        assert!(rows.iter().any(|r| r.call == "Acknowledge"), "{rows:?}");
         let by_subject = AuditLog::query(
             &audit_dir,
             &AuditQuery {

@@ -1,0 +1,458 @@
+//! `cxnode bench feed`: department feeds and profiles on real node processes over mutual TLS.
+//! Set-up (not timed): `--origins` provinces each publish their share of `--records` into their
+//! own node; a reader node pulls every origin and indexes it. Then, at the reader:
+//! (a) feed catch-up of the whole log (every category: the full scan) against a 1 %-class filter
+//!     (one category from one origin), as records/s and their ratio, medians of `--runs`;
+//! (b) profile look-ups of random subjects, p50/p99 over `--profiles` calls (each one audited);
+//! at the first origin, (c) live fan-out: records published at `--rate` for `--live-seconds`
+//! while 1, then `--subscribers`, departments follow one category; the latency from an entry's
+//! append to its arrival at a subscriber, p50/p99, and what the extra subscribers add.
+//! Not a test: nothing here asserts a speed.
+
+use super::bench_kit::{
+    bench_certs, filesystem_of, free_port, median, peak_rss_kib, report, start_node_with, NodeProcess,
+};
+use super::publish::{publish, PublishArgs};
+use crate::pki::{self, Identity, IssueRequest, TlsFiles};
+use crate::record::{RecordGenerator, Region};
+use crate::rpc::client::connect;
+use crate::rpc::pb;
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args)]
+pub struct FeedArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Provinces the records come from (each publishes records / origins).
+    #[arg(long, default_value_t = 4)]
+    origins: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 1000)]
+    profiles: usize,
+    #[arg(long, default_value_t = 50)]
+    subscribers: usize,
+    /// Records per second published during the live fan-out.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    live_seconds: u64,
+    /// The category live subscribers follow.
+    #[arg(long, default_value = "administrative_penalty")]
+    live_category: String,
+    /// The category of the selective catch-up (from the first origin).
+    #[arg(long, default_value = "dishonest_list")]
+    selective_category: String,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+const REGIONS: [&str; 8] = [
+    "330000", "320000", "310000", "110000", "440000", "510000", "420000", "370000",
+];
+const READER: &str = "370000";
+const POLICY: &str = "[[grant]]\nidentity = \"cx://department/*\"\nrpcs = [\"Subscribe\", \"Profile\"]\ncategories = [\"*\"]\nregions = [\"*\"]\nsharing = [\"*\"]\ndisclosure = [\"*\"]\nnatural_persons = true\n";
+
+fn files(certs: &Path, name: &str) -> TlsFiles {
+    TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}.key")),
+        crl: None,
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn feed_client(
+    certs: &Path,
+    port: u16,
+) -> anyhow::Result<pb::feed_client::FeedClient<tonic::transport::Channel>> {
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, "department-bench"),
+        Some("localhost"),
+    )
+    .await?;
+    Ok(pb::feed_client::FeedClient::new(channel).max_decoding_message_size(16 << 20))
+}
+
+/// Reads a whole non-follow subscription; returns (records, seconds).
+async fn catch_up(certs: &Path, port: u16, categories: Vec<String>, regions: Vec<u32>) -> anyhow::Result<(u64, f64)> {
+    let mut client = feed_client(certs, port).await?;
+    let started = Instant::now();
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            filter: Some(pb::FeedFilter {
+                categories,
+                regions,
+                ..Default::default()
+            }),
+            resume_from: None,
+            follow: false,
+        })
+        .await?
+        .into_inner();
+    let mut records = 0u64;
+    while let Some(e) = stream.message().await? {
+        if matches!(e.body, Some(pb::feed_event::Body::Record(_))) {
+            records += 1;
+        }
+    }
+    Ok((records, started.elapsed().as_secs_f64()))
+}
+
+async fn head_at(certs: &Path, port: u16, origin: &str) -> anyhow::Result<u64> {
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, "operator-bench"),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::operations_client::OperationsClient::new(channel);
+    let s = client.sync_status(pb::SyncStatusRequest {}).await?.into_inner();
+    let code = Region::parse(origin)?.code();
+    let indexed = s.index.map(|i| i.lag_entries == 0).unwrap_or(false);
+    let head = s
+        .origins
+        .iter()
+        .find(|o| o.origin == code)
+        .map(|o| o.local_head)
+        .unwrap_or(0);
+    Ok(if indexed { head } else { 0 })
+}
+
+/// Follows `category` at `port` and records, for entries of `origin` appended after `from_micros`,
+/// arrival minus append time (ms), until `until`.
+async fn follow(
+    certs: PathBuf,
+    port: u16,
+    category: String,
+    origin: u32,
+    until: Instant,
+    from_micros: i64,
+) -> anyhow::Result<Vec<f64>> {
+    let mut client = feed_client(&certs, port).await?;
+    // Live only: resume from the origin's head, as a subscriber that has caught up would.
+    let head = head_at(&certs, port, REGIONS[0]).await?;
+    let mut cursor = crate::feed::Cursor::start(time::OffsetDateTime::now_utc().date());
+    cursor.next.insert(Region::from_code(origin)?, head + 1);
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            filter: Some(pb::FeedFilter {
+                categories: vec![category],
+                regions: vec![origin],
+                ..Default::default()
+            }),
+            resume_from: Some(pb::FeedCursor {
+                position: None,
+                token: cursor.encode().into(),
+            }),
+            follow: true,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(m) = tokio::time::timeout(left, stream.message()).await else {
+            break;
+        };
+        let Some(m) = m? else { break };
+        if let Some(pb::feed_event::Body::Record(r)) = m.body {
+            if let Some(e) = r.entry {
+                if e.appended_at_micros >= from_micros {
+                    out.push((now_micros() - e.appended_at_micros) as f64 / 1000.0);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes generated records at `rate` per second for `seconds` to the node on `port`.
+async fn publish_at_rate(
+    certs: &Path,
+    port: u16,
+    region: &str,
+    seed: u64,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<u64> {
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, &format!("publisher-{region}")),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::publisher_client::PublisherClient::new(channel);
+    let mut gen = RecordGenerator::new(seed, Region::parse(region)?);
+    let per_tick = (rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut sent = 0;
+    while Instant::now() < until {
+        tick.tick().await;
+        let operations = (0..per_tick)
+            .map(|_| pb::Operation {
+                json: gen.next_line().into_bytes().into(),
+            })
+            .collect();
+        client.publish(pb::PublishRequest { operations }).await?;
+        sent += per_tick;
+    }
+    Ok(sent)
+}
+
+/// Latencies of `n` subscribers following while records are published.
+async fn fan_out(args: &FeedArgs, certs: &Path, port: u16, n: usize, seed: u64) -> anyhow::Result<Vec<f64>> {
+    let origin = Region::parse(REGIONS[0])?.code();
+    let until = Instant::now() + Duration::from_secs(args.live_seconds + 3);
+    let from = now_micros() + 1_000_000;
+    let mut subscribers = Vec::new();
+    for _ in 0..n {
+        subscribers.push(tokio::spawn(follow(
+            certs.to_path_buf(),
+            port,
+            args.live_category.clone(),
+            origin,
+            until,
+            from,
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    publish_at_rate(certs, port, REGIONS[0], seed, args.rate, args.live_seconds).await?;
+    let mut all = Vec::new();
+    for s in subscribers {
+        all.extend(s.await??);
+    }
+    Ok(all)
+}
+
+pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((1..=7).contains(&args.origins), "--origins must be 1..=7");
+    let owned = args.dir.is_none();
+    let work = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-feed-{}", std::process::id())));
+    std::fs::create_dir_all(&work)?;
+    let certs = work.join("certs");
+    let mut regions: Vec<&str> = REGIONS[..args.origins].to_vec();
+    regions.push(READER);
+    bench_certs(&certs, &regions)?;
+    if !certs.join("department-bench.pem").exists() {
+        let now = time::OffsetDateTime::now_utc();
+        pki::issue(
+            &certs,
+            &IssueRequest {
+                identity: Identity::Department {
+                    region: Region::parse(READER)?,
+                    dept: "bench".to_string(),
+                },
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::days(30),
+                dns_names: vec!["localhost".to_string()],
+                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            },
+            &certs,
+            "department-bench",
+        )?;
+    }
+    std::fs::write(work.join("policy.toml"), POLICY)?;
+    let policy_key = format!("policy = \"{}\"\n", work.join("policy.toml").display());
+    let fs = filesystem_of(&work);
+    let rt = super::runtime()?;
+    let per_origin = args.records / args.origins as u64;
+    let set_up = Instant::now();
+    let mut origins: Vec<(NodeProcess, u16)> = Vec::new();
+    let mut subjects: Vec<String> = Vec::new();
+    for (i, region) in REGIONS[..args.origins].iter().enumerate() {
+        let file = work.join(format!("records-{region}.jsonl"));
+        let mut gen = RecordGenerator::new(100 + i as u64, Region::parse(region)?);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for n in 0..per_origin {
+            let line = gen.next_line();
+            if n % 997 == 0 {
+                if let Some(s) = serde_json::from_str::<serde_json::Value>(&line)?
+                    .get("subject_uscc")
+                    .and_then(|s| s.as_str())
+                {
+                    subjects.push(s.to_string());
+                }
+            }
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        drop(out);
+        let data = work.join(format!("data-{region}"));
+        let _ = std::fs::remove_dir_all(&data);
+        let port = free_port()?;
+        let node = start_node_with(&work, &data, port, region, &[], &policy_key)?;
+        rt.block_on(publish(&PublishArgs {
+            node: format!("127.0.0.1:{port}"),
+            file: file.clone(),
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("publisher-{region}.pem")),
+            key: certs.join(format!("publisher-{region}.key")),
+            batch: 1000,
+            rejects: Some(work.join("rejects.jsonl")),
+            server_name: Some("localhost".to_string()),
+            json: false,
+        }))?;
+        origins.push((node, port));
+    }
+    let reader_data = work.join("data-reader");
+    let _ = std::fs::remove_dir_all(&reader_data);
+    let reader_port = free_port()?;
+    let peers: Vec<(&str, u16)> = REGIONS[..args.origins]
+        .iter()
+        .zip(&origins)
+        .map(|(r, (_, p))| (*r, *p))
+        .collect();
+    let reader = start_node_with(&work, &reader_data, reader_port, READER, &peers, &policy_key)?;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    for region in &REGIONS[..args.origins] {
+        while rt.block_on(head_at(&certs, reader_port, region)).unwrap_or(0) < per_origin {
+            anyhow::ensure!(Instant::now() < deadline, "the reader did not catch up within an hour");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    if !args.json {
+        println!(
+            "# bench feed: {} records from {} origins ({per_origin} each), replicated and indexed at the reader in {:.0} s (set-up); {} runs; stores on {fs}",
+            per_origin * args.origins as u64,
+            args.origins,
+            set_up.elapsed().as_secs_f64(),
+            args.runs
+        );
+    }
+
+    // (a) catch-up: the whole log against one category of one origin.
+    let first = Region::parse(REGIONS[0])?.code();
+    let (mut full_rates, mut sel_rates, mut ratios, mut sel_shares) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        let (all, all_s) = rt.block_on(catch_up(&certs, reader_port, vec![], vec![]))?;
+        let (sel, sel_s) = rt.block_on(catch_up(
+            &certs,
+            reader_port,
+            vec![args.selective_category.clone()],
+            vec![first],
+        ))?;
+        let share = sel as f64 / all.max(1) as f64;
+        report(
+            args.json,
+            format!(
+                "run {run}: full catch-up {all} records in {all_s:.2} s ({:.0}/s) | {} from {} ({:.2} % of the log): {sel} in {sel_s:.3} s | full / selective time {:.1} x",
+                all as f64 / all_s,
+                args.selective_category,
+                REGIONS[0],
+                share * 100.0,
+                all_s / sel_s
+            ),
+            serde_json::json!({"bench": "feed", "part": "catch_up", "run": run, "records": all, "seconds": all_s,
+                "selective_records": sel, "selective_seconds": sel_s, "selective_share": share,
+                "full_over_selective_time": all_s / sel_s, "filesystem": fs}),
+        );
+        full_rates.push(all as f64 / all_s);
+        sel_rates.push(sel_s);
+        ratios.push(all_s / sel_s);
+        sel_shares.push(share);
+    }
+
+    // (b) profiles of random subjects.
+    let mut latencies = Vec::new();
+    let mut rows = 0usize;
+    rt.block_on(async {
+        let mut client = feed_client(&certs, reader_port).await?;
+        for i in 0..args.profiles {
+            let subject = subjects[i * 7919 % subjects.len()].clone();
+            let started = Instant::now();
+            let p = client.profile(pb::ProfileRequest { subject }).await?.into_inner();
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            rows += p.records.len();
+        }
+        anyhow::Ok(())
+    })?;
+    let (p50, p99) = (
+        percentile(&mut latencies.clone(), 0.5),
+        percentile(&mut latencies, 0.99),
+    );
+    let reader_rss = peak_rss_kib(reader.child.id()).unwrap_or(0) as f64 / 1024.0;
+    report(
+        args.json,
+        format!(
+            "profiles: {} look-ups ({:.1} records each), p50 {p50:.2} ms, p99 {p99:.2} ms (each with its audit row fsynced); reader peak RSS {reader_rss:.0} MB",
+            args.profiles,
+            rows as f64 / args.profiles.max(1) as f64
+        ),
+        serde_json::json!({"bench": "feed", "part": "profile", "lookups": args.profiles, "p50_ms": p50, "p99_ms": p99,
+            "records_per_profile": rows as f64 / args.profiles.max(1) as f64, "reader_peak_rss_mb": reader_rss}),
+    );
+
+    // (c) live fan-out at the first origin.
+    let origin_port = origins[0].1;
+    let mut one = rt.block_on(fan_out(&args, &certs, origin_port, 1, 900))?;
+    let mut many = rt.block_on(fan_out(&args, &certs, origin_port, args.subscribers, 901))?;
+    let (o50, o99) = (percentile(&mut one.clone(), 0.5), percentile(&mut one, 0.99));
+    let (m50, m99) = (percentile(&mut many.clone(), 0.5), percentile(&mut many, 0.99));
+    report(
+        args.json,
+        format!(
+            "live at {}/s, following {}: 1 subscriber p50 {o50:.1} ms p99 {o99:.1} ms ({} events) | {} subscribers p50 {m50:.1} ms p99 {m99:.1} ms ({} events) | added p99 {:.1} ms",
+            args.rate,
+            args.live_category,
+            one.len(),
+            args.subscribers,
+            many.len(),
+            m99 - o99
+        ),
+        serde_json::json!({"bench": "feed", "part": "fan_out", "rate": args.rate, "category": args.live_category,
+            "one_p50_ms": o50, "one_p99_ms": o99, "many": args.subscribers, "many_p50_ms": m50, "many_p99_ms": m99,
+            "added_p99_ms": m99 - o99, "events_one": one.len(), "events_many": many.len()}),
+    );
+    let (m_full, m_sel, m_ratio, m_share) = (
+        median(&mut full_rates),
+        median(&mut sel_rates),
+        median(&mut ratios),
+        median(&mut sel_shares),
+    );
+    report(
+        args.json,
+        format!(
+            "median: full catch-up {m_full:.0} records/s; selective ({:.2} %) {m_sel:.3} s; full / selective {m_ratio:.1} x; profile p50 {p50:.2} ms p99 {p99:.2} ms; fan-out added p99 {:.1} ms",
+            m_share * 100.0,
+            m99 - o99
+        ),
+        serde_json::json!({"bench": "feed", "summary": true, "runs": args.runs, "full_records_per_s": m_full,
+            "selective_seconds": m_sel, "selective_share": m_share, "full_over_selective_time": m_ratio,
+            "profile_p50_ms": p50, "profile_p99_ms": p99, "fan_out_added_p99_ms": m99 - o99, "filesystem": fs}),
+    );
+    reader.stop().context("stopping the reader")?;
+    for (node, _) in origins {
+        node.stop()?;
+    }
+    if owned {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(ExitCode::SUCCESS)
+}
