@@ -483,6 +483,56 @@ fn print_table(fed: &LocalFederation, heads: &[Heads], elapsed: Duration) {
     println!("{line}");
 }
 
+/// What a department sees: at the last node, the first origin's penalties through a feed, and
+/// the merged profile of one company.
+async fn show_department(fed: &LocalFederation) -> anyhow::Result<()> {
+    let at = fed.nodes.len() - 1;
+    let (origin, node) = (fed.nodes[0].region, fed.nodes[at].region);
+    let mut client = fed.feed_client(at, &format!("department-{node}-demo")).await?;
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            filter: Some(pb::FeedFilter {
+                categories: vec!["administrative_penalty".to_string()],
+                regions: vec![origin.code()],
+                ..Default::default()
+            }),
+            resume_from: None,
+            follow: false,
+        })
+        .await?
+        .into_inner();
+    let (mut records, mut withdrawn, mut subject) = (0u64, 0u64, None);
+    while let Some(event) = stream.message().await? {
+        if let Some(pb::feed_event::Body::Record(r)) = event.body {
+            records += 1;
+            if r.change == pb::FeedChange::WithdrawnRepaired as i32 {
+                withdrawn += 1;
+            }
+            if subject.is_none() {
+                subject = r
+                    .entry
+                    .as_ref()
+                    .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.op_bytes).ok())
+                    .and_then(|v| v.get("subject_uscc").and_then(|s| s.as_str()).map(str::to_string));
+            }
+        }
+    }
+    println!(
+        "department cx://department/{node}/demo at node {node}: {records} penalty events from {origin} ({withdrawn} withdrawn by repairs)"
+    );
+    if let Some(s) = subject {
+        let p = client
+            .profile(pb::ProfileRequest { subject: s.clone() })
+            .await?
+            .into_inner();
+        println!(
+            "profile of {s} at node {node}: {} records, merged across origins",
+            p.records.len()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(crate::config::LogFormat::Human, "warn");
     let temp;
@@ -576,6 +626,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             fed.nodes.len(),
             fed.nodes.len()
         );
+        show_department(&fed).await?;
     } else {
         println!("NOT CONVERGED within {CONVERGE_WITHIN:?}");
     }

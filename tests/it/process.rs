@@ -574,3 +574,125 @@ fn the_demo_federation_converges() {
         assert!(report.contains("OK: store verified"), "{region}: {report}");
     }
 }
+
+/// The department clients end to end on the real binary: `cxnode feed` exits once caught up and
+/// resumes from the cursor it printed; `cxnode profile` answers with a resident ID masked;
+/// `cxnode acknowledge` writes a receipt; every call leaves an audit row that `cxnode audit`
+/// finds by subject and by caller, also after the node is killed with SIGKILL.
+#[test]
+fn department_clients_work_and_audit_rows_survive_kill_9() {
+    let fed = Fed::new();
+    fed.issue(&["--kind", "department", "--region", "330000", "--dept", "amr"]);
+    std::fs::write(
+        fed.path().join("policy.toml"),
+        "[[grant]]\nidentity = \"cx://department/330000/amr\"\nrpcs = [\"Subscribe\", \"Profile\", \"Acknowledge\"]\ncategories = [\"*\"]\nregions = [\"*\"]\nsharing = [\"*\"]\ndisclosure = [\"*\"]\nnatural_persons = true\n",
+    )
+    .expect("policy");
+    let data = fed.path().join("data");
+    let port = free_port();
+    let config = fed.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npolicy = \"policy.toml\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\ncrl = \"certs/crl.pem\"\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let node = NodeProc::start_with(&fed, &config, port);
+    let file = fed.records("records.jsonl", 300, 4);
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).expect("records");
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let person = lines
+        .iter()
+        .find_map(|l| l.get("subject_id_number").and_then(|s| s.as_str()).map(str::to_string))
+        .expect("the generator makes natural persons");
+    let company = lines
+        .iter()
+        .find_map(|l| l.get("subject_uscc").and_then(|s| s.as_str()).map(str::to_string))
+        .expect("and companies");
+    let dept = [
+        "--node",
+        &node.addr(),
+        "--cert",
+        "certs/department-330000-amr.pem",
+        "--key",
+        "certs/department-330000-amr.key",
+        "--server-name",
+        "localhost",
+    ];
+    let with = |cmd: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        all.extend(dept.iter().map(|s| s.to_string()));
+        all
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cxnode_ok(fed.path(), &refs)
+    };
+    // Wait until the view has indexed everything (the feed ends once caught up with the view).
+    let mut json_lines = Vec::new();
+    wait_for("the feed to show every record", Duration::from_secs(30), || {
+        let out = run(with(&["feed", "--json"]));
+        json_lines = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .collect();
+        json_lines.iter().filter(|l| l.get("event").is_some()).count() == 300
+    });
+    let last = json_lines.last().expect("a summary line");
+    assert_eq!(last["caught_up"], true);
+    let cursor = last["cursor"].as_str().expect("a cursor").to_string();
+    // Resuming from the last cursor: nothing more.
+    let again = run(with(&["feed", "--json", "--resume", &cursor]));
+    let resumed: Vec<serde_json::Value> = again.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(
+        resumed.iter().filter(|l| l.get("event").is_some()).count(),
+        0,
+        "{again}"
+    );
+    let profile = run(with(&["profile", "--json", &person]));
+    let rows: Vec<serde_json::Value> = profile
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(rows.len() >= 2, "at least one record and the summary: {profile}");
+    // The records themselves go to a department granted natural persons; the client's own
+    // summary line masks the number.
+    let shown = rows.last().expect("summary")["subject"]
+        .as_str()
+        .expect("subject")
+        .to_string();
+    assert_eq!(shown, format!("{}**********{}", &person[..4], &person[14..]));
+    run(with(&["profile", &company]));
+    let ack = run(with(&["acknowledge", "--json", "--applied", &cursor]));
+    let ack: serde_json::Value = serde_json::from_str(ack.trim()).expect("json");
+    assert_eq!(ack["origin"], "330000");
+    node.kill9();
+    let audit = |args: &[&str]| {
+        let mut all = vec!["audit", "--data", data.to_str().expect("utf-8"), "--json"];
+        all.extend_from_slice(args);
+        cxnode_ok(fed.path(), &all)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .collect::<Vec<_>>()
+    };
+    let by_person = audit(&["--subject", &person]);
+    assert_eq!(by_person.len(), 1, "one profile of the person: {by_person:?}");
+    assert_eq!(by_person[0]["call"], "Profile");
+    let log = std::fs::read_to_string(data.join("audit/audit.jsonl")).expect("audit file");
+    assert!(!log.contains(&person), "the audit log holds no resident ID in clear");
+    let by_caller = audit(&["--caller", "cx://department/330000/amr"]);
+    let calls: Vec<&str> = by_caller.iter().filter_map(|r| r["call"].as_str()).collect();
+    assert!(calls.iter().filter(|c| **c == "Subscribe").count() >= 2, "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| **c == "Profile").count(), 2, "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| **c == "Acknowledge").count(), 1, "{calls:?}");
+    // The node restarts on its store and the receipt is in its own log.
+    let node = NodeProc::start_with(&fed, &config, port);
+    let again = run(with(&["profile", &company]));
+    assert!(again.contains("records about"), "{again}");
+    drop(node);
+}
