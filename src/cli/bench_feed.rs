@@ -47,10 +47,69 @@ pub struct FeedArgs {
     /// The category of the selective catch-up (from the first origin).
     #[arg(long, default_value = "dishonest_list")]
     selective_category: String,
+    /// Idle subscriptions opened at the reader for the memory/threads figure.
+    #[arg(long, default_value_t = 500)]
+    idle: usize,
+    /// Which parts to run: catch_up, profile, fan_out, idle (comma-separated).
+    #[arg(long, default_value = "catch_up,profile,fan_out,idle")]
+    parts: String,
+    /// Measure at the first origin's node (no reader node: for one origin at large scale).
+    #[arg(long)]
+    at_origin: bool,
     #[arg(long)]
     dir: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+}
+
+/// (resident KiB, threads) of a process now, from /proc.
+fn rss_and_threads(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Opens `n` follow subscriptions from the head (idle: nothing new arrives) and keeps them open
+/// until `hold` completes.
+async fn idle_subscriptions(certs: &Path, port: u16, n: usize) -> anyhow::Result<Vec<tonic::Streaming<pb::FeedEvent>>> {
+    let mut streams = Vec::with_capacity(n);
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, "department-bench"),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::feed_client::FeedClient::new(channel);
+    let mut cursor = crate::feed::Cursor::start(time::OffsetDateTime::now_utc().date());
+    for region in REGIONS {
+        let r = Region::parse(region)?;
+        let head = head_at(certs, port, region).await.unwrap_or(0);
+        cursor.next.insert(r, head + 1);
+    }
+    for _ in 0..n {
+        let mut s = client
+            .subscribe(pb::SubscribeRequest {
+                filter: Some(pb::FeedFilter::default()),
+                resume_from: Some(pb::FeedCursor {
+                    position: None,
+                    token: cursor.encode().into(),
+                }),
+                follow: true,
+            })
+            .await?
+            .into_inner();
+        // The first progress mark: the subscription is caught up and waiting.
+        s.message().await?;
+        streams.push(s);
+    }
+    Ok(streams)
 }
 
 const REGIONS: [&str; 8] = [
@@ -282,6 +341,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     let policy_key = format!("policy = \"{}\"\n", work.join("policy.toml").display());
     let fs = filesystem_of(&work);
     let rt = super::runtime()?;
+    let part = |name: &str| args.parts.split(',').any(|p| p.trim() == name);
     let per_origin = args.records / args.origins as u64;
     let set_up = Instant::now();
     let mut origins: Vec<(NodeProcess, u16)> = Vec::new();
@@ -321,15 +381,24 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
         }))?;
         origins.push((node, port));
     }
-    let reader_data = work.join("data-reader");
-    let _ = std::fs::remove_dir_all(&reader_data);
-    let reader_port = free_port()?;
-    let peers: Vec<(&str, u16)> = REGIONS[..args.origins]
-        .iter()
-        .zip(&origins)
-        .map(|(r, (_, p))| (*r, *p))
-        .collect();
-    let reader = start_node_with(&work, &reader_data, reader_port, READER, &peers, &policy_key)?;
+    let (reader, reader_port, reader_data) = if args.at_origin {
+        let (node, port) = origins.remove(0);
+        (node, port, work.join(format!("data-{}", REGIONS[0])))
+    } else {
+        let data = work.join("data-reader");
+        let _ = std::fs::remove_dir_all(&data);
+        let port = free_port()?;
+        let peers: Vec<(&str, u16)> = REGIONS[..args.origins]
+            .iter()
+            .zip(&origins)
+            .map(|(r, (_, p))| (*r, *p))
+            .collect();
+        (
+            start_node_with(&work, &data, port, READER, &peers, &policy_key)?,
+            port,
+            data,
+        )
+    };
     let deadline = Instant::now() + Duration::from_secs(3600);
     for region in &REGIONS[..args.origins] {
         while rt.block_on(head_at(&certs, reader_port, region)).unwrap_or(0) < per_origin {
@@ -350,7 +419,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     // (a) catch-up: the whole log against one category of one origin.
     let first = Region::parse(REGIONS[0])?.code();
     let (mut full_rates, mut sel_rates, mut ratios, mut sel_shares) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for run in 1..=args.runs {
+    for run in (1..=args.runs).filter(|_| part("catch_up")) {
         let (all, all_s) = rt.block_on(catch_up(&certs, reader_port, vec![], vec![]))?;
         let (sel, sel_s) = rt.block_on(catch_up(
             &certs,
@@ -382,9 +451,10 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     // (b) profiles of random subjects.
     let mut latencies = Vec::new();
     let mut rows = 0usize;
+    let profiles = if part("profile") { args.profiles } else { 0 };
     rt.block_on(async {
         let mut client = feed_client(&certs, reader_port).await?;
-        for i in 0..args.profiles {
+        for i in 0..profiles {
             let subject = subjects[i * 7919 % subjects.len()].clone();
             let started = Instant::now();
             let p = client.profile(pb::ProfileRequest { subject }).await?.into_inner();
@@ -410,9 +480,15 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     );
 
     // (c) live fan-out at the first origin.
-    let origin_port = origins[0].1;
-    let mut one = rt.block_on(fan_out(&args, &certs, origin_port, 1, 900))?;
-    let mut many = rt.block_on(fan_out(&args, &certs, origin_port, args.subscribers, 901))?;
+    let origin_port = if args.at_origin { reader_port } else { origins[0].1 };
+    let (mut one, mut many) = if part("fan_out") {
+        (
+            rt.block_on(fan_out(&args, &certs, origin_port, 1, 900))?,
+            rt.block_on(fan_out(&args, &certs, origin_port, args.subscribers, 901))?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let (o50, o99) = (percentile(&mut one.clone(), 0.5), percentile(&mut one, 0.99));
     let (m50, m99) = (percentile(&mut many.clone(), 0.5), percentile(&mut many, 0.99));
     report(
@@ -430,12 +506,39 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
             "one_p50_ms": o50, "one_p99_ms": o99, "many": args.subscribers, "many_p50_ms": m50, "many_p99_ms": m99,
             "added_p99_ms": m99 - o99, "events_one": one.len(), "events_many": many.len()}),
     );
-    let (m_full, m_sel, m_ratio, m_share) = (
-        median(&mut full_rates),
-        median(&mut sel_rates),
-        median(&mut ratios),
-        median(&mut sel_shares),
-    );
+    // (d) idle subscriptions: what they cost the reader in memory and threads.
+    if part("idle") {
+        let pid = reader.child.id();
+        let (rss_before, threads_before) = rss_and_threads(pid);
+        let streams = rt.block_on(idle_subscriptions(&certs, reader_port, args.idle))?;
+        std::thread::sleep(Duration::from_secs(3));
+        let (rss_after, threads_after) = rss_and_threads(pid);
+        report(
+            args.json,
+            format!(
+                "{} idle subscriptions: reader RSS {:.1} -> {:.1} MB (+{:.1} KiB each), threads {threads_before} -> {threads_after}",
+                streams.len(),
+                rss_before as f64 / 1024.0,
+                rss_after as f64 / 1024.0,
+                (rss_after as f64 - rss_before as f64) / streams.len().max(1) as f64
+            ),
+            serde_json::json!({"bench": "feed", "part": "idle", "subscriptions": streams.len(),
+                "rss_before_mb": rss_before as f64 / 1024.0, "rss_after_mb": rss_after as f64 / 1024.0,
+                "kib_per_subscription": (rss_after as f64 - rss_before as f64) / streams.len().max(1) as f64,
+                "threads_before": threads_before, "threads_after": threads_after}),
+        );
+        drop(streams);
+    }
+    let (m_full, m_sel, m_ratio, m_share) = if full_rates.is_empty() {
+        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        (
+            median(&mut full_rates),
+            median(&mut sel_rates),
+            median(&mut ratios),
+            median(&mut sel_shares),
+        )
+    };
     report(
         args.json,
         format!(
@@ -450,6 +553,34 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     reader.stop().context("stopping the reader")?;
     for (node, _) in origins {
         node.stop()?;
+    }
+    // (b') the look-up alone, in process on the reader's store: no RPC, no audit fsync.
+    if part("profile") {
+        let (store, _) = crate::store::Store::open(&crate::store::StoreConfig::new(&reader_data))?;
+        store.view().load_filter()?;
+        let scope = crate::policy::Policy::parse(Region::parse(READER)?, POLICY)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .scope(
+                &Identity::Department {
+                    region: Region::parse(READER)?,
+                    dept: "bench".to_string(),
+                },
+                crate::policy::Rpc::Profile,
+            );
+        let today = time::OffsetDateTime::now_utc().date();
+        let mut alone = Vec::new();
+        for i in 0..args.profiles {
+            let subject = crate::feed::parse_subject("subject", &subjects[i * 7919 % subjects.len()])?.index_bytes();
+            let started = Instant::now();
+            crate::delivery::profile_rows(store.view(), &store.reader(), &scope, &subject, today)?;
+            alone.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (a50, a99) = (percentile(&mut alone.clone(), 0.5), percentile(&mut alone, 0.99));
+        report(
+            args.json,
+            format!("profile look-up alone (in process, no RPC or audit): p50 {a50:.3} ms, p99 {a99:.3} ms"),
+            serde_json::json!({"bench": "feed", "part": "profile_lookup", "p50_ms": a50, "p99_ms": a99, "lookups": args.profiles}),
+        );
     }
     if owned {
         let _ = std::fs::remove_dir_all(&work);
