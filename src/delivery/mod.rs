@@ -166,6 +166,7 @@ pub struct Deliveries {
     pub stopping: watch::Receiver<bool>,
     slots: Arc<Semaphore>,
     open: Arc<AtomicU64>,
+    tail: Arc<TailCache>,
 }
 
 impl Deliveries {
@@ -195,6 +196,7 @@ impl Deliveries {
             limits,
             stopping,
             open: Arc::default(),
+            tail: Arc::default(),
         })
     }
 
@@ -748,13 +750,14 @@ impl Task {
     }
 
     async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Step, Stop> {
-        let (view, journal) = (self.d.view.clone(), self.d.journal.clone());
+        let (view, journal, tail) = (self.d.view.clone(), self.d.journal.clone(), self.d.tail.clone());
         let (plan, cursor, target) = (self.plan.clone(), self.cursor.clone(), target.clone());
         let budget = self.d.limits.step_entries_max;
-        let step =
-            tokio::task::spawn_blocking(move || read_step(&view, &journal, &plan, &cursor, &target, today, budget))
-                .await
-                .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        let step = tokio::task::spawn_blocking(move || {
+            read_step(&view, &journal, &tail, &plan, &cursor, &target, today, budget)
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))??;
         Ok(step)
     }
 
@@ -824,13 +827,18 @@ fn facts_of_version(origin: Region, rec: &RecordSummary) -> Facts {
 
 /// What an entry is about, with the current facts of the records it touches.
 pub fn entry_facts(view: &View, e: &Entry) -> Result<EntryFacts, ViewError> {
+    facts_of_summary(view, e.origin, summarize(&e.op_bytes).ok().as_ref())
+}
+
+/// `entry_facts` from an entry's summary (`None`: it does not decode).
+fn facts_of_summary(view: &View, origin: Region, summary: Option<&Summary>) -> Result<EntryFacts, ViewError> {
     let current = |id: RecordId| -> Result<Option<Facts>, ViewError> {
-        Ok(view.record(e.origin, &id)?.map(|r| facts_of(e.origin, id, &r)))
+        Ok(view.record(origin, &id)?.map(|r| facts_of(origin, id, &r)))
     };
-    Ok(match summarize(&e.op_bytes) {
-        Err(_) => EntryFacts::Nothing,
-        Ok(Summary::Upsert(rec)) => {
-            let facts = facts_of_version(e.origin, &rec);
+    Ok(match summary {
+        None => EntryFacts::Nothing,
+        Some(Summary::Upsert(rec)) => {
+            let facts = facts_of_version(origin, rec);
             match rec.repaired_record_id {
                 Some(target) => EntryFacts::Repair {
                     facts,
@@ -842,11 +850,77 @@ pub fn entry_facts(view: &View, e: &Entry) -> Result<EntryFacts, ViewError> {
                 },
             }
         }
-        Ok(Summary::Revoke { record_id }) => EntryFacts::Revoke {
-            target: current(record_id)?,
+        Some(Summary::Revoke { record_id }) => EntryFacts::Revoke {
+            target: current(*record_id)?,
         },
-        Ok(Summary::Receipt(_)) => EntryFacts::Nothing,
+        Some(Summary::Receipt(_)) => EntryFacts::Nothing,
     })
+}
+
+/// Entries recently read for some subscription, with their parsed summaries, at most
+/// `TAIL_CACHE_ENTRIES_MAX`: subscribers following live read the same new entries, and each
+/// reads and parses them once between them instead of once each. An entry never changes, so a
+/// cached one is always right; the records' current states are still read per subscriber.
+#[derive(Default)]
+pub struct TailCache {
+    inner: std::sync::Mutex<TailInner>,
+}
+
+#[derive(Default)]
+struct TailInner {
+    entries: std::collections::HashMap<(Region, u64), Read>,
+    order: std::collections::VecDeque<(Region, u64)>,
+}
+
+/// An entry read once, with its summary (`None`: it does not decode).
+type Read = Arc<(Entry, Option<Summary>)>;
+
+/// Entries the tail cache holds at most (about 1.5 KiB each).
+pub const TAIL_CACHE_ENTRIES_MAX: usize = 16_384;
+
+impl TailCache {
+    fn get(&self, key: (Region, u64)) -> Option<Read> {
+        self.inner.lock().expect("tail cache lock").entries.get(&key).cloned()
+    }
+
+    fn put(&self, e: Read) {
+        let mut inner = self.inner.lock().expect("tail cache lock");
+        let key = (e.0.origin, e.0.seq);
+        if inner.entries.insert(key, e).is_none() {
+            inner.order.push_back(key);
+        }
+        while inner.order.len() > TAIL_CACHE_ENTRIES_MAX {
+            if let Some(old) = inner.order.pop_front() {
+                inner.entries.remove(&old);
+            }
+        }
+    }
+
+    /// The entries at `found` (all of one origin, in seq order): from the cache, the rest read
+    /// from the journal in one pass and cached.
+    fn entries(&self, journal: &JournalReader, found: &[Posting]) -> Result<Vec<Read>, DeliveryError> {
+        let mut out: Vec<Option<Read>> = found.iter().map(|p| self.get((p.origin, p.seq))).collect();
+        let missing: Vec<usize> = (0..found.len()).filter(|i| out[*i].is_none()).collect();
+        let positions: Vec<_> = missing.iter().map(|i| found[*i].pos).collect();
+        for (i, frame) in missing.into_iter().zip(journal.read_many(&positions)?) {
+            let p = &found[i];
+            let e = match frame {
+                Frame::Entry(e) if e.origin == p.origin && e.seq == p.seq => e,
+                _ => {
+                    return Err(DeliveryError::Misplaced {
+                        pos: p.pos.0,
+                        origin: p.origin,
+                        seq: p.seq,
+                    })
+                }
+            };
+            let summary = summarize(&e.op_bytes).ok();
+            let cached = Arc::new((e, summary));
+            self.put(cached.clone());
+            out[i] = Some(cached);
+        }
+        Ok(out.into_iter().map(|e| e.expect("filled above")).collect())
+    }
 }
 
 /// Postings of `origin` the plan reads in `[from, to]`, at most about `budget`, and the seq
@@ -894,9 +968,11 @@ fn postings(
 }
 
 /// One bounded step of a subscription: from the cursor towards `target`, origin by origin.
+#[allow(clippy::too_many_arguments)]
 pub fn read_step(
     view: &View,
     journal: &JournalReader,
+    cache: &TailCache,
     plan: &Plan,
     cursor: &Cursor,
     target: &BTreeMap<Region, u64>,
@@ -921,21 +997,11 @@ pub fn read_step(
         }
         let (found, through) = postings(view, plan, origin, from, to, left)?;
         left = left.saturating_sub(found.len().max(1));
-        let positions: Vec<_> = found.iter().map(|p| p.pos).collect();
-        for (p, frame) in found.iter().zip(journal.read_many(&positions)?) {
-            let e = match frame {
-                Frame::Entry(e) if e.origin == p.origin && e.seq == p.seq => e,
-                _ => {
-                    return Err(DeliveryError::Misplaced {
-                        pos: p.pos.0,
-                        origin: p.origin,
-                        seq: p.seq,
-                    })
-                }
-            };
-            let facts = entry_facts(view, &e)?;
+        for cached in cache.entries(journal, &found)? {
+            let (e, summary) = &*cached;
+            let facts = facts_of_summary(view, origin, summary.as_ref())?;
             if let Some(event) = plan.classify((origin, e.seq), &facts, today) {
-                step.events.push((event, Some(e)));
+                step.events.push((event, Some(e.clone())));
             }
         }
         step.reached.insert(origin, through);

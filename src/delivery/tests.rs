@@ -55,13 +55,23 @@ fn store(dir: &std::path::Path, n: usize, seed: u64) -> (Store, Vec<Operation>) 
 }
 
 /// Every event of `plan` from the start, read in steps of `budget` postings.
-fn all_events(store: &Store, plan: &Plan, budget: usize) -> Vec<(Region, u64)> {
+fn all_events(store: &Store, cache: &TailCache, plan: &Plan, budget: usize) -> Vec<(Region, u64)> {
     let today = time::macros::date!(2026 - 12 - 01);
     let target = store.view().origin_seqs();
     let mut cursor = Cursor::start(today);
     let mut out = Vec::new();
     for _ in 0..100_000 {
-        let step = read_step(store.view(), &store.reader(), plan, &cursor, &target, today, budget).expect("step");
+        let step = read_step(
+            store.view(),
+            &store.reader(),
+            cache,
+            plan,
+            &cursor,
+            &target,
+            today,
+            budget,
+        )
+        .expect("step");
         for (event, entry) in &step.events {
             let at = event.entry.expect("entry events");
             assert_eq!(
@@ -93,9 +103,12 @@ proptest! {
         let (store, ops) = store(dir.path(), 400, seed);
         let categories: Vec<String> = Category::all()[..cats].iter().map(|c| c.code().to_string()).collect();
         let plan = Plan::new(Filter::parse(&categories, &[], &[], false).expect("filter"), everything()).expect("plan");
-        let whole = all_events(&store, &plan, usize::MAX / 2);
-        let stepped = all_events(&store, &plan, budget);
+        let whole = all_events(&store, &TailCache::default(), &plan, usize::MAX / 2);
+        // Stepped twice through one cache: the second pass reads every entry from it.
+        let cache = TailCache::default();
+        let stepped = all_events(&store, &cache, &plan, budget);
         prop_assert_eq!(&stepped, &whole);
+        prop_assert_eq!(&all_events(&store, &cache, &plan, budget), &whole);
         // Against the log itself: every entry of those categories (repairs count under their
         // target's category too), and nothing else.
         let wanted: std::collections::BTreeSet<Category> = Category::all()[..cats].iter().copied().collect();
