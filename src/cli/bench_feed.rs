@@ -481,6 +481,12 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
 
     // (c) live fan-out at the first origin.
     let origin_port = if args.at_origin { reader_port } else { origins[0].1 };
+    if part("fan_out") {
+        // Let the set-up's writes reach the disk first: a group commit behind gigabytes of
+        // write-back would make the first phase's tail latency the disk's, not the feed's.
+        let _ = std::process::Command::new("sync").status();
+        std::thread::sleep(Duration::from_secs(5));
+    }
     let (mut one, mut many) = if part("fan_out") {
         (
             rt.block_on(fan_out(&args, &certs, origin_port, 1, 900))?,
