@@ -144,7 +144,35 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks a progress mark as a third party would: signed by a `cx://node/*` certificate that
+/// chains to the federation CA, over the filter digest, the cursor and the time it states.
+/// Returns the signer.
+fn verify_mark(verifier: &crate::pki::SignatureVerifier, p: &pb::ProgressMark) -> anyhow::Result<String> {
+    let chain: Vec<Vec<u8>> = p.signer_chain.iter().map(|c| c.to_vec()).collect();
+    let leaf = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("progress mark without a signer"))?;
+    let signer = crate::pki::identity_from_cert_der(leaf)?;
+    anyhow::ensure!(
+        matches!(signer, crate::pki::Identity::Node(_)),
+        "progress mark signed by {signer}, not a node"
+    );
+    let digest: crate::log::Hash = p
+        .filter_digest
+        .as_ref()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("progress mark: the filter digest is not 32 bytes"))?;
+    let cursor = crate::feed::Cursor::decode(&p.cursor_token)?;
+    let message = crate::feed::progress_message(&digest, &cursor, p.at_unix_seconds);
+    let scheme = u16::try_from(p.signature_scheme).map_err(|_| anyhow::anyhow!("bad signature scheme"))?;
+    verifier
+        .verify(&chain, &signer, p.at_unix_seconds, scheme, &message, &p.signature)
+        .map_err(|e| anyhow::anyhow!("progress mark does not verify: {e}"))?;
+    Ok(signer.uri())
+}
+
 pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
+    let verifier = crate::pki::SignatureVerifier::new(&args.node.ca, None)?;
     let resume = match &args.resume {
         Some(hex_text) => Some(pb::FeedCursor {
             position: None,
@@ -217,14 +245,19 @@ pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Some(pb::feed_event::Body::Progress(p)) => {
+                    let signer = verify_mark(&verifier, &p)?;
                     if args.json {
                         println!(
                             "{}",
                             json!({ "progress": vv(&p.reached), "at_unix_seconds": p.at_unix_seconds,
-                                    "filter_digest": hex::encode(&p.filter_digest), "cursor": cursor })
+                                    "filter_digest": hex::encode(&p.filter_digest), "cursor": cursor,
+                                    "signed_by": signer, "verified": true })
                         );
                     } else {
-                        println!("progress: complete below {}", vv(&p.reached));
+                        println!(
+                            "progress: complete below {} (signed by {signer}, verified)",
+                            vv(&p.reached)
+                        );
                     }
                 }
                 None => {}

@@ -645,6 +645,14 @@ fn department_clients_work_and_audit_rows_survive_kill_9() {
     });
     let last = json_lines.last().expect("a summary line");
     assert_eq!(last["caught_up"], true);
+    let marks: Vec<&serde_json::Value> = json_lines.iter().filter(|l| l.get("progress").is_some()).collect();
+    assert!(!marks.is_empty(), "progress marks arrive");
+    assert!(
+        marks
+            .iter()
+            .all(|m| m["verified"] == true && m["signed_by"] == "cx://node/330000"),
+        "every mark verifies against the federation CA: {marks:?}"
+    );
     let cursor = last["cursor"].as_str().expect("a cursor").to_string();
     // Resuming from the last cursor: nothing more.
     let again = run(with(&["feed", "--json", "--resume", &cursor]));
