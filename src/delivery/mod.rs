@@ -36,10 +36,15 @@ pub fn system_clock() -> Clock {
     Arc::new(OffsetDateTime::now_utc)
 }
 
+/// Characters of one text field of an audit row at most.
+const AUDIT_TEXT_CHARS_MAX: usize = 1024;
 /// Days of the calendar applied in one expiry step at most.
 const EXPIRY_DAYS_PER_STEP: i64 = 31;
 /// Attempts at a profile that no view commit overlaps, before answering UNAVAILABLE.
 const PROFILE_ATTEMPTS_MAX: usize = 8;
+/// A resume cursor's calendar position may be at most this old (a cursor older than the
+/// longest publicity period plus years of absence is not one a department kept).
+const CURSOR_AGE_DAYS_MAX: i64 = 20 * 366;
 /// A step of at most this many entries behind the view runs on the subscription's own task.
 const LIVE_INLINE_ENTRIES_MAX: u64 = 64;
 /// An idle subscription re-checks the day and the policy this often.
@@ -226,7 +231,18 @@ impl Deliveries {
         Ok(policy.scope(&who.identity, rpc))
     }
 
-    async fn audit(&self, row: AuditRow) -> Result<(), DeliveryError> {
+    async fn audit(&self, mut row: AuditRow) -> Result<(), DeliveryError> {
+        // A row stays far below what the log reads back (`AUDIT_TEXT_CHARS_MAX` per text field).
+        for text in [&mut row.outcome, &mut row.remote, &mut row.caller] {
+            if text.chars().count() > AUDIT_TEXT_CHARS_MAX {
+                *text = text.chars().take(AUDIT_TEXT_CHARS_MAX).collect();
+            }
+        }
+        if let Some(f) = &mut row.filter {
+            if f.chars().count() > AUDIT_TEXT_CHARS_MAX {
+                *f = f.chars().take(AUDIT_TEXT_CHARS_MAX).collect();
+            }
+        }
         let audit = self.audit.clone();
         tokio::task::spawn_blocking(move || audit.append(&row))
             .await
@@ -279,6 +295,14 @@ impl Deliveries {
         };
         self.audit(row).await?;
         let cursor = resume.unwrap_or_else(|| Cursor::start(self.today()));
+        let today = self.today();
+        if cursor.expired_through > today || cursor.expired_through < today - time::Duration::days(CURSOR_AGE_DAYS_MAX)
+        {
+            return Err(feed::FeedError::Cursor(feed::CursorError::Malformed(
+                "its calendar position is not a date this node wrote",
+            ))
+            .into());
+        }
         let (tx, events) = mpsc::channel(self.limits.events_queued_max.max(1));
         let (end_tx, end) = oneshot::channel();
         let me = self.clone();
@@ -391,7 +415,8 @@ impl Deliveries {
             let origins = view.origin_seqs();
             let mut out = Vec::with_capacity(ids.len());
             for text in &ids {
-                let not_visible = || feed::FeedError::NotVisible(text.clone());
+                // Echo at most an id's length of what was sent (rows of the audit log stay small).
+                let not_visible = || feed::FeedError::NotVisible(text.chars().take(36).collect());
                 let id = RecordId::parse(text).ok_or_else(not_visible)?;
                 let mut hit = None;
                 for origin in origins.keys().filter(|o| scope.may_see_region(**o)) {
@@ -672,6 +697,12 @@ impl Task {
                 .any(|o| self.cursor.next_seq(o) <= target[&o]);
             // Entries, in bounded steps, up to what the view held when this round began.
             while behind {
+                if self.d.policy.version() != policy_version {
+                    // A reload applies at once, also in the middle of a long catch-up.
+                    policy_version = self.d.policy.version();
+                    self.replan()?;
+                    marked = None;
+                }
                 let step = self.step(&target, today).await?;
                 let done = step.done;
                 // The cursor before each event: where a cut-off subscriber resumes.
@@ -706,6 +737,11 @@ impl Task {
             // The calendar: publicity periods that ended, up to yesterday.
             let mut overdue = today.previous_day().is_some_and(|y| self.cursor.expired_through < y);
             while overdue {
+                if self.d.policy.version() != policy_version {
+                    policy_version = self.d.policy.version();
+                    self.replan()?;
+                    marked = None;
+                }
                 let (events, next, done) = self.expiry_step(today).await?;
                 let mut queued = self.cursor.clone();
                 for (event, at) in events {
@@ -959,7 +995,12 @@ fn postings(
     budget: usize,
 ) -> Result<(Vec<Posting>, u64), ViewError> {
     let mut all: Vec<Posting> = Vec::new();
-    let mut complete_through = to;
+    // A step covers a window of seqs fixed by the cursor and the budget alone, never by where
+    // postings fall: a cut placed at the n-th posting of a category would tell, through the
+    // cursor and a signed progress mark, where entries the caller may not see lie. A window of
+    // `budget` seqs holds at most `budget` postings per list.
+    let to = to.min(from.saturating_add(budget as u64 - 1));
+    let complete_through = to;
     match plan.subjects() {
         Some(subjects) => {
             for s in subjects {
@@ -973,22 +1014,13 @@ fn postings(
         None => {
             for c in plan.categories() {
                 let list = view.category_entries(*c, origin, from, budget)?;
-                if list.len() >= budget {
-                    // This list may go on past its last posting: only below it is complete.
-                    if let Some(last) = list.last() {
-                        complete_through = complete_through.min(last.seq);
-                    }
-                }
                 all.extend(list.into_iter().filter(|p| p.seq <= to));
             }
         }
     }
     all.sort();
     all.dedup_by_key(|p| p.seq);
-    if all.len() > budget {
-        complete_through = complete_through.min(all[budget - 1].seq);
-    }
-    all.retain(|p| p.seq <= complete_through);
+    debug_assert!(all.len() <= budget, "a window of `budget` seqs");
     Ok((all, complete_through))
 }
 
@@ -1021,12 +1053,15 @@ pub fn read_step(
             break;
         }
         let (found, through) = postings(view, plan, origin, from, to, left)?;
-        left = left.saturating_sub(found.len().max(1));
+        left = left.saturating_sub((through + 1 - from) as usize);
         for cached in cache.entries(journal, &found)? {
             let (e, summary) = &*cached;
             let facts = facts_of_summary(view, origin, summary.as_ref())?;
             if let Some(event) = plan.classify((origin, e.seq), &facts, today) {
-                step.events.push((event, Some(e.clone())));
+                // The entry's own content goes along only when the scope admits it (a repair
+                // of an admitted record may itself be of a class the caller may not see).
+                let entry = event.entry_visible.then(|| e.clone());
+                step.events.push((event, entry));
             }
         }
         step.reached.insert(origin, through);
@@ -1074,12 +1109,12 @@ pub fn expiry_step(
         let Some(r) = view.record(origin, &id)? else { continue };
         if let Some(event) = plan.expiry(date, &facts_of(origin, id, &r), r.upsert_seq, cursor) {
             if events.len() >= budget.max(1) {
-                // Cut within the day before this one: the next step starts here.
-                let (last_date, last_at): (Date, (Region, RecordId)) = match events.last() {
+                // Cut after the last event sent: its position (the day before its date, and the
+                // record within that date) is where the next step starts.
+                let (through, last_at): (Date, (Region, RecordId)) = match events.last() {
                     Some((_, at)) => *at,
                     None => unreachable!("budget is at least 1"),
                 };
-                let through = last_date.previous_day().unwrap_or(last_date);
                 return Ok((events, (through, Some(last_at)), false));
             }
             events.push((event, (date.previous_day().unwrap_or(date), (origin, id))));

@@ -185,3 +185,55 @@ fn receipts_are_indexed_and_reported_against_the_repair_deadline() {
         "receipts are facts of the view"
     );
 }
+
+/// Every calendar event from `start` up to `today`, in steps of `budget`, following the cursor
+/// the way a subscription does.
+fn all_expiries(
+    store: &Store,
+    plan: &Plan,
+    start: Cursor,
+    today: time::Date,
+    budget: usize,
+) -> Vec<(time::Date, Region, RecordId)> {
+    let mut cursor = start;
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let (events, next, done) = expiry_step(store.view(), plan, &cursor, today, budget).expect("step");
+        for (event, at) in events {
+            cursor.expired_through = at.0;
+            cursor.expired_within = Some(at.1);
+            let end = event.record.publicity_end.expect("an end date");
+            out.push((end, event.record.origin, event.record.record_id));
+        }
+        cursor.expired_through = next.0;
+        cursor.expired_within = next.1;
+        if done {
+            return out;
+        }
+    }
+    panic!("calendar steps never finished (budget {budget})");
+}
+
+#[test]
+fn calendar_steps_of_any_budget_send_each_withdrawal_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, ops) = store(dir.path(), 400, 11);
+    let plan = Plan::new(Filter::default(), everything()).expect("plan");
+    // Everything has been sent; the calendar runs from long before the first end date to long after the last.
+    let mut start = Cursor::start(time::macros::date!(2000 - 01 - 02));
+    start.advance(zj(), ops.len() as u64);
+    let today = time::macros::date!(2035 - 01 - 01);
+    let whole = all_expiries(&store, &plan, start.clone(), today, usize::MAX / 2);
+    assert!(whole.len() > 50, "a real calendar: {}", whole.len());
+    let mut sorted = whole.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, whole, "in date order, each once");
+    for budget in [1, 2, 7] {
+        assert_eq!(
+            all_expiries(&store, &plan, start.clone(), today, budget),
+            whole,
+            "budget {budget}"
+        );
+    }
+}

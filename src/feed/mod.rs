@@ -240,6 +240,9 @@ pub enum Change {
 pub struct Event {
     /// The entry that caused it; `None` for a publicity period that ended by the calendar.
     pub entry: Option<(Region, u64)>,
+    /// Whether the scope admits the entry's own content (a repair of an admitted record may be
+    /// of a class the caller may not see: then only the event and the record's facts go out).
+    pub entry_visible: bool,
     pub change: Change,
     /// The record the event is about (for a repair: the repaired record) as it stands now.
     pub record: Facts,
@@ -343,6 +346,7 @@ impl Plan {
     pub fn classify(&self, entry: (Region, u64), facts: &EntryFacts, today: Date) -> Option<Event> {
         let event = |change, record: &Facts| Event {
             entry: Some(entry),
+            entry_visible: true,
             change,
             status: record.status(today),
             record: record.clone(),
@@ -365,7 +369,9 @@ impl Plan {
             }
             EntryFacts::Repair { facts, target } => {
                 if let Some(t) = target.as_ref().filter(|t| self.admits(t)) {
-                    return Some(event(Change::Withdrawn(Withdrawal::Repaired), t));
+                    let mut e = event(Change::Withdrawn(Withdrawal::Repaired), t);
+                    e.entry_visible = self.scope.admits(facts);
+                    return Some(e);
                 }
                 if self.admits(facts) && (!self.filter.public_only || facts.public_now(today)) {
                     let change = if facts.version <= 1 {
@@ -400,6 +406,7 @@ impl Plan {
         }
         Some(Event {
             entry: None,
+            entry_visible: false,
             change: Change::Withdrawn(Withdrawal::PublicityEnded),
             status: Status::Expired,
             record: record.clone(),

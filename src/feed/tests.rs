@@ -381,3 +381,68 @@ fn profiles_are_in_a_fixed_order_and_within_scope() {
         "320000 is outside the scope; the rest in record-id order"
     );
 }
+
+#[test]
+fn a_repair_of_a_visible_record_does_not_carry_a_repair_record_the_scope_hides() {
+    let today = date!(2026 - 06 - 01);
+    let plan = Plan::new(
+        Filter::default(),
+        Scope {
+            grants: vec![grant(Some(&[Category::AdministrativePenalty]), None, false)],
+        },
+    )
+    .expect("plan");
+    let target = Facts {
+        repaired: true,
+        ..facts(zj(), 1, Category::AdministrativePenalty, &company())
+    };
+    let mut repair = facts(zj(), 9, Category::CreditRepair, &company());
+    let e = plan
+        .classify(
+            (zj(), 3),
+            &EntryFacts::Repair {
+                facts: repair.clone(),
+                target: Some(target.clone()),
+            },
+            today,
+        )
+        .expect("the withdrawal of the penalty");
+    assert!(
+        !e.entry_visible,
+        "credit_repair is not granted: its record does not go out"
+    );
+    repair.disclosure = DisclosureClass::NonPublic;
+    let all = Plan::new(
+        Filter::default(),
+        Scope {
+            grants: vec![grant(None, None, false)],
+        },
+    )
+    .expect("plan");
+    let e = all
+        .classify(
+            (zj(), 3),
+            &EntryFacts::Repair {
+                facts: repair,
+                target: Some(target.clone()),
+            },
+            today,
+        )
+        .expect("withdrawal");
+    assert!(
+        !e.entry_visible,
+        "a non-public repair record stays hidden from a public-only grant"
+    );
+    let public_repair = facts(zj(), 9, Category::CreditRepair, &company());
+    let e = all
+        .classify(
+            (zj(), 3),
+            &EntryFacts::Repair {
+                facts: public_repair,
+                target: Some(target),
+            },
+            today,
+        )
+        .expect("withdrawal");
+    assert!(e.entry_visible);
+}

@@ -561,8 +561,9 @@ impl View {
         for (k, v) in self.subjects.with_prefix(&self.tree, &field)? {
             let code = u32::from_be_bytes(k[SUBJECT_BYTES..SUBJECT_BYTES + 4].try_into().expect("4 bytes"));
             let seq = u64::from_be_bytes(k[SUBJECT_BYTES + 4..].try_into().expect("8 bytes"));
+            // Never the key itself in a message: it holds the subject (a resident ID number).
             let damaged = |reason: &str| ViewError::Damaged {
-                key: hex::encode(&k),
+                key: format!("subject posting {code}/{seq}"),
                 reason: reason.into(),
             };
             let origin = Region::from_code(code).map_err(|_| damaged("subject posting names no province"))?;
