@@ -632,15 +632,10 @@ struct Task {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Why a send did not happen.
-enum Stop {
-    End(End),
-}
-
-impl From<DeliveryError> for Stop {
-    fn from(e: DeliveryError) -> Stop {
+impl From<DeliveryError> for End {
+    fn from(e: DeliveryError) -> End {
         tracing::warn!(error = %e, "subscription failed");
-        Stop::End(End::Failed(e.to_string()))
+        End::Failed(e.to_string())
     }
 }
 
@@ -648,45 +643,52 @@ impl Task {
     async fn run(&mut self) -> End {
         match self.serve().await {
             Ok(()) => End::CaughtUp,
-            Err(Stop::End(end)) => end,
+            Err(end) => end,
         }
     }
 
     /// Queues `out`; a queue full for longer than the bound cuts the subscriber off.
-    async fn send(&mut self, out: Out, resume: &Cursor) -> Result<(), Stop> {
+    async fn send(&mut self, out: Out, resume: &Cursor) -> Result<(), End> {
         let waited = Instant::now();
         match self.tx.send_timeout(out, self.d.limits.slow_subscriber).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Stop::End(End::TooSlow {
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(End::TooSlow {
                 resume: resume.clone(),
                 waited: waited.elapsed(),
-            })),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Stop::End(End::Closed)),
+            }),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Closed),
         }
     }
 
-    fn replan(&mut self) -> Result<(), Stop> {
+    fn replan(&mut self) -> Result<(), End> {
         let scope = self
             .d
             .scope(&self.who, Rpc::Subscribe)
-            .map_err(|e| Stop::End(End::Denied(e.to_string())))?;
-        self.plan = Plan::new(self.filter.clone(), scope).map_err(|e| Stop::End(End::Denied(e.to_string())))?;
+            .map_err(|e| End::Denied(e.to_string()))?;
+        self.plan = Plan::new(self.filter.clone(), scope).map_err(|e| End::Denied(e.to_string()))?;
         Ok(())
     }
 
-    async fn serve(&mut self) -> Result<(), Stop> {
+    /// Re-plans if the policy was reloaded since `version` (a new plan is a new digest: the next
+    /// progress mark says so, hence `marked` is forgotten).
+    fn follow_policy(&mut self, version: &mut u64, marked: &mut Option<Cursor>) -> Result<(), End> {
+        let now = self.d.policy.version();
+        if now != *version {
+            *version = now;
+            self.replan()?;
+            *marked = None;
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<(), End> {
         let mut changes = self.d.view_changes.clone();
         let mut stopping = self.d.stopping.clone();
         let mut policy_version = self.d.policy.version();
         let mut marked: Option<Cursor> = None;
         let mut last_mark = Instant::now();
         loop {
-            if self.d.policy.version() != policy_version {
-                policy_version = self.d.policy.version();
-                self.replan()?;
-                // A new plan is a new digest: the next mark says so.
-                marked = None;
-            }
+            self.follow_policy(&mut policy_version, &mut marked)?;
             changes.borrow_and_update();
             let today = self.d.today();
             let target = self.d.view.origin_seqs();
@@ -697,12 +699,8 @@ impl Task {
                 .any(|o| self.cursor.next_seq(o) <= target[&o]);
             // Entries, in bounded steps, up to what the view held when this round began.
             while behind {
-                if self.d.policy.version() != policy_version {
-                    // A reload applies at once, also in the middle of a long catch-up.
-                    policy_version = self.d.policy.version();
-                    self.replan()?;
-                    marked = None;
-                }
+                // A reload applies at once, also in the middle of a long catch-up.
+                self.follow_policy(&mut policy_version, &mut marked)?;
                 let step = self.step(&target, today).await?;
                 let done = step.done;
                 // The cursor before each event: where a cut-off subscriber resumes.
@@ -737,11 +735,7 @@ impl Task {
             // The calendar: publicity periods that ended, up to yesterday.
             let mut overdue = today.previous_day().is_some_and(|y| self.cursor.expired_through < y);
             while overdue {
-                if self.d.policy.version() != policy_version {
-                    policy_version = self.d.policy.version();
-                    self.replan()?;
-                    marked = None;
-                }
+                self.follow_policy(&mut policy_version, &mut marked)?;
                 let (events, next, done) = self.expiry_step(today).await?;
                 let mut queued = self.cursor.clone();
                 for (event, at) in events {
@@ -779,15 +773,15 @@ impl Task {
                 IDLE_RECHECK
             };
             tokio::select! {
-                r = changes.changed() => if r.is_err() { return Err(Stop::End(End::Closed)) },
+                r = changes.changed() => if r.is_err() { return Err(End::Closed) },
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.tx.closed() => return Err(Stop::End(End::Closed)),
-                _ = stopping.wait_for(|s| *s) => return Err(Stop::End(End::Closed)),
+                _ = self.tx.closed() => return Err(End::Closed),
+                _ = stopping.wait_for(|s| *s) => return Err(End::Closed),
             }
         }
     }
 
-    async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Step, Stop> {
+    async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Step, End> {
         // A live subscriber a few entries behind reads only what was just made durable (in the
         // page cache and the tail cache) and the view's in-memory level 0: microseconds of work,
         // cheaper on this task than a hand-off to the blocking pool (which, once per step per
@@ -834,7 +828,7 @@ impl Task {
             (Date, Option<(Region, RecordId)>),
             bool,
         ),
-        Stop,
+        End,
     > {
         let view = self.d.view.clone();
         let (plan, cursor) = (self.plan.clone(), self.cursor.clone());
@@ -886,13 +880,9 @@ fn facts_of_version(origin: Region, rec: &RecordSummary) -> Facts {
     }
 }
 
-/// What an entry is about, with the current facts of the records it touches.
-pub fn entry_facts(view: &View, e: &Entry) -> Result<EntryFacts, ViewError> {
-    facts_of_summary(view, e.origin, summarize(&e.op_bytes).ok().as_ref())
-}
-
-/// `entry_facts` from an entry's summary (`None`: it does not decode).
-fn facts_of_summary(view: &View, origin: Region, summary: Option<&Summary>) -> Result<EntryFacts, ViewError> {
+/// What an entry is about (from its `summary`; `None` when it does not decode), with the
+/// current facts of the records it touches.
+pub fn entry_facts(view: &View, origin: Region, summary: Option<&Summary>) -> Result<EntryFacts, ViewError> {
     let current = |id: RecordId| -> Result<Option<Facts>, ViewError> {
         Ok(view.record(origin, &id)?.map(|r| facts_of(origin, id, &r)))
     };
@@ -1013,8 +1003,7 @@ fn postings(
         }
         None => {
             for c in plan.categories() {
-                let list = view.category_entries(*c, origin, from, budget)?;
-                all.extend(list.into_iter().filter(|p| p.seq <= to));
+                all.extend(view.category_entries_through(*c, origin, from, to, budget)?);
             }
         }
     }
@@ -1056,7 +1045,7 @@ pub fn read_step(
         left = left.saturating_sub((through + 1 - from) as usize);
         for cached in cache.entries(journal, &found)? {
             let (e, summary) = &*cached;
-            let facts = facts_of_summary(view, origin, summary.as_ref())?;
+            let facts = entry_facts(view, origin, summary.as_ref())?;
             if let Some(event) = plan.classify((origin, e.seq), &facts, today) {
                 // The entry's own content goes along only when the scope admits it (a repair
                 // of an admitted record may itself be of a class the caller may not see).

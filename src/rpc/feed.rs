@@ -7,6 +7,7 @@ use super::{caller, pb};
 use crate::delivery::{Deliveries, DeliveryError, End, Out, ProgressMark, Subscription, Who};
 use crate::feed::{self, Change, Cursor, FeedError, Status as RecordStatus, Withdrawal};
 use crate::record::Category;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -141,8 +142,6 @@ impl tokio_stream::Stream for FeedStream {
         }
     }
 }
-
-use std::future::Future as _;
 
 fn who<T>(request: &Request<T>) -> Result<Who, Status> {
     let c = caller(request)?;

@@ -591,8 +591,21 @@ impl View {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Posting>, ViewError> {
+        self.category_entries_through(category, origin, from_seq, u64::MAX, limit)
+    }
+
+    /// `category_entries` that stops at `to_seq` (a feed's step window) instead of decoding
+    /// postings it would drop.
+    pub fn category_entries_through(
+        &self,
+        category: Category,
+        origin: Region,
+        from_seq: u64,
+        to_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Posting>, ViewError> {
         let _shared = self.lock.read().expect("view lock");
-        self.category_entries_unlocked(category, origin, from_seq, limit)
+        self.category_entries_unlocked(category, origin, from_seq, to_seq, limit)
     }
 
     /// `category_entries` for a caller that holds the view lock (a second read lock on one
@@ -602,6 +615,7 @@ impl View {
         category: Category,
         origin: Region,
         from_seq: u64,
+        to_seq: u64,
         limit: usize,
     ) -> Result<Vec<Posting>, ViewError> {
         let mut prefix = vec![P_CATEGORY, category.as_u8()];
@@ -614,7 +628,7 @@ impl View {
             start = kv?.0.to_vec();
         }
         let mut out = Vec::new();
-        for kv in self.tree.range(start..) {
+        'keys: for kv in self.tree.range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
@@ -631,6 +645,9 @@ impl View {
             while at < v.len() {
                 seq += get_varint(&v, &mut at).ok_or_else(damaged)?;
                 pos += get_varint(&v, &mut at).ok_or_else(damaged)?;
+                if seq > to_seq {
+                    break 'keys;
+                }
                 if seq >= from_seq && out.len() < limit {
                     out.push(Posting {
                         origin,
@@ -792,7 +809,7 @@ impl View {
                 // Positions differ between stores (journal order is arrival order): not a fact of
                 // the view's content.
                 let seqs: Vec<u64> = self
-                    .category_entries_unlocked(*c, o, 0, usize::MAX)?
+                    .category_entries_unlocked(*c, o, 0, u64::MAX, usize::MAX)?
                     .into_iter()
                     .map(|p| p.seq)
                     .collect();

@@ -303,6 +303,15 @@ fn check_against_model(store: &Store, model: &Model) -> Result<(), TestCaseError
             )?,
             tail
         );
+        // Bounded above too: only what lies in the window.
+        let window: Vec<u64> = seqs.iter().copied().filter(|s| *s >= seqs[0] && *s <= mid).collect();
+        prop_assert_eq!(
+            seqs_of(
+                view.category_entries_through(*category, *origin, seqs[0], mid, usize::MAX)
+                    .expect("category")
+            )?,
+            window
+        );
     }
     let (from, to) = (time::macros::date!(2000 - 01 - 01), time::macros::date!(2100 - 12 - 31));
     let got: BTreeSet<_> = view.expiring(from, to).expect("expiry").into_iter().collect();
