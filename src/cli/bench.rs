@@ -4,9 +4,10 @@
 //! (flushed per batch) as the baseline, with the ratio. Not a test: nothing here asserts a speed.
 
 use super::bench_kit::{
-    bench_certs, dir_bytes, filesystem_of, free_port, median, peak_rss_kib, report, start_node_of, NodeProcess,
+    bench_certs, dir_bytes, filesystem_of, free_port, median, peak_rss_kib, publish_args, report, start_node_of,
+    NodeProcess,
 };
-use super::publish::{publish, PublishArgs};
+use super::publish::publish;
 use crate::record::{RecordGenerator, Region};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -128,17 +129,7 @@ fn bench_publish(
         let _ = std::fs::remove_dir_all(&data);
         let port = free_port()?;
         let node = start_node(&work, &data, port)?;
-        let args = PublishArgs {
-            node: format!("127.0.0.1:{port}"),
-            file: file.clone(),
-            ca: certs.join("ca.pem"),
-            cert: certs.join("publisher-330000.pem"),
-            key: certs.join("publisher-330000.key"),
-            batch,
-            rejects: Some(work.join("rejects.jsonl")),
-            server_name: Some("localhost".to_string()),
-            json: false,
-        };
+        let args = publish_args(&certs, &work, port, "330000", &file, batch);
         let start = Instant::now();
         let summary = rt.block_on(publish(&args))?;
         let secs = start.elapsed().as_secs_f64();

@@ -10,10 +10,11 @@
 //! Not a test: nothing here asserts a speed.
 
 use super::bench_kit::{
-    bench_certs, filesystem_of, free_port, median, peak_rss_kib, report, start_node_with, NodeProcess,
+    bench_certs, files, filesystem_of, free_port, median, now_micros, peak_rss_kib, publish_args, report,
+    start_node_with, NodeProcess,
 };
-use super::publish::{publish, PublishArgs};
-use crate::pki::{self, Identity, IssueRequest, TlsFiles};
+use super::publish::publish;
+use crate::pki::{self, Identity, IssueRequest};
 use crate::record::{RecordGenerator, Region};
 use crate::rpc::client::connect;
 use crate::rpc::pb;
@@ -21,7 +22,7 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
@@ -76,31 +77,30 @@ fn rss_and_threads(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("Threads:"))
 }
 
-/// Opens `n` follow subscriptions from the head (idle: nothing new arrives) and keeps them open
-/// until `hold` completes.
+/// A cursor at the node's current heads of `regions`: a subscriber resuming from it has caught
+/// up and gets only what arrives from now on.
+async fn head_cursor(certs: &Path, port: u16, regions: &[&str]) -> anyhow::Result<pb::FeedCursor> {
+    let mut cursor = crate::feed::Cursor::start(time::OffsetDateTime::now_utc().date());
+    for region in regions {
+        let head = head_at(certs, port, region).await.unwrap_or(0);
+        cursor.next.insert(Region::parse(region)?, head + 1);
+    }
+    Ok(pb::FeedCursor {
+        position: None,
+        token: cursor.encode().into(),
+    })
+}
+
+/// Opens `n` follow subscriptions from the heads (idle: nothing new arrives).
 async fn idle_subscriptions(certs: &Path, port: u16, n: usize) -> anyhow::Result<Vec<tonic::Streaming<pb::FeedEvent>>> {
     let mut streams = Vec::with_capacity(n);
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, "department-bench"),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::feed_client::FeedClient::new(channel);
-    let mut cursor = crate::feed::Cursor::start(time::OffsetDateTime::now_utc().date());
-    for region in REGIONS {
-        let r = Region::parse(region)?;
-        let head = head_at(certs, port, region).await.unwrap_or(0);
-        cursor.next.insert(r, head + 1);
-    }
+    let mut client = feed_client(certs, port).await?;
+    let cursor = head_cursor(certs, port, &REGIONS).await?;
     for _ in 0..n {
         let mut s = client
             .subscribe(pb::SubscribeRequest {
                 filter: Some(pb::FeedFilter::default()),
-                resume_from: Some(pb::FeedCursor {
-                    position: None,
-                    token: cursor.encode().into(),
-                }),
+                resume_from: Some(cursor.clone()),
                 follow: true,
             })
             .await?
@@ -117,22 +117,6 @@ const REGIONS: [&str; 8] = [
 ];
 const READER: &str = "370000";
 const POLICY: &str = "[[grant]]\nidentity = \"cx://department/*\"\nrpcs = [\"Subscribe\", \"Profile\"]\ncategories = [\"*\"]\nregions = [\"*\"]\nsharing = [\"*\"]\ndisclosure = [\"*\"]\nnatural_persons = true\n";
-
-fn files(certs: &Path, name: &str) -> TlsFiles {
-    TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join(format!("{name}.pem")),
-        key: certs.join(format!("{name}.key")),
-        crl: None,
-    }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -212,9 +196,7 @@ async fn follow(
 ) -> anyhow::Result<Vec<f64>> {
     let mut client = feed_client(&certs, port).await?;
     // Live only: resume from the origin's head, as a subscriber that has caught up would.
-    let head = head_at(&certs, port, REGIONS[0]).await?;
-    let mut cursor = crate::feed::Cursor::start(time::OffsetDateTime::now_utc().date());
-    cursor.next.insert(Region::from_code(origin)?, head + 1);
+    let cursor = head_cursor(&certs, port, &[REGIONS[0]]).await?;
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             filter: Some(pb::FeedFilter {
@@ -222,10 +204,7 @@ async fn follow(
                 regions: vec![origin],
                 ..Default::default()
             }),
-            resume_from: Some(pb::FeedCursor {
-                position: None,
-                token: cursor.encode().into(),
-            }),
+            resume_from: Some(cursor),
             follow: true,
         })
         .await?
@@ -368,17 +347,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&data);
         let port = free_port()?;
         let node = start_node_with(&work, &data, port, region, &[], &policy_key)?;
-        rt.block_on(publish(&PublishArgs {
-            node: format!("127.0.0.1:{port}"),
-            file: file.clone(),
-            ca: certs.join("ca.pem"),
-            cert: certs.join(format!("publisher-{region}.pem")),
-            key: certs.join(format!("publisher-{region}.key")),
-            batch: 1000,
-            rejects: Some(work.join("rejects.jsonl")),
-            server_name: Some("localhost".to_string()),
-            json: false,
-        }))?;
+        rt.block_on(publish(&publish_args(&certs, &work, port, region, &file, 1000)))?;
         origins.push((node, port));
     }
     let (reader, reader_port, reader_data) = if args.at_origin {

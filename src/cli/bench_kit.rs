@@ -139,6 +139,46 @@ pub(super) fn start_node_with(
     anyhow::bail!("node did not start listening within 60 s")
 }
 
+/// The TLS files of certificate `name` in the benchmark's `certs` directory.
+pub(super) fn files(certs: &Path, name: &str) -> crate::pki::TlsFiles {
+    crate::pki::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}.key")),
+        crl: None,
+    }
+}
+
+/// Microseconds since the Unix epoch (entries' `appended_at_micros` are in these).
+pub(super) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// How a benchmark publishes `file` to the node on `port` as `region`'s publisher.
+pub(super) fn publish_args(
+    certs: &Path,
+    work: &Path,
+    port: u16,
+    region: &str,
+    file: &Path,
+    batch: usize,
+) -> super::publish::PublishArgs {
+    super::publish::PublishArgs {
+        node: format!("127.0.0.1:{port}"),
+        file: file.to_path_buf(),
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("publisher-{region}.pem")),
+        key: certs.join(format!("publisher-{region}.key")),
+        batch,
+        rejects: Some(work.join("rejects.jsonl")),
+        server_name: Some("localhost".to_string()),
+        json: false,
+    }
+}
+
 /// Prints `text` for people, or `value` as one JSON line for scripts.
 pub(super) fn report(json: bool, text: String, value: serde_json::Value) {
     if json {

@@ -6,10 +6,10 @@
 //! node (so it includes that node's durable store and one more loopback hop). Not a test.
 
 use super::bench_kit::{
-    bench_certs, dir_bytes, filesystem_of, free_port, median, peak_rss_kib, report, start_node_of, NodeProcess,
+    bench_certs, dir_bytes, files, filesystem_of, free_port, median, now_micros, peak_rss_kib, publish_args, report,
+    start_node_of, NodeProcess,
 };
-use super::publish::{publish, PublishArgs};
-use crate::pki::TlsFiles;
+use super::publish::publish;
 use crate::record::{RecordGenerator, Region};
 use crate::rpc::client::connect;
 use crate::rpc::pb;
@@ -17,7 +17,7 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct SyncArgs {
@@ -43,15 +43,6 @@ pub struct SyncArgs {
 }
 
 const ORIGIN: &str = "330000";
-
-fn files(certs: &Path, name: &str) -> TlsFiles {
-    TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join(format!("{name}.pem")),
-        key: certs.join(format!("{name}.key")),
-        crl: None,
-    }
-}
 
 /// Head seq of `origin` at the node on `port`, asked as a node (policy: Heads).
 async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow::Result<u64> {
@@ -111,17 +102,7 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     let source_port = free_port()?;
     let source = start_node_of(work, &source_data, source_port, ORIGIN, &[])?;
     let set_up = Instant::now();
-    let summary = rt.block_on(publish(&PublishArgs {
-        node: format!("127.0.0.1:{source_port}"),
-        file: file.clone(),
-        ca: certs.join("ca.pem"),
-        cert: certs.join(format!("publisher-{ORIGIN}.pem")),
-        key: certs.join(format!("publisher-{ORIGIN}.key")),
-        batch: 1000,
-        rejects: Some(work.join("rejects.jsonl")),
-        server_name: Some("localhost".to_string()),
-        json: false,
-    }))?;
+    let summary = rt.block_on(publish(&publish_args(certs, work, source_port, ORIGIN, &file, 1000)))?;
     let n = summary.appended.values().sum::<u64>();
     let journal_bytes = dir_bytes(&source_data.join("journal"));
     let fs = filesystem_of(work);
@@ -203,13 +184,6 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     );
     let _ = std::fs::remove_dir_all(&source_data);
     Ok(())
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Collects (arrival - appended_at) for `expect` entries of ORIGIN seen on a Sync stream from

@@ -3,7 +3,7 @@
 //! a relay serving a tampered entry, a relay serving a checkpoint it forged, an origin that
 //! equivocates — each detected while honest data still converges.
 
-use crate::common::copy_dir;
+use crate::common::{copy_dir, rt};
 use cxnode::cli::demo::{Heads, LocalFederation, Topology};
 use cxnode::log::{ChainHead, Checkpoint, Entry};
 use cxnode::pki::{NodeSigner, TlsFiles};
@@ -14,14 +14,6 @@ use cxnode::store::StoreConfig;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn lines(seed: u64, region: Region, n: usize) -> Vec<String> {
     let mut g = RecordGenerator::new(seed, region);

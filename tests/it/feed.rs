@@ -4,6 +4,7 @@
 //! department sees (also after a reload, for a running subscription); publicity periods end by the
 //! calendar; every call leaves an audit row.
 
+use crate::common::rt;
 use cxnode::cli::demo::{LocalFederation, Topology};
 use cxnode::record::{RecordGenerator, Region};
 use cxnode::rpc::pb;
@@ -18,14 +19,6 @@ use tonic::transport::Channel;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 const WITHIN: Duration = Duration::from_secs(20);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// A generated line with the fields the tests look at.
 #[derive(Clone, Debug)]
@@ -93,6 +86,13 @@ fn request(categories: &[&str], resume: Option<pb::FeedCursor>, follow: bool) ->
         resume_from: resume,
         follow,
     }
+}
+
+/// Penalties shown to the public right now, from the start.
+fn public_penalties(follow: bool) -> pb::SubscribeRequest {
+    let mut r = request(&["administrative_penalty"], None, follow);
+    r.filter.as_mut().expect("a filter").public_only = true;
+    r
 }
 
 /// What a stream delivered.
@@ -677,15 +677,7 @@ fn publicity_periods_end_by_the_calendar_on_every_node() {
             clients.push(client);
         }
         let mut live = clients[1]
-            .subscribe(pb::SubscribeRequest {
-                filter: Some(pb::FeedFilter {
-                    categories: vec!["administrative_penalty".into()],
-                    public_only: true,
-                    ..Default::default()
-                }),
-                resume_from: None,
-                follow: true,
-            })
+            .subscribe(public_penalties(true))
             .await
             .expect("subscribe")
             .into_inner();
@@ -729,15 +721,7 @@ fn publicity_periods_end_by_the_calendar_on_every_node() {
         }
         // A new public-only subscription no longer sends it.
         let mut fresh = clients[0]
-            .subscribe(pb::SubscribeRequest {
-                filter: Some(pb::FeedFilter {
-                    categories: vec!["administrative_penalty".into()],
-                    public_only: true,
-                    ..Default::default()
-                }),
-                resume_from: None,
-                follow: false,
-            })
+            .subscribe(public_penalties(false))
             .await
             .expect("subscribe")
             .into_inner();
