@@ -109,6 +109,8 @@ struct RawSync {
     silence_max_ms: u64,
     clock_skew_max_seconds: u64,
     checkpoint_refresh_seconds: u64,
+    feeder_choice: bool,
+    feeder_switch_ms: u64,
 }
 
 impl Default for RawSync {
@@ -123,6 +125,8 @@ impl Default for RawSync {
             silence_max_ms: 10_000,
             clock_skew_max_seconds: 300,
             checkpoint_refresh_seconds: 60,
+            feeder_choice: true,
+            feeder_switch_ms: 3000,
         }
     }
 }
@@ -414,7 +418,15 @@ impl Config {
         if y.reconnect_min_ms == 0 || y.reconnect_max_ms < y.reconnect_min_ms {
             return Err("sync.reconnect_min_ms / reconnect_max_ms: need 0 < min <= max".to_string());
         }
+        if !(2 * y.heartbeat_ms..=600_000).contains(&y.feeder_switch_ms) {
+            return Err(
+                "sync.feeder_switch_ms: must be at least twice sync.heartbeat_ms (a feeder is judged on announced heads) and at most 600000"
+                    .to_string(),
+            );
+        }
         let sync = crate::sync::peer::DriverLimits {
+            feeder_choice: y.feeder_choice,
+            feeder_switch: Duration::from_millis(y.feeder_switch_ms),
             batch_entries_max: y.batch_entries_max,
             batch_bytes_max: y.batch_bytes_max,
             pending_bytes_max: y.pending_bytes_max,

@@ -196,7 +196,16 @@ pub async fn serve(
     let (stop_links, links_stopped) = watch::channel(false);
     let peer_states: PeerStates = Arc::default();
     let mut links = Vec::new();
-    for peer in &config.peers {
+    let feeders = (config.sync.feeder_choice && !config.peers.is_empty())
+        .then(|| crate::link::Feeders::new(config.region, &config.peers, config.sync.feeder_switch));
+    if let Some(f) = &feeders {
+        links.push(tokio::spawn(crate::link::run_feeders(
+            f.clone(),
+            index.clone(),
+            links_stopped.clone(),
+        )));
+    }
+    for (slot, peer) in config.peers.iter().enumerate() {
         let link = Link {
             local: config.region,
             writer: writer.clone(),
@@ -205,13 +214,14 @@ pub async fn serve(
             limits: config.sync,
             states: peer_states.clone(),
             own_log_behind: own_log_behind.clone(),
+            feeders: feeders.as_ref().map(|f| (f.clone(), slot)),
         };
-        let connector = Arc::new(crate::rpc::replication::TlsPeer {
-            address: peer.address.clone(),
-            region: peer.region,
-            server_name: peer.server_name.clone(),
-            tls: config.tls.clone(),
-        });
+        let connector = Arc::new(crate::rpc::replication::TlsPeer::new(
+            &peer.address,
+            peer.region,
+            peer.server_name.clone(),
+            config.tls.clone(),
+        ));
         links.push(tokio::spawn(run_peer(
             link,
             peer.clone(),
@@ -235,6 +245,7 @@ pub async fn serve(
         journal: JournalReader::new(&config.store.journal_dir()),
         peers: config.peers.clone(),
         states: peer_states.clone(),
+        feeders,
         certificates,
         progress: Default::default(),
         writer: writer.clone(),

@@ -206,6 +206,8 @@ async fn observe(certs: PathBuf, port: u16, expect: usize, until: Instant) -> an
             have: Some(have),
             batch_entries_max: 0,
             batch_bytes_max: 0,
+            select_origins: true,
+            stream_origins: vec![code],
         })
         .await?
         .into_inner();

@@ -86,12 +86,13 @@ regions = ["*"]
 sharing = ["unconditional", "conditional"]
 "#;
 
-/// A demo node's config: loopback, short timers, its own policy file.
-fn node_config(region: Region, addr: SocketAddr, data: &str, peers: &[(SocketAddr, Region)]) -> String {
+/// A demo node's config: loopback, short timers, its own policy file; `sync` adds lines to its
+/// `[sync]` table.
+fn node_config(region: Region, addr: SocketAddr, data: &str, peers: &[(SocketAddr, Region)], sync: &str) -> String {
     let mut text = format!(
         "[node]\nregion = \"{region}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\npolicy = \"policy-{data}.toml\"\n\
          [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\ncrl_reload_seconds = 1\n\
-         [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n"
+         [sync]\nheartbeat_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 2000\n{sync}"
     );
     for (address, region) in peers {
         text.push_str(&format!(
@@ -180,7 +181,7 @@ impl LocalFederation {
                 },
                 &format!("department-{r}-demo"),
             )?;
-            let text = node_config(*r, addrs[i], &data, &peers);
+            let text = node_config(*r, addrs[i], &data, &peers, "");
             nodes.push(LocalNode {
                 region: *r,
                 addr: addrs[i],
@@ -204,6 +205,17 @@ impl LocalFederation {
     /// Adds and starts another node of `region` (a second one of a region is an "evil twin" for
     /// tests: same certificate, its own log) with its store in `data`, pulling from `peers`.
     pub async fn add_node(&mut self, region: Region, data: &str, peers: &[usize]) -> anyhow::Result<usize> {
+        self.add_node_with(region, data, peers, "").await
+    }
+
+    /// `add_node`, with `sync` added to the node's `[sync]` table (lines of TOML).
+    pub async fn add_node_with(
+        &mut self,
+        region: Region,
+        data: &str,
+        peers: &[usize],
+        sync: &str,
+    ) -> anyhow::Result<usize> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let certs = certs_dir(&self.dir);
         if !certs.join(format!("node-{region}.pem")).exists() {
@@ -215,7 +227,7 @@ impl LocalFederation {
             .map(|j| (self.nodes[*j].addr, self.nodes[*j].region))
             .collect();
         std::fs::write(self.dir.join(format!("policy-{data}.toml")), DEMO_POLICY)?;
-        let text = node_config(region, addr, data, &peers);
+        let text = node_config(region, addr, data, &peers, sync);
         self.nodes.push(LocalNode {
             region,
             addr,
@@ -335,6 +347,11 @@ impl LocalFederation {
             .into_iter()
             .map(|h| (h.origin, (h.seq, h.head_hash.to_vec(), h.forked)))
             .collect())
+    }
+
+    /// Edits node `i`'s config text; takes effect at its next start.
+    pub fn edit_config(&mut self, i: usize, edit: impl FnOnce(&mut String)) {
+        edit(&mut self.nodes[i].config_text);
     }
 
     /// Appends `text` (TOML tables) to node `i`'s config; takes effect at its next start.

@@ -3,11 +3,17 @@
 //! past the store's version vector, checks each batch with the sync core's `LinkReceiver`, stores
 //! what checkpoints cover through the writer (so a slow disk slows the stream: flow control end
 //! to end), records the peer's heads from heartbeats, and reconnects with capped, jittered
-//! backoff. A faulty peer is marked with the reason; other peers go on.
+//! backoff. A faulty peer is marked with the reason; other peers go on. With feeder choice on,
+//! each link asks its peer only for the origins the node's `Feeders` give it (the others the
+//! peer announces), and reopens its stream, on the same connection and without backoff, when
+//! that set changes.
 
+pub mod feeders;
 pub mod recover;
 
-use crate::log::CheckpointVerifier;
+pub use feeders::{run_feeders, Feeders};
+
+use crate::log::{CheckpointVerifier, ENTRY_OVERHEAD_BYTES};
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::store::writer::WriterHandle;
@@ -44,11 +50,15 @@ pub struct Link {
     /// Set once a peer shows that it holds more of this node's own log than this node does:
     /// (our head, theirs, the peer). Publishing is refused while it is set.
     pub own_log_behind: OwnLogBehind,
+    /// The node's feeder choice and this link's place in it; `None`: every origin is streamed.
+    pub feeders: Option<(Arc<Feeders>, usize)>,
 }
 
 enum LinkEnd {
     Shutdown,
     Failed(String),
+    /// The origins this link should stream changed: reopen at once.
+    Reassigned,
 }
 
 /// Runs the link to `peer` until `shutdown` turns true.
@@ -59,16 +69,25 @@ pub async fn run_peer(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = link.limits.reconnect_min;
+    let mut fresh = true;
     loop {
         let started = std::time::Instant::now();
         let end = tokio::select! {
-            end = session(&link, &peer, connector.as_ref()) => end,
+            end = session(&link, &peer, connector.as_ref(), fresh) => end,
             _ = shutdown.wait_for(|stop| *stop) => LinkEnd::Shutdown,
         };
-        update(&link.states, &peer.address, |s| s.connected = false);
+        fresh = !matches!(end, LinkEnd::Reassigned);
+        if fresh {
+            update(&link.states, &peer.address, |s| s.connected = false);
+            if let Some((f, id)) = &link.feeders {
+                f.closed(*id);
+            }
+        }
         match end {
             LinkEnd::Shutdown => return,
+            LinkEnd::Reassigned => continue,
             LinkEnd::Failed(reason) => {
+                connector.reset();
                 tracing::warn!(peer = %peer.address, region = %peer.region, reason = %reason, "sync link failed; will reconnect");
                 update(&link.states, &peer.address, |s| {
                     s.errors_total += 1;
@@ -90,25 +109,38 @@ pub async fn run_peer(
     }
 }
 
-async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) -> LinkEnd {
+/// One stream from the peer. `fresh`: the link just came up (not a reopen after a feeder change).
+async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector, fresh: bool) -> LinkEnd {
     let heads = match link.index.heads() {
         Ok(h) => h,
         Err(e) => return LinkEnd::Failed(format!("reading our heads: {e}")),
     };
+    let mut changes = link.feeders.as_ref().map(|(f, _)| f.subscribe());
+    let streams = link.feeders.as_ref().map(|(f, id)| f.opening(*id, fresh));
     let request = SyncOpen {
         have: heads.iter().map(|(o, h)| (*o, h.next_seq)).collect(),
         batch_entries_max: link.limits.batch_entries_max,
         batch_bytes_max: link.limits.batch_bytes_max,
+        streams: streams.clone(),
     };
-    let mut stream = match connector.open(request).await {
-        Ok(s) => s,
-        Err(e) => return ended(link, peer, e),
+    // A reopen goes over the kept connection; one that went silent must not hold the link.
+    let mut stream = match tokio::time::timeout(link.limits.silence_max, connector.open(request)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return ended(link, peer, e),
+        Err(_) => {
+            return LinkEnd::Failed(format!(
+                "no answer to the sync request for {:?}",
+                link.limits.silence_max
+            ))
+        }
     };
     update(&link.states, &peer.address, |s| {
         s.connected = true;
         s.last_contact_unix_millis = now_millis();
     });
-    tracing::info!(peer = %peer.address, region = %peer.region, "sync link up");
+    if fresh {
+        tracing::info!(peer = %peer.address, region = %peer.region, "sync link up");
+    }
     let origins: Vec<Region> = heads.iter().map(|(o, _)| *o).collect();
     let mut receiver = LinkReceiver::new(heads, link.limits.pending_bytes_max);
     // Not our own: a node restored from an old backup signed a fresh checkpoint of its old head
@@ -123,7 +155,12 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) 
     }
     let mut receiver = Some(receiver);
     loop {
-        let message = match tokio::time::timeout(link.limits.silence_max, stream.next()).await {
+        let next = tokio::time::timeout(link.limits.silence_max, stream.next());
+        let message = tokio::select! {
+            m = next => m,
+            _ = reassigned(link, changes.as_mut(), streams.as_ref()) => return LinkEnd::Reassigned,
+        };
+        let message = match message {
             Err(_) => return LinkEnd::Failed(format!("no message for {:?}", link.limits.silence_max)),
             Ok(Err(e)) => return ended(link, peer, e),
             Ok(Ok(None)) => return LinkEnd::Failed("peer closed the stream".to_string()),
@@ -137,17 +174,45 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector) 
             // The signed heads a heartbeat carries are judged like any checkpoint: a fresher one
             // is kept, one that contradicts our chain is fork evidence.
             Incoming::Heartbeat { heads, checkpoints } => {
+                if let Some((f, id)) = &link.feeders {
+                    f.announced(*id, &heads);
+                }
                 update(&link.states, &peer.address, |s| s.heads = heads);
                 checkpoints
             }
             Incoming::Batch(b) => vec![b],
         };
         for batch in batches {
-            let rx = receiver.take().expect("the receiver is put back after every batch");
+            let mut rx = receiver.take().expect("the receiver is put back after every batch");
+            // An origin another peer feeds: its checkpoints here are judged against the store.
+            if let (Some(origin), true) = (batch.origin, batch.entries.is_empty()) {
+                if let Ok(head) = link.index.head(origin) {
+                    rx.follow_store(origin, head);
+                }
+            }
             match deliver(link, peer, rx, batch).await {
                 Ok(rx) => receiver = Some(rx),
                 Err(end) => return end,
             }
+        }
+    }
+}
+
+/// Resolves once this link's origins differ from `streams` (never without feeder choice).
+async fn reassigned(
+    link: &Link,
+    changes: Option<&mut watch::Receiver<u64>>,
+    streams: Option<&std::collections::BTreeSet<Region>>,
+) {
+    let (Some((f, id)), Some(changes), Some(streams)) = (&link.feeders, changes, streams) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if f.streams_of(*id) != *streams {
+            return;
         }
     }
 }
@@ -163,6 +228,12 @@ fn clock(limits: &DriverLimits) -> Clock {
 /// the link ends.
 async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Batch) -> Result<LinkReceiver, LinkEnd> {
     let n = batch.entries.len() as u64;
+    let bytes: u64 = batch
+        .entries
+        .iter()
+        .map(|e| e.op_bytes.len() as u64 + ENTRY_OVERHEAD_BYTES)
+        .sum();
+    let code = batch.origin.map_or(0, |o| o.code());
     // Hashing and signature checks are CPU work: off the async workers.
     let verifier = link.verifier.clone();
     let now = clock(&link.limits);
@@ -181,10 +252,24 @@ async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Ba
         .iter()
         .map(|f| format!("checkpoint of {} at seq {} refused: {}", f.origin, f.seq, f.reason))
         .collect();
-    update(&link.states, &peer.address, |s| s.entries_received += n);
+    let skipped = rx.take_skipped();
+    if let Some((f, id)) = &link.feeders {
+        f.signed(*id, &rx.take_verified());
+    }
+    update(&link.states, &peer.address, |s| {
+        s.entries_received += n;
+        s.bytes_received += bytes;
+        let o = s.origins.entry(code).or_default();
+        o.entries += n;
+        o.bytes += bytes;
+        count_duplicates(s, code, skipped);
+    });
     for c in covered {
+        let (code, covered) = (c.origin.code(), c.entries.len() as u64);
         match link.writer.replicate(c).await {
-            Ok(ReplicaOutcome::Stored { .. }) => {}
+            Ok(ReplicaOutcome::Stored { appended }) => update(&link.states, &peer.address, |s| {
+                count_duplicates(s, code, covered.saturating_sub(appended));
+            }),
             Ok(ReplicaOutcome::Forked { origin, seq }) => {
                 tracing::error!(
                     origin = %origin,
@@ -213,6 +298,13 @@ async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Ba
     }
     report_forgeries(link, peer, &forgeries);
     Ok(rx)
+}
+
+fn count_duplicates(s: &mut PeerState, origin: u32, n: u64) {
+    if n > 0 {
+        s.duplicates_dropped += n;
+        s.origins.entry(origin).or_default().duplicates += n;
+    }
 }
 
 /// Checkpoints refused as untrustworthy count as errors of the peer that carried them; the link

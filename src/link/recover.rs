@@ -115,12 +115,7 @@ pub async fn recover(config: &Config, peer: &PeerConfig) -> Result<RecoverReport
     }
     let verifier = crate::pki::SignatureVerifier::new(&config.tls.ca, config.tls.crl.as_deref())
         .map_err(|e| RecoverError::Verifier(e.to_string()))?;
-    let connector = TlsPeer {
-        address: peer.address.clone(),
-        region: peer.region,
-        server_name: peer.server_name.clone(),
-        tls: config.tls.clone(),
-    };
+    let connector = TlsPeer::new(&peer.address, peer.region, peer.server_name.clone(), config.tls.clone());
     report.peer = connector
         .heads()
         .await
@@ -146,6 +141,7 @@ pub async fn recover(config: &Config, peer: &PeerConfig) -> Result<RecoverReport
             have: held.iter().map(|(o, h)| (*o, h.next_seq)).collect(),
             batch_entries_max: config.sync.batch_entries_max,
             batch_bytes_max: config.sync.batch_bytes_max,
+            streams: None,
         })
         .await
         .map_err(peer_err)?;

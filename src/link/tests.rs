@@ -384,6 +384,8 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
         reconnect_max: Duration::from_millis(40),
         silence_max: Duration::from_secs(2),
         clock_skew_max: Duration::from_secs(300),
+        feeder_choice: false,
+        feeder_switch: Duration::from_secs(3),
     };
     let states: PeerStates = Arc::default();
     let peers = peers_of(&c, &a, &b1, &b2);
@@ -414,6 +416,7 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
             limits,
             states: states.clone(),
             own_log_behind: Arc::default(),
+            feeders: None,
         };
         let config = PeerConfig {
             address: name.to_string(),
@@ -630,6 +633,8 @@ fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allow
         reconnect_max: Duration::from_millis(500),
         silence_max: Duration::from_secs(30),
         clock_skew_max: Duration::from_secs(300),
+        feeder_choice: false,
+        feeder_switch: Duration::from_secs(3),
     };
     let states: PeerStates = Arc::default();
     let link = Link {
@@ -640,6 +645,7 @@ fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allow
         limits,
         states: states.clone(),
         own_log_behind: Arc::default(),
+        feeders: None,
     };
     let peer = LargeGroup {
         origin: zj(),

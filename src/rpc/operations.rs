@@ -32,6 +32,8 @@ pub struct OperationsService {
     pub journal: JournalReader,
     pub peers: Vec<PeerConfig>,
     pub states: PeerStates,
+    /// The feeder choice, when on.
+    pub feeders: Option<Arc<crate::link::Feeders>>,
     /// (identity, not_after unix seconds) of this node's certificates.
     pub certificates: Vec<(String, i64)>,
     /// Per origin: (local seq last seen, when it last moved).
@@ -68,6 +70,18 @@ impl OperationsService {
                     last_error: s.last_error,
                     entries_received: s.entries_received,
                     messages_received: s.messages_received,
+                    bytes_received: s.bytes_received,
+                    duplicates_dropped: s.duplicates_dropped,
+                    origins: s
+                        .origins
+                        .iter()
+                        .map(|(origin, c)| pb::PeerOriginStatus {
+                            origin: *origin,
+                            entries_received: c.entries,
+                            bytes_received: c.bytes,
+                            duplicates_dropped: c.duplicates,
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -105,6 +119,7 @@ impl OperationsService {
                 *entry = (here, now);
             }
             let behind = there > here;
+            let feeder = self.feeders.as_ref().and_then(|f| f.feeder_of(o));
             let since = if behind {
                 now.duration_since(entry.1)
             } else {
@@ -118,6 +133,8 @@ impl OperationsService {
                 lag_seconds: since.as_secs_f64(),
                 stalled: behind && since >= STALLED_AFTER,
                 forked: forked.contains(&o),
+                feeder: feeder.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
+                feeder_switches: feeder.map_or(0, |f| f.1),
             });
         }
         let mut fork_list = Vec::new();

@@ -17,7 +17,7 @@ use crate::store::journal::{Frame, JournalPos, JournalReader};
 use crate::sync::peer::{Incoming, PeerConnector, PeerError, PeerFuture, PeerStream, SyncOpen};
 use crate::sync::sender::{SendLimits, Sender};
 use crate::sync::Batch;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -110,9 +110,18 @@ enum Wake {
     Stop,
 }
 
+/// What one peer asked for: everything past `have`, of the origins in `only` when it is set
+/// (those it takes from another feeder it gets announced in a heartbeat every interval).
+struct Wanted {
+    have: BTreeMap<Region, u64>,
+    only: Option<BTreeSet<Region>>,
+    /// The caller's own origin (a node's): with `only`, sent just as far as held at the start.
+    caller: Option<Region>,
+}
+
 fn stream_journal(
     source: StreamSource,
-    have: BTreeMap<Region, u64>,
+    wanted: Wanted,
     limits: SyncLimits,
     tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
 ) {
@@ -123,12 +132,30 @@ fn stream_journal(
         mut stopping,
         runtime,
     } = source;
+    let Wanted { have, only, caller } = wanted;
     let send = |m: pb::SyncMessage| tx.blocking_send(Ok(m)).is_ok();
+    // A peer that takes some origins from others hears our heads every interval even while
+    // entries flow, and at once: that is how it knows its feeders keep up.
+    let announcing = only.is_some();
+    let mut announced = std::time::Instant::now();
+    if announcing {
+        let Some(m) = heartbeat(&index, &journal) else { return };
+        if !send(m) {
+            return;
+        }
+    }
     // Start at the earliest run holding something the peer lacks.
     let mut start = *durable_end.borrow();
+    let mut callers_own = None;
     match index.heads() {
         Ok(heads) => {
             for (origin, head) in heads {
+                if Some(origin) == caller {
+                    callers_own = Some(head.seq());
+                }
+                if only.as_ref().is_some_and(|o| !o.contains(&origin)) {
+                    continue;
+                }
                 let want = have.get(&origin).copied().unwrap_or(1);
                 if want <= head.seq() {
                     if let Ok(Some((_, pos))) = index.run_of(origin, want) {
@@ -149,6 +176,18 @@ fn stream_journal(
             batch_bytes_max: limits.batch_bytes_max,
         },
     );
+    if let Some(origin) = caller.filter(|_| announcing) {
+        sender = sender.until(origin, callers_own.unwrap_or(0));
+    }
+    let mut sender = sender.only(only);
+    // Sends a heartbeat if one is due while announcing; false once the peer is gone.
+    let announce_if_due = |announced: &mut std::time::Instant| -> bool {
+        if !announcing || announced.elapsed() < limits.heartbeat {
+            return true;
+        }
+        *announced = std::time::Instant::now();
+        heartbeat(&index, &journal).is_none_or(send)
+    };
     loop {
         let end = *durable_end.borrow_and_update();
         if start < end {
@@ -164,7 +203,7 @@ fn stream_journal(
                         return Ok::<_, crate::store::journal::JournalError>(false);
                     }
                 }
-                Ok(true)
+                Ok(announce_if_due(&mut announced))
             });
             if let Err(e) = scanned {
                 tracing::error!(error = %e, "journal read failed while serving a peer");
@@ -178,15 +217,21 @@ fn stream_journal(
             }
             start = end;
         }
-        if tx.is_closed() {
+        if tx.is_closed() || !announce_if_due(&mut announced) {
             return;
         }
-        // Wait for new data or the next heartbeat, whichever comes first. A heartbeat goes out
-        // only when the interval passed with nothing new, never in answer to a wake-up.
+        // Wait for new data or the next heartbeat, whichever comes first. Unless announcing, a
+        // heartbeat goes out only when the interval passed with nothing new, never in answer to
+        // a wake-up.
+        let wait = if announcing {
+            limits.heartbeat.saturating_sub(announced.elapsed())
+        } else {
+            limits.heartbeat
+        };
         let woke = runtime.block_on(async {
             tokio::select! {
                 r = durable_end.changed() => if r.is_ok() { Wake::Data } else { Wake::Stop },
-                _ = tokio::time::sleep(limits.heartbeat) => Wake::Quiet,
+                _ = tokio::time::sleep(wait) => Wake::Quiet,
                 _ = tx.closed() => Wake::Stop,
                 _ = stopping.wait_for(|stop| *stop) => Wake::Stop,
             }
@@ -194,7 +239,7 @@ fn stream_journal(
         if woke == Wake::Stop {
             return;
         }
-        if woke == Wake::Quiet && *durable_end.borrow() == start {
+        if woke == Wake::Quiet && !announcing && *durable_end.borrow() == start {
             let Some(m) = heartbeat(&index, &journal) else { return };
             if !send(m) {
                 return;
@@ -217,6 +262,21 @@ impl pb::replication_server::Replication for ReplicationService {
             let origin = Region::from_code(code).map_err(|e| Status::invalid_argument(format!("have: {e}")))?;
             have.insert(origin, next.max(1));
         }
+        let only = if req.select_origins {
+            let mut only = BTreeSet::new();
+            for code in &req.stream_origins {
+                only.insert(
+                    Region::from_code(*code).map_err(|e| Status::invalid_argument(format!("stream_origins: {e}")))?,
+                );
+            }
+            Some(only)
+        } else {
+            None
+        };
+        let caller = match who.identity {
+            Identity::Node(region) => Some(region),
+            _ => None,
+        };
         let mut limits = self.limits;
         if req.batch_entries_max > 0 {
             limits.batch_entries_max = limits.batch_entries_max.min(req.batch_entries_max as usize);
@@ -224,7 +284,13 @@ impl pb::replication_server::Replication for ReplicationService {
         if req.batch_bytes_max > 0 {
             limits.batch_bytes_max = limits.batch_bytes_max.min(req.batch_bytes_max as usize);
         }
-        tracing::info!(peer = %who.identity, remote = %who.remote, origins = have.len(), "sync stream opened");
+        tracing::info!(
+            peer = %who.identity,
+            remote = %who.remote,
+            origins = have.len(),
+            streamed = only.as_ref().map_or("all".to_string(), |o| o.len().to_string()),
+            "sync stream opened"
+        );
         let (tx, rx) = mpsc::channel(SYNC_STREAM_DEPTH);
         let (index, journal, end) = (self.index.clone(), self.journal.clone(), self.durable_end.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -236,7 +302,7 @@ impl pb::replication_server::Replication for ReplicationService {
             stopping,
             runtime,
         };
-        tokio::task::spawn_blocking(move || stream_journal(source, have, limits, tx));
+        tokio::task::spawn_blocking(move || stream_journal(source, Wanted { have, only, caller }, limits, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -315,14 +381,39 @@ pub fn incoming_from_pb(m: pb::SyncMessage) -> Result<Incoming, PeerError> {
 const SYNC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// A peer reached over mutual TLS as this node; its certificate must name `cx://node/<region>`.
+/// The connection is kept for the next stream (a feeder change reopens the stream, not the
+/// connection) until the link fails.
 pub struct TlsPeer {
     pub address: String,
     pub region: Region,
     pub server_name: Option<String>,
     pub tls: TlsFiles,
+    pub channel: std::sync::Mutex<Option<tonic::transport::Channel>>,
 }
 
 impl TlsPeer {
+    pub fn new(address: &str, region: Region, server_name: Option<String>, tls: TlsFiles) -> TlsPeer {
+        TlsPeer {
+            address: address.to_string(),
+            region,
+            server_name,
+            tls,
+            channel: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<tonic::transport::Channel, PeerError> {
+        if let Some(c) = self.channel.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(c);
+        }
+        let expected = Some(Identity::Node(self.region));
+        let channel = super::client::connect_expecting(&self.address, &self.tls, self.server_name.as_deref(), expected)
+            .await
+            .map_err(|e| PeerError::Link(e.to_string()))?;
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
+        Ok(channel)
+    }
+
     /// The peer's heads: origin -> (seq, forked).
     pub async fn heads(&self) -> Result<BTreeMap<Region, (u64, bool)>, PeerError> {
         let expected = Some(Identity::Node(self.region));
@@ -360,11 +451,7 @@ impl PeerStream for TlsStream {
 impl PeerConnector for TlsPeer {
     fn open(&self, request: SyncOpen) -> PeerFuture<'_, Box<dyn PeerStream>> {
         Box::pin(async move {
-            let expected = Some(Identity::Node(self.region));
-            let channel =
-                super::client::connect_expecting(&self.address, &self.tls, self.server_name.as_deref(), expected)
-                    .await
-                    .map_err(|e| PeerError::Link(e.to_string()))?;
+            let channel = self.channel().await?;
             let mut client = pb::replication_client::ReplicationClient::new(channel)
                 .max_decoding_message_size(SYNC_MESSAGE_BYTES_MAX);
             let request = pb::SyncRequest {
@@ -373,13 +460,21 @@ impl PeerConnector for TlsPeer {
                 }),
                 batch_entries_max: request.batch_entries_max,
                 batch_bytes_max: request.batch_bytes_max,
+                select_origins: request.streams.is_some(),
+                stream_origins: request.streams.iter().flatten().map(|o| o.code()).collect(),
             };
-            let stream = client
-                .sync(request)
-                .await
-                .map_err(|s| PeerError::Link(super::client::explain_status(&s)))?
-                .into_inner();
+            let stream = match client.sync(request).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    self.reset();
+                    return Err(PeerError::Link(super::client::explain_status(&s)));
+                }
+            };
             Ok(Box::new(TlsStream(stream)) as Box<dyn PeerStream>)
         })
+    }
+
+    fn reset(&self) {
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }

@@ -10,6 +10,7 @@
 //! link sends of an origin may fail to link to the held head: that is a different branch, which
 //! only the judge can call a fork once a valid checkpoint covers it.
 
+pub mod feeders;
 pub mod judge;
 pub mod peer;
 pub mod sender;
@@ -105,6 +106,11 @@ pub struct LinkReceiver {
     pending_bytes_max: u64,
     refused: Vec<Forgery>,
     refused_total: u64,
+    /// Entries skipped because the store held them already, not yet taken.
+    skipped: u64,
+    /// Checkpoints (origin, seq) whose signature and date checked out, not yet taken (at most
+    /// the checkpoints of one batch).
+    verified: Vec<(Region, u64)>,
 }
 
 impl LinkReceiver {
@@ -117,7 +123,20 @@ impl LinkReceiver {
             pending_bytes_max,
             refused: Vec::new(),
             refused_total: 0,
+            skipped: 0,
+            verified: Vec::new(),
         }
+    }
+
+    /// Checkpoints accepted as the origin's since the last call: (origin, seq). What is ahead of
+    /// this link's entries is included (its signature is checked; what it covers is not known yet).
+    pub fn take_verified(&mut self) -> Vec<(Region, u64)> {
+        std::mem::take(&mut self.verified)
+    }
+
+    /// Entries skipped since the last call because the store held them already (duplicates).
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
     }
 
     /// Tells the receiver the latest checkpoint the store holds of `origin` (seq, signing time):
@@ -127,6 +146,17 @@ impl LinkReceiver {
             .entry(origin)
             .or_insert_with(|| Pending::at(ChainHead::default()))
             .latest = Some((seq, at_unix_seconds));
+    }
+
+    /// Where the store stands now for `origin`, which this link has not streamed (it is fed by
+    /// another peer): checkpoints this link carries of it are then judged against what the store
+    /// holds, not against what it held when the stream opened. Ignored once this link has sent
+    /// entries of the origin.
+    pub fn follow_store(&mut self, origin: Region, head: ChainHead) {
+        let p = self.pending.entry(origin).or_insert_with(|| Pending::at(head));
+        if !p.started && p.entries.is_empty() {
+            p.head = head;
+        }
     }
 
     /// Checkpoints refused since the last call, and how many were refused in all.
@@ -161,6 +191,7 @@ impl LinkReceiver {
             if e.seq < p.head.next_seq && p.entries.is_empty() && !p.started {
                 // Already held locally (the stream may overlap what another peer delivered): the
                 // judge checks it is identical; nothing to buffer here.
+                self.skipped += 1;
                 continue;
             }
             let mut head = p.head;
@@ -235,6 +266,7 @@ impl LinkReceiver {
                         ));
                         continue;
                     }
+                    self.verified.push((origin, c.seq));
                     let covered: Vec<Entry> = p.entries.drain(..=idx).collect();
                     let freed: u64 = covered.iter().map(entry_bytes).sum();
                     p.bytes -= freed;
@@ -252,6 +284,7 @@ impl LinkReceiver {
                     if p.latest.is_none_or(|(_, at)| c.at_unix_seconds >= at) && c.seq >= p.latest.map_or(0, |l| l.0) {
                         p.latest = Some((c.seq, c.at_unix_seconds));
                     }
+                    self.verified.push((origin, c.seq));
                     out.push(Covered {
                         origin,
                         entries: Vec::new(),
@@ -259,7 +292,7 @@ impl LinkReceiver {
                     })
                 }
                 // Ahead of what this link sent: it can only be judged with entries not sent yet.
-                _ => {}
+                _ => self.verified.push((origin, c.seq)),
             }
         }
         for (seq, reason) in refused {

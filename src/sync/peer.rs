@@ -6,7 +6,7 @@
 
 use super::Batch;
 use crate::record::Region;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,11 @@ pub struct DriverLimits {
     pub reconnect_max: Duration,
     /// No message (batch or heartbeat) for this long: the link is dead, reconnect.
     pub silence_max: Duration,
+    /// One copy per entry: each origin is streamed from one peer, the feeder (`sync::feeders`);
+    /// off, every peer streams every origin and duplicates are dropped at the store.
+    pub feeder_choice: bool,
+    /// An announced head not held this long after: another peer becomes the feeder.
+    pub feeder_switch: Duration,
     /// A checkpoint dated more than this ahead of our clock is refused as a forgery attempt.
     pub clock_skew_max: Duration,
 }
@@ -50,16 +55,31 @@ pub struct PeerState {
     /// Checkpoints this peer carried that were refused as forgery attempts (bad signature,
     /// dated ahead of our clock, before what they cover, or back-dated).
     pub forgeries_total: u64,
+    /// Bytes of entries received, and entries dropped because this node held them already.
+    pub bytes_received: u64,
+    pub duplicates_dropped: u64,
+    /// The same counts per origin code.
+    pub origins: BTreeMap<u32, OriginCounts>,
+}
+
+/// What one link delivered of one origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OriginCounts {
+    pub entries: u64,
+    pub bytes: u64,
+    pub duplicates: u64,
 }
 
 pub type PeerStates = Arc<Mutex<HashMap<String, PeerState>>>;
 
-/// What we ask a peer for: everything past `have` (origin -> next seq we need).
+/// What we ask a peer for: everything past `have` (origin -> next seq we need), of the origins
+/// in `streams` only when it is set (the others the peer only announces).
 #[derive(Clone, Debug, Default)]
 pub struct SyncOpen {
     pub have: BTreeMap<Region, u64>,
     pub batch_entries_max: u32,
     pub batch_bytes_max: u32,
+    pub streams: Option<BTreeSet<Region>>,
 }
 
 /// One message of a peer's stream, converted from the wire.
@@ -94,4 +114,6 @@ pub trait PeerStream: Send {
 /// Opens streams to one peer.
 pub trait PeerConnector: Send + Sync {
     fn open(&self, request: SyncOpen) -> PeerFuture<'_, Box<dyn PeerStream>>;
+    /// The link failed: a connection kept for the next stream must not be reused.
+    fn reset(&self) {}
 }

@@ -3,12 +3,13 @@
 //! gaps, in bounded batches of one origin each. Invariants: a batch never exceeds the entry or
 //! byte bound (a single entry larger than the byte bound goes alone); a checkpoint closes its
 //! batch, so the receiver can store what it covers at once; a checkpoint is sent when it covers
-//! anything the peer still lacks, or is the one at the peer's head (that is how forks are found).
+//! anything the peer still lacks, or is the one at the peer's head (that is how forks are found);
+//! when the peer asked for some origins only (`only`), nothing of the others is sent.
 
 use super::Batch;
 use crate::log::{Checkpoint, Entry, ENTRY_OVERHEAD_BYTES};
 use crate::record::Region;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendLimits {
@@ -21,6 +22,10 @@ pub struct Sender {
     /// Per origin, the next seq the peer needs.
     next: BTreeMap<Region, u64>,
     limits: SendLimits,
+    /// The origins the peer asked for; `None`: all.
+    only: Option<BTreeSet<Region>>,
+    /// Per origin, the last seq that may be sent.
+    until: BTreeMap<Region, u64>,
     open: Batch,
     bytes: usize,
 }
@@ -31,9 +36,29 @@ impl Sender {
         Sender {
             next: have,
             limits,
+            only: None,
+            until: BTreeMap::new(),
             open: Batch::default(),
             bytes: 0,
         }
+    }
+
+    /// Sends nothing of origins outside `origins` (the peer takes them from another feeder).
+    pub fn only(mut self, origins: Option<BTreeSet<Region>>) -> Sender {
+        self.only = origins;
+        self
+    }
+
+    /// Sends nothing of `origin` past `last_seq`: the peer's own log, which it writes itself,
+    /// is sent only as far as this node held it when the stream opened (enough to show the peer
+    /// that it is behind; never its own entries echoed back).
+    pub fn until(mut self, origin: Region, last_seq: u64) -> Sender {
+        self.until.insert(origin, last_seq);
+        self
+    }
+
+    fn wanted(&self, origin: Region, seq: u64) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&origin)) && self.until.get(&origin).is_none_or(|u| seq <= *u)
     }
 
     /// The next seq the peer needs of `origin`.
@@ -60,7 +85,7 @@ impl Sender {
 
     /// Takes one entry of the journal; complete batches are pushed to `out`.
     pub fn entry(&mut self, e: Entry, out: &mut Vec<Batch>) {
-        if e.seq < self.next_seq(e.origin) {
+        if e.seq < self.next_seq(e.origin) || !self.wanted(e.origin, e.seq) {
             return;
         }
         let bytes = e.op_bytes.len() + ENTRY_OVERHEAD_BYTES as usize;
@@ -79,7 +104,7 @@ impl Sender {
 
     /// Takes one checkpoint of the journal; complete batches are pushed to `out`.
     pub fn checkpoint(&mut self, c: Checkpoint, out: &mut Vec<Batch>) {
-        if c.seq + 1 < self.next_seq(c.origin) {
+        if c.seq + 1 < self.next_seq(c.origin) || !self.wanted(c.origin, c.seq) {
             return;
         }
         self.switch_to(c.origin, out);
@@ -164,6 +189,40 @@ mod tests {
             .map(|b| (seqs(b), b.checkpoints.iter().map(|c| c.seq).collect()))
             .collect();
         assert_eq!(shape, vec![(vec![], vec![2]), (vec![3], vec![3]), (vec![4], vec![])]);
+    }
+
+    #[test]
+    fn origins_the_peer_did_not_ask_for_are_not_sent() {
+        let mut s = Sender::new(BTreeMap::new(), LIMITS).only(Some(BTreeSet::from([js()])));
+        let mut out = Vec::new();
+        let (z, j) = (entries(zj(), 2, 10), entries(js(), 2, 10));
+        for (a, b) in z.into_iter().zip(j) {
+            s.entry(a, &mut out);
+            s.entry(b, &mut out);
+        }
+        s.checkpoint(checkpoint(zj(), 2), &mut out);
+        s.checkpoint(checkpoint(js(), 2), &mut out);
+        out.extend(s.flush());
+        let shape: Vec<(Region, Vec<u64>, usize)> = out
+            .iter()
+            .map(|b| (b.origin.expect("origin"), seqs(b), b.checkpoints.len()))
+            .collect();
+        assert_eq!(shape, vec![(js(), vec![1, 2], 1)]);
+        assert_eq!(s.next_seq(zj()), 1, "nothing of the other origin counted as sent");
+        // The peer's own origin only as far as held at the start.
+        let mut s = Sender::new(BTreeMap::new(), LIMITS).until(zj(), 2);
+        let mut out = Vec::new();
+        for e in entries(zj(), 4, 10) {
+            s.entry(e, &mut out);
+        }
+        s.checkpoint(checkpoint(zj(), 2), &mut out);
+        s.checkpoint(checkpoint(zj(), 4), &mut out);
+        out.extend(s.flush());
+        let shape: Vec<(Vec<u64>, Vec<u64>)> = out
+            .iter()
+            .map(|b| (seqs(b), b.checkpoints.iter().map(|c| c.seq).collect()))
+            .collect();
+        assert_eq!(shape, vec![(vec![1, 2], vec![2])]);
     }
 
     #[test]

@@ -13,15 +13,15 @@ use cxnode::store::journal::{Frame, Journal};
 use cxnode::store::StoreConfig;
 use std::time::{Duration, Instant};
 
-const CONVERGE: Duration = Duration::from_secs(60);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(60);
 
-fn lines(seed: u64, region: Region, n: usize) -> Vec<String> {
+pub(crate) fn lines(seed: u64, region: Region, n: usize) -> Vec<String> {
     let mut g = RecordGenerator::new(seed, region);
     (0..n).map(|_| g.next_line()).collect()
 }
 
 /// Publishes `n` records in every province (different seeds per round).
-async fn publish_everywhere(fed: &LocalFederation, round: u64, n: usize) {
+pub(crate) async fn publish_everywhere(fed: &LocalFederation, round: u64, n: usize) {
     for (i, node) in fed.nodes.iter().enumerate() {
         let appended = fed
             .publish(i, lines(round * 100 + i as u64, node.region, n))
@@ -32,14 +32,14 @@ async fn publish_everywhere(fed: &LocalFederation, round: u64, n: usize) {
 }
 
 /// A fresh local federation of `n` nodes in a temporary directory (kept alive by the caller).
-async fn federation(n: usize, topology: Topology) -> (tempfile::TempDir, LocalFederation) {
+pub(crate) async fn federation(n: usize, topology: Topology) -> (tempfile::TempDir, LocalFederation) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = LocalFederation::start(dir.path(), n, topology).await.expect("start");
     (dir, fed)
 }
 
 /// Waits until node `i` reports `seq` for `origin`, and returns that head's hash.
-async fn wait_head(fed: &LocalFederation, i: usize, origin: Region, seq: u64) -> Vec<u8> {
+pub(crate) async fn wait_head(fed: &LocalFederation, i: usize, origin: Region, seq: u64) -> Vec<u8> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let heads = fed.heads(i).await.expect("heads");
@@ -56,7 +56,7 @@ async fn wait_head(fed: &LocalFederation, i: usize, origin: Region, seq: u64) ->
     }
 }
 
-async fn assert_converges(fed: &LocalFederation) {
+pub(crate) async fn assert_converges(fed: &LocalFederation) {
     assert!(
         fed.wait_converged(CONVERGE).await.expect("heads"),
         "the federation did not converge"
@@ -172,7 +172,10 @@ fn now_secs() -> i64 {
 }
 
 /// Nodes 0 (origin a) and 1 (the relay) hold 100 entries each; `tamper` then changes the relay's
-/// stored copy of origin a while it is stopped. A new watcher pulls from the relay and from node 0.
+/// stored copy of origin a while it is stopped. A new watcher pulls from the relay and from node 0,
+/// with feeder choice off, so that the relay does send its copy of origin a (with it on, the
+/// watcher would take origin a from its own node and never ask the relay; the checks that refuse
+/// a bad copy are the same either way).
 /// Returns (watcher's heads, node 0's heads, watcher's data directory, the federation directory).
 async fn bad_relay(
     tamper: impl FnOnce(&std::path::Path, &std::path::Path, Region, ChainHead),
@@ -186,7 +189,10 @@ async fn bad_relay(
     tamper(dir.path(), &fed.nodes[1].data, a, head);
     fed.start_node(1).await.expect("relay back");
     let c = Region::parse("310000").expect("province");
-    let watcher = fed.add_node(c, "data-watcher", &[1, 0]).await.expect("watcher");
+    let watcher = fed
+        .add_node_with(c, "data-watcher", &[1, 0], "feeder_choice = false\n")
+        .await
+        .expect("watcher");
     let b = fed.nodes[1].region;
     let want_a = wait_head(&fed, 0, a, 100).await;
     assert_eq!(

@@ -5,6 +5,7 @@ mod architecture;
 mod common;
 mod federation;
 mod feed;
+mod feeders;
 mod netns;
 mod process;
 mod store;
