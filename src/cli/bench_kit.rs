@@ -110,9 +110,28 @@ pub(super) fn start_node_with(
     peers: &[(&str, u16)],
     node_keys: &str,
 ) -> anyhow::Result<NodeProcess> {
+    start_node_keys(work, data, port, region, peers, node_keys, "")
+}
+
+/// `start_node_with` with more `[sync]` keys too.
+pub(super) fn start_node_keys(
+    work: &Path,
+    data: &Path,
+    port: u16,
+    region: &str,
+    peers: &[(&str, u16)],
+    node_keys: &str,
+    sync_keys: &str,
+) -> anyhow::Result<NodeProcess> {
     let config = work.join(format!("node-{port}.toml"));
+    // Short heartbeats unless the caller sets its own.
+    let heartbeat = if sync_keys.contains("heartbeat_ms") {
+        ""
+    } else {
+        "heartbeat_ms = 200\n"
+    };
     let mut text = format!(
-        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{node_keys}[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\nheartbeat_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
+        "[node]\nregion = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{node_keys}[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{region}.pem\"\nkey = \"certs/node-{region}.key\"\ncrl = \"certs/crl.pem\"\n[log]\nlevel = \"warn\"\n[sync]\n{heartbeat}reconnect_min_ms = 50\nreconnect_max_ms = 1000\n{sync_keys}",
         data.display()
     );
     for (peer_region, peer_port) in peers {

@@ -25,24 +25,34 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     #[arg(long, default_value_t = 3)]
-    runs: usize,
+    pub(super) runs: usize,
     /// Live scenario: records per second published at the origin, and for how long.
     #[arg(long, default_value_t = 5000)]
-    live_rate: u64,
+    pub(super) live_rate: u64,
     #[arg(long, default_value_t = 10)]
-    live_seconds: u64,
+    pub(super) live_seconds: u64,
     /// Working directory (default: a new one under the temp dir, removed after).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Only the live scenario.
     #[arg(long)]
     live_only: bool,
+    /// Only the mesh scenario: `--mesh-nodes` node processes in a full mesh, `--live-rate`
+    /// records/s spread over all origins for `--live-seconds`, with feeder choice off and on in
+    /// turn (`--runs` of each): entries received per entry needed, duplicates, live latency.
+    #[arg(long)]
+    pub(super) mesh: bool,
+    #[arg(long, default_value_t = 8)]
+    pub(super) mesh_nodes: usize,
     /// One JSON object per run and a summary object, one per line, instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 const ORIGIN: &str = "330000";
+/// The identity latency observers open their Sync streams as (a node of no other role here).
+pub(super) const OBSERVER: &str = "node-440000";
+pub(super) const OBSERVER_REGION: &str = "440000";
 
 /// Head seq of `origin` at the node on `port`, asked as a node (policy: Heads).
 async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow::Result<u64> {
@@ -74,12 +84,19 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-sync-{}", std::process::id())));
     std::fs::create_dir_all(&work)?;
     let certs = work.join("certs");
-    bench_certs(&certs, &[ORIGIN, "320000", "310000", "440000"])?;
     let rt = super::runtime()?;
-    if !args.live_only {
-        catch_up(&args, &work, &certs, &rt)?;
+    if args.mesh {
+        let mut regions: Vec<&str> = super::bench_mesh::MESH_REGIONS[..args.mesh_nodes.clamp(2, 8)].to_vec();
+        regions.push(OBSERVER_REGION);
+        bench_certs(&certs, &regions)?;
+        super::bench_mesh::mesh(&args, &work, &certs, &rt)?;
+    } else {
+        bench_certs(&certs, &[ORIGIN, "320000", "310000", OBSERVER_REGION])?;
+        if !args.live_only {
+            catch_up(&args, &work, &certs, &rt)?;
+        }
+        live(&args, &work, &certs, &rt)?;
     }
-    live(&args, &work, &certs, &rt)?;
     if owned {
         let _ = std::fs::remove_dir_all(&work);
     }
@@ -186,15 +203,21 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     Ok(())
 }
 
-/// Collects (arrival - appended_at) for `expect` entries of ORIGIN seen on a Sync stream from
-/// `port`, or until `until`.
-async fn observe(certs: PathBuf, port: u16, expect: usize, until: Instant) -> anyhow::Result<Vec<i64>> {
-    let code = Region::parse(ORIGIN)?.code();
+/// Collects (arrival - appended_at) for `expect` entries of `origin` seen on a Sync stream from
+/// `port` (asked for that origin only, as node 440000), or until `until`.
+pub(super) async fn observe(
+    certs: PathBuf,
+    port: u16,
+    origin: &'static str,
+    expect: usize,
+    until: Instant,
+) -> anyhow::Result<Vec<i64>> {
+    let code = Region::parse(origin)?.code();
     // Only live entries count: ask from the node's current head on.
-    let head = head_at(&certs, "node-440000", port, ORIGIN).await?;
+    let head = head_at(&certs, OBSERVER, port, origin).await?;
     let channel = connect(
         &format!("127.0.0.1:{port}"),
-        &files(&certs, "node-440000"),
+        &files(&certs, OBSERVER),
         Some("localhost"),
     )
     .await?;
@@ -228,6 +251,69 @@ async fn observe(certs: PathBuf, port: u16, expect: usize, until: Instant) -> an
     Ok(latencies)
 }
 
+/// Publishes `total` records of `origin` at the node on `port`, `rate` per second, paced in
+/// ticks of 10 ms each sending what is due by then on one ordered, pipelined stream (so a slow
+/// acknowledgement never delays the next tick); returns how many were acknowledged.
+pub(super) async fn publish_paced(
+    certs: &Path,
+    port: u16,
+    origin: &str,
+    rate: u64,
+    total: u64,
+    seed: u64,
+) -> anyhow::Result<u64> {
+    let channel = connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, &format!("publisher-{origin}")),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = pb::publisher_client::PublisherClient::new(channel);
+    let mut gen = RecordGenerator::new(seed, Region::parse(origin)?);
+    let (requests, rx) = tokio::sync::mpsc::channel::<pb::PublishRequest>(64);
+    let mut responses = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("live publish")?
+        .into_inner();
+    let drain = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while let Ok(Some(r)) = responses.message().await {
+            acked += r.results.len() as u64;
+        }
+        acked
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    let mut ticks = 0u64;
+    while sent < total {
+        tick.tick().await;
+        ticks += 1;
+        // What is due by this tick (rates below 100/s send every few ticks).
+        let n = (ticks * rate / 100).min(total) - sent;
+        if n == 0 {
+            continue;
+        }
+        let operations = (0..n)
+            .map(|_| pb::Operation {
+                json: gen.next_line().into_bytes().into(),
+            })
+            .collect();
+        requests
+            .send(pb::PublishRequest { operations })
+            .await
+            .context("live publish stream closed")?;
+        sent += n;
+    }
+    drop(requests);
+    let acked = drain.await?;
+    anyhow::ensure!(
+        acked == sent,
+        "{sent} records sent but {acked} acknowledged at {origin}"
+    );
+    Ok(acked)
+}
+
 fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let ports = [free_port()?, free_port()?, free_port()?];
     let regions = [ORIGIN, "320000", "310000"];
@@ -244,8 +330,8 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
     let until = Instant::now() + Duration::from_secs(args.live_seconds * 3 + 10);
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (lat_b, lat_c, sent, lag_samples) = rt.block_on(async {
-        let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], total as usize, until));
-        let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], total as usize, until));
+        let b = tokio::spawn(observe(certs.to_path_buf(), ports[1], ORIGIN, total as usize, until));
+        let c = tokio::spawn(observe(certs.to_path_buf(), ports[2], ORIGIN, total as usize, until));
         // The origin's indexer lag, sampled every 10 ms while publishing.
         let (lag_certs, lag_port, on) = (certs.to_path_buf(), ports[0], sampling.clone());
         let lags = tokio::spawn(async move {
@@ -260,48 +346,7 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
         });
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let channel = connect(
-            &format!("127.0.0.1:{}", ports[0]),
-            &files(certs, &format!("publisher-{ORIGIN}")),
-            Some("localhost"),
-        )
-        .await?;
-        let mut client = pb::publisher_client::PublisherClient::new(channel);
-        let mut gen = RecordGenerator::new(99, Region::parse(ORIGIN)?);
-        // Paced in ticks of 10 ms, each sending rate/100 records on one ordered, pipelined stream
-        // (so a slow acknowledgement never delays the next tick).
-        let per_tick = (args.live_rate / 100).max(1);
-        let (requests, rx) = tokio::sync::mpsc::channel::<pb::PublishRequest>(64);
-        let mut responses = client
-            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .context("live publish")?
-            .into_inner();
-        let drain = tokio::spawn(async move {
-            let mut acked = 0u64;
-            while let Ok(Some(r)) = responses.message().await {
-                acked += r.results.len() as u64;
-            }
-            acked
-        });
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut sent = 0u64;
-        while sent < total {
-            tick.tick().await;
-            let operations = (0..per_tick)
-                .map(|_| pb::Operation {
-                    json: gen.next_line().into_bytes().into(),
-                })
-                .collect();
-            requests
-                .send(pb::PublishRequest { operations })
-                .await
-                .context("live publish stream closed")?;
-            sent += per_tick;
-        }
-        drop(requests);
-        let acked = drain.await?;
-        anyhow::ensure!(acked == sent, "{sent} records sent but {acked} acknowledged");
+        let sent = publish_paced(certs, ports[0], ORIGIN, args.live_rate, total, 99).await?;
         println!("published {sent} records in {:.1} s", started.elapsed().as_secs_f64());
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         let lag_samples = lags.await?;

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod bench_feed;
 mod bench_kit;
+mod bench_mesh;
 mod bench_sync;
 mod certs;
 pub mod demo;

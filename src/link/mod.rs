@@ -13,6 +13,13 @@ pub mod recover;
 
 pub use feeders::{run_feeders, Feeders};
 
+/// How often checkpoints of an origin that a link only announces are judged against the store
+/// (fork detection on announce-only links); in between they are verified and counted only.
+pub const ANNOUNCED_JUDGED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Origins whose last judging time a link remembers (past it, every announced checkpoint is
+/// judged).
+const JUDGED_ORIGINS_MAX: usize = 4096;
+
 use crate::log::{CheckpointVerifier, ENTRY_OVERHEAD_BYTES};
 use crate::record::Region;
 use crate::store::index::Index;
@@ -154,6 +161,8 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector, 
         }
     }
     let mut receiver = Some(receiver);
+    // Per origin this link only announces: when its checkpoints were last judged.
+    let mut judged: std::collections::HashMap<Region, std::time::Instant> = std::collections::HashMap::new();
     loop {
         let next = tokio::time::timeout(link.limits.silence_max, stream.next());
         let message = tokio::select! {
@@ -184,13 +193,25 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector, 
         };
         for batch in batches {
             let mut rx = receiver.take().expect("the receiver is put back after every batch");
-            // An origin another peer feeds: its checkpoints here are judged against the store.
+            let mut store = true;
+            // An origin another peer feeds: its checkpoints here are judged against the store
+            // (that is how a fork shows on a link that only announces), once in a while; every
+            // one is still verified, and counts as a signed head for the feeder choice.
             if let (Some(origin), true) = (batch.origin, batch.entries.is_empty()) {
+                if streams.as_ref().is_some_and(|s| !s.contains(&origin)) {
+                    let due = judged
+                        .get(&origin)
+                        .is_none_or(|at| at.elapsed() >= ANNOUNCED_JUDGED_EVERY);
+                    if due && judged.len() < JUDGED_ORIGINS_MAX {
+                        judged.insert(origin, std::time::Instant::now());
+                    }
+                    store = due;
+                }
                 if let Ok(head) = link.index.head(origin) {
                     rx.follow_store(origin, head);
                 }
             }
-            match deliver(link, peer, rx, batch).await {
+            match deliver(link, peer, rx, batch, store).await {
                 Ok(rx) => receiver = Some(rx),
                 Err(end) => return end,
             }
@@ -224,9 +245,15 @@ fn clock(limits: &DriverLimits) -> Clock {
     }
 }
 
-/// Checks one batch on the receiver and stores what it covers; gives the receiver back, or how
-/// the link ends.
-async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Batch) -> Result<LinkReceiver, LinkEnd> {
+/// Checks one batch on the receiver and stores what it covers (`store`: else only checks it);
+/// gives the receiver back, or how the link ends.
+async fn deliver(
+    link: &Link,
+    peer: &PeerConfig,
+    mut rx: LinkReceiver,
+    batch: Batch,
+    store: bool,
+) -> Result<LinkReceiver, LinkEnd> {
     let n = batch.entries.len() as u64;
     let bytes: u64 = batch
         .entries
@@ -264,7 +291,7 @@ async fn deliver(link: &Link, peer: &PeerConfig, mut rx: LinkReceiver, batch: Ba
         o.bytes += bytes;
         count_duplicates(s, code, skipped);
     });
-    for c in covered {
+    for c in covered.into_iter().filter(|_| store) {
         let (code, covered) = (c.origin.code(), c.entries.len() as u64);
         match link.writer.replicate(c).await {
             Ok(ReplicaOutcome::Stored { appended }) => update(&link.states, &peer.address, |s| {

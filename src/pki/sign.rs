@@ -149,6 +149,35 @@ pub struct SignatureVerifier {
     /// (issuer name DER, serial without leading zeros) -> revocation time, unix seconds.
     revoked: HashMap<(Vec<u8>, Vec<u8>), i64>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Signer chains that verified to the roots, by digest: the same few chains sign every
+    /// checkpoint, and their check (one ECDSA verification per certificate) need not be repeated
+    /// for a time inside all their certificates' validity.
+    chains: std::sync::Mutex<HashMap<crate::log::Hash, VerifiedChain>>,
+}
+
+/// Signer chains remembered as verified; past this the memory is cleared.
+const VERIFIED_CHAINS_MAX: usize = 1024;
+
+/// What a verified signer chain showed.
+#[derive(Clone, Debug)]
+struct VerifiedChain {
+    /// The chain verifies at any time in [not_before, not_after] (unix seconds): inside every
+    /// certificate's validity; the signatures between them do not depend on time.
+    not_before: i64,
+    not_after: i64,
+    identity: Identity,
+    /// (issuer name DER, serial without leading zeros) of the leaf, and its serial in hex.
+    revocation_key: (Vec<u8>, Vec<u8>),
+    serial: String,
+}
+
+fn chain_digest(chain_der: &[Vec<u8>]) -> crate::log::Hash {
+    let mut all = Vec::with_capacity(chain_der.iter().map(|c| c.len() + 8).sum());
+    for c in chain_der {
+        all.extend_from_slice(&(c.len() as u64).to_be_bytes());
+        all.extend_from_slice(c);
+    }
+    crate::log::digest(&all)
 }
 
 impl std::fmt::Debug for SignatureVerifier {
@@ -197,6 +226,7 @@ impl SignatureVerifier {
             roots,
             revoked,
             algorithms: algorithms(),
+            chains: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -219,52 +249,64 @@ impl SignatureVerifier {
             reason: "the signature time is before 1970".to_string(),
         })?;
         let leaf = CertificateDer::from(leaf_der.as_slice());
-        let intermediates: Vec<CertificateDer<'_>> = rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let leaf_cert = EndEntityCert::try_from(&leaf).map_err(|e| PkiError::SignerChain {
             at,
             reason: format!("leaf certificate: {e:?}"),
         })?;
-        // Revocation is judged below by date, so webpki gets no CRLs: it would refuse a
-        // certificate revoked *after* the signature, which must stay valid.
-        leaf_cert
-            .verify_for_usage(
-                self.algorithms.all,
-                &self.roots,
-                &intermediates,
-                UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
-                KeyUsage::client_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| PkiError::SignerChain {
-                at,
-                reason: format!("{e:?}"),
-            })?;
-
-        let actual = identity_from_cert_der(leaf_der)?;
-        if &actual != expected {
+        let digest = chain_digest(chain_der);
+        let known = self
+            .chains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .filter(|c| c.not_before <= at && at <= c.not_after)
+            .cloned();
+        let chain = match known {
+            Some(c) => c,
+            None => {
+                let intermediates: Vec<CertificateDer<'_>> =
+                    rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+                // Revocation is judged below by date, so webpki gets no CRLs: it would refuse a
+                // certificate revoked *after* the signature, which must stay valid.
+                leaf_cert
+                    .verify_for_usage(
+                        self.algorithms.all,
+                        &self.roots,
+                        &intermediates,
+                        UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
+                        KeyUsage::client_auth(),
+                        None,
+                        None,
+                    )
+                    .map_err(|e| PkiError::SignerChain {
+                        at,
+                        reason: format!("{e:?}"),
+                    })?;
+                let chain = verified_chain(chain_der)?;
+                let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                if chains.len() >= VERIFIED_CHAINS_MAX {
+                    chains.clear();
+                }
+                chains.insert(digest, chain.clone());
+                chain
+            }
+        };
+        if &chain.identity != expected {
             return Err(PkiError::WrongSigner {
                 expected: expected.uri(),
-                actual: actual.uri(),
+                actual: chain.identity.uri(),
             });
         }
-
-        let (_, x509) = x509_parser::parse_x509_certificate(leaf_der).map_err(|e| PkiError::CertificateInvalid {
-            what: "signer certificate".to_string(),
-            reason: e.to_string(),
-        })?;
-        let key = (x509.issuer().as_raw().to_vec(), trim_serial(x509.raw_serial()).to_vec());
         // Revoked at or before the signature time: refused. Revoked later: the signature was
         // made while the key was still trusted, and stays valid.
-        match self.revoked.get(&key) {
-            Some(&revoked_at) if revoked_at <= at => {
+        if let Some(&revoked_at) = self.revoked.get(&chain.revocation_key) {
+            if revoked_at <= at {
                 return Err(PkiError::SignerRevoked {
-                    serial: serial_hex(x509.raw_serial()),
+                    serial: chain.serial.clone(),
                     revoked_at: unix_text(revoked_at),
                     at: unix_text(at),
                 });
             }
-            _ => {}
         }
 
         let algorithm = verification_algorithm(&self.algorithms, scheme)?;
@@ -272,6 +314,39 @@ impl SignatureVerifier {
             .verify_signature(algorithm, msg, sig)
             .map_err(|_| PkiError::BadSignature)
     }
+}
+
+/// What a chain that just verified shows: its validity window, the leaf's identity and its
+/// revocation key.
+fn verified_chain(chain_der: &[Vec<u8>]) -> Result<VerifiedChain, PkiError> {
+    let (leaf_der, _) = chain_der.split_first().ok_or(PkiError::EmptyChain)?;
+    let identity = identity_from_cert_der(leaf_der)?;
+    let mut not_before = i64::MIN;
+    let mut not_after = i64::MAX;
+    let mut leaf_key = None;
+    for (i, der) in chain_der.iter().enumerate() {
+        let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::CertificateInvalid {
+            what: "signer certificate".to_string(),
+            reason: e.to_string(),
+        })?;
+        let validity = x509.validity();
+        not_before = not_before.max(validity.not_before.timestamp());
+        not_after = not_after.min(validity.not_after.timestamp());
+        if i == 0 {
+            leaf_key = Some((
+                (x509.issuer().as_raw().to_vec(), trim_serial(x509.raw_serial()).to_vec()),
+                serial_hex(x509.raw_serial()),
+            ));
+        }
+    }
+    let (revocation_key, serial) = leaf_key.ok_or(PkiError::EmptyChain)?;
+    Ok(VerifiedChain {
+        not_before,
+        not_after,
+        identity,
+        revocation_key,
+        serial,
+    })
 }
 
 fn unix_text(seconds: i64) -> String {

@@ -179,6 +179,7 @@ fn stream_journal(
     if let Some(origin) = caller.filter(|_| announcing) {
         sender = sender.until(origin, callers_own.unwrap_or(0));
     }
+    let streamed = only.clone();
     let mut sender = sender.only(only);
     // Sends a heartbeat if one is due while announcing; false once the peer is gone.
     let announce_if_due = |announced: &mut std::time::Instant| -> bool {
@@ -190,6 +191,10 @@ fn stream_journal(
     };
     loop {
         let end = *durable_end.borrow_and_update();
+        // Asked for some origins only: most commits are of others, and need no read at all.
+        if start < end && streamed.as_ref().is_some_and(|o| !has_news(&index, &sender, o, start)) {
+            start = end;
+        }
         if start < end {
             let mut out = Vec::new();
             let scanned = journal.scan(start, end, |_, _, frame| {
@@ -246,6 +251,19 @@ fn stream_journal(
             }
         }
     }
+}
+
+/// Whether the journal from `start` on may hold something of `origins` for this peer: entries it
+/// needs, or a checkpoint written since. (The index is updated before the durable end moves, so
+/// it is never behind what the stream is about to read.) On a read error: yes, read and see.
+fn has_news(index: &Index, sender: &Sender, origins: &BTreeSet<Region>, start: JournalPos) -> bool {
+    origins.iter().any(|o| {
+        let entries = index.head(*o).map_or(true, |h| sender.needs(*o, h.next_seq));
+        let checkpoint = index
+            .latest_checkpoint(*o)
+            .map_or(true, |c| c.is_some_and(|c| c.pos >= start));
+        entries || checkpoint
+    })
 }
 
 #[tonic::async_trait]

@@ -36,6 +36,8 @@ const SEGMENT_PREFIX: &str = "seg-";
 const SEGMENT_SUFFIX: &str = ".cxj";
 /// Reads are buffered by this much: catch-up and recovery are sequential scans.
 const READ_BUFFER_BYTES: usize = 1024 * 1024;
+/// The smallest read buffer of a scan.
+const SCAN_BUFFER_BYTES_MIN: usize = 8 * 1024;
 
 /// A global byte offset into the journal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -560,6 +562,23 @@ impl JournalReader {
         &self,
         from: JournalPos,
         to: JournalPos,
+        visit: impl FnMut(JournalPos, JournalPos, Frame) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        // A short range is read with a buffer of its size: a live stream or a look-up reading a
+        // few frames must not copy a megabyte each time.
+        let buffer =
+            to.0.saturating_sub(from.0)
+                .clamp(SCAN_BUFFER_BYTES_MIN as u64, READ_BUFFER_BYTES as u64);
+        self.scan_buffered(from, to, buffer as usize, visit)
+    }
+
+    /// `scan` with a read buffer of `buffer` bytes (for a reader that stops early, at an unknown
+    /// point: `find_entry`).
+    pub fn scan_buffered<E: From<JournalError>>(
+        &self,
+        from: JournalPos,
+        to: JournalPos,
+        buffer: usize,
         mut visit: impl FnMut(JournalPos, JournalPos, Frame) -> Result<bool, E>,
     ) -> Result<(), E> {
         let segments = list_segments(self.fs.as_ref(), &self.dir)?;
@@ -574,7 +593,7 @@ impl JournalReader {
             let mut file = self.fs.open_read(&path).map_err(io_err(&path))?;
             let mut offset = from.0.saturating_sub(*base);
             file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
-            let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+            let mut reader = BufReader::with_capacity(buffer, file);
             while base + offset < to.0 {
                 let position = base + offset;
                 let corrupt = |reason: String| JournalError::Corrupt {

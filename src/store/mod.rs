@@ -604,7 +604,48 @@ impl Store {
         self.commit_covered(OwnOrigin::Recovering(local), covered)
     }
 
+    /// Stores several verified batches, of distinct origins, with one journal write and one
+    /// fsync (group commit); each is judged as `commit_replicated` would, against what the store
+    /// held before the group. The outcomes are in the order of `batches`.
+    pub fn commit_replicated_group(
+        &mut self,
+        local: Region,
+        batches: &[&Covered],
+    ) -> Result<Vec<ReplicaOutcome>, StoreError> {
+        let mut origins = std::collections::BTreeSet::new();
+        if let Some(c) = batches.iter().find(|c| !origins.insert(c.origin)) {
+            return Err(StoreError::Origin(format!(
+                "a replica group holds two batches of {}: each is judged against the store before the group",
+                c.origin
+            )));
+        }
+        let mut frames = Vec::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for covered in batches {
+            let (mut f, outcome) = self.judge_covered(OwnOrigin::Refused(local), covered)?;
+            frames.append(&mut f);
+            outcomes.push(outcome);
+        }
+        self.write_frames(&frames)?;
+        for o in &outcomes {
+            if let ReplicaOutcome::Stored { appended } = o {
+                self.entries += appended;
+            }
+        }
+        Ok(outcomes)
+    }
+
     fn commit_covered(&mut self, own: OwnOrigin, covered: &Covered) -> Result<ReplicaOutcome, StoreError> {
+        let (frames, outcome) = self.judge_covered(own, covered)?;
+        self.write_frames(&frames)?;
+        if let ReplicaOutcome::Stored { appended } = outcome {
+            self.entries += appended;
+        }
+        Ok(outcome)
+    }
+
+    /// What the judge decides of one batch: the frames to write (none when nothing is stored).
+    fn judge_covered(&mut self, own: OwnOrigin, covered: &Covered) -> Result<(Vec<Frame>, ReplicaOutcome), StoreError> {
         let origin = covered.origin;
         let held = Held {
             head: self.index.head(origin)?,
@@ -634,46 +675,52 @@ impl Store {
                 vec![Frame::Checkpoint(cp.clone())],
                 ReplicaOutcome::Stored { appended: 0 },
             ),
-            Verdict::AlreadyHeld => return Ok(ReplicaOutcome::Stored { appended: 0 }),
-            Verdict::Fork { seq } if own == OwnOrigin::Recovering(origin) => {
-                return Ok(ReplicaOutcome::Refused(format!(
+            Verdict::AlreadyHeld => (Vec::new(), ReplicaOutcome::Stored { appended: 0 }),
+            Verdict::Fork { seq } if own == OwnOrigin::Recovering(origin) => (
+                Vec::new(),
+                ReplicaOutcome::Refused(format!(
                     "the replica's copy of this node's own log ({origin}) contradicts ours at seq {seq}: this node wrote entries the federation never saw after it was restored; do not publish, keep both stores and report the fork"
-                )))
-            }
+                )),
+            ),
             Verdict::Fork { seq } => (
                 vec![Frame::ForkEvidence(cp.clone())],
                 ReplicaOutcome::Forked { origin, seq },
             ),
-            Verdict::Gap { have, starts } => {
-                return Ok(ReplicaOutcome::Refused(format!(
-                    "gap in {origin}: have up to {have}, batch starts at {starts}"
-                )))
-            }
-            Verdict::OwnLogBehind { ours, theirs } => return Ok(ReplicaOutcome::OwnLogBehind { ours, theirs }),
-            Verdict::Refuse(reason) => return Ok(ReplicaOutcome::Refused(reason)),
-            Verdict::BackDated { held_seq, held_at } => {
-                return Ok(ReplicaOutcome::Forgery(format!(
+            Verdict::Gap { have, starts } => (
+                Vec::new(),
+                ReplicaOutcome::Refused(format!("gap in {origin}: have up to {have}, batch starts at {starts}")),
+            ),
+            Verdict::OwnLogBehind { ours, theirs } => (Vec::new(), ReplicaOutcome::OwnLogBehind { ours, theirs }),
+            Verdict::Refuse(reason) => (Vec::new(), ReplicaOutcome::Refused(reason)),
+            Verdict::BackDated { held_seq, held_at } => (
+                Vec::new(),
+                ReplicaOutcome::Forgery(format!(
                     "checkpoint of {origin} at seq {} dated {} is older than the one held at seq {held_seq} (dated {held_at}): back-dated",
                     cp.seq, cp.at_unix_seconds
-                )))
-            }
+                )),
+            ),
         };
+        Ok((frames, outcome))
+    }
+
+    /// Appends `frames`, makes them durable and indexes them (nothing when empty).
+    fn write_frames(&mut self, frames: &[Frame]) -> Result<(), StoreError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
         let mut batch = self.index.begin();
         let mut next_pos = self.journal.end().0;
-        for frame in &frames {
+        for frame in frames {
             let pos = JournalPos(next_pos);
             next_pos += encoded_len(frame);
             // The link receiver checked every entry's digest and hash; the judge checked the link
             // to our head, and it is checked again (cheaply) while indexing.
             batch.index_frame(pos, frame, Source::Checked)?;
         }
-        self.journal.append(&frames)?;
+        self.journal.append(frames)?;
         self.journal.sync()?;
         batch.commit(self.journal.end())?;
-        if let ReplicaOutcome::Stored { appended } = outcome {
-            self.entries += appended;
-        }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Signs a fresh checkpoint of this node's own head (at start, and periodically while idle),
@@ -715,6 +762,9 @@ impl Store {
     }
 }
 
+/// Read buffer of `find_entry`: the entry is usually a few frames into its run.
+const FIND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Finds entry `origin/seq`: from the start of its run, read forward to it.
 pub fn find_entry(
     index: &Index,
@@ -727,20 +777,25 @@ pub fn find_entry(
     };
     let mut found = None;
     let mut expected = run_start;
-    reader.scan(pos, JournalPos(u64::MAX), |at, _, frame| match frame {
-        Frame::Entry(e) if e.origin == origin && e.seq == expected => {
-            if e.seq == seq {
-                found = Some(e);
-                return Ok(false);
+    reader.scan_buffered(
+        pos,
+        JournalPos(u64::MAX),
+        FIND_BUFFER_BYTES,
+        |at, _, frame| match frame {
+            Frame::Entry(e) if e.origin == origin && e.seq == expected => {
+                if e.seq == seq {
+                    found = Some(e);
+                    return Ok(false);
+                }
+                expected += 1;
+                Ok(true)
             }
-            expected += 1;
-            Ok(true)
-        }
-        _ => Err(StoreError::Index(IndexError::Damaged {
-            key: format!("run of {origin}/{run_start}"),
-            reason: format!("journal position {} breaks the run before seq {seq}", at.0),
-        })),
-    })?;
+            _ => Err(StoreError::Index(IndexError::Damaged {
+                key: format!("run of {origin}/{run_start}"),
+                reason: format!("journal position {} breaks the run before seq {seq}", at.0),
+            })),
+        },
+    )?;
     Ok(found)
 }
 

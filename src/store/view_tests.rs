@@ -517,3 +517,74 @@ fn past_its_lag_bound_the_indexer_holds_ingest_back() {
     let store = join.join().expect("writer thread").expect("clean stop");
     assert_eq!(store.view().position().entries, 250);
 }
+
+/// Replica batches of distinct origins committed as one group (one write, one fsync) leave the
+/// store exactly as committing them one at a time does; a batch the judge refuses (a gap) is
+/// refused alone; two batches of one origin in a group are refused and nothing is written.
+#[test]
+fn a_replica_group_stores_what_one_batch_at_a_time_does() {
+    let mut model = Model::default();
+    let logs: Vec<Vec<Entry>> = origins()
+        .iter()
+        .enumerate()
+        .map(|(i, o)| origin_log(*o, 40 + i as u64, 90, &mut model))
+        .collect();
+    assert!(logs.iter().all(|l| l.len() >= 60), "each log has 60 entries at least");
+    let (g_dir, s_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let open = |dir: &std::path::Path| {
+        let mut cfg = StoreConfig::new(dir);
+        cfg.local = Some(local());
+        Store::open(&cfg).expect("store").0
+    };
+    let (mut grouped, mut single) = (open(g_dir.path()), open(s_dir.path()));
+    let mut at = 1_700_000_000i64;
+    for step in 0..5 {
+        let batches: Vec<Covered> = logs
+            .iter()
+            .map(|log| {
+                at += 1;
+                let entries = log[step * 10..step * 10 + 10].to_vec();
+                let checkpoint = checkpoint(entries[0].origin, entries.last().expect("10"), at);
+                Covered {
+                    origin: entries[0].origin,
+                    entries,
+                    checkpoint,
+                }
+            })
+            .collect();
+        let refs: Vec<&Covered> = batches.iter().collect();
+        let outcomes = grouped.commit_replicated_group(local(), &refs).expect("group");
+        for (b, o) in batches.iter().zip(&outcomes) {
+            assert_eq!(*o, single.commit_replicated(local(), b).expect("single"));
+            assert_eq!(*o, ReplicaOutcome::Stored { appended: 10 });
+        }
+    }
+    grouped.index_view().expect("index");
+    single.index_view().expect("index");
+    assert_eq!(dump(&grouped), dump(&single));
+    let digests = |dir: &std::path::Path| crate::store::verify::content_digests(&dir.join("journal")).expect("digests");
+    assert_eq!(digests(g_dir.path()), digests(s_dir.path()));
+    // A gap is refused alone; the other batch of the group is stored.
+    let (a, b) = (&logs[0], &logs[1]);
+    let gap = Covered {
+        origin: a[0].origin,
+        entries: a[55..60].to_vec(),
+        checkpoint: checkpoint(a[0].origin, &a[59], at + 1),
+    };
+    let fine = Covered {
+        origin: b[0].origin,
+        entries: b[50..60].to_vec(),
+        checkpoint: checkpoint(b[0].origin, &b[59], at + 2),
+    };
+    let outcomes = grouped.commit_replicated_group(local(), &[&fine, &gap]).expect("group");
+    assert_eq!(outcomes[0], ReplicaOutcome::Stored { appended: 10 });
+    assert!(
+        matches!(&outcomes[1], ReplicaOutcome::Refused(r) if r.contains("gap")),
+        "{:?}",
+        outcomes[1]
+    );
+    let end = grouped.journal_end();
+    // Two batches of one origin: refused, nothing written.
+    assert!(grouped.commit_replicated_group(local(), &[&fine, &fine]).is_err());
+    assert_eq!(grouped.journal_end(), end);
+}

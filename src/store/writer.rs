@@ -1,6 +1,7 @@
 //! The one writer of a store: a dedicated thread that takes requests from a bounded queue, groups
 //! waiting local publishes (up to a bound) into one journal write and one fsync (group commit),
-//! stores verified batches from peers through the same journal path, and answers each request
+//! stores verified batches from peers through the same journal path (those of distinct origins
+//! waiting together share one write and one fsync), and answers each request
 //! after its data is durable. Invariants: requests are applied in arrival order; the queue and a
 //! group are bounded; the durable end is announced after every commit (live sync tails it); after
 //! a failure the writer stops and every later request gets `WriterStopped` (a half-known disk
@@ -19,6 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// The result of one local request: an outcome per operation, and the checkpoint of its group.
 pub type Committed = (Vec<OpOutcome>, Option<Checkpoint>);
+
+/// Replica batches (of distinct origins) written with one fsync at most.
+pub const REPLICA_GROUP_BATCHES_MAX: usize = 64;
 
 enum Work {
     Local(Vec<Operation>, oneshot::Sender<Result<Committed, Arc<StoreError>>>),
@@ -206,11 +210,43 @@ fn serve_requests(
                 failed
             }
             Work::Replica(covered, reply) => {
-                let r = store.commit_replicated(origin, &covered);
-                let failed = r.as_ref().err().map(|e| e.to_string());
+                // Group the replica batches waiting behind this one, of other origins (one of an
+                // origin already in the group ends it: each is judged against the store before
+                // the group), up to the bounds: one journal write and one fsync for all.
+                let mut entries = covered.entries.len();
+                let mut group = vec![(covered, reply)];
+                while group.len() < REPLICA_GROUP_BATCHES_MAX && entries < limits.group_ops_max {
+                    match rx.try_recv() {
+                        Ok(Work::Replica(more, reply)) if group.iter().all(|(c, _)| c.origin != more.origin) => {
+                            entries += more.entries.len();
+                            group.push((more, reply));
+                        }
+                        Ok(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let batches: Vec<&Covered> = group.iter().map(|(c, _)| c.as_ref()).collect();
+                let r = store.commit_replicated_group(origin, &batches);
                 announce(store, progress, end_tx);
-                let _ = reply.send(r.map_err(Arc::new));
-                failed
+                match r {
+                    Ok(outcomes) => {
+                        for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        let e = Arc::new(e);
+                        for (_, reply) in group {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Some(message)
+                    }
+                }
             }
             Work::Local(ops, reply) => {
                 // Group every local request waiting behind this one (up to the bound);

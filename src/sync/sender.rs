@@ -61,6 +61,13 @@ impl Sender {
         self.only.as_ref().is_none_or(|o| o.contains(&origin)) && self.until.get(&origin).is_none_or(|u| seq <= *u)
     }
 
+    /// Whether this node holding `origin` up to `next_seq` (exclusive) has entries this peer
+    /// still needs and may be sent.
+    pub fn needs(&self, origin: Region, next_seq: u64) -> bool {
+        let want = self.next_seq(origin);
+        next_seq > want && self.wanted(origin, want)
+    }
+
     /// The next seq the peer needs of `origin`.
     pub fn next_seq(&self, origin: Region) -> u64 {
         self.next.get(&origin).copied().unwrap_or(1)
