@@ -1,4 +1,5 @@
-//! `cxnode status --node ADDR`: a node's sync health as a table (peers, then origins), from
+//! `cxnode status --node ADDR`: a node's sync health as a table (peers with what they sent and
+//! how much of it was duplicate, then origins with the peer each is fed by), from
 //! `Operations.SyncStatus`. Needs an operator certificate (or one the policy grants SyncStatus).
 
 use crate::record::Region;
@@ -31,8 +32,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     println!("node {}", region(s.region));
     println!(
-        "{:<24} {:<22} {:<9} {:>10} {:>7}  last error",
-        "peer", "identity", "link", "contact", "errors"
+        "{:<24} {:<22} {:<9} {:>10} {:>7} {:>10} {:>10}  last error",
+        "peer", "identity", "link", "contact", "errors", "received", "duplicates"
     );
     for p in &s.peers {
         let contact = if p.last_contact_unix_millis > 0 {
@@ -42,13 +43,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         };
         let link = if p.connected { "up" } else { "down" };
         println!(
-            "{:<24} {:<22} {:<9} {:>10} {:>7}  {}",
-            p.address, p.identity, link, contact, p.errors_total, p.last_error
+            "{:<24} {:<22} {:<9} {:>10} {:>7} {:>10} {:>10}  {}",
+            p.address,
+            p.identity,
+            link,
+            contact,
+            p.errors_total,
+            p.entries_received,
+            p.duplicates_dropped,
+            p.last_error
         );
     }
     println!(
-        "{:<8} {:>10} {:>10} {:>8} {:>9}  state",
-        "origin", "local", "best peer", "lag", "lag s"
+        "{:<8} {:>10} {:>10} {:>8} {:>9}  {:<24} {:>8}  state",
+        "origin", "local", "best peer", "lag", "lag s", "fed by", "switches"
     );
     let mut problems = 0;
     for o in &s.origins {
@@ -63,13 +71,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             "in sync"
         };
+        let feeder = if o.origin == s.region {
+            "(this node)"
+        } else if o.feeder.is_empty() {
+            "-"
+        } else {
+            &o.feeder
+        };
         println!(
-            "{:<8} {:>10} {:>10} {:>8} {:>9.1}  {state}",
+            "{:<8} {:>10} {:>10} {:>8} {:>9.1}  {:<24} {:>8}  {state}",
             region(o.origin),
             o.local_head,
             o.best_peer_head,
             o.lag_entries,
-            o.lag_seconds
+            o.lag_seconds,
+            feeder,
+            o.feeder_switches
         );
     }
     if let Some(i) = &s.index {

@@ -257,7 +257,7 @@ fn stream_journal(
 /// needs, or a checkpoint written since. (The index is updated before the durable end moves, so
 /// it is never behind what the stream is about to read.) On a read error: yes, read and see.
 fn has_news(index: &Index, sender: &Sender, origins: &BTreeSet<Region>, start: JournalPos) -> bool {
-    origins.iter().any(|o| {
+    origins.iter().filter(|o| sender.may_send(**o)).any(|o| {
         let entries = index.head(*o).map_or(true, |h| sender.needs(*o, h.next_seq));
         let checkpoint = index
             .latest_checkpoint(*o)

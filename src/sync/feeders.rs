@@ -30,6 +30,10 @@ pub type Millis = i64;
 /// A peer, by its position in the node's configured peers.
 pub type PeerId = usize;
 
+/// Origins one peer's announcement is taken for; past this the rest of a heartbeat is ignored
+/// (a federation has a few dozen origins; a peer announcing thousands is not honest).
+pub const ANNOUNCED_ORIGINS_MAX: usize = 1024;
+
 #[derive(Clone, Debug)]
 struct PeerSlot {
     address: String,
@@ -162,7 +166,11 @@ impl FeederChoice {
     /// The heads a peer announced (origin, seq, forked): they rank peers, nothing more.
     pub fn announced(&mut self, peer: PeerId, heads: impl IntoIterator<Item = (Region, u64, bool)>) {
         let p = &mut self.peers[peer];
-        p.announced = heads.into_iter().map(|(o, s, f)| (o, (s, f))).collect();
+        p.announced = heads
+            .into_iter()
+            .take(ANNOUNCED_ORIGINS_MAX)
+            .map(|(o, s, f)| (o, (s, f)))
+            .collect();
         p.announced_once = true;
     }
 
@@ -227,8 +235,11 @@ impl FeederChoice {
         }
         known.extend(self.origins.iter().filter(|(_, s)| s.feeder.is_some()).map(|(o, _)| *o));
         known.remove(&self.local);
+        // What nobody holds or announces any more is forgotten (the slots stay bounded by what
+        // the store and the up peers' bounded announcements name).
+        self.origins.retain(|o, _| known.contains(o));
         let mut out = Vec::new();
-        for origin in known {
+        for origin in known.iter().copied() {
             if let Some((to, reason)) = self.decide(origin, now) {
                 let slot = self.origins.entry(origin).or_default();
                 let from = slot.feeder;

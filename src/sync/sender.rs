@@ -64,8 +64,12 @@ impl Sender {
     /// Whether this node holding `origin` up to `next_seq` (exclusive) has entries this peer
     /// still needs and may be sent.
     pub fn needs(&self, origin: Region, next_seq: u64) -> bool {
-        let want = self.next_seq(origin);
-        next_seq > want && self.wanted(origin, want)
+        next_seq > self.next_seq(origin) && self.may_send(origin)
+    }
+
+    /// Whether anything more of `origin` may be sent (asked for, and not past its bound).
+    pub fn may_send(&self, origin: Region) -> bool {
+        self.wanted(origin, self.next_seq(origin))
     }
 
     /// The next seq the peer needs of `origin`.

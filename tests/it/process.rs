@@ -103,6 +103,7 @@ fn publish_over_mtls_then_republish_is_all_duplicates_and_the_store_verifies() {
         ],
     );
     assert!(table.contains("node 330000") && table.contains("in sync"), "{table}");
+    assert!(table.contains("fed by") && table.contains("(this node)"), "{table}");
     assert!(table.contains("certificate cx://node/330000 expires in 36"), "{table}");
     let status = node.stop();
     assert!(status.success(), "graceful stop exits 0, got {status}");
