@@ -245,7 +245,7 @@ pub async fn serve(
         journal: JournalReader::new(&config.store.journal_dir()),
         peers: config.peers.clone(),
         states: peer_states.clone(),
-        feeders,
+        feeders: feeders.map(|f| f as Arc<dyn crate::sync::peer::FeederView>),
         certificates,
         progress: Default::default(),
         writer: writer.clone(),

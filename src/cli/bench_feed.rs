@@ -10,8 +10,8 @@
 //! Not a test: nothing here asserts a speed.
 
 use super::bench_kit::{
-    bench_certs, files, filesystem_of, free_port, median, now_micros, peak_rss_kib, publish_args, report,
-    start_node_with, NodeProcess,
+    bench_certs, files, filesystem_of, free_port, median, now_micros, operator_status, peak_rss_kib, publish_args,
+    publish_paced, report, start_node_keys, NodeProcess,
 };
 use super::publish::publish;
 use crate::pki::{self, Identity, IssueRequest};
@@ -165,14 +165,7 @@ async fn catch_up(certs: &Path, port: u16, categories: Vec<String>, regions: Vec
 }
 
 async fn head_at(certs: &Path, port: u16, origin: &str) -> anyhow::Result<u64> {
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, "operator-bench"),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::operations_client::OperationsClient::new(channel);
-    let s = client.sync_status(pb::SyncStatusRequest {}).await?.into_inner();
+    let s = operator_status(certs, port).await?;
     let code = Region::parse(origin)?.code();
     let indexed = s.index.map(|i| i.lag_entries == 0).unwrap_or(false);
     let head = s
@@ -227,40 +220,6 @@ async fn follow(
     Ok(out)
 }
 
-/// Publishes generated records at `rate` per second for `seconds` to the node on `port`.
-async fn publish_at_rate(
-    certs: &Path,
-    port: u16,
-    region: &str,
-    seed: u64,
-    rate: u64,
-    seconds: u64,
-) -> anyhow::Result<u64> {
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, &format!("publisher-{region}")),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::publisher_client::PublisherClient::new(channel);
-    let mut gen = RecordGenerator::new(seed, Region::parse(region)?);
-    let per_tick = (rate / 100).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut sent = 0;
-    while Instant::now() < until {
-        tick.tick().await;
-        let operations = (0..per_tick)
-            .map(|_| pb::Operation {
-                json: gen.next_line().into_bytes().into(),
-            })
-            .collect();
-        client.publish(pb::PublishRequest { operations }).await?;
-        sent += per_tick;
-    }
-    Ok(sent)
-}
-
 /// Latencies of `n` subscribers following while records are published.
 async fn fan_out(args: &FeedArgs, certs: &Path, port: u16, n: usize, seed: u64) -> anyhow::Result<Vec<f64>> {
     let origin = Region::parse(REGIONS[0])?.code();
@@ -278,7 +237,7 @@ async fn fan_out(args: &FeedArgs, certs: &Path, port: u16, n: usize, seed: u64) 
         )));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    publish_at_rate(certs, port, REGIONS[0], seed, args.rate, args.live_seconds).await?;
+    publish_paced(certs, port, REGIONS[0], args.rate, args.rate * args.live_seconds, seed).await?;
     let mut all = Vec::new();
     for s in subscribers {
         all.extend(s.await??);
@@ -346,7 +305,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
         let data = work.join(format!("data-{region}"));
         let _ = std::fs::remove_dir_all(&data);
         let port = free_port()?;
-        let node = start_node_with(&work, &data, port, region, &[], &policy_key)?;
+        let node = start_node_keys(&work, &data, port, region, &[], &policy_key, "")?;
         rt.block_on(publish(&publish_args(&certs, &work, port, region, &file, 1000)))?;
         origins.push((node, port));
     }
@@ -363,7 +322,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
             .map(|(r, (_, p))| (*r, *p))
             .collect();
         (
-            start_node_with(&work, &data, port, READER, &peers, &policy_key)?,
+            start_node_keys(&work, &data, port, READER, &peers, &policy_key, "")?,
             port,
             data,
         )

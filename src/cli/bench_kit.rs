@@ -4,7 +4,7 @@
 use crate::pki::{self, Identity, IssueRequest};
 use crate::record::Region;
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -98,22 +98,10 @@ pub(super) fn start_node_of(
     region: &str,
     peers: &[(&str, u16)],
 ) -> anyhow::Result<NodeProcess> {
-    start_node_with(work, data, port, region, peers, "")
+    start_node_keys(work, data, port, region, peers, "", "")
 }
 
-/// `start_node_of` with more `[node]` keys (e.g. `policy = "..."\n`).
-pub(super) fn start_node_with(
-    work: &Path,
-    data: &Path,
-    port: u16,
-    region: &str,
-    peers: &[(&str, u16)],
-    node_keys: &str,
-) -> anyhow::Result<NodeProcess> {
-    start_node_keys(work, data, port, region, peers, node_keys, "")
-}
-
-/// `start_node_with` with more `[sync]` keys too.
+/// `start_node_of` with more `[node]` keys (e.g. `policy = "..."\n`) and `[sync]` keys.
 pub(super) fn start_node_keys(
     work: &Path,
     data: &Path,
@@ -159,6 +147,21 @@ pub(super) fn start_node_keys(
 }
 
 /// The TLS files of certificate `name` in the benchmark's `certs` directory.
+/// `Operations.SyncStatus` of the node on `port`, asked as the bench operator.
+pub(super) async fn operator_status(certs: &Path, port: u16) -> anyhow::Result<crate::rpc::pb::SyncStatusResponse> {
+    let channel = crate::rpc::client::connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, "operator-bench"),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = crate::rpc::pb::operations_client::OperationsClient::new(channel);
+    Ok(client
+        .sync_status(crate::rpc::pb::SyncStatusRequest {})
+        .await?
+        .into_inner())
+}
+
 pub(super) fn files(certs: &Path, name: &str) -> crate::pki::TlsFiles {
     crate::pki::TlsFiles {
         ca: certs.join("ca.pem"),
@@ -221,4 +224,130 @@ pub(super) fn filesystem_of(path: &Path) -> String {
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         })
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Publishes `total` records of `origin` at the node on `port`, `rate` per second, paced in
+/// ticks of 10 ms each sending what is due by then on one ordered, pipelined stream (so a slow
+/// acknowledgement never delays the next tick); returns how many were acknowledged.
+pub(super) async fn publish_paced(
+    certs: &Path,
+    port: u16,
+    origin: &str,
+    rate: u64,
+    total: u64,
+    seed: u64,
+) -> anyhow::Result<u64> {
+    let channel = crate::rpc::client::connect(
+        &format!("127.0.0.1:{port}"),
+        &files(certs, &format!("publisher-{origin}")),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client = crate::rpc::pb::publisher_client::PublisherClient::new(channel);
+    let mut gen = crate::record::RecordGenerator::new(seed, Region::parse(origin)?);
+    let (requests, rx) = tokio::sync::mpsc::channel::<crate::rpc::pb::PublishRequest>(64);
+    let mut responses = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("live publish")?
+        .into_inner();
+    let drain = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while let Ok(Some(r)) = responses.message().await {
+            acked += r.results.len() as u64;
+        }
+        acked
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    let mut ticks = 0u64;
+    while sent < total {
+        tick.tick().await;
+        ticks += 1;
+        // What is due by this tick (rates below 100/s send every few ticks).
+        let n = (ticks * rate / 100).min(total) - sent;
+        if n == 0 {
+            continue;
+        }
+        let operations = (0..n)
+            .map(|_| crate::rpc::pb::Operation {
+                json: gen.next_line().into_bytes().into(),
+            })
+            .collect();
+        requests
+            .send(crate::rpc::pb::PublishRequest { operations })
+            .await
+            .context("live publish stream closed")?;
+        sent += n;
+    }
+    drop(requests);
+    let acked = drain.await?;
+    anyhow::ensure!(
+        acked == sent,
+        "{sent} records sent but {acked} acknowledged at {origin}"
+    );
+    Ok(acked)
+}
+
+/// The identity latency observers open their Sync streams as (a node of no other role here).
+pub(super) const OBSERVER: &str = "node-440000";
+pub(super) const OBSERVER_REGION: &str = "440000";
+
+/// Head seq of `origin` at the node on `port`, asked as a node (policy: Heads).
+pub(super) async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow::Result<u64> {
+    let channel =
+        crate::rpc::client::connect(&format!("127.0.0.1:{port}"), &files(certs, as_node), Some("localhost")).await?;
+    let mut client = crate::rpc::pb::replication_client::ReplicationClient::new(channel);
+    let code = Region::parse(origin)?.code();
+    let heads = client.heads(crate::rpc::pb::HeadsRequest {}).await?.into_inner().heads;
+    Ok(heads.iter().find(|h| h.origin == code).map(|h| h.seq).unwrap_or(0))
+}
+
+/// Collects (arrival - appended_at) for `expect` entries of `origin` seen on a Sync stream from
+/// `port` (asked for that origin only, as node 440000), or until `until`.
+pub(super) async fn observe(
+    certs: PathBuf,
+    port: u16,
+    origin: &'static str,
+    expect: usize,
+    until: Instant,
+) -> anyhow::Result<Vec<i64>> {
+    let code = Region::parse(origin)?.code();
+    // Only live entries count: ask from the node's current head on.
+    let head = head_at(&certs, OBSERVER, port, origin).await?;
+    let channel = crate::rpc::client::connect(
+        &format!("127.0.0.1:{port}"),
+        &files(&certs, OBSERVER),
+        Some("localhost"),
+    )
+    .await?;
+    let mut client =
+        crate::rpc::pb::replication_client::ReplicationClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut have = crate::rpc::pb::VersionVector::default();
+    have.next_seq.insert(code, head + 1);
+    let mut stream = client
+        .sync(crate::rpc::pb::SyncRequest {
+            have: Some(have),
+            batch_entries_max: 0,
+            batch_bytes_max: 0,
+            select_origins: true,
+            stream_origins: vec![code],
+        })
+        .await?
+        .into_inner();
+    let mut latencies = Vec::new();
+    while Instant::now() < until && latencies.len() < expect {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
+            break;
+        };
+        let Some(message) = message? else { break };
+        if let Some(crate::rpc::pb::sync_message::Body::Batch(b)) = message.body {
+            let now = now_micros();
+            for e in b.entries.iter().filter(|e| e.origin == code) {
+                latencies.push(now - e.appended_at_micros);
+            }
+        }
+    }
+    Ok(latencies)
 }

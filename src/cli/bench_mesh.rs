@@ -5,10 +5,9 @@
 //! bytes received, the live latency of the first origin's entries as seen on Sync streams from two
 //! other nodes, and how long the federation took to converge once publishing stopped. Not a test.
 
-use super::bench_kit::{files, filesystem_of, free_port, median, report, start_node_keys, NodeProcess};
-use super::bench_sync::{observe, publish_paced, SyncArgs};
-use crate::rpc::client::connect;
-use crate::rpc::pb;
+use super::bench_kit::{
+    filesystem_of, free_port, median, observe, operator_status, publish_paced, report, start_node_keys, NodeProcess,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,16 @@ const MESH_HEARTBEAT_MS: u64 = 1000;
 /// How long a run may take to converge once publishing stops.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(180);
 
+/// What to run: `nodes` processes, `rate` records/s over all origins for `seconds`, `runs` of
+/// each mode.
+pub(super) struct Mesh {
+    pub(super) nodes: usize,
+    pub(super) runs: usize,
+    pub(super) rate: u64,
+    pub(super) seconds: u64,
+    pub(super) json: bool,
+}
+
 struct MeshRun {
     received: u64,
     needed: u64,
@@ -29,17 +38,6 @@ struct MeshRun {
     p50_ms: f64,
     p99_ms: f64,
     converge_s: f64,
-}
-
-async fn status(certs: &Path, port: u16) -> anyhow::Result<pb::SyncStatusResponse> {
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, "operator-bench"),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::operations_client::OperationsClient::new(channel);
-    Ok(client.sync_status(pb::SyncStatusRequest {}).await?.into_inner())
 }
 
 fn pct(v: &mut [i64], p: f64) -> f64 {
@@ -51,13 +49,13 @@ fn pct(v: &mut [i64], p: f64) -> f64 {
 }
 
 fn one_run(
-    args: &SyncArgs,
+    args: &Mesh,
     work: &Path,
     certs: &Path,
     rt: &tokio::runtime::Runtime,
     feeder_choice: bool,
 ) -> anyhow::Result<MeshRun> {
-    let regions = &MESH_REGIONS[..args.mesh_nodes.clamp(2, MESH_REGIONS.len())];
+    let regions = &MESH_REGIONS[..args.nodes];
     let n = regions.len();
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
@@ -77,7 +75,7 @@ fn one_run(
         loop {
             let mut up = true;
             for port in &ports {
-                up &= match status(certs, *port).await {
+                up &= match operator_status(certs, *port).await {
                     Ok(s) => s.peers.iter().all(|p| p.connected),
                     Err(_) => false,
                 };
@@ -90,9 +88,9 @@ fn one_run(
         }
     })?;
     std::thread::sleep(Duration::from_millis(500));
-    let per_origin = (args.live_rate / n as u64).max(1);
-    let total = per_origin * args.live_seconds;
-    let until = Instant::now() + Duration::from_secs(args.live_seconds * 3 + 20);
+    let per_origin = (args.rate / n as u64).max(1);
+    let total = per_origin * args.seconds;
+    let until = Instant::now() + Duration::from_secs(args.seconds * 3 + 20);
     let result = rt.block_on(async {
         let watch: Vec<_> = [1, 2 % n]
             .into_iter()
@@ -124,7 +122,7 @@ fn one_run(
         loop {
             let mut done = true;
             for port in &ports {
-                let s = status(certs, *port).await?;
+                let s = operator_status(certs, *port).await?;
                 done &= s.origins.len() == n && s.origins.iter().all(|o| o.local_head >= total);
             }
             if done {
@@ -151,7 +149,7 @@ fn one_run(
             converge_s,
         };
         for port in &ports {
-            let s = status(certs, *port).await?;
+            let s = operator_status(certs, *port).await?;
             for p in &s.peers {
                 run.received += p.entries_received;
                 run.duplicates += p.duplicates_dropped;
@@ -175,13 +173,13 @@ fn one_run(
     result
 }
 
-pub(super) fn mesh(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    let n = args.mesh_nodes.clamp(2, MESH_REGIONS.len());
+pub(super) fn mesh(args: &Mesh, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let n = args.nodes;
     if !args.json {
         println!(
             "# bench sync --mesh: {n} node processes in a full mesh, {} records/s spread over {n} origins for {} s, heartbeat {MESH_HEARTBEAT_MS} ms, feeder choice off and on in turn; data on {}",
-            args.live_rate,
-            args.live_seconds,
+            args.rate,
+            args.seconds,
             filesystem_of(work)
         );
     }
@@ -205,7 +203,7 @@ pub(super) fn mesh(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runti
                 ),
                 serde_json::json!({
                     "bench": "sync_mesh", "run": run, "feeder_choice": on, "nodes": n,
-                    "rate": args.live_rate, "received": r.received, "needed": r.needed,
+                    "rate": args.rate, "received": r.received, "needed": r.needed,
                     "ratio": ratio, "duplicates": r.duplicates, "bytes": r.bytes,
                     "live_p50_ms": r.p50_ms, "live_p99_ms": r.p99_ms, "converge_s": r.converge_s,
                 }),
@@ -241,7 +239,7 @@ pub(super) fn mesh(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runti
             on.3 / off.3
         ),
         serde_json::json!({
-            "bench": "sync_mesh", "summary": true, "runs": args.runs, "nodes": n, "rate": args.live_rate,
+            "bench": "sync_mesh", "summary": true, "runs": args.runs, "nodes": n, "rate": args.rate,
             "ratio_off": off.0, "ratio_on": on.0, "live_p50_off_ms": off.1, "live_p50_on_ms": on.1,
             "live_p99_off_ms": off.2, "live_p99_on_ms": on.2, "p99_on_over_off": on.2 / off.2,
             "mb_off": off.3, "mb_on": on.3, "bytes_on_over_off": on.3 / off.3,

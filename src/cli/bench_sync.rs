@@ -6,12 +6,11 @@
 //! node (so it includes that node's durable store and one more loopback hop). Not a test.
 
 use super::bench_kit::{
-    bench_certs, dir_bytes, files, filesystem_of, free_port, median, now_micros, peak_rss_kib, publish_args, report,
-    start_node_of, NodeProcess,
+    bench_certs, dir_bytes, filesystem_of, free_port, head_at, median, observe, operator_status, peak_rss_kib,
+    publish_args, publish_paced, report, start_node_of, NodeProcess, OBSERVER_REGION,
 };
 use super::publish::publish;
 use crate::record::{RecordGenerator, Region};
-use crate::rpc::client::connect;
 use crate::rpc::pb;
 use anyhow::Context;
 use std::io::Write;
@@ -25,12 +24,12 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     #[arg(long, default_value_t = 3)]
-    pub(super) runs: usize,
+    runs: usize,
     /// Live scenario: records per second published at the origin, and for how long.
     #[arg(long, default_value_t = 5000)]
-    pub(super) live_rate: u64,
+    live_rate: u64,
     #[arg(long, default_value_t = 10)]
-    pub(super) live_seconds: u64,
+    live_seconds: u64,
     /// Working directory (default: a new one under the temp dir, removed after).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -41,38 +40,18 @@ pub struct SyncArgs {
     /// records/s spread over all origins for `--live-seconds`, with feeder choice off and on in
     /// turn (`--runs` of each): entries received per entry needed, duplicates, live latency.
     #[arg(long)]
-    pub(super) mesh: bool,
+    mesh: bool,
     #[arg(long, default_value_t = 8)]
-    pub(super) mesh_nodes: usize,
+    mesh_nodes: usize,
     /// One JSON object per run and a summary object, one per line, instead of text.
     #[arg(long)]
-    pub(super) json: bool,
+    json: bool,
 }
 
 const ORIGIN: &str = "330000";
-/// The identity latency observers open their Sync streams as (a node of no other role here).
-pub(super) const OBSERVER: &str = "node-440000";
-pub(super) const OBSERVER_REGION: &str = "440000";
-
-/// Head seq of `origin` at the node on `port`, asked as a node (policy: Heads).
-async fn head_at(certs: &Path, as_node: &str, port: u16, origin: &str) -> anyhow::Result<u64> {
-    let channel = connect(&format!("127.0.0.1:{port}"), &files(certs, as_node), Some("localhost")).await?;
-    let mut client = pb::replication_client::ReplicationClient::new(channel);
-    let code = Region::parse(origin)?.code();
-    let heads = client.heads(pb::HeadsRequest {}).await?.into_inner().heads;
-    Ok(heads.iter().find(|h| h.origin == code).map(|h| h.seq).unwrap_or(0))
-}
-
 /// The merged-view indexer's status at the node on `port`, asked as an operator.
 async fn index_status(certs: &Path, port: u16) -> anyhow::Result<pb::IndexStatus> {
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, "operator-bench"),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::operations_client::OperationsClient::new(channel);
-    let s = client.sync_status(pb::SyncStatusRequest {}).await?.into_inner();
+    let s = operator_status(certs, port).await?;
     s.index.context("the node reports no index status")
 }
 
@@ -89,7 +68,14 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let mut regions: Vec<&str> = super::bench_mesh::MESH_REGIONS[..args.mesh_nodes.clamp(2, 8)].to_vec();
         regions.push(OBSERVER_REGION);
         bench_certs(&certs, &regions)?;
-        super::bench_mesh::mesh(&args, &work, &certs, &rt)?;
+        let mesh = super::bench_mesh::Mesh {
+            nodes: args.mesh_nodes.clamp(2, super::bench_mesh::MESH_REGIONS.len()),
+            runs: args.runs,
+            rate: args.live_rate,
+            seconds: args.live_seconds,
+            json: args.json,
+        };
+        super::bench_mesh::mesh(&mesh, &work, &certs, &rt)?;
     } else {
         bench_certs(&certs, &[ORIGIN, "320000", "310000", OBSERVER_REGION])?;
         if !args.live_only {
@@ -201,117 +187,6 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     );
     let _ = std::fs::remove_dir_all(&source_data);
     Ok(())
-}
-
-/// Collects (arrival - appended_at) for `expect` entries of `origin` seen on a Sync stream from
-/// `port` (asked for that origin only, as node 440000), or until `until`.
-pub(super) async fn observe(
-    certs: PathBuf,
-    port: u16,
-    origin: &'static str,
-    expect: usize,
-    until: Instant,
-) -> anyhow::Result<Vec<i64>> {
-    let code = Region::parse(origin)?.code();
-    // Only live entries count: ask from the node's current head on.
-    let head = head_at(&certs, OBSERVER, port, origin).await?;
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(&certs, OBSERVER),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::replication_client::ReplicationClient::new(channel).max_decoding_message_size(64 << 20);
-    let mut have = pb::VersionVector::default();
-    have.next_seq.insert(code, head + 1);
-    let mut stream = client
-        .sync(pb::SyncRequest {
-            have: Some(have),
-            batch_entries_max: 0,
-            batch_bytes_max: 0,
-            select_origins: true,
-            stream_origins: vec![code],
-        })
-        .await?
-        .into_inner();
-    let mut latencies = Vec::new();
-    while Instant::now() < until && latencies.len() < expect {
-        let left = until.saturating_duration_since(Instant::now());
-        let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
-            break;
-        };
-        let Some(message) = message? else { break };
-        if let Some(pb::sync_message::Body::Batch(b)) = message.body {
-            let now = now_micros();
-            for e in b.entries.iter().filter(|e| e.origin == code) {
-                latencies.push(now - e.appended_at_micros);
-            }
-        }
-    }
-    Ok(latencies)
-}
-
-/// Publishes `total` records of `origin` at the node on `port`, `rate` per second, paced in
-/// ticks of 10 ms each sending what is due by then on one ordered, pipelined stream (so a slow
-/// acknowledgement never delays the next tick); returns how many were acknowledged.
-pub(super) async fn publish_paced(
-    certs: &Path,
-    port: u16,
-    origin: &str,
-    rate: u64,
-    total: u64,
-    seed: u64,
-) -> anyhow::Result<u64> {
-    let channel = connect(
-        &format!("127.0.0.1:{port}"),
-        &files(certs, &format!("publisher-{origin}")),
-        Some("localhost"),
-    )
-    .await?;
-    let mut client = pb::publisher_client::PublisherClient::new(channel);
-    let mut gen = RecordGenerator::new(seed, Region::parse(origin)?);
-    let (requests, rx) = tokio::sync::mpsc::channel::<pb::PublishRequest>(64);
-    let mut responses = client
-        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .context("live publish")?
-        .into_inner();
-    let drain = tokio::spawn(async move {
-        let mut acked = 0u64;
-        while let Ok(Some(r)) = responses.message().await {
-            acked += r.results.len() as u64;
-        }
-        acked
-    });
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0u64;
-    let mut ticks = 0u64;
-    while sent < total {
-        tick.tick().await;
-        ticks += 1;
-        // What is due by this tick (rates below 100/s send every few ticks).
-        let n = (ticks * rate / 100).min(total) - sent;
-        if n == 0 {
-            continue;
-        }
-        let operations = (0..n)
-            .map(|_| pb::Operation {
-                json: gen.next_line().into_bytes().into(),
-            })
-            .collect();
-        requests
-            .send(pb::PublishRequest { operations })
-            .await
-            .context("live publish stream closed")?;
-        sent += n;
-    }
-    drop(requests);
-    let acked = drain.await?;
-    anyhow::ensure!(
-        acked == sent,
-        "{sent} records sent but {acked} acknowledged at {origin}"
-    );
-    Ok(acked)
 }
 
 fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 use crate::record::Region;
 use crate::store::index::Index;
 use crate::sync::feeders::{FeederChoice, Millis, PeerId, Reason, Switch};
-use crate::sync::peer::PeerConfig;
+use crate::sync::peer::{FeederView, PeerConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,11 +109,6 @@ impl Feeders {
         self.with(|c, _| c.streams_of(peer))
     }
 
-    /// The address of the peer feeding `origin`, and how many times its feeder changed.
-    pub fn feeder_of(&self, origin: Region) -> Option<(String, u64)> {
-        self.with(|c, _| c.feeder_of(origin).map(|(p, n)| (c.address(p).to_string(), n)))
-    }
-
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -133,6 +128,13 @@ impl Feeders {
             self.publish(c, &switches);
         });
         Ok(())
+    }
+}
+
+impl FeederView for Feeders {
+    /// The address of the peer feeding `origin`, and how many times its feeder changed.
+    fn feeder_of(&self, origin: Region) -> Option<(String, u64)> {
+        self.with(|c, _| c.feeder_of(origin).map(|(p, n)| (c.address(p).to_string(), n)))
     }
 }
 

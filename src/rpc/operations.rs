@@ -33,7 +33,7 @@ pub struct OperationsService {
     pub peers: Vec<PeerConfig>,
     pub states: PeerStates,
     /// The feeder choice, when on.
-    pub feeders: Option<Arc<crate::link::Feeders>>,
+    pub feeders: Option<Arc<dyn crate::sync::peer::FeederView>>,
     /// (identity, not_after unix seconds) of this node's certificates.
     pub certificates: Vec<(String, i64)>,
     /// Per origin: (local seq last seen, when it last moved).

@@ -238,14 +238,7 @@ fn serve_requests(
                         }
                         None
                     }
-                    Err(e) => {
-                        let message = e.to_string();
-                        let e = Arc::new(e);
-                        for (_, reply) in group {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Some(message)
-                    }
+                    Err(e) => Some(fail_group(e, group.into_iter().map(|(_, reply)| reply))),
                 }
             }
             Work::Local(ops, reply) => {
@@ -277,14 +270,7 @@ fn serve_requests(
                         }
                         None
                     }
-                    Err(e) => {
-                        let message = e.to_string();
-                        let e = Arc::new(e);
-                        for (_, reply) in group {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Some(message)
-                    }
+                    Err(e) => Some(fail_group(e, group.into_iter().map(|(_, reply)| reply))),
                 }
             }
         };
@@ -311,6 +297,16 @@ fn announce(store: &Store, progress: &Progress, end_tx: &watch::Sender<JournalPo
         *e = end;
         moved
     });
+}
+
+/// Answers every request of a group whose commit failed with `e`; returns the message.
+fn fail_group<T>(e: StoreError, replies: impl Iterator<Item = oneshot::Sender<Result<T, Arc<StoreError>>>>) -> String {
+    let message = e.to_string();
+    let e = Arc::new(e);
+    for reply in replies {
+        let _ = reply.send(Err(e.clone()));
+    }
+    message
 }
 
 /// Answers `first` and everything queued with `e`, and closes the queue.

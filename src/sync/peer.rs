@@ -72,6 +72,12 @@ pub struct OriginCounts {
 
 pub type PeerStates = Arc<Mutex<HashMap<String, PeerState>>>;
 
+/// What operators see of the feeder choice: per origin, the address of the peer it is streamed
+/// from and how many times that changed.
+pub trait FeederView: Send + Sync {
+    fn feeder_of(&self, origin: Region) -> Option<(String, u64)>;
+}
+
 /// What we ask a peer for: everything past `have` (origin -> next seq we need), of the origins
 /// in `streams` only when it is set (the others the peer only announces).
 #[derive(Clone, Debug, Default)]
