@@ -91,6 +91,22 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         Some(path) => SharedPolicy::load(config.region, path)?,
         None => SharedPolicy::fixed(Policy::builtin(config.region)),
     };
+    // The data directory holds personal data: private to the node's user, whatever the umask.
+    crate::store::fs::private_files_from_now_on();
+    match crate::store::fs::make_private(&config.store.dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            data_dir = %config.store.dir.display(),
+            tightened = n,
+            "data directory entries were readable by others; made them private (directories 0700, files 0600)"
+        ),
+        Err(source) => {
+            return Err(NodeError::Store(StoreError::Io {
+                path: config.store.dir.clone(),
+                source,
+            }))
+        }
+    }
     let (store, report) = Store::open(&config.store)?;
     if let Some(at) = report.tail.truncated_at {
         tracing::warn!(
@@ -105,7 +121,10 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         reindexed_frames = report.replayed_frames,
         "store opened"
     );
-    std::fs::copy(&config.tls.ca, config.store.dir.join(FEDERATION_CA_FILE)).map_err(NodeError::CopyCa)?;
+    // Read and written, not copied: a copy would take the source's (looser) permissions.
+    std::fs::read(&config.tls.ca)
+        .and_then(|pem| std::fs::write(config.store.dir.join(FEDERATION_CA_FILE), pem))
+        .map_err(NodeError::CopyCa)?;
     let audit = Arc::new(AuditLog::open(&config.store.dir.join(AUDIT_DIR))?);
     Ok(Prepared {
         config,

@@ -91,10 +91,24 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text the message already
+/// holds (an error that prints its source, and the source again as the next link) is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// How a command reaches a node: its address and our TLS identity.
@@ -129,4 +143,29 @@ impl NodeClientArgs {
 /// A multi-threaded runtime for subcommands that talk to the network.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_chain_says_each_thing_once() {
+        // A node error that displays its source, and the source again as the next cause.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let pki = crate::pki::PkiError::Read {
+            path: "certs/node.pem".into(),
+            source: io,
+        };
+        let node = crate::node::NodeError::Pki(pki);
+        let e = Err::<(), _>(node).context("node failed").expect_err("an error");
+        let text = error_text(&e);
+        assert_eq!(text.matches("No such file or directory").count(), 1, "{text}");
+        assert_eq!(text.matches("cannot read certs/node.pem").count(), 1, "{text}");
+        assert!(text.starts_with("node failed: cannot read certs/node.pem"), "{text}");
+        // Different causes are all kept.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&e), "outer: middle: inner");
+    }
 }

@@ -537,6 +537,64 @@ fn a_bad_config_is_refused_before_any_port_is_bound() {
         e.contains("cx://node/320000"),
         "a node certificate of another region: {e}"
     );
+    // Each cause is said once (not "node failed: X: X"): a data directory that is a file.
+    std::fs::write(fed.path().join("data"), "not a directory").expect("write");
+    let e = refused(node("330000", "node-330000"));
+    assert!(e.contains("data"), "{e}");
+    assert_eq!(e.matches("File exists").count(), 1, "said once: {e}");
+}
+
+/// Every directory and file under `dir` with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(String, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let m = std::fs::metadata(&d).expect("metadata");
+        out.push((d.display().to_string(), m.permissions().mode() & 0o777, true));
+        for item in std::fs::read_dir(&d).expect("read dir") {
+            let item = item.expect("entry");
+            let m = item.metadata().expect("metadata");
+            if m.is_dir() {
+                pending.push(item.path());
+            } else {
+                out.push((item.path().display().to_string(), m.permissions().mode() & 0o777, false));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let fed = Fed::new();
+    let data = fed.path().join("data");
+    // A store directory left readable by others (an older release, a copy with umask 022).
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(data.join("notes.txt"), "left here").expect("write");
+    std::fs::set_permissions(data.join("notes.txt"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let node = NodeProc::start(&fed, &data, free_port());
+    let file = fed.records("records.jsonl", 200, 3);
+    let out = publish_json(&fed, &node, &file, "publisher-330000");
+    assert!(
+        out.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = modes(&data);
+    assert!(all.len() > 5, "the store has its files: {all:?}");
+    for (path, mode, dir) in &all {
+        let want = if *dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{path} is {mode:o}");
+    }
+    assert!(
+        node.log().contains("made them private"),
+        "the tightening is logged: {}",
+        node.log()
+    );
+    node.stop();
 }
 
 #[test]
