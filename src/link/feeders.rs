@@ -62,17 +62,10 @@ impl Feeders {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// A link opens a stream: the origins to ask for. `fresh`: its link just came up (else it
-    /// reopens after a change and keeps what it failed).
-    pub fn opening(&self, peer: PeerId, fresh: bool) -> BTreeSet<Region> {
-        self.with(|c, now| {
-            if fresh {
-                c.link_up(peer);
-            }
-            let switches = c.tick(now);
-            self.publish(c, &switches);
-            c.streams_of(peer)
-        })
+    /// A link opens a stream: the origins to ask for. A peer counts as up only once its stream
+    /// delivers (`up`), so reconnect attempts to an unreachable peer take nothing from others.
+    pub fn opening(&self, peer: PeerId) -> BTreeSet<Region> {
+        self.with(|c, _| c.streams_of(peer))
     }
 
     /// A link went down.
@@ -91,6 +84,20 @@ impl Feeders {
             .filter_map(|(code, (seq, forked))| Region::from_code(*code).ok().map(|o| (o, *seq, *forked)))
             .collect();
         self.with(|c, _| c.announced(peer, heads));
+    }
+
+    /// Entries of `origin` arrived on `peer`'s link.
+    pub fn received(&self, peer: PeerId, origin: Region) {
+        self.with(|c, now| c.received(peer, origin, now));
+    }
+
+    /// The peer's stream delivered its first message: it is up, and may be chosen.
+    pub fn up(&self, peer: PeerId) {
+        self.with(|c, now| {
+            c.link_up(peer);
+            let switches = c.tick(now);
+            self.publish(c, &switches);
+        })
     }
 
     /// Checkpoints `peer` carried whose signature was checked (origin, seq).

@@ -123,7 +123,9 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector, 
         Err(e) => return LinkEnd::Failed(format!("reading our heads: {e}")),
     };
     let mut changes = link.feeders.as_ref().map(|(f, _)| f.subscribe());
-    let streams = link.feeders.as_ref().map(|(f, id)| f.opening(*id, fresh));
+    let streams = link.feeders.as_ref().map(|(f, id)| f.opening(*id));
+    // Up for the feeder choice once the stream delivers (a reopen after a change already is).
+    let mut told_up = !fresh;
     let request = SyncOpen {
         have: heads.iter().map(|(o, h)| (*o, h.next_seq)).collect(),
         batch_entries_max: link.limits.batch_entries_max,
@@ -179,6 +181,10 @@ async fn session(link: &Link, peer: &PeerConfig, connector: &dyn PeerConnector, 
             s.last_contact_unix_millis = now_millis();
             s.messages_received += 1;
         });
+        if let (Some((f, id)), false) = (&link.feeders, told_up) {
+            f.up(*id);
+            told_up = true;
+        }
         let batches = match message {
             // The signed heads a heartbeat carries are judged like any checkpoint: a fresher one
             // is kept, one that contradicts our chain is fork evidence.
@@ -260,7 +266,8 @@ async fn deliver(
         .iter()
         .map(|e| e.op_bytes.len() as u64 + ENTRY_OVERHEAD_BYTES)
         .sum();
-    let code = batch.origin.map_or(0, |o| o.code());
+    let origin = batch.origin;
+    let code = origin.map_or(0, |o| o.code());
     // Hashing and signature checks are CPU work: off the async workers.
     let verifier = link.verifier.clone();
     let now = clock(&link.limits);
@@ -282,6 +289,9 @@ async fn deliver(
     let skipped = rx.take_skipped();
     if let Some((f, id)) = &link.feeders {
         f.signed(*id, &rx.take_verified());
+        if let (Some(origin), true) = (origin, n > 0) {
+            f.received(*id, origin);
+        }
     }
     update(&link.states, &peer.address, |s| {
         s.entries_received += n;

@@ -4,7 +4,8 @@
 //! that holds the most of it. Another peer takes over when
 //! - the feeder's link drops;
 //! - the feeder *stalls*: a head the origin signed is known and not held, and nothing of the
-//!   origin arrived for `switch_after` (a feeder still catching up is making progress, not stalled);
+//!   origin arrived from it for `switch_after` (entries arriving count, covered or not: a feeder
+//!   catching up, or sending a large chunk over a modest link, makes progress and keeps it);
 //! - the feeder is *behind*: another peer has carried a checkpoint ahead of everything the feeder
 //!   carried, continuously for `switch_after` (a relay that lags gives way to one nearer the origin);
 //! - the feeder's heads turn out not to include the origin, or the origin's own node comes back.
@@ -181,6 +182,16 @@ impl FeederChoice {
         *best = (*best).max(seq);
     }
 
+    /// Entries of `origin` arrived on `peer`'s link (not yet covered by a checkpoint, perhaps):
+    /// when it is the feeder, that is progress, so a large chunk on a modest link is not a stall.
+    pub fn received(&mut self, peer: PeerId, origin: Region, now: Millis) {
+        if let Some(slot) = self.origins.get_mut(&origin) {
+            if slot.feeder == Some(peer) {
+                slot.progress_at = slot.progress_at.max(now);
+            }
+        }
+    }
+
     /// This node's heads (origin, seq, forked), as its store holds them now.
     pub fn held(&mut self, heads: impl IntoIterator<Item = (Region, u64, bool)>, now: Millis) {
         let heads: BTreeMap<Region, (u64, bool)> = heads.into_iter().map(|(o, s, f)| (o, (s, f))).collect();
@@ -209,10 +220,16 @@ impl FeederChoice {
     /// The best up peer for `origin`, not in `exclude`: its own node first, then peers known to
     /// hold it (most first), then peers that have not announced yet; ties by rendezvous rank.
     fn best(&self, origin: Region, exclude: &BTreeSet<PeerId>) -> Option<PeerId> {
+        self.best_where(origin, exclude, |_| true)
+    }
+
+    /// `best` among the peers that also satisfy `also`.
+    fn best_where(&self, origin: Region, exclude: &BTreeSet<PeerId>, also: impl Fn(PeerId) -> bool) -> Option<PeerId> {
         let held = self.held.get(&origin).map_or(0, |h| h.0);
         (0..self.peers.len())
             .filter(|i| self.peers[*i].up && !exclude.contains(i))
             .filter(|i| self.holds(*i, origin) || !self.peers[*i].announced_once)
+            .filter(|i| also(*i))
             .min_by_key(|i| {
                 let p = &self.peers[*i];
                 let seq = p.announced.get(&origin).map_or(0, |a| a.0);
@@ -270,7 +287,10 @@ impl FeederChoice {
         slot.unmet_since = wanted.and(slot.unmet_since.or(Some(now)));
         let slot = slot.clone();
         let Some(feeder) = slot.feeder else {
-            let to = self.best(origin, &slot.failed)?;
+            // When every holder failed it, they all get another turn rather than none.
+            let to = self
+                .best(origin, &slot.failed)
+                .or_else(|| self.best(origin, &BTreeSet::new()))?;
             return Some((Some(to), Reason::Assigned));
         };
         if !self.peers[feeder].up {
@@ -331,14 +351,15 @@ impl FeederChoice {
     /// A peer other than `feeder` that carried more of `origin` than `held`, not among `failed`;
     /// when all such peers failed already, any of them (`true`: they get another turn).
     fn better(&self, origin: Region, feeder: PeerId, held: u64, failed: &BTreeSet<PeerId>) -> Option<(PeerId, bool)> {
-        let carried_more = |p: &PeerId| self.peers[*p].signed.get(&origin).is_some_and(|s| *s > held);
+        // Chosen among the peers that carried more, not the best-ranked one checked afterwards
+        // (a peer announcing big bare heads must not hide one that can deliver).
+        let carried_more = |p: PeerId| self.peers[p].signed.get(&origin).is_some_and(|s| *s > held);
         let mut exclude = failed.clone();
         exclude.insert(feeder);
-        if let Some(to) = self.best(origin, &exclude).filter(carried_more) {
+        if let Some(to) = self.best_where(origin, &exclude, carried_more) {
             return Some((to, false));
         }
-        self.best(origin, &BTreeSet::from([feeder]))
-            .filter(carried_more)
+        self.best_where(origin, &BTreeSet::from([feeder]), carried_more)
             .map(|to| (to, true))
     }
 

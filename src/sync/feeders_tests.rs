@@ -443,3 +443,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn entries_arriving_from_the_feeder_are_progress_even_before_a_checkpoint_covers_them() {
+    let mut c = FeederChoice::new(r(0), &peers(&[1, 2]), SWITCH);
+    c.link_up(0);
+    c.link_up(1);
+    c.held([(r(1), 5, false)], 0);
+    c.announced(0, [(r(1), 5, false)]);
+    c.announced(1, [(r(1), 5, false)]);
+    c.tick(0);
+    assert_eq!(c.feeder_of(r(1)).map(|f| f.0), Some(0));
+    // A large chunk: the relay carries the head at 300, the feeder's entries trickle in, and
+    // nothing is covered (held) for far longer than the window.
+    c.signed(1, r(1), 300);
+    for t in (100..10 * SWITCH).step_by(500) {
+        c.received(0, r(1), t);
+        assert!(c.tick(t).is_empty(), "entries arriving at {t}: not a stall");
+    }
+    // Entries on another link are not the feeder's progress.
+    let end = 10 * SWITCH + SWITCH + 500;
+    c.received(1, r(1), end);
+    let s = c.tick(end);
+    assert_eq!(s.len(), 1);
+    assert!(matches!(s[0].reason, Reason::Stalled { .. }), "{s:?}");
+}
+
+#[test]
+fn the_replacement_is_chosen_among_the_peers_that_carried_more() {
+    // Peer 0 feeds and stalls; peer 1 announces a big bare head and carries no checkpoint; peer 2
+    // carried the origin's signed head. Peer 1 ranks first, and must not hide peer 2.
+    let mut c = FeederChoice::new(r(0), &peers(&[2, 3, 4]), SWITCH);
+    for p in 0..3 {
+        c.link_up(p);
+    }
+    c.held([(r(5), 5, false)], 0);
+    c.announced(0, [(r(5), 5, false)]);
+    c.announced(1, [(r(5), 9_999, false)]);
+    c.announced(2, [(r(5), 8, false)]);
+    c.tick(0);
+    // Whoever got it first, make peer 0 the feeder by taking the others down and up.
+    if c.feeder_of(r(5)).map(|f| f.0) != Some(0) {
+        c.link_down(1);
+        c.link_down(2);
+        c.tick(1);
+        c.link_up(1);
+        c.link_up(2);
+        c.announced(1, [(r(5), 9_999, false)]);
+        c.announced(2, [(r(5), 8, false)]);
+    }
+    assert_eq!(c.feeder_of(r(5)).map(|f| f.0), Some(0));
+    c.signed(2, r(5), 8);
+    c.tick(2);
+    let s: Vec<Switch> = c.tick(SWITCH + 10).into_iter().filter(|s| s.origin == r(5)).collect();
+    assert_eq!(s.iter().map(|s| s.to).collect::<Vec<_>>(), vec![Some(2)], "{s:?}");
+}

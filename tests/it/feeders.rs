@@ -174,7 +174,7 @@ fn a_mesh_of_eight_receives_each_entry_about_once_and_a_frozen_feeder_is_replace
         p.flow.send_replace(Flow::Cut);
         publish_everywhere(&fed, 2, 20).await;
         assert_converges(&fed).await;
-        // Every origin at node 7 still has exactly one feeder, and it is a peer that is up.
+        // Every origin at node 7 is fed by a peer whose link is up (the frozen one is not).
         let status = fed.sync_status(x).await.expect("status");
         for o in status.origins.iter().filter(|o| o.origin != status.region) {
             let peer = status.peers.iter().find(|p| p.address == o.feeder);
