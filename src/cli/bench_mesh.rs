@@ -35,6 +35,8 @@ struct MeshRun {
     needed: u64,
     duplicates: u64,
     bytes: u64,
+    /// Feeder changes at all nodes (after the first choice).
+    switches: u64,
     p50_ms: f64,
     p99_ms: f64,
     converge_s: f64,
@@ -144,6 +146,7 @@ fn one_run(
             needed: 0,
             duplicates: 0,
             bytes: 0,
+            switches: 0,
             p50_ms: pct(&mut latencies, 0.5),
             p99_ms: pct(&mut latencies, 0.99),
             converge_s,
@@ -155,6 +158,7 @@ fn one_run(
                 run.duplicates += p.duplicates_dropped;
                 run.bytes += p.bytes_received;
             }
+            run.switches += s.origins.iter().map(|o| o.feeder_switches).sum::<u64>();
             run.needed += s
                 .origins
                 .iter()
@@ -191,11 +195,12 @@ pub(super) fn mesh(args: &Mesh, work: &Path, certs: &Path, rt: &tokio::runtime::
             report(
                 args.json,
                 format!(
-                    "run {run} feeder choice {}: received {} entries for {} needed ({ratio:.2}x), {} duplicates dropped, {:.1} MB received; live p50 {:.1} ms, p99 {:.1} ms; converged {:.1} s after publishing stopped",
+                    "run {run} feeder choice {}: received {} entries for {} needed ({ratio:.2}x), {} duplicates dropped, {} feeder switches, {:.1} MB received; live p50 {:.1} ms, p99 {:.1} ms; converged {:.1} s after publishing stopped",
                     if on { "on " } else { "off" },
                     r.received,
                     r.needed,
                     r.duplicates,
+                    r.switches,
                     r.bytes as f64 / 1e6,
                     r.p50_ms,
                     r.p99_ms,
@@ -204,7 +209,7 @@ pub(super) fn mesh(args: &Mesh, work: &Path, certs: &Path, rt: &tokio::runtime::
                 serde_json::json!({
                     "bench": "sync_mesh", "run": run, "feeder_choice": on, "nodes": n,
                     "rate": args.rate, "received": r.received, "needed": r.needed,
-                    "ratio": ratio, "duplicates": r.duplicates, "bytes": r.bytes,
+                    "ratio": ratio, "duplicates": r.duplicates, "switches": r.switches, "bytes": r.bytes,
                     "live_p50_ms": r.p50_ms, "live_p99_ms": r.p99_ms, "converge_s": r.converge_s,
                 }),
             );
