@@ -87,6 +87,11 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         });
     }
     let tls = ReloadableTls::load(config.tls.clone())?;
+    if config.tls.crl.is_none() {
+        tracing::warn!(
+            "tls.crl is not set: revocation is off (a revoked certificate is still accepted at the handshake and as a checkpoint signer); set tls.crl to the federation CA's CRL"
+        );
+    }
     let policy = match &config.policy {
         Some(path) => SharedPolicy::load(config.region, path)?,
         None => SharedPolicy::fixed(Policy::builtin(config.region)),

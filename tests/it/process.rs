@@ -566,6 +566,29 @@ fn modes(dir: &std::path::Path) -> Vec<(String, u32, bool)> {
 }
 
 #[test]
+fn a_node_without_a_crl_says_that_revocation_is_off() {
+    let fed = Fed::new();
+    let port = free_port();
+    let config = fed.path().join("no-crl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n"
+        ),
+    )
+    .expect("write config");
+    let node = NodeProc::start_with(&fed, &config, port);
+    let mut said = false;
+    wait_for("the warning", Duration::from_secs(10), || {
+        said = node.log().contains("revocation is off");
+        said
+    });
+    assert!(said, "{}", node.log());
+    node.stop();
+}
+
+#[test]
 fn the_data_directory_is_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let fed = Fed::new();
