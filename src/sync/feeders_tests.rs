@@ -17,6 +17,21 @@ fn peers(ids: &[usize]) -> Vec<(String, Region)> {
 
 const SWITCH: Millis = 2000;
 
+/// Node 0 with peers `ids`, all up, holding `origin` up to `held`; each peer announces the
+/// heads given for it (origin, seq); the first choice made.
+fn settled(ids: &[usize], origin: usize, held: u64, announced: &[u64]) -> FeederChoice {
+    let mut c = FeederChoice::new(r(0), &peers(ids), SWITCH);
+    for p in 0..ids.len() {
+        c.link_up(p);
+    }
+    c.held([(r(origin), held, false)], 0);
+    for (p, seq) in announced.iter().enumerate() {
+        c.announced(p, [(r(origin), *seq, false)]);
+    }
+    c.tick(0);
+    c
+}
+
 #[test]
 fn the_origins_own_node_feeds_it_and_relays_spread_the_rest() {
     // Node 0 pulls from 1, 2 and 3; origins 4..9 reach it only through relays.
@@ -88,13 +103,7 @@ fn a_dropped_link_hands_its_origins_over_and_they_come_back_when_it_heals() {
 
 #[test]
 fn a_feeder_that_delivers_nothing_of_a_signed_head_is_replaced_and_not_taken_back() {
-    let mut c = FeederChoice::new(r(0), &peers(&[1, 2]), SWITCH);
-    c.link_up(0);
-    c.link_up(1);
-    c.held([(r(1), 5, false)], 0);
-    c.announced(0, [(r(1), 5, false)]);
-    c.announced(1, [(r(1), 5, false)]);
-    c.tick(0);
+    let mut c = settled(&[1, 2], 1, 5, &[5, 5]);
     assert_eq!(c.feeder_of(r(1)).map(|f| f.0), Some(0));
     // Peer 1 (a relay) carries the origin's checkpoint at seq 9; the direct feeder delivers it
     // slowly: progress, so no switch however long it takes.
@@ -123,13 +132,7 @@ fn a_feeder_that_delivers_nothing_of_a_signed_head_is_replaced_and_not_taken_bac
 #[test]
 fn a_relay_that_lags_gives_way_to_one_that_carries_more() {
     // Origin 5 is not a peer; relays 0 and 1 hold it.
-    let mut c = FeederChoice::new(r(0), &peers(&[1, 2]), SWITCH);
-    c.link_up(0);
-    c.link_up(1);
-    c.held([(r(5), 10, false)], 0);
-    c.announced(0, [(r(5), 10, false)]);
-    c.announced(1, [(r(5), 10, false)]);
-    c.tick(0);
+    let mut c = settled(&[1, 2], 5, 10, &[10, 10]);
     let first = c.feeder_of(r(5)).expect("fed").0;
     let other = 1 - first;
     // Both carry the same: no switch.
@@ -179,13 +182,7 @@ fn bare_head_numbers_and_forked_origins_move_nothing() {
 #[test]
 fn a_peer_that_carries_more_than_it_delivers_cannot_starve_the_origin() {
     // Peer 0 is honest; peer 1 relays the origin's latest checkpoint but never its entries.
-    let mut c = FeederChoice::new(r(0), &peers(&[2, 3]), SWITCH);
-    c.link_up(0);
-    c.link_up(1);
-    c.held([(r(5), 5, false)], 0);
-    c.announced(0, [(r(5), 5, false)]);
-    c.announced(1, [(r(5), 1000, false)]);
-    c.tick(0);
+    let mut c = settled(&[2, 3], 5, 5, &[5, 1000]);
     assert_eq!(
         c.feeder_of(r(5)).map(|f| f.0),
         Some(1),
@@ -446,13 +443,7 @@ proptest! {
 
 #[test]
 fn entries_arriving_from_the_feeder_are_progress_even_before_a_checkpoint_covers_them() {
-    let mut c = FeederChoice::new(r(0), &peers(&[1, 2]), SWITCH);
-    c.link_up(0);
-    c.link_up(1);
-    c.held([(r(1), 5, false)], 0);
-    c.announced(0, [(r(1), 5, false)]);
-    c.announced(1, [(r(1), 5, false)]);
-    c.tick(0);
+    let mut c = settled(&[1, 2], 1, 5, &[5, 5]);
     assert_eq!(c.feeder_of(r(1)).map(|f| f.0), Some(0));
     // A large chunk: the relay carries the head at 300, the feeder's entries trickle in, and
     // nothing is covered (held) for far longer than the window.
@@ -473,15 +464,7 @@ fn entries_arriving_from_the_feeder_are_progress_even_before_a_checkpoint_covers
 fn the_replacement_is_chosen_among_the_peers_that_carried_more() {
     // Peer 0 feeds and stalls; peer 1 announces a big bare head and carries no checkpoint; peer 2
     // carried the origin's signed head. Peer 1 ranks first, and must not hide peer 2.
-    let mut c = FeederChoice::new(r(0), &peers(&[2, 3, 4]), SWITCH);
-    for p in 0..3 {
-        c.link_up(p);
-    }
-    c.held([(r(5), 5, false)], 0);
-    c.announced(0, [(r(5), 5, false)]);
-    c.announced(1, [(r(5), 9_999, false)]);
-    c.announced(2, [(r(5), 8, false)]);
-    c.tick(0);
+    let mut c = settled(&[2, 3, 4], 5, 5, &[5, 9_999, 8]);
     // Whoever got it first, make peer 0 the feeder by taking the others down and up.
     if c.feeder_of(r(5)).map(|f| f.0) != Some(0) {
         c.link_down(1);
