@@ -20,12 +20,16 @@ pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
 pub use checkpoint::ReloadingVerifier;
 pub use identity::{identity_from_cert_der, Identity};
 pub use sign::{NodeSigner, SignatureVerifier};
-pub use tls::{cert_not_after, client_config, load_cert_chain, load_key, load_roots, server_config, TlsFiles};
+pub use tls::{
+    cert_not_after, client_config, crl_number_of, load_cert_chain, load_key, load_roots, server_config, TlsFiles,
+};
 
 /// Every failure of the PKI layer. Messages name the file or field at fault and, where there is
 /// one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    #[error("{path}: CRL number {found} is lower than {loaded}, the one in force: an older list would bring back certificates revoked since, so it is refused (publish a newer CRL with `cxnode certs crl`)")]
+    CrlRollback { path: PathBuf, loaded: u64, found: u64 },
     #[error("cannot read {path}: {source}; check the path in the config and its permissions")]
     Read {
         path: PathBuf,

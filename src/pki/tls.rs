@@ -89,6 +89,33 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     Ok(crls)
 }
 
+/// The highest `crlNumber` of the CRLs in a PEM file (0 for CRLs without one, such as version-1
+/// CRLs): a reload to a lower number would bring back certificates revoked since, and is refused.
+pub fn crl_number_of(path: &Path) -> Result<u64, PkiError> {
+    let mut highest = 0u64;
+    for der in load_crls(path)? {
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| PkiError::PemInvalid {
+            path: path.to_path_buf(),
+            what: "X509 CRL",
+            reason: e.to_string(),
+        })?;
+        if let Some(n) = crl.crl_number() {
+            let bytes = n.to_bytes_be();
+            let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+            let bytes = &bytes[start..];
+            let n = if bytes.len() > 8 {
+                u64::MAX
+            } else {
+                let mut padded = [0u8; 8];
+                padded[8 - bytes.len()..].copy_from_slice(bytes);
+                u64::from_be_bytes(padded)
+            };
+            highest = highest.max(n);
+        }
+    }
+    Ok(highest)
+}
+
 /// Reads the federation CA certificates (one or more, from any X.509 CA) as TLS trust anchors.
 pub fn load_roots(ca_pem: &Path) -> Result<RootCertStore, PkiError> {
     let mut roots = RootCertStore::empty();

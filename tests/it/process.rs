@@ -436,6 +436,7 @@ fn wrong_callers_are_refused_with_the_right_error() {
         "before revocation: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let crl_before = std::fs::read(fed.path().join("certs/crl.pem")).expect("crl");
     cxnode_ok(
         fed.path(),
         &[
@@ -458,6 +459,14 @@ fn wrong_callers_are_refused_with_the_right_error() {
         },
     );
     assert!(last.contains("revoked"), "revoked: {last}");
+    // The older list put back (a rollback would un-revoke): refused, the revocation stays.
+    std::fs::write(fed.path().join("certs/crl.pem"), &crl_before).expect("old crl");
+    wait_for("the node to refuse the older CRL", Duration::from_secs(30), || {
+        node.log().contains("is lower than")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = publish_json(&fed, &node, &file, "revoked-publisher");
+    assert!(!out.status.success(), "still revoked after a CRL rollback attempt");
 
     // A client with no certificate at all gets no HTTP/2 service.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
