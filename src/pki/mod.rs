@@ -30,6 +30,8 @@ pub use tls::{
 pub enum PkiError {
     #[error("{path}: CRL number {found} is lower than {loaded}, the one in force: an older list would bring back certificates revoked since, so it is refused (publish a newer CRL with `cxnode certs crl`)")]
     CrlRollback { path: PathBuf, loaded: u64, found: u64 },
+    #[error("{path} is a version-1 CRL (no CRL number), which this node cannot use: make a version-2 CRL. With openssl, give the CA a CRL number (`echo 01 > crlnumber` next to its index.txt, with `crlnumber = $dir/crlnumber` in the CA section) and run `openssl ca -gencrl` again; or use `cxnode certs crl`")]
+    CrlVersion1 { path: PathBuf },
     #[error("cannot read {path}: {source}; check the path in the config and its permissions")]
     Read {
         path: PathBuf,

@@ -86,6 +86,17 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
             what: "X509 CRL",
         });
     }
+    // Version 1 (no extensions, no CRL number) is what `openssl ca -gencrl` makes without a
+    // crlnumber file; the TLS stack cannot use it, and says only "ParseError".
+    for der in &crls {
+        if let Ok((_, crl)) = x509_parser::parse_x509_crl(der.as_ref()) {
+            if crl.version().is_none_or(|v| v.0 < 1) {
+                return Err(PkiError::CrlVersion1 {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+    }
     Ok(crls)
 }
 
@@ -549,6 +560,37 @@ pub(crate) mod tests {
         let outcome = exchange(server, client_config(&files).expect("client")).await;
         assert_eq!(outcome.client, Ok(()), "{outcome:?}");
         assert_eq!(outcome.server.as_ref().ok(), Some(&node("330000")));
+    }
+
+    /// A version-1 CRL as `openssl ca -gencrl` makes it without a `crlnumber` file.
+    fn openssl_v1_crl(dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir.join("demoCA/newcerts")).expect("mkdir");
+        std::fs::write(dir.join("demoCA/index.txt"), "").expect("index");
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[ ca ]\ndefault_ca = CA_default\n[ CA_default ]\ndir = ./demoCA\ndatabase = $dir/index.txt\n\
+             new_certs_dir = $dir/newcerts\ncertificate = ./ossl-ca.pem\nprivate_key = ./ossl-ca.key\n\
+             default_md = sha256\ndefault_crl_days = 30\n",
+        )
+        .expect("cnf");
+        openssl(dir, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "v1-crl.pem"]);
+        dir.join("v1-crl.pem")
+    }
+
+    #[test]
+    fn a_version_1_crl_is_refused_with_how_to_make_a_version_2_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, leaf, key) = openssl_pki(dir.path());
+        let crl = openssl_v1_crl(dir.path());
+        let files = TlsFiles {
+            ca,
+            cert: leaf,
+            key,
+            crl: Some(crl),
+        };
+        let err = server_config(&files).expect_err("a v1 crl").to_string();
+        assert!(err.contains("version-1 CRL") && err.contains("crlnumber"), "{err}");
+        assert_eq!(err.matches("v1-crl.pem").count(), 1, "said once: {err}");
     }
 
     #[test]
