@@ -25,7 +25,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::identity::Identity;
-use super::{files, serial_hex, trim_serial, PkiError};
+use super::{files, serial_hex, PkiError};
 
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
@@ -436,17 +436,7 @@ fn crl_number(path: &Path, pem: &[u8]) -> Result<u64, PkiError> {
     };
     let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| invalid(e.to_string()))?;
     let (_, crl) = x509_parser::parse_x509_crl(&block.contents).map_err(|e| invalid(e.to_string()))?;
-    let Some(number) = crl.crl_number() else {
-        return Ok(0);
-    };
-    let bytes = number.to_bytes_be();
-    let bytes = trim_serial(&bytes);
-    if bytes.len() > 8 {
-        return Err(invalid("crl number does not fit in 64 bits".into()));
-    }
-    let mut padded = [0u8; 8];
-    padded[8 - bytes.len()..].copy_from_slice(bytes);
-    Ok(u64::from_be_bytes(padded))
+    super::tls::crl_number_value(&crl).ok_or_else(|| invalid("crl number does not fit in 64 bits".into()))
 }
 
 fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
@@ -541,7 +531,7 @@ mod tests {
         assert_eq!(chain.len(), 1, "leaf only");
         assert_eq!(identity_from_cert_der(&chain[0]).expect("identity"), node("330000"));
         let (_, x509) = x509_parser::parse_x509_certificate(&chain[0]).expect("parse");
-        assert_eq!(trim_serial(x509.raw_serial()).len(), SERIAL_BYTES);
+        assert_eq!(super::super::trim_serial(x509.raw_serial()).len(), SERIAL_BYTES);
         assert!(!x509.is_ca());
 
         // Same name again must refuse rather than clobber a live key.

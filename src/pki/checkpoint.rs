@@ -36,9 +36,8 @@ pub struct ReloadingVerifier {
     ca: std::path::PathBuf,
     crl: Option<std::path::PathBuf>,
     current: std::sync::RwLock<std::sync::Arc<SignatureVerifier>>,
-    /// The CRL number in force, and the last lower one refused (said once, not every tick).
-    crl_number: std::sync::atomic::AtomicU64,
-    refused_number: std::sync::atomic::AtomicU64,
+    /// A reload to an older CRL is refused.
+    crl_number: super::CrlNumberGuard,
 }
 
 impl ReloadingVerifier {
@@ -48,39 +47,23 @@ impl ReloadingVerifier {
             ca: ca.to_path_buf(),
             crl: crl.map(std::path::Path::to_path_buf),
             current: std::sync::RwLock::new(std::sync::Arc::new(first)),
-            crl_number: std::sync::atomic::AtomicU64::new(match crl {
-                Some(path) => super::crl_number_of(path)?,
-                None => 0,
-            }),
-            refused_number: std::sync::atomic::AtomicU64::new(u64::MAX),
+            crl_number: super::CrlNumberGuard::new(crl)?,
         })
     }
 
     /// Reads the CA and CRL files again; on an error (or a CRL older than the one in force) the
     /// last good verifier stays in force.
     pub fn reload(&self) -> Result<(), super::PkiError> {
-        use std::sync::atomic::Ordering;
         let number = match &self.crl {
-            Some(path) => {
-                let found = super::crl_number_of(path)?;
-                let loaded = self.crl_number.load(Ordering::SeqCst);
-                if found < loaded {
-                    if self.refused_number.swap(found, Ordering::SeqCst) == found {
-                        return Ok(());
-                    }
-                    return Err(super::PkiError::CrlRollback {
-                        path: path.clone(),
-                        loaded,
-                        found,
-                    });
-                }
-                found
-            }
+            Some(path) => match self.crl_number.check(path)? {
+                Some(n) => n,
+                None => return Ok(()),
+            },
             None => 0,
         };
         let next = SignatureVerifier::new(&self.ca, self.crl.as_deref())?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
-        self.crl_number.store(number, Ordering::SeqCst);
+        self.crl_number.loaded(number);
         Ok(())
     }
 }

@@ -21,7 +21,8 @@ pub use checkpoint::ReloadingVerifier;
 pub use identity::{identity_from_cert_der, Identity};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{
-    cert_not_after, client_config, crl_number_of, load_cert_chain, load_key, load_roots, server_config, TlsFiles,
+    cert_not_after, client_config, crl_number_of, load_cert_chain, load_key, load_roots, server_config, CrlNumberGuard,
+    TlsFiles,
 };
 
 /// Every failure of the PKI layer. Messages name the file or field at fault and, where there is

@@ -100,6 +100,21 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     Ok(crls)
 }
 
+/// The `crlNumber` of a parsed CRL: 0 when it has none (version 1), `None` past 64 bits.
+pub(crate) fn crl_number_value(crl: &x509_parser::revocation_list::CertificateRevocationList<'_>) -> Option<u64> {
+    let Some(number) = crl.crl_number() else {
+        return Some(0);
+    };
+    let bytes = number.to_bytes_be();
+    let bytes = super::trim_serial(&bytes);
+    if bytes.len() > 8 {
+        return None;
+    }
+    let mut padded = [0u8; 8];
+    padded[8 - bytes.len()..].copy_from_slice(bytes);
+    Some(u64::from_be_bytes(padded))
+}
+
 /// The highest `crlNumber` of the CRLs in a PEM file (0 for CRLs without one, such as version-1
 /// CRLs): a reload to a lower number would bring back certificates revoked since, and is refused.
 pub fn crl_number_of(path: &Path) -> Result<u64, PkiError> {
@@ -110,21 +125,55 @@ pub fn crl_number_of(path: &Path) -> Result<u64, PkiError> {
             what: "X509 CRL",
             reason: e.to_string(),
         })?;
-        if let Some(n) = crl.crl_number() {
-            let bytes = n.to_bytes_be();
-            let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-            let bytes = &bytes[start..];
-            let n = if bytes.len() > 8 {
-                u64::MAX
-            } else {
-                let mut padded = [0u8; 8];
-                padded[8 - bytes.len()..].copy_from_slice(bytes);
-                u64::from_be_bytes(padded)
-            };
-            highest = highest.max(n);
-        }
+        highest = highest.max(crl_number_value(&crl).unwrap_or(u64::MAX));
     }
     Ok(highest)
+}
+
+/// The CRL number in force at a reloading consumer (TLS configuration, checkpoint verifier): a
+/// reload to a lower one is refused, and said once per refused number, not on every tick.
+#[derive(Debug)]
+pub struct CrlNumberGuard {
+    loaded: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl CrlNumberGuard {
+    /// The guard of the list at `crl` (0 without one).
+    pub fn new(crl: Option<&Path>) -> Result<CrlNumberGuard, PkiError> {
+        let loaded = match crl {
+            Some(path) => crl_number_of(path)?,
+            None => 0,
+        };
+        Ok(CrlNumberGuard {
+            loaded: std::sync::atomic::AtomicU64::new(loaded),
+            refused: std::sync::atomic::AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// The number of the list now at `crl` if it may replace the one in force; `Ok(None)` for a
+    /// lower number already refused (nothing to say again), an error the first time.
+    pub fn check(&self, crl: &Path) -> Result<Option<u64>, PkiError> {
+        use std::sync::atomic::Ordering;
+        let found = crl_number_of(crl)?;
+        let loaded = self.loaded.load(Ordering::SeqCst);
+        if found >= loaded {
+            return Ok(Some(found));
+        }
+        if self.refused.swap(found, Ordering::SeqCst) == found {
+            return Ok(None);
+        }
+        Err(PkiError::CrlRollback {
+            path: crl.to_path_buf(),
+            loaded,
+            found,
+        })
+    }
+
+    /// The list of `number` is in force now.
+    pub fn loaded(&self, number: u64) {
+        self.loaded.store(number, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Reads the federation CA certificates (one or more, from any X.509 CA) as TLS trust anchors.

@@ -35,8 +35,8 @@ pub struct ReloadableTls {
     files: TlsFiles,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     crl_modified: Arc<RwLock<Option<SystemTime>>>,
-    /// The CRL number in force: a reload to a lower one is refused (it would un-revoke).
-    crl_number: Arc<RwLock<u64>>,
+    /// A reload to a lower CRL number is refused (it would un-revoke).
+    crl_number: Arc<pki::CrlNumberGuard>,
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -47,15 +47,12 @@ impl ReloadableTls {
     pub fn load(files: TlsFiles) -> Result<ReloadableTls, pki::PkiError> {
         let config = pki::server_config(&files)?;
         let crl_modified = files.crl.as_deref().and_then(modified);
-        let crl_number = match files.crl.as_deref() {
-            Some(path) => pki::crl_number_of(path)?,
-            None => 0,
-        };
+        let crl_number = Arc::new(pki::CrlNumberGuard::new(files.crl.as_deref())?);
         Ok(ReloadableTls {
             files,
             current: Arc::new(RwLock::new(config)),
             crl_modified: Arc::new(RwLock::new(crl_modified)),
-            crl_number: Arc::new(RwLock::new(crl_number)),
+            crl_number,
         })
     }
 
@@ -74,20 +71,18 @@ impl ReloadableTls {
         if now == before {
             return false;
         }
-        let loaded = *self.crl_number.read().unwrap_or_else(|p| p.into_inner());
-        let next = pki::crl_number_of(crl).and_then(|found| {
-            if found < loaded {
-                return Err(pki::PkiError::CrlRollback {
-                    path: crl.to_path_buf(),
-                    loaded,
-                    found,
-                });
-            }
-            Ok((found, pki::server_config(&self.files)?))
+        let next = self.crl_number.check(crl).and_then(|number| match number {
+            Some(n) => Ok(Some((n, pki::server_config(&self.files)?))),
+            None => Ok(None),
         });
         match next {
-            Ok((number, config)) => {
-                *self.crl_number.write().unwrap_or_else(|p| p.into_inner()) = number;
+            // A lower number refused before: said already, still refused.
+            Ok(None) => {
+                *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+                false
+            }
+            Ok(Some((number, config))) => {
+                self.crl_number.loaded(number);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
