@@ -29,11 +29,11 @@ pub const FEDERATION_CA_FILE: &str = "federation-ca.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] pki::PkiError),
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the node certificate {cert} has identity {found}, but node.region is {region}: a node must hold cx://node/{region} (issue one with `cxnode certs issue --kind node --region {region}`)")]
     WrongIdentity {
@@ -52,7 +52,7 @@ pub enum NodeError {
     Serve(String),
     #[error("the store writer failed: {0}")]
     Writer(Arc<StoreError>),
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] crate::store::audit::AuditError),
 }
 

@@ -93,7 +93,7 @@ pub enum DeliveryError {
     Journal(#[from] crate::store::journal::JournalError),
     #[error("the merged view points at journal position {pos} for {origin}/{seq}, which holds another frame; run `cxnode reindex`")]
     Misplaced { pos: u64, origin: Region, seq: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("signing a progress mark: {0}")]
     Sign(String),

@@ -15,7 +15,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] pki::PkiError),
     #[error("bad node address {address:?}: {reason} (expected host:port, e.g. 127.0.0.1:7443)")]
     Address { address: String, reason: String },
