@@ -90,9 +90,8 @@ fn bench_publish(
     dir: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let owned_dir = dir.is_none();
-    let work = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&work)?;
+    let dir = super::bench_kit::WorkDir::new(dir, "publish")?;
+    let work = dir.path.clone();
     let certs = work.join("certs");
     bench_certs(&certs, &["330000"])?;
     let file = work.join("records.jsonl");
@@ -183,8 +182,6 @@ fn bench_publish(
             "disk_bytes_per_record": m_disk, "index_to_journal": m_ij, "filesystem": fs,
         }),
     );
-    if owned_dir {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    dir.done();
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,8 @@
 //! Not a test: nothing here asserts a speed.
 
 use super::bench_kit::{
-    bench_certs, files, filesystem_of, free_port, median, now_micros, operator_status, peak_rss_kib, publish_args,
-    publish_paced, report, start_node_keys, NodeProcess,
+    bench_certs, files, filesystem_of, free_port, median, now_micros, operator_status, peak_rss_kib, percentile,
+    publish_args, publish_paced, report, start_node_keys, NodeProcess, WorkDir,
 };
 use super::publish::publish;
 use crate::pki::{self, Identity, IssueRequest};
@@ -117,14 +117,6 @@ const REGIONS: [&str; 8] = [
 ];
 const READER: &str = "370000";
 const POLICY: &str = "[[grant]]\nidentity = \"cx://department/*\"\nrpcs = [\"Subscribe\", \"Profile\"]\ncategories = [\"*\"]\nregions = [\"*\"]\nsharing = [\"*\"]\ndisclosure = [\"*\"]\nnatural_persons = true\n";
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn feed_client(
     certs: &Path,
@@ -247,12 +239,8 @@ async fn fan_out(args: &FeedArgs, certs: &Path, port: u16, n: usize, seed: u64) 
 
 pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=7).contains(&args.origins), "--origins must be 1..=7");
-    let owned = args.dir.is_none();
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-feed-{}", std::process::id())));
-    std::fs::create_dir_all(&work)?;
+    let dir = WorkDir::new(args.dir.clone(), "feed")?;
+    let work = dir.path.clone();
     let certs = work.join("certs");
     let mut regions: Vec<&str> = REGIONS[..args.origins].to_vec();
     regions.push(READER);
@@ -516,8 +504,6 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
             serde_json::json!({"bench": "feed", "part": "profile_lookup", "p50_ms": a50, "p99_ms": a99, "lookups": args.profiles}),
         );
     }
-    if owned {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    dir.done();
     Ok(ExitCode::SUCCESS)
 }

@@ -351,3 +351,43 @@ pub(super) async fn observe(
     }
     Ok(latencies)
 }
+
+/// A benchmark's working directory: the one given, or a new one under the temp dir that is
+/// removed afterwards.
+pub(super) struct WorkDir {
+    pub(super) path: PathBuf,
+    owned: bool,
+}
+
+impl WorkDir {
+    /// `dir`, or `<temp>/cxnode-bench-<name>-<pid>`; created.
+    pub(super) fn new(dir: Option<PathBuf>, name: &str) -> anyhow::Result<WorkDir> {
+        let owned = dir.is_none();
+        let path =
+            dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-{name}-{}", std::process::id())));
+        std::fs::create_dir_all(&path)?;
+        Ok(WorkDir { path, owned })
+    }
+
+    /// Removes the directory if this run made it.
+    pub(super) fn done(self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The `p` quantile (0..=1, nearest rank) of `v`; NaN when empty.
+pub(super) fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `percentile` of latencies in microseconds, in milliseconds.
+pub(super) fn percentile_ms(micros: &[i64], p: f64) -> f64 {
+    let mut ms: Vec<f64> = micros.iter().map(|m| *m as f64 / 1000.0).collect();
+    percentile(&mut ms, p)
+}

@@ -6,7 +6,8 @@
 //! other nodes, and how long the federation took to converge once publishing stopped. Not a test.
 
 use super::bench_kit::{
-    filesystem_of, free_port, median, observe, operator_status, publish_paced, report, start_node_keys, NodeProcess,
+    filesystem_of, free_port, median, observe, operator_status, percentile_ms, publish_paced, report, start_node_keys,
+    NodeProcess,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,14 +41,6 @@ struct MeshRun {
     p50_ms: f64,
     p99_ms: f64,
     converge_s: f64,
-}
-
-fn pct(v: &mut [i64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
 fn one_run(
@@ -147,8 +140,8 @@ fn one_run(
             duplicates: 0,
             bytes: 0,
             switches: 0,
-            p50_ms: pct(&mut latencies, 0.5),
-            p99_ms: pct(&mut latencies, 0.99),
+            p50_ms: percentile_ms(&latencies, 0.5),
+            p99_ms: percentile_ms(&latencies, 0.99),
             converge_s,
         };
         for port in &ports {

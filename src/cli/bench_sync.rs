@@ -7,7 +7,7 @@
 
 use super::bench_kit::{
     bench_certs, dir_bytes, filesystem_of, free_port, head_at, median, observe, operator_status, peak_rss_kib,
-    publish_args, publish_paced, report, start_node_of, NodeProcess, OBSERVER_REGION,
+    percentile_ms, publish_args, publish_paced, report, start_node_of, NodeProcess, WorkDir, OBSERVER_REGION,
 };
 use super::publish::publish;
 use crate::record::{RecordGenerator, Region};
@@ -56,12 +56,8 @@ async fn index_status(certs: &Path, port: u16) -> anyhow::Result<pb::IndexStatus
 }
 
 pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let owned = args.dir.is_none();
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("cxnode-bench-sync-{}", std::process::id())));
-    std::fs::create_dir_all(&work)?;
+    let dir = WorkDir::new(args.dir.clone(), "sync")?;
+    let work = dir.path.clone();
     let certs = work.join("certs");
     let rt = super::runtime()?;
     if args.mesh {
@@ -83,9 +79,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
         live(&args, &work, &certs, &rt)?;
     }
-    if owned {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    dir.done();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -232,13 +226,6 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
     for n in nodes {
         n.stop()?;
     }
-    let pct = |v: &mut Vec<i64>, p: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_unstable();
-        v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
-    };
     if !args.json {
         println!(
             "# bench sync (b) live: {sent} records at {} records/s published at {ORIGIN}, mesh of 3 node processes, indexers running",
@@ -246,20 +233,24 @@ fn live(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Runtime
         );
     }
     let mut all = Vec::new();
-    for (name, mut v) in [("320000", lat_b), ("310000", lat_c)] {
+    for (name, v) in [("320000", lat_b), ("310000", lat_c)] {
         let seen = v.len();
         all.extend_from_slice(&v);
-        let (p50, p99, max) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
+        let (p50, p99, max) = (percentile_ms(&v, 0.5), percentile_ms(&v, 0.99), percentile_ms(&v, 1.0));
         report(
             args.json,
             format!("to {name}: {seen} records seen; latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"),
             serde_json::json!({"bench": "sync_live", "to": name, "seen": seen, "live_p50_ms": p50, "live_p99_ms": p99, "live_max_ms": max}),
         );
     }
-    let mut lags = lag_samples;
+    let lags = lag_samples;
     let samples = lags.len();
-    let (lag_p50, lag_p99, lag_max) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99), pct(&mut lags, 1.0));
-    let (p50, p99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
+    let (lag_p50, lag_p99, lag_max) = (
+        percentile_ms(&lags, 0.5),
+        percentile_ms(&lags, 0.99),
+        percentile_ms(&lags, 1.0),
+    );
+    let (p50, p99) = (percentile_ms(&all, 0.5), percentile_ms(&all, 0.99));
     report(
         args.json,
         format!("origin's merged-view lag ({samples} samples every 10 ms): p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {lag_max:.1} ms; live latency both peers p50 {p50:.1} ms, p99 {p99:.1} ms"),
