@@ -86,11 +86,6 @@ impl Feeders {
         self.with(|c, _| c.announced(peer, heads));
     }
 
-    /// Entries of `origin` arrived on `peer`'s link.
-    pub fn received(&self, peer: PeerId, origin: Region) {
-        self.with(|c, now| c.received(peer, origin, now));
-    }
-
     /// The peer's stream delivered its first message: it is up, and may be chosen.
     pub fn up(&self, peer: PeerId) {
         self.with(|c, now| {
@@ -100,14 +95,18 @@ impl Feeders {
         })
     }
 
-    /// Checkpoints `peer` carried whose signature was checked (origin, seq).
-    pub fn signed(&self, peer: PeerId, checkpoints: &[(Region, u64)]) {
-        if checkpoints.is_empty() {
+    /// What one batch on `peer`'s link showed: checkpoints whose signature was checked (origin,
+    /// seq), and entries of `entries_of` arrived (one lock for both: this runs per batch).
+    pub fn delivered(&self, peer: PeerId, checkpoints: &[(Region, u64)], entries_of: Option<Region>) {
+        if checkpoints.is_empty() && entries_of.is_none() {
             return;
         }
-        self.with(|c, _| {
+        self.with(|c, now| {
             for (origin, seq) in checkpoints {
                 c.signed(peer, *origin, *seq);
+            }
+            if let Some(origin) = entries_of {
+                c.received(peer, origin, now);
             }
         });
     }

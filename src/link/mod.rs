@@ -288,10 +288,7 @@ async fn deliver(
         .collect();
     let skipped = rx.take_skipped();
     if let Some((f, id)) = &link.feeders {
-        f.signed(*id, &rx.take_verified());
-        if let (Some(origin), true) = (origin, n > 0) {
-            f.received(*id, origin);
-        }
+        f.delivered(*id, &rx.take_verified(), origin.filter(|_| n > 0));
     }
     update(&link.states, &peer.address, |s| {
         s.entries_received += n;
