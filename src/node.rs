@@ -187,6 +187,7 @@ pub async fn serve(
             heartbeat: config.heartbeat,
         },
         stopping: stopping.clone(),
+        heads_cache: crate::rpc::replication::HeadsCache::new(writer.durable_end()),
     };
     let deliveries = Deliveries::new(
         config.region,

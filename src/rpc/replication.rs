@@ -42,6 +42,7 @@ pub struct ReplicationService {
     pub limits: SyncLimits,
     /// Turns true when the node stops: open streams end so the server can drain.
     pub stopping: watch::Receiver<bool>,
+    pub heads_cache: Arc<HeadsCache>,
 }
 
 fn authorize(policy: &Policy, who: &Caller, rpc: Rpc) -> Result<(), Status> {
@@ -78,8 +79,37 @@ pub fn heads(index: &Index, journal: &JournalReader) -> Result<Vec<pb::Head>, St
     Ok(out)
 }
 
-fn heartbeat(index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> {
-    let heads = heads(index, journal).ok()?;
+/// The heads heartbeats carry, built once per durable end for every stream of the node (each
+/// origin's latest checkpoint is a journal read; with select mode every stream heartbeats every
+/// interval).
+pub struct HeadsCache {
+    end: watch::Receiver<JournalPos>,
+    built: std::sync::Mutex<Option<(JournalPos, Vec<pb::Head>)>>,
+}
+
+impl HeadsCache {
+    pub fn new(end: watch::Receiver<JournalPos>) -> Arc<HeadsCache> {
+        Arc::new(HeadsCache {
+            end,
+            built: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn heads(&self, index: &Index, journal: &JournalReader) -> Result<Vec<pb::Head>, Status> {
+        let end = *self.end.borrow();
+        if let Some((at, heads)) = &*self.built.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *at == end {
+                return Ok(heads.clone());
+            }
+        }
+        let fresh = heads(index, journal)?;
+        *self.built.lock().unwrap_or_else(|p| p.into_inner()) = Some((end, fresh.clone()));
+        Ok(fresh)
+    }
+}
+
+fn heartbeat(cache: &HeadsCache, index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> {
+    let heads = cache.heads(index, journal).ok()?;
     let at_unix_millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -96,6 +126,7 @@ fn heartbeat(index: &Index, journal: &JournalReader) -> Option<pb::SyncMessage> 
 /// thread (journal reads); ends when the peer goes away.
 /// What a sync stream reads from and listens to.
 struct StreamSource {
+    heads_cache: Arc<HeadsCache>,
     index: Index,
     journal: JournalReader,
     durable_end: watch::Receiver<JournalPos>,
@@ -126,6 +157,7 @@ fn stream_journal(
     tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
 ) {
     let StreamSource {
+        heads_cache,
         index,
         journal,
         mut durable_end,
@@ -139,7 +171,9 @@ fn stream_journal(
     let announcing = only.is_some();
     let mut announced = std::time::Instant::now();
     if announcing {
-        let Some(m) = heartbeat(&index, &journal) else { return };
+        let Some(m) = heartbeat(&heads_cache, &index, &journal) else {
+            return;
+        };
         if !send(m) {
             return;
         }
@@ -187,7 +221,7 @@ fn stream_journal(
             return true;
         }
         *announced = std::time::Instant::now();
-        heartbeat(&index, &journal).is_none_or(send)
+        heartbeat(&heads_cache, &index, &journal).is_none_or(send)
     };
     loop {
         let end = *durable_end.borrow_and_update();
@@ -245,7 +279,9 @@ fn stream_journal(
             return;
         }
         if woke == Wake::Quiet && !announcing && *durable_end.borrow() == start {
-            let Some(m) = heartbeat(&index, &journal) else { return };
+            let Some(m) = heartbeat(&heads_cache, &index, &journal) else {
+                return;
+            };
             if !send(m) {
                 return;
             }
@@ -314,6 +350,7 @@ impl pb::replication_server::Replication for ReplicationService {
         let runtime = tokio::runtime::Handle::current();
         let stopping = self.stopping.clone();
         let source = StreamSource {
+            heads_cache: self.heads_cache.clone(),
             index,
             journal,
             durable_end: end,
