@@ -140,10 +140,25 @@ struct RawNode {
     policy: Option<PathBuf>,
     #[serde(default = "default_connections_max")]
     connections_max: usize,
+    #[serde(default = "default_connections_per_identity_max")]
+    connections_per_identity_max: usize,
+    #[serde(default = "default_handshakes_per_source_max")]
+    handshakes_per_source_max: usize,
+    #[serde(default = "default_streams_per_connection_max")]
+    streams_per_connection_max: u32,
 }
 
 fn default_connections_max() -> usize {
     1024
+}
+fn default_connections_per_identity_max() -> usize {
+    32
+}
+fn default_handshakes_per_source_max() -> usize {
+    8
+}
+fn default_streams_per_connection_max() -> u32 {
+    256
 }
 
 #[derive(Deserialize)]
@@ -250,6 +265,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub policy: Option<PathBuf>,
     pub connections_max: usize,
+    /// Connections one verified identity may hold open (`node.connections_per_identity_max`).
+    pub connections_per_identity_max: usize,
+    /// TLS handshakes running at once from one source address (`node.handshakes_per_source_max`).
+    pub handshakes_per_source_max: usize,
+    /// HTTP/2 streams open at once on one connection (`node.streams_per_connection_max`).
+    pub streams_per_connection_max: u32,
     pub tls: TlsFiles,
     pub crl_reload: Duration,
     pub store: StoreConfig,
@@ -322,6 +343,18 @@ impl Config {
             .transpose()?;
         if raw.node.connections_max == 0 || raw.node.connections_max > 100_000 {
             return Err("node.connections_max: must be between 1 and 100000".to_string());
+        }
+        if !(1..=raw.node.connections_max).contains(&raw.node.connections_per_identity_max) {
+            return Err("node.connections_per_identity_max: must be between 1 and node.connections_max".to_string());
+        }
+        if !(1..=crate::rpc::transport::HANDSHAKES_IN_FLIGHT_MAX).contains(&raw.node.handshakes_per_source_max) {
+            return Err(format!(
+                "node.handshakes_per_source_max: must be between 1 and {}",
+                crate::rpc::transport::HANDSHAKES_IN_FLIGHT_MAX
+            ));
+        }
+        if !(1..=10_000).contains(&raw.node.streams_per_connection_max) {
+            return Err("node.streams_per_connection_max: must be between 1 and 10000".to_string());
         }
         if !(1..=3600).contains(&raw.tls.crl_reload_seconds) {
             return Err("tls.crl_reload_seconds: must be between 1 and 3600".to_string());
@@ -446,6 +479,9 @@ impl Config {
             listen,
             policy,
             connections_max: raw.node.connections_max,
+            connections_per_identity_max: raw.node.connections_per_identity_max,
+            handshakes_per_source_max: raw.node.handshakes_per_source_max,
+            streams_per_connection_max: raw.node.streams_per_connection_max,
             tls,
             crl_reload: Duration::from_secs(raw.tls.crl_reload_seconds),
             store: StoreConfig {

@@ -142,6 +142,15 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     })
 }
 
+/// A unary call (and the opening of a stream) must be answered within this.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// An HTTP/2 ping goes out on a connection quiet for this long...
+pub const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+/// ...and the connection is closed when it is not answered within this.
+pub const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The largest request header block accepted.
+pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+
 /// The audit log's directory inside the data directory.
 pub const AUDIT_DIR: &str = "audit";
 
@@ -188,6 +197,7 @@ pub async fn serve(
         },
         stopping: stopping.clone(),
         heads_cache: crate::rpc::replication::HeadsCache::new(writer.durable_end()),
+        readers: Arc::new(tokio::sync::Semaphore::new(crate::rpc::replication::SYNC_READERS_MAX)),
     };
     let deliveries = Deliveries::new(
         config.region,
@@ -274,6 +284,7 @@ pub async fn serve(
         certificates,
         progress: Default::default(),
         writer: writer.clone(),
+        crl: tls.crl_status(),
     });
     let publisher = PublisherService {
         origin: config.region,
@@ -311,6 +322,11 @@ pub async fn serve(
             // the TLS material: a revocation applies to handshakes and signatures alike.
             let _ = tokio::task::spawn_blocking(move || {
                 tls.reload_if_changed();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                tls.crl_status().check(now);
                 if let Err(e) = signatures.reload() {
                     tracing::warn!(error = %e, "checkpoint verifier not reloaded; the last good CA and CRL stay in force");
                 }
@@ -331,9 +347,24 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
-    let incoming = transport::incoming(listener, tls, config.connections_max, stats);
+    let limits = transport::TransportLimits {
+        connections_max: config.connections_max,
+        handshakes_per_source_max: config.handshakes_per_source_max,
+        connections_per_identity_max: config.connections_per_identity_max,
+    };
+    let incoming = transport::incoming(listener, tls, limits, stats);
     tracing::info!(region = %config.region, listen = %local, "node serving");
     let served = tonic::transport::Server::builder()
+        // Authenticated callers are bounded too: streams per connection, a deadline on every
+        // unary handler (a stream's body is not cut by it), keepalive pings that close dead
+        // connections, and a cap on header size.
+        .max_concurrent_streams(config.streams_per_connection_max)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
+        // One policy check for every method, before any service: no rule, no call.
+        .layer(crate::rpc::gate::PolicyGate::new(policy.clone()))
         .add_service(publisher)
         .add_service(
             pb::replication_server::ReplicationServer::new(replication).max_encoding_message_size(64 * 1024 * 1024),

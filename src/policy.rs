@@ -76,6 +76,9 @@ struct RawGrant {
     disclosure: Option<Vec<String>>,
     #[serde(default)]
     natural_persons: bool,
+    /// Sync to identities other than nodes: they receive every record of the federation.
+    #[serde(default)]
+    full_replica: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,8 @@ struct Grant {
     pattern: String,
     rpcs: Vec<Rpc>,
     scope: GrantScope,
+    /// Sync is granted to identities that are not nodes too (said explicitly in the file).
+    full_replica: bool,
 }
 
 /// `["*"]` = every value (None); otherwise each value parsed, naming the first bad one.
@@ -179,6 +184,19 @@ impl Policy {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // Sync streams every record of every origin, personal data included: a grant that may
+            // reach anything but a node must say that it means a full replica.
+            let syncs = rpcs.contains(&Rpc::Sync);
+            let nodes_only = g.identity.starts_with("cx://node/");
+            if syncs && !nodes_only && !g.full_replica {
+                return Err(format!(
+                    "grant[{i}]: Sync to {:?} would stream every record of the federation to identities that are not nodes; grant it to cx://node/... identities, or set full_replica = true if a full replica is meant",
+                    g.identity
+                ));
+            }
+            if g.full_replica && !syncs {
+                return Err(format!("grant[{i}]: full_replica applies only to grants of Sync"));
+            }
             let reads_data = rpcs.iter().any(|r| matches!(r, Rpc::Subscribe | Rpc::Profile));
             let scope = if reads_data {
                 GrantScope {
@@ -247,6 +265,7 @@ impl Policy {
                 pattern: g.identity,
                 rpcs,
                 scope,
+                full_replica: g.full_replica,
             });
         }
         Ok(Policy { region, grants })
@@ -263,11 +282,32 @@ impl Policy {
             return true;
         }
         let uri = who.uri();
-        self.grants.iter().any(|g| g.rpcs.contains(&rpc) && g.matches(&uri))
+        let node = matches!(who, Identity::Node(_));
+        self.grants
+            .iter()
+            .any(|g| g.rpcs.contains(&rpc) && g.matches(&uri) && (rpc != Rpc::Sync || node || g.full_replica))
     }
 
     /// What `who` may see through `rpc` (Subscribe, Profile): one grant scope per matching grant.
     /// Acknowledge sees what Subscribe does. Empty when nothing is granted.
+    /// Why `who` may not call `rpc`, for the caller: what the built-in rules allow, and that a
+    /// grant in the node's policy is the way to more.
+    pub fn denial(&self, who: &Identity, rpc: Rpc) -> String {
+        let region = self.region;
+        let who_may = match rpc {
+            Rpc::Publish => format!("only cx://publisher/{region} and identities granted Publish in the node's policy may publish to the node of region {region}"),
+            Rpc::Sync | Rpc::Heads => "only nodes of the federation (cx://node/...) may, unless the node's policy grants it".to_string(),
+            Rpc::SyncStatus => "operators (cx://operator/...) may, and identities granted SyncStatus in the node's policy".to_string(),
+            Rpc::Subscribe | Rpc::Profile | Rpc::Acknowledge => format!("only identities granted {rpc:?} in the node's policy may"),
+        };
+        let verb = match rpc {
+            Rpc::Publish => "publish".to_string(),
+            Rpc::SyncStatus => "read sync status".to_string(),
+            other => format!("call {other:?}"),
+        };
+        format!("{who} may not {verb}: {who_may}")
+    }
+
     pub fn scope(&self, who: &Identity, rpc: Rpc) -> Scope {
         let rpc = if rpc == Rpc::Acknowledge { Rpc::Subscribe } else { rpc };
         let uri = who.uri();
@@ -401,6 +441,37 @@ mod tests {
         assert!(!p.allows(&dept, Rpc::Publish));
         assert!(p.allows(&Identity::Operator("alice".to_string()), Rpc::Publish));
         assert!(!p.allows(&Identity::Operator("bob".to_string()), Rpc::Publish));
+    }
+
+    #[test]
+    fn sync_reaches_identities_other_than_nodes_only_as_an_explicit_full_replica() {
+        let dept = Identity::Department {
+            region: zj(),
+            dept: "amr".to_string(),
+        };
+        for pattern in ["cx://department/330000/*", "cx://*", "cx://department/330000/amr"] {
+            let text = format!("[[grant]]\nidentity = \"{pattern}\"\nrpcs = [\"Sync\"]\n");
+            let e = Policy::parse(zj(), &text).expect_err("a department wildcard grant of Sync");
+            assert!(e.contains("full_replica = true") && e.contains("grant[0]"), "{e}");
+        }
+        let p = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://department/330000/*\"\nrpcs = [\"Sync\"]\nfull_replica = true\n",
+        )
+        .expect("an explicit full replica");
+        assert!(p.allows(&dept, Rpc::Sync));
+        let p = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://node/*\"\nrpcs = [\"Sync\", \"Heads\"]\n",
+        )
+        .expect("nodes only");
+        assert!(!p.allows(&dept, Rpc::Sync));
+        let e = Policy::parse(
+            zj(),
+            "[[grant]]\nidentity = \"cx://node/*\"\nrpcs = [\"Heads\"]\nfull_replica = true\n",
+        )
+        .expect_err("full_replica without Sync");
+        assert!(e.contains("only to grants of Sync"), "{e}");
     }
 
     #[test]

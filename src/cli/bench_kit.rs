@@ -197,6 +197,8 @@ pub(super) fn publish_args(
         batch,
         rejects: Some(work.join("rejects.jsonl")),
         server_name: Some("localhost".to_string()),
+        region: None,
+        crl: None,
         json: false,
     }
 }

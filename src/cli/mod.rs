@@ -126,6 +126,9 @@ struct NodeClientArgs {
     /// Name the node's certificate must carry (default: the host of --node).
     #[arg(long)]
     server_name: Option<String>,
+    /// The federation CRL: a node whose certificate it revokes is refused.
+    #[arg(long)]
+    crl: Option<std::path::PathBuf>,
 }
 
 impl NodeClientArgs {
@@ -134,7 +137,7 @@ impl NodeClientArgs {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
-            crl: None,
+            crl: self.crl.clone(),
         };
         Ok(crate::rpc::client::connect(&self.node, &files, self.server_name.as_deref()).await?)
     }

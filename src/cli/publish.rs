@@ -4,8 +4,8 @@
 //! Exit code: 0 all accepted, 2 some lines rejected, 1 failure.
 
 use crate::pki::TlsFiles;
-use crate::record::RECORD_BYTES_MAX;
-use crate::rpc::client::{connect, diagnose, explain_status};
+use crate::record::{Region, RECORD_BYTES_MAX};
+use crate::rpc::client::{connect_expecting, diagnose, explain_status};
 use crate::rpc::pb::{self, operation_result::Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -45,6 +45,13 @@ pub struct PublishArgs {
     /// Name the node's certificate must carry (default: the host of --node).
     #[arg(long)]
     pub server_name: Option<String>,
+    /// The region of the node published to: it must prove it is cx://node/REGION (default: the
+    /// region of our publisher certificate).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The federation CRL: a node whose certificate it revokes is refused.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
     /// Print the summary as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -151,6 +158,19 @@ fn rejects_path(args: &PublishArgs) -> PathBuf {
     })
 }
 
+/// The region of our publisher certificate: the node we publish to must be that region's.
+fn publisher_region(cert: &std::path::Path) -> anyhow::Result<Region> {
+    let chain = crate::pki::load_cert_chain(cert)?;
+    let leaf = chain.first().context("no certificate")?;
+    match crate::pki::identity_from_cert_der(leaf.as_ref())? {
+        crate::pki::Identity::Publisher(region) => Ok(region),
+        other => anyhow::bail!(
+            "{} is {other}, not a publisher certificate: pass --region to say which region's node to publish to",
+            cert.display()
+        ),
+    }
+}
+
 /// Publishes the file and returns the summary (the library entry point for tests and benches).
 pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(
@@ -163,9 +183,21 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<Summary> {
         ca: args.ca.clone(),
         cert: args.cert.clone(),
         key: args.key.clone(),
-        crl: None,
+        crl: args.crl.clone(),
     };
-    let channel = connect(&args.node, &files, args.server_name.as_deref()).await?;
+    // Records go only to the node of their region: a department's certificate chains to the same
+    // CA, and a node of another region would refuse them after it had read them.
+    let region = match &args.region {
+        Some(r) => Region::parse(r).map_err(|e| anyhow::anyhow!("--region: {e}"))?,
+        None => publisher_region(&args.cert)?,
+    };
+    let channel = connect_expecting(
+        &args.node,
+        &files,
+        args.server_name.as_deref(),
+        Some(crate::pki::Identity::Node(region)),
+    )
+    .await?;
     let mut client = pb::publisher_client::PublisherClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);

@@ -116,6 +116,16 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let days = (c.not_after_unix_seconds - now_ms / 1000) / 86_400;
         println!("certificate {} expires in {days} days", c.identity);
     }
+    if !s.revocation_on {
+        println!("revocation: off (tls.crl is not set)");
+    } else if s.crl_next_update_unix_seconds > 0 {
+        let hours = (s.crl_next_update_unix_seconds - now_ms / 1000) / 3600;
+        println!("revocation list: next update due in {hours} h");
+    }
+    for a in &s.alarms {
+        println!("ALARM: {a}");
+        problems += 1;
+    }
     Ok(if problems > 0 {
         ExitCode::from(2)
     } else {

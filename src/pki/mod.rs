@@ -8,6 +8,7 @@
 
 pub mod ca;
 mod checkpoint;
+mod crl;
 pub mod identity;
 pub mod sign;
 pub mod tls;
@@ -18,11 +19,12 @@ use std::path::PathBuf;
 
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
 pub use checkpoint::ReloadingVerifier;
+pub use crl::{crl_next_update_of, CrlStatus, CRL_RENEWAL_WARNING_SECONDS};
 pub use identity::{identity_from_cert_der, Identity};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{
-    cert_not_after, client_config, crl_number_of, load_cert_chain, load_key, load_roots, server_config, CrlNumberGuard,
-    TlsFiles,
+    cert_not_after, client_config, client_verifier, crl_number_of, load_cert_chain, load_key, load_roots,
+    server_config, server_config_with, CrlNumberGuard, TlsFiles,
 };
 
 /// Every failure of the PKI layer. Messages name the file or field at fault and, where there is
@@ -103,7 +105,7 @@ pub enum PkiError {
         source: rustls::Error,
     },
 
-    #[error("cannot build the client certificate verifier from {ca} (crl {crl}): {source}")]
+    #[error("cannot build the certificate verifier from {ca} (crl {crl}): {source}")]
     Verifier {
         ca: PathBuf,
         crl: String,

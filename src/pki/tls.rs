@@ -192,36 +192,55 @@ fn tls_error(what: String) -> impl FnOnce(rustls::Error) -> PkiError {
     move |source| PkiError::Tls { what, source }
 }
 
-/// The server side of every gRPC port: TLS 1.3, client certificate required and checked against
-/// the CA and the CRL, ALPN h2. A new CRL takes effect by building a new config.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
-    let provider = provider();
-    let roots = Arc::new(load_roots(&files.ca)?);
-    let crls = match &files.crl {
-        Some(path) => load_crls(path)?,
-        None => Vec::new(),
-    };
-    let crl_text = files
+fn crl_text(files: &TlsFiles) -> String {
+    files
         .crl
         .as_ref()
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "none".to_string());
+        .unwrap_or_else(|| "none".to_string())
+}
+
+fn crls_of(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
+    match &files.crl {
+        Some(path) => load_crls(path),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The check of a client's certificate: chains to the CA and, with a CRL, not revoked. Kept by
+/// the transport so live connections can be judged again when the CRL changes.
+pub fn client_verifier(files: &TlsFiles) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, PkiError> {
+    let roots = Arc::new(load_roots(&files.ca)?);
     // Only the end entity is checked against the CRL: a federation using an existing CA with
     // intermediates publishes one CRL for its leaves, and requiring CRLs for every intermediate
     // would refuse everyone. A leaf that no configured CRL covers is refused (unknown status is
     // denied), so a CRL from the wrong CA fails closed.
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .with_crls(crls)
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls_of(files)?)
         .only_check_end_entity_revocation()
         .build()
         .map_err(|source| PkiError::Verifier {
             ca: files.ca.clone(),
-            crl: crl_text,
+            crl: crl_text(files),
             source,
         })?;
+    Ok(verifier)
+}
+
+/// The server side of every gRPC port: TLS 1.3, client certificate required and checked against
+/// the CA and the CRL, ALPN h2. A new CRL takes effect by building a new config.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
+    server_config_with(files, client_verifier(files)?)
+}
+
+/// `server_config` with a client verifier already built (the transport keeps it).
+pub fn server_config_with(
+    files: &TlsFiles,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, PkiError> {
     let chain = load_cert_chain(&files.cert)?;
     let key = load_key(&files.key)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error("tls 1.3 with the ring provider".to_string()))?
         .with_client_cert_verifier(verifier)
@@ -236,15 +255,25 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, PkiError> {
 }
 
 /// The client side, used to dial peers: TLS 1.3, our certificate for client auth, the federation
-/// CA as the only roots, normal server name checks, ALPN h2.
+/// CA as the only roots, normal server name checks, the CRL (when set) against the server's
+/// certificate, ALPN h2.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, PkiError> {
-    let roots = load_roots(&files.ca)?;
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls_of(files)?)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|source| PkiError::Verifier {
+            ca: files.ca.clone(),
+            crl: crl_text(files),
+            source,
+        })?;
     let chain = load_cert_chain(&files.cert)?;
     let key = load_key(&files.key)?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error("tls 1.3 with the ring provider".to_string()))?
-        .with_root_certificates(roots)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(tls_error(format!(
             "client certificate {} with key {}",
@@ -401,6 +430,7 @@ pub(crate) mod tests {
         init_ca(&foreign_ca, "foreign", 30).expect("init foreign");
         let mut foreign = issue_now(&foreign_ca, node("310000"), "foreign");
         foreign.ca = ca.join(CA_CERT_FILE);
+        foreign.crl = Some(ca.join(CRL_FILE));
         let outcome = exchange(server.clone(), client_config(&foreign).expect("client")).await;
         assert_refused(&outcome, "issuer");
 

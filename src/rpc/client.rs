@@ -71,13 +71,15 @@ pub async fn diagnose(address: &str, files: &TlsFiles, server_name: Option<&str>
 }
 
 /// Opens a channel to `address` authenticating with `files`. `server_name` overrides the name the
-/// server certificate must carry (default: the host part of the address).
+/// server certificate must carry (default: the host part of the address). The server must prove
+/// it is a node (`cx://node/*`): a department's or publisher's certificate chains to the same CA
+/// and would otherwise receive what we send.
 pub async fn connect(address: &str, files: &TlsFiles, server_name: Option<&str>) -> Result<Channel, ClientError> {
     connect_expecting(address, files, server_name, None).await
 }
 
-/// Like `connect`, and the server's certificate must also carry the identity `expected` (a peer
-/// configured as the node of region R must prove it is `cx://node/R`).
+/// Like `connect`; with `expected`, the server must be exactly that identity (a peer configured
+/// as the node of region R must prove it is `cx://node/R`), otherwise any node.
 pub async fn connect_expecting(
     address: &str,
     files: &TlsFiles,
@@ -116,23 +118,30 @@ pub async fn connect_expecting(
                 let tcp = TcpStream::connect(&target).await?;
                 tcp.set_nodelay(true)?;
                 let tls = connector.connect(server_name, tcp).await?;
-                if let Some(expected) = &expected {
-                    let leaf = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .ok_or_else(|| {
-                            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "server presented no certificate")
-                        })?;
-                    let found = crate::pki::identity_from_cert_der(leaf.as_ref())
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
-                    if &found != expected {
+                let leaf = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::PermissionDenied, "server presented no certificate")
+                    })?;
+                let found = crate::pki::identity_from_cert_der(leaf.as_ref())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+                match &expected {
+                    Some(expected) if &found != expected => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::PermissionDenied,
                             format!("server is {found}, not the expected {expected}"),
                         ));
                     }
+                    None if !matches!(found, crate::pki::Identity::Node(_)) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("server is {found}, not a node of the federation (cx://node/<region>)"),
+                        ));
+                    }
+                    _ => {}
                 }
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod feed;
+pub mod gate;
 pub mod operations;
 pub mod publisher;
 pub mod replication;

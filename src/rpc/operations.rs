@@ -40,16 +40,15 @@ pub struct OperationsService {
     pub progress: Mutex<HashMap<Region, (u64, Instant)>>,
     /// The writer, for the merged view's lag.
     pub writer: WriterHandle,
+    /// The revocation list in force and its alarms.
+    pub crl: Arc<crate::pki::CrlStatus>,
 }
 
 fn authorize(policy: &Policy, who: &Caller) -> Result<(), Status> {
     if policy.allows(&who.identity, Rpc::SyncStatus) {
         Ok(())
     } else {
-        Err(Status::permission_denied(format!(
-            "{} may not read sync status: operators may",
-            who.identity
-        )))
+        Err(Status::permission_denied(policy.denial(&who.identity, Rpc::SyncStatus)))
     }
 }
 
@@ -183,6 +182,9 @@ impl OperationsService {
             // Filled in by the RPC from the merged view's receipts.
             overdue_repairs: Vec::new(),
             repairs_checked: 0,
+            alarms: self.crl.alarms(now_unix()),
+            revocation_on: self.crl.is_on(),
+            crl_next_update_unix_seconds: self.crl.next_update().unwrap_or(0),
         })
     }
 }
@@ -249,6 +251,13 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
             overdue: r.overdue,
         }))
     }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn pending_to_pb(pending: &[(Region, String)]) -> Vec<pb::PendingDepartment> {

@@ -96,14 +96,12 @@ struct Checked {
 
 impl PublisherService {
     fn authorize(&self, who: &super::Caller) -> Result<(), Status> {
-        if self.policy.current().allows(&who.identity, Rpc::Publish) {
+        let policy = self.policy.current();
+        if policy.allows(&who.identity, Rpc::Publish) {
             return Ok(());
         }
         tracing::warn!(identity = %who.identity, remote = %who.remote, "publish refused by policy");
-        Err(Status::permission_denied(format!(
-            "{} may not publish to the node of region {}: only cx://publisher/{} and identities granted Publish in the node's policy may",
-            who.identity, self.origin, self.origin
-        )))
+        Err(Status::permission_denied(policy.denial(&who.identity, Rpc::Publish)))
     }
 }
 

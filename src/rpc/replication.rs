@@ -4,7 +4,8 @@
 //! the journal live as the writer makes data durable, with heartbeats carrying signed heads.
 //! Invariants: only `cx://node/*` callers (policy `Sync`/`Heads`); per origin, entries are sent in
 //! seq order without gaps; batches are bounded in entries and bytes; the stream is fed through a
-//! bounded channel by a blocking reader, so a slow peer stalls its reader, never grows memory.
+//! bounded channel by an async task reading the journal in bounded blocking steps, so a slow peer
+//! stalls its reader, never grows memory, and an idle stream holds no thread.
 
 use super::pb;
 use super::{caller, Caller};
@@ -43,17 +44,20 @@ pub struct ReplicationService {
     /// Turns true when the node stops: open streams end so the server can drain.
     pub stopping: watch::Receiver<bool>,
     pub heads_cache: Arc<HeadsCache>,
+    /// Blocking steps of all sync streams running at once (`SYNC_READERS_MAX`).
+    pub readers: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blocking steps of sync streams that run at once: however many peers stream, they leave the
+/// rest of the blocking pool to publishing, feeds and reloads.
+pub const SYNC_READERS_MAX: usize = 4;
 
 fn authorize(policy: &Policy, who: &Caller, rpc: Rpc) -> Result<(), Status> {
     if policy.allows(&who.identity, rpc) {
         return Ok(());
     }
     tracing::warn!(identity = %who.identity, remote = %who.remote, rpc = ?rpc, "replication refused by policy");
-    Err(Status::permission_denied(format!(
-        "{} may not call {rpc:?}: only nodes of the federation may",
-        who.identity
-    )))
+    Err(Status::permission_denied(policy.denial(&who.identity, rpc)))
 }
 
 /// Heads of every origin this node holds, with their latest checkpoints.
@@ -122,8 +126,6 @@ fn heartbeat(cache: &HeadsCache, index: &Index, journal: &JournalReader) -> Opti
     })
 }
 
-/// Streams frames to `tx` from the first position the peer needs, then tails. Runs on a blocking
-/// thread (journal reads); ends when the peer goes away.
 /// What a sync stream reads from and listens to.
 struct StreamSource {
     heads_cache: Arc<HeadsCache>,
@@ -131,7 +133,32 @@ struct StreamSource {
     journal: JournalReader,
     durable_end: watch::Receiver<JournalPos>,
     stopping: watch::Receiver<bool>,
-    runtime: tokio::runtime::Handle,
+    readers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Runs `f` on the blocking pool once one of the `SYNC_READERS_MAX` reader slots is free.
+async fn on_reader<T: Send + 'static>(
+    readers: &Arc<tokio::sync::Semaphore>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    let permit = readers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Status::unavailable("the node is stopping"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| Status::internal(format!("sync stream step: {e}")))
+}
+
+/// What the blocking steps of one stream read from (shared with each step).
+struct Reader {
+    heads_cache: Arc<HeadsCache>,
+    index: Index,
+    journal: JournalReader,
 }
 
 #[derive(PartialEq, Eq)]
@@ -150,57 +177,54 @@ struct Wanted {
     caller: Option<Region>,
 }
 
-fn stream_journal(
-    source: StreamSource,
+/// Messages one blocking step of a sync stream reads before it hands them to the stream: with
+/// the channel's depth, what one stream holds in memory; and a stream holds a blocking thread
+/// only for one step, never for its life.
+const SYNC_STEP_MESSAGES_MAX: usize = 8;
+
+/// Where one stream's reading stands, moved into each blocking step and back.
+struct Reading {
+    sender: Sender,
+    start: JournalPos,
+    announced: std::time::Instant,
+}
+
+/// The first step: the first heartbeat when announcing, and the earliest position holding
+/// something the peer lacks.
+fn start_reading(
+    reader: &Reader,
     wanted: Wanted,
     limits: SyncLimits,
-    tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
-) {
-    let StreamSource {
-        heads_cache,
-        index,
-        journal,
-        mut durable_end,
-        mut stopping,
-        runtime,
-    } = source;
+    end: JournalPos,
+) -> Result<(Reading, Option<pb::SyncMessage>), Status> {
     let Wanted { have, only, caller } = wanted;
-    let send = |m: pb::SyncMessage| tx.blocking_send(Ok(m)).is_ok();
-    // A peer that takes some origins from others hears our heads every interval even while
-    // entries flow, and at once: that is how it knows its feeders keep up.
     let announcing = only.is_some();
-    let mut announced = std::time::Instant::now();
-    if announcing {
-        let Some(m) = heartbeat(&heads_cache, &index, &journal) else {
-            return;
-        };
-        if !send(m) {
-            return;
-        }
-    }
-    // Start at the earliest run holding something the peer lacks.
-    let mut start = *durable_end.borrow();
+    let first = if announcing {
+        Some(
+            heartbeat(&reader.heads_cache, &reader.index, &reader.journal)
+                .ok_or_else(|| Status::internal("reading heads for the first heartbeat"))?,
+        )
+    } else {
+        None
+    };
+    let mut start = end;
     let mut callers_own = None;
-    match index.heads() {
-        Ok(heads) => {
-            for (origin, head) in heads {
-                if Some(origin) == caller {
-                    callers_own = Some(head.seq());
-                }
-                if only.as_ref().is_some_and(|o| !o.contains(&origin)) {
-                    continue;
-                }
-                let want = have.get(&origin).copied().unwrap_or(1);
-                if want <= head.seq() {
-                    if let Ok(Some((_, pos))) = index.run_of(origin, want) {
-                        start = start.min(pos);
-                    }
-                }
-            }
+    let heads = reader
+        .index
+        .heads()
+        .map_err(|e| Status::internal(format!("reading heads: {e}")))?;
+    for (origin, head) in heads {
+        if Some(origin) == caller {
+            callers_own = Some(head.seq());
         }
-        Err(e) => {
-            let _ = tx.blocking_send(Err(Status::internal(format!("reading heads: {e}"))));
-            return;
+        if only.as_ref().is_some_and(|o| !o.contains(&origin)) {
+            continue;
+        }
+        let want = have.get(&origin).copied().unwrap_or(1);
+        if want <= head.seq() {
+            if let Ok(Some((_, pos))) = reader.index.run_of(origin, want) {
+                start = start.min(pos);
+            }
         }
     }
     let mut sender = Sender::new(
@@ -213,79 +237,190 @@ fn stream_journal(
     if let Some(origin) = caller.filter(|_| announcing) {
         sender = sender.until(origin, callers_own.unwrap_or(0));
     }
-    let streamed = only.clone();
-    let mut sender = sender.only(only);
-    // Sends a heartbeat if one is due while announcing; false once the peer is gone.
-    let announce_if_due = |announced: &mut std::time::Instant| -> bool {
-        if !announcing || announced.elapsed() < limits.heartbeat {
-            return true;
-        }
-        *announced = std::time::Instant::now();
-        heartbeat(&heads_cache, &index, &journal).is_none_or(send)
+    let reading = Reading {
+        sender: sender.only(only),
+        start,
+        announced: std::time::Instant::now(),
     };
-    loop {
-        let end = *durable_end.borrow_and_update();
-        // Asked for some origins only: most commits are of others, and need no read at all.
-        if start < end && streamed.as_ref().is_some_and(|o| !has_news(&index, &sender, o, start)) {
-            start = end;
+    Ok((reading, first))
+}
+
+/// One bounded step: reads from `reading.start` towards `end` until `SYNC_STEP_MESSAGES_MAX`
+/// messages are ready (batches, and heartbeats due while announcing), and moves `start` past
+/// what it read.
+fn read_step(
+    reader: &Reader,
+    reading: &mut Reading,
+    end: JournalPos,
+    streamed: Option<&BTreeSet<Region>>,
+    heartbeat_every: Duration,
+) -> Result<Vec<pb::SyncMessage>, Status> {
+    let Reading {
+        sender,
+        start,
+        announced,
+    } = reading;
+    let mut messages = Vec::new();
+    // Asked for some origins only: most commits are of others, and need no read at all.
+    if streamed.is_some_and(|o| !has_news(&reader.index, sender, o, *start)) {
+        *start = end;
+        return Ok(messages);
+    }
+    let mut out = Vec::new();
+    let mut stopped_at = None;
+    let scanned = reader.journal.scan(*start, end, |_, next, frame| {
+        match frame {
+            Frame::Entry(e) => sender.entry(e, &mut out),
+            Frame::Checkpoint(c) => sender.checkpoint(c, &mut out),
+            Frame::ForkEvidence(_) => {}
         }
-        if start < end {
-            let mut out = Vec::new();
-            let scanned = journal.scan(start, end, |_, _, frame| {
-                match frame {
-                    Frame::Entry(e) => sender.entry(e, &mut out),
-                    Frame::Checkpoint(c) => sender.checkpoint(c, &mut out),
-                    Frame::ForkEvidence(_) => {}
-                }
-                for b in out.drain(..) {
-                    if !send(batch_to_pb(b)) {
-                        return Ok::<_, crate::store::journal::JournalError>(false);
-                    }
-                }
-                Ok(announce_if_due(&mut announced))
-            });
-            if let Err(e) = scanned {
-                tracing::error!(error = %e, "journal read failed while serving a peer");
-                let _ = tx.blocking_send(Err(Status::internal(format!("journal read failed: {e}"))));
-                return;
-            }
-            if let Some(b) = sender.flush() {
-                if !send(batch_to_pb(b)) {
+        messages.extend(out.drain(..).map(batch_to_pb));
+        if streamed.is_some() && announced.elapsed() >= heartbeat_every {
+            *announced = std::time::Instant::now();
+            messages.extend(heartbeat(&reader.heads_cache, &reader.index, &reader.journal));
+        }
+        if messages.len() >= SYNC_STEP_MESSAGES_MAX {
+            stopped_at = Some(next);
+            return Ok::<_, crate::store::journal::JournalError>(false);
+        }
+        Ok(true)
+    });
+    if let Err(e) = scanned {
+        tracing::error!(error = %e, "journal read failed while serving a peer");
+        return Err(Status::internal(format!("journal read failed: {e}")));
+    }
+    match stopped_at {
+        Some(next) => *start = next,
+        None => {
+            messages.extend(sender.flush().map(batch_to_pb));
+            *start = end;
+        }
+    }
+    Ok(messages)
+}
+
+/// Streams frames to `tx` from the first position the peer needs, then tails. An async task: the
+/// journal is read in bounded steps on the blocking pool, and the stream waits for data, its
+/// heartbeat or its end without a thread. Ends when the peer goes away or the node stops.
+async fn stream_journal(
+    source: StreamSource,
+    wanted: Wanted,
+    limits: SyncLimits,
+    tx: mpsc::Sender<Result<pb::SyncMessage, Status>>,
+) {
+    let StreamSource {
+        heads_cache,
+        index,
+        journal,
+        mut durable_end,
+        mut stopping,
+        readers,
+    } = source;
+    let reader = Arc::new(Reader {
+        heads_cache,
+        index,
+        journal,
+    });
+    // A peer that takes some origins from others hears our heads every interval even while
+    // entries flow, and at once: that is how it knows its feeders keep up.
+    let streamed = wanted.only.clone().map(Arc::new);
+    let announcing = streamed.is_some();
+    let end = *durable_end.borrow();
+    let started = {
+        let reader = reader.clone();
+        on_reader(&readers, move || start_reading(&reader, wanted, limits, end)).await
+    };
+    let mut reading = match started.and_then(|r| r) {
+        Ok((reading, first)) => {
+            if let Some(m) = first {
+                if tx.send(Ok(m)).await.is_err() {
                     return;
                 }
             }
-            start = end;
+            reading
         }
-        if tx.is_closed() || !announce_if_due(&mut announced) {
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
             return;
+        }
+    };
+    loop {
+        let end = *durable_end.borrow_and_update();
+        while reading.start < end {
+            let reader = reader.clone();
+            let streamed = streamed.clone();
+            let step = on_reader(&readers, move || {
+                let r = read_step(&reader, &mut reading, end, streamed.as_deref(), limits.heartbeat);
+                (reading, r)
+            })
+            .await;
+            let messages = match step {
+                Ok((back, Ok(messages))) => {
+                    reading = back;
+                    messages
+                }
+                Ok((_, Err(status))) | Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            for m in messages {
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        if announcing && reading.announced.elapsed() >= limits.heartbeat {
+            reading.announced = std::time::Instant::now();
+            if !send_heartbeat(&readers, &reader, &tx).await {
+                return;
+            }
         }
         // Wait for new data or the next heartbeat, whichever comes first. Unless announcing, a
         // heartbeat goes out only when the interval passed with nothing new, never in answer to
         // a wake-up.
         let wait = if announcing {
-            limits.heartbeat.saturating_sub(announced.elapsed())
+            limits.heartbeat.saturating_sub(reading.announced.elapsed())
         } else {
             limits.heartbeat
         };
-        let woke = runtime.block_on(async {
-            tokio::select! {
-                r = durable_end.changed() => if r.is_ok() { Wake::Data } else { Wake::Stop },
-                _ = tokio::time::sleep(wait) => Wake::Quiet,
-                _ = tx.closed() => Wake::Stop,
-                _ = stopping.wait_for(|stop| *stop) => Wake::Stop,
-            }
-        });
+        let woke = tokio::select! {
+            r = durable_end.changed() => if r.is_ok() { Wake::Data } else { Wake::Stop },
+            _ = tokio::time::sleep(wait) => Wake::Quiet,
+            _ = tx.closed() => Wake::Stop,
+            _ = stopping.wait_for(|stop| *stop) => Wake::Stop,
+        };
         if woke == Wake::Stop {
             return;
         }
-        if woke == Wake::Quiet && !announcing && *durable_end.borrow() == start {
-            let Some(m) = heartbeat(&heads_cache, &index, &journal) else {
-                return;
-            };
-            if !send(m) {
-                return;
-            }
+        if woke == Wake::Quiet
+            && !announcing
+            && *durable_end.borrow() == reading.start
+            && !send_heartbeat(&readers, &reader, &tx).await
+        {
+            return;
         }
+    }
+}
+
+/// Builds a heartbeat on the blocking pool (it may read the journal) and sends it; false once the
+/// peer is gone or the heads cannot be read.
+async fn send_heartbeat(
+    readers: &Arc<tokio::sync::Semaphore>,
+    reader: &Arc<Reader>,
+    tx: &mpsc::Sender<Result<pb::SyncMessage, Status>>,
+) -> bool {
+    let reader = reader.clone();
+    let built = on_reader(readers, move || {
+        heartbeat(&reader.heads_cache, &reader.index, &reader.journal)
+    })
+    .await;
+    match built {
+        Ok(Some(m)) => tx.send(Ok(m)).await.is_ok(),
+        _ => false,
     }
 }
 
@@ -347,7 +482,6 @@ impl pb::replication_server::Replication for ReplicationService {
         );
         let (tx, rx) = mpsc::channel(SYNC_STREAM_DEPTH);
         let (index, journal, end) = (self.index.clone(), self.journal.clone(), self.durable_end.clone());
-        let runtime = tokio::runtime::Handle::current();
         let stopping = self.stopping.clone();
         let source = StreamSource {
             heads_cache: self.heads_cache.clone(),
@@ -355,9 +489,9 @@ impl pb::replication_server::Replication for ReplicationService {
             journal,
             durable_end: end,
             stopping,
-            runtime,
+            readers: self.readers.clone(),
         };
-        tokio::task::spawn_blocking(move || stream_journal(source, Wanted { have, only, caller }, limits, tx));
+        tokio::spawn(stream_journal(source, Wanted { have, only, caller }, limits, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -2,18 +2,24 @@
 //! handshake in its own task with a deadline, requires a client certificate chaining to the
 //! federation CA and not revoked (rustls' verifier, with the CRL), reads the caller's `cx://`
 //! identity from it, and hands finished connections to tonic. Invariants: at most
-//! `connections_max` connections are open and at most `HANDSHAKES_IN_FLIGHT_MAX` handshakes run;
-//! a connection without a valid identity never reaches a service; a new CRL applies to new
-//! connections as soon as it is loaded.
+//! `connections_max` connections are open, at most `HANDSHAKES_IN_FLIGHT_MAX` handshakes run and
+//! at most `handshakes_per_source_max` of them from one address (an IPv6 /64) (so idle sockets from one host
+//! cannot lock everyone out before any certificate is seen), at most
+//! `connections_per_identity_max` connections per verified identity; a connection without a
+//! valid identity never reaches a service; a new CRL applies to new connections as soon as it is
+//! loaded, and every live connection whose certificate no longer verifies is closed then.
 
 use super::Caller;
-use crate::pki::{self, TlsFiles};
+use crate::pki::{self, Identity, TlsFiles};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,21 +28,36 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// A handshake that takes longer than this is dropped (a slow or hostile client).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A handshake that takes longer than this is dropped (a slow or hostile client). A TLS 1.3
+/// handshake is one round trip and a few signatures: seconds are plenty even across the country.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Handshakes running at once; more wait in the kernel's accept queue.
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 64;
 /// Finished connections waiting for tonic to pick them up.
 const READY_QUEUE_DEPTH: usize = 16;
 
-/// A server TLS configuration that can be swapped (a reloaded CRL) while the server runs.
+/// What the transport admits.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportLimits {
+    pub connections_max: usize,
+    /// Handshakes at once from one source (an IPv4 address, an IPv6 /64): a connection past it
+    /// is closed at once.
+    pub handshakes_per_source_max: usize,
+    pub connections_per_identity_max: usize,
+}
+
+/// A server TLS configuration that can be swapped (a reloaded CRL) while the server runs, with
+/// the live connections it admitted, judged again at each reload.
 #[derive(Clone)]
 pub struct ReloadableTls {
     files: TlsFiles,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    verifier: Arc<RwLock<Arc<dyn ClientCertVerifier>>>,
     crl_modified: Arc<RwLock<Option<SystemTime>>>,
     /// A reload to a lower CRL number is refused (it would un-revoke).
     crl_number: Arc<pki::CrlNumberGuard>,
+    crl_status: Arc<pki::CrlStatus>,
+    connections: Arc<Connections>,
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -45,14 +66,19 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 
 impl ReloadableTls {
     pub fn load(files: TlsFiles) -> Result<ReloadableTls, pki::PkiError> {
-        let config = pki::server_config(&files)?;
+        let verifier = pki::client_verifier(&files)?;
+        let config = pki::server_config_with(&files, verifier.clone())?;
         let crl_modified = files.crl.as_deref().and_then(modified);
         let crl_number = Arc::new(pki::CrlNumberGuard::new(files.crl.as_deref())?);
+        let crl_status = Arc::new(pki::CrlStatus::new(files.crl.as_deref())?);
         Ok(ReloadableTls {
+            crl_status,
             files,
             current: Arc::new(RwLock::new(config)),
+            verifier: Arc::new(RwLock::new(verifier)),
             crl_modified: Arc::new(RwLock::new(crl_modified)),
             crl_number,
+            connections: Arc::default(),
         })
     }
 
@@ -60,8 +86,19 @@ impl ReloadableTls {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Reloads the configuration if the CRL file changed. A bad new CRL keeps the old
-    /// configuration (and says so): refusing all clients would be worse than a stale list.
+    /// The revocation list in force, and its alarms.
+    pub fn crl_status(&self) -> Arc<pki::CrlStatus> {
+        self.crl_status.clone()
+    }
+
+    /// Connections open now (all identities).
+    pub fn open_connections(&self) -> usize {
+        self.connections.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Reloads the configuration if the CRL file changed, and closes every live connection whose
+    /// certificate the new list revokes. A bad new CRL keeps the old configuration (and says
+    /// so): refusing all clients would be worse than a stale list.
     pub fn reload_if_changed(&self) -> bool {
         let Some(crl) = self.files.crl.as_deref() else {
             return false;
@@ -72,7 +109,12 @@ impl ReloadableTls {
             return false;
         }
         let next = self.crl_number.check(crl).and_then(|number| match number {
-            Some(n) => Ok(Some((n, pki::server_config(&self.files)?))),
+            Some(n) => {
+                let verifier = pki::client_verifier(&self.files)?;
+                let config = pki::server_config_with(&self.files, verifier.clone())?;
+                let next_update = pki::crl_next_update_of(crl)?;
+                Ok(Some((n, config, verifier, next_update)))
+            }
             None => Ok(None),
         });
         match next {
@@ -81,15 +123,25 @@ impl ReloadableTls {
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 false
             }
-            Ok(Some((number, config))) => {
+            Ok(Some((number, config, verifier, next_update))) => {
                 self.crl_number.loaded(number);
+                self.crl_status.reloaded(next_update);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+                *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier.clone();
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
+                let cut = self.connections.cut_unverified(verifier.as_ref());
+                if cut > 0 {
+                    tracing::warn!(
+                        connections = cut,
+                        "closed live connections whose certificates the new revocation list refuses"
+                    );
+                }
                 true
             }
             Err(e) => {
                 tracing::error!(crl = %crl.display(), error = %e, "new revocation list refused; still using the previous one");
+                self.crl_status.reload_failed(e.to_string());
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 false
             }
@@ -97,17 +149,202 @@ impl ReloadableTls {
     }
 }
 
+/// The connections a transport admitted and is admitting: counts per source address (handshakes)
+/// and per identity, and each live connection's certificate chain and cut switch.
+#[derive(Default)]
+struct Connections {
+    handshaking: Mutex<HashMap<IpAddr, usize>>,
+    per_identity: Mutex<HashMap<Identity, usize>>,
+    live: Mutex<HashMap<u64, Live>>,
+    next_id: AtomicU64,
+}
+
+struct Live {
+    identity: Identity,
+    remote: SocketAddr,
+    chain: Vec<CertificateDer<'static>>,
+    cut: Arc<Cut>,
+}
+
+impl Connections {
+    /// A handshake slot for the source of `ip`, or None when it has `max` running.
+    fn handshake_slot(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let ip = source_of(ip);
+        let mut counts = self.handshaking.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            connections: self.clone(),
+            ip,
+        })
+    }
+
+    /// Registers a verified connection, or None when its identity has `max` open already.
+    fn admit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        chain: Vec<CertificateDer<'static>>,
+        max: usize,
+    ) -> Option<(Registered, Arc<Cut>)> {
+        {
+            let mut counts = self.per_identity.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(caller.identity.clone()).or_default();
+            if *n >= max {
+                return None;
+            }
+            *n += 1;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cut = Arc::new(Cut::default());
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id,
+            Live {
+                identity: caller.identity.clone(),
+                remote: caller.remote,
+                chain,
+                cut: cut.clone(),
+            },
+        );
+        Some((
+            Registered {
+                connections: self.clone(),
+                id,
+                identity: caller.identity.clone(),
+            },
+            cut,
+        ))
+    }
+
+    /// Closes every live connection whose certificate chain `verifier` now refuses (revoked, or
+    /// expired since it connected). Returns how many.
+    fn cut_unverified(&self, verifier: &dyn ClientCertVerifier) -> usize {
+        let now = UnixTime::now();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cut = 0;
+        for conn in live.values() {
+            let Some((leaf, intermediates)) = conn.chain.split_first() else {
+                continue;
+            };
+            if let Err(e) = verifier.verify_client_cert(leaf, intermediates, now) {
+                tracing::warn!(identity = %conn.identity, remote = %conn.remote, reason = %e, "closing a live connection: its certificate is no longer accepted");
+                conn.cut.cut();
+                cut += 1;
+            }
+        }
+        cut
+    }
+}
+
+/// The source a handshake is counted against: the IPv4 address, or the IPv6 /64 (one host can
+/// hold a whole /64, so counting its addresses one by one would bound nothing).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Held while a handshake from one address runs.
+struct SourceSlot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.connections.handshaking.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Held by a live connection: its registration and its identity's count.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+    identity: Identity,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        let mut counts = self.connections.per_identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// Closes one connection from outside: its next read or write fails, and its task is woken so
+/// that the read comes now.
+#[derive(Default)]
+struct Cut {
+    cut: AtomicBool,
+    reader: Mutex<Option<Waker>>,
+}
+
+impl Cut {
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Some(w) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    fn watch(&self, waker: &Waker) {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed: its certificate is no longer accepted",
+    )
+}
+
 /// Counters of the transport (exported as metrics).
 #[derive(Default, Debug)]
 pub struct TransportStats {
     pub handshakes_ok: AtomicU64,
     pub handshakes_failed: AtomicU64,
+    /// Connections closed before their handshake: their address had its share running.
+    pub handshakes_refused_source: AtomicU64,
 }
 
 /// A TLS connection with its verified caller.
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     caller: Caller,
+    cut: Arc<Cut>,
+    _registered: Registered,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -120,12 +357,20 @@ impl tonic::transport::server::Connected for TlsConn {
 
 impl AsyncRead for TlsConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // The connection task always has a read pending: the cut wakes it here.
+        self.cut.watch(cx.waker());
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -139,6 +384,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -151,11 +399,11 @@ impl AsyncWrite for TlsConn {
 pub fn incoming(
     listener: TcpListener,
     tls: ReloadableTls,
-    connections_max: usize,
+    limits: TransportLimits,
     stats: Arc<TransportStats>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE_DEPTH);
-    let connections = Arc::new(Semaphore::new(connections_max));
+    let connections = Arc::new(Semaphore::new(limits.connections_max));
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
     tokio::spawn(async move {
         loop {
@@ -177,21 +425,48 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Some(source_slot) = tls
+                .connections
+                .handshake_slot(remote.ip(), limits.handshakes_per_source_max)
+            else {
+                // That address has its share of handshakes running: closed now, so it holds
+                // neither a handshake slot nor a connection slot.
+                stats.handshakes_refused_source.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %remote, "connection closed: too many handshakes from this address");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             let stats = stats.clone();
+            let registry = tls.connections.clone();
             tokio::spawn(async move {
                 let result = handshake(acceptor, tcp, remote).await;
                 drop(handshake_permit);
+                drop(source_slot);
                 match result {
                     Ok((inner, caller)) => {
+                        let chain = inner
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                            .unwrap_or_default();
+                        let Some((registered, cut)) =
+                            registry.admit(&caller, chain, limits.connections_per_identity_max)
+                        else {
+                            stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(remote = %remote, identity = %caller.identity, limit = limits.connections_per_identity_max, "connection refused: this identity has node.connections_per_identity_max connections open");
+                            return;
+                        };
                         stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(remote = %remote, identity = %caller.identity, "client connected");
                         let _ = tx
                             .send(Ok(TlsConn {
                                 inner,
                                 caller,
+                                cut,
+                                _registered: registered,
                                 _permit: connection_permit,
                             }))
                             .await;

@@ -8,4 +8,5 @@ mod feed;
 mod feeders;
 mod netns;
 mod process;
+mod security;
 mod store;

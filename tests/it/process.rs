@@ -41,6 +41,8 @@ fn publish_json(fed: &Fed, node: &NodeProc, file: &std::path::Path, cert: &str) 
             &format!("certs/{cert}.key"),
             "--batch",
             "250",
+            "--region",
+            "330000",
             "--json",
         ],
     )
