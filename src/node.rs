@@ -54,6 +54,8 @@ pub enum NodeError {
     Writer(Arc<StoreError>),
     #[error(transparent)]
     Audit(#[from] crate::store::audit::AuditError),
+    #[error("this node's own certificate {cert}: {reason}; issue it from a CA the policy's [[issuer]] sections allow, or fix the policy")]
+    OwnIssuer { cert: String, reason: String },
 }
 
 /// Everything a node needs, loaded and checked, before any port is bound.
@@ -96,6 +98,23 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         Some(path) => SharedPolicy::load(config.region, path)?,
         None => SharedPolicy::fixed(Policy::builtin(config.region)),
     };
+    // Peers judge our checkpoints by the same issuer bindings: a node whose own CA may not issue
+    // it would be refused by every peer, so it does not start.
+    let issuers = policy.current().issuers();
+    if !issuers.is_empty() {
+        let anchors = pki::Anchors::load(&config.tls.ca)?;
+        let chain = pki::load_cert_chain(&config.tls.cert)?;
+        let judged = anchors
+            .issuer_of_client(&chain, rustls::pki_types::UnixTime::now())
+            .map_err(|e| e.to_string())
+            .and_then(|ca| issuers.check(&expected, &ca));
+        if let Err(reason) = judged {
+            return Err(NodeError::OwnIssuer {
+                cert: config.tls.cert.display().to_string(),
+                reason,
+            });
+        }
+    }
     // The data directory holds personal data: private to the node's user, whatever the umask.
     crate::store::fs::private_files_from_now_on();
     match crate::store::fs::make_private(&config.store.dir) {
@@ -180,10 +199,13 @@ pub async fn serve(
             group_ops_max: config.group_ops_max,
         },
     );
-    let checkpoint_verifier = Arc::new(crate::pki::ReloadingVerifier::new(
-        &config.tls.ca,
-        config.tls.crl.as_deref(),
-    )?);
+    // Checkpoint signers are judged by the policy's issuer bindings too: another province's CA
+    // cannot mint a node that signs our origin's log.
+    let issuers_policy = policy.clone();
+    let checkpoint_verifier = Arc::new(
+        crate::pki::ReloadingVerifier::new(&config.tls.ca, config.tls.crl.as_deref())?
+            .with_issuers(Arc::new(move || issuers_policy.current().issuers())),
+    );
     let verifier: Arc<dyn crate::log::CheckpointVerifier> = checkpoint_verifier.clone();
     let replication = ReplicationService {
         policy: policy.clone(),

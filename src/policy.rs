@@ -9,7 +9,7 @@
 //! granted is refused.
 
 use crate::feed::{GrantScope, Scope};
-use crate::pki::Identity;
+use crate::pki::{Identity, IssuerBindings, IssuerRule};
 use crate::record::{Category, DisclosureClass, Region, SharingClass};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -56,6 +56,18 @@ pub enum PolicyError {
 struct RawPolicy {
     #[serde(default)]
     grant: Vec<RawGrant>,
+    #[serde(default)]
+    issuer: Vec<RawIssuer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    /// A PEM file with the CA certificate(s) that may issue `identities` (relative to the policy
+    /// file); each must also be in `tls.ca` to be trusted at all.
+    ca: PathBuf,
+    /// Exact identity URIs, or prefixes ending in `*` (e.g. `cx://department/330000/*`).
+    identities: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +148,7 @@ impl Grant {
 pub struct Policy {
     region: Region,
     grants: Vec<Grant>,
+    issuers: Arc<IssuerBindings>,
 }
 
 impl Policy {
@@ -144,6 +157,7 @@ impl Policy {
         Policy {
             region,
             grants: Vec::new(),
+            issuers: Arc::default(),
         }
     }
 
@@ -152,14 +166,21 @@ impl Policy {
             path: path.display().to_string(),
             source,
         })?;
-        Policy::parse(region, &text).map_err(|message| PolicyError::Parse {
+        Policy::parse_in(region, &text, path.parent().unwrap_or(Path::new("."))).map_err(|message| PolicyError::Parse {
             path: path.display().to_string(),
             message,
         })
     }
 
+    /// Parses a policy whose `[[issuer]] ca` files are relative to the working directory.
     pub fn parse(region: Region, text: &str) -> Result<Policy, String> {
+        Policy::parse_in(region, text, Path::new("."))
+    }
+
+    /// Parses a policy whose `[[issuer]] ca` files are relative to `base` (the policy's directory).
+    pub fn parse_in(region: Region, text: &str, base: &Path) -> Result<Policy, String> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
+        let issuers = Arc::new(parse_issuers(raw.issuer, base)?);
         let mut grants = Vec::with_capacity(raw.grant.len());
         for (i, g) in raw.grant.into_iter().enumerate() {
             if !g.identity.starts_with("cx://") {
@@ -268,7 +289,16 @@ impl Policy {
                 full_replica: g.full_replica,
             });
         }
-        Ok(Policy { region, grants })
+        Ok(Policy {
+            region,
+            grants,
+            issuers,
+        })
+    }
+
+    /// Which CA may issue which identity (empty: every CA in `tls.ca` may issue everything).
+    pub fn issuers(&self) -> Arc<IssuerBindings> {
+        self.issuers.clone()
     }
 
     pub fn allows(&self, who: &Identity, rpc: Rpc) -> bool {
@@ -325,6 +355,44 @@ impl Policy {
 /// The policy in force, reloaded from its file when that changes. Readers take the current
 /// policy per request (or per step of a running subscription), so a reload applies to new and
 /// running calls alike; `version` counts reloads, so a running call can tell it must re-plan.
+/// `[[issuer]]` sections: each CA file read and fingerprinted, each pattern checked.
+fn parse_issuers(raw: Vec<RawIssuer>, base: &Path) -> Result<IssuerBindings, String> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = if r.ca.is_absolute() {
+            r.ca.clone()
+        } else {
+            base.join(&r.ca)
+        };
+        let certs = crate::pki::load_cert_chain(&path).map_err(|e| format!("issuer[{i}].ca: {e}"))?;
+        if r.identities.is_empty() {
+            return Err(format!(
+                "issuer[{i}].identities is empty: list the identities (or prefixes ending in *) this CA may issue"
+            ));
+        }
+        for pattern in &r.identities {
+            let valid = match pattern.strip_suffix('*') {
+                Some(prefix) => prefix.starts_with("cx://") && !prefix.contains('*'),
+                None => Identity::parse_uri(pattern).is_ok(),
+            };
+            if !valid {
+                return Err(format!(
+                    "issuer[{i}].identities: {pattern:?} is neither a cx:// identity nor a cx:// prefix ending in one *"
+                ));
+            }
+        }
+        rules.push(IssuerRule {
+            ca_file: r.ca.display().to_string(),
+            cas: certs
+                .iter()
+                .map(|c| crate::pki::issuers::fingerprint(c.as_ref()))
+                .collect(),
+            patterns: r.identities,
+        });
+    }
+    Ok(IssuerBindings::new(rules))
+}
+
 pub struct SharedPolicy {
     region: Region,
     path: Option<PathBuf>,
@@ -383,7 +451,8 @@ impl SharedPolicy {
             return Ok(false);
         }
         *seen = Some(text.clone());
-        let policy = Policy::parse(self.region, &text).map_err(|message| PolicyError::Parse {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let policy = Policy::parse_in(self.region, &text, base).map_err(|message| PolicyError::Parse {
             path: path.display().to_string(),
             message,
         })?;
@@ -472,6 +541,36 @@ mod tests {
         )
         .expect_err("full_replica without Sync");
         assert!(e.contains("only to grants of Sync"), "{e}");
+    }
+
+    #[test]
+    fn issuer_sections_are_checked_and_name_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::pki::init_ca(dir.path(), "zhejiang", 30).expect("ca");
+        let base = dir.path();
+        let p = Policy::parse_in(
+            zj(),
+            "[[issuer]]\nca = \"ca.pem\"\nidentities = [\"cx://node/330000\", \"cx://department/330000/*\"]\n",
+            base,
+        )
+        .expect("valid issuer section");
+        assert!(!p.issuers().is_empty());
+        let e = Policy::parse_in(
+            zj(),
+            "[[issuer]]\nca = \"missing.pem\"\nidentities = [\"cx://node/330000\"]\n",
+            base,
+        )
+        .expect_err("missing ca file");
+        assert!(e.contains("issuer[0].ca") && e.contains("missing.pem"), "{e}");
+        let e = Policy::parse_in(zj(), "[[issuer]]\nca = \"ca.pem\"\nidentities = []\n", base).expect_err("empty");
+        assert!(e.contains("issuer[0].identities is empty"), "{e}");
+        let e = Policy::parse_in(
+            zj(),
+            "[[issuer]]\nca = \"ca.pem\"\nidentities = [\"node/330000\"]\n",
+            base,
+        )
+        .expect_err("bad pattern");
+        assert!(e.contains("issuer[0].identities") && e.contains("node/330000"), "{e}");
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Plugs the PKI into the log's signing interface: the node signs checkpoints with its TLS key,
 //! and a checkpoint of origin O is valid only if signed by a `cx://node/O` certificate of the
-//! federation, judged as of the checkpoint's time.
+//! federation, judged as of the checkpoint's time, and issued by a CA the policy's issuer
+//! bindings allow to issue that node.
 
-use super::{Identity, NodeSigner, SignatureVerifier};
+use super::{Identity, IssuerBindings, NodeSigner, SignatureVerifier};
 use crate::log::{Checkpoint, CheckpointSigner, CheckpointVerifier};
+use std::sync::Arc;
+
+/// Where the verifier reads the issuer bindings in force (the node's policy, reloaded).
+pub type IssuerSource = Arc<dyn Fn() -> Arc<IssuerBindings> + Send + Sync>;
 
 impl CheckpointSigner for NodeSigner {
     fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), String> {
@@ -26,6 +31,7 @@ impl CheckpointVerifier for SignatureVerifier {
             &checkpoint.message(),
             &checkpoint.signature,
         )
+        .map(|_| ())
         .map_err(|e| e.to_string())
     }
 }
@@ -38,6 +44,7 @@ pub struct ReloadingVerifier {
     current: std::sync::RwLock<std::sync::Arc<SignatureVerifier>>,
     /// A reload to an older CRL is refused.
     crl_number: super::CrlNumberGuard,
+    issuers: Option<IssuerSource>,
 }
 
 impl ReloadingVerifier {
@@ -48,7 +55,14 @@ impl ReloadingVerifier {
             crl: crl.map(std::path::Path::to_path_buf),
             current: std::sync::RwLock::new(std::sync::Arc::new(first)),
             crl_number: super::CrlNumberGuard::new(crl)?,
+            issuers: None,
         })
+    }
+
+    /// Judges signer chains by these issuer bindings too (read at each verification).
+    pub fn with_issuers(mut self, issuers: IssuerSource) -> ReloadingVerifier {
+        self.issuers = Some(issuers);
+        self
     }
 
     /// Reads the CA and CRL files again; on an error (or a CRL older than the one in force) the
@@ -71,6 +85,67 @@ impl ReloadingVerifier {
 impl CheckpointVerifier for ReloadingVerifier {
     fn verify(&self, checkpoint: &Checkpoint) -> Result<(), String> {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-        CheckpointVerifier::verify(current.as_ref(), checkpoint)
+        let signer = Identity::Node(checkpoint.origin);
+        let issuer = current
+            .verify(
+                &checkpoint.signer_chain,
+                &signer,
+                checkpoint.at_unix_seconds,
+                checkpoint.signature_scheme,
+                &checkpoint.message(),
+                &checkpoint.signature,
+            )
+            .map_err(|e| e.to_string())?;
+        match &self.issuers {
+            Some(issuers) => issuers().check(&signer, &issuer),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::ChainHead;
+    use crate::pki::ca::{init_ca, CA_CERT_FILE};
+    use crate::pki::issuers::fingerprint;
+    use crate::pki::tls::tests::{issue_now, node};
+    use crate::pki::{load_cert_chain, IssuerRule};
+    use crate::record::Region;
+
+    /// Two provincial CAs in one trust file; a binding lets only Zhejiang's issue cx://node/330000.
+    #[test]
+    fn a_checkpoint_signed_by_a_node_another_provinces_ca_minted_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (zj_ca, js_ca) = (dir.path().join("zj"), dir.path().join("js"));
+        init_ca(&zj_ca, "zhejiang", 30).expect("zj ca");
+        init_ca(&js_ca, "jiangsu", 30).expect("js ca");
+        let both = dir.path().join("cas.pem");
+        let mut pem = std::fs::read(zj_ca.join(CA_CERT_FILE)).expect("zj pem");
+        pem.extend(std::fs::read(js_ca.join(CA_CERT_FILE)).expect("js pem"));
+        std::fs::write(&both, pem).expect("write cas");
+        let genuine = NodeSigner::load(&issue_now(&zj_ca, node("330000"), "genuine")).expect("signer");
+        let minted = NodeSigner::load(&issue_now(&js_ca, node("330000"), "minted")).expect("signer");
+        let zj_fp = fingerprint(load_cert_chain(&zj_ca.join(CA_CERT_FILE)).expect("zj")[0].as_ref());
+        let bindings = Arc::new(IssuerBindings::new(vec![IssuerRule {
+            ca_file: "zj/ca.pem".to_string(),
+            cas: vec![zj_fp],
+            patterns: vec!["cx://node/330000".to_string()],
+        }]));
+        let zj = Region::parse("330000").expect("region");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let cp = |s: &NodeSigner| Checkpoint::sign(zj, ChainHead::default(), now, s).expect("sign");
+
+        // Without the binding both CAs are trusted for everything: the minted node signs our log.
+        let open = ReloadingVerifier::new(&both, None).expect("verifier");
+        assert!(CheckpointVerifier::verify(&open, &cp(&minted)).is_ok());
+
+        let source = bindings.clone();
+        let bound = ReloadingVerifier::new(&both, None)
+            .expect("verifier")
+            .with_issuers(Arc::new(move || source.clone()));
+        CheckpointVerifier::verify(&bound, &cp(&genuine)).expect("Zhejiang's own node");
+        let e = CheckpointVerifier::verify(&bound, &cp(&minted)).expect_err("a node minted by Jiangsu's CA");
+        assert!(e.contains("cx://node/330000") && e.contains("zj/ca.pem"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod ca;
 mod checkpoint;
 mod crl;
 pub mod identity;
+pub mod issuers;
 pub mod sign;
 pub mod tls;
 
@@ -18,9 +19,10 @@ mod files;
 use std::path::PathBuf;
 
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
-pub use checkpoint::ReloadingVerifier;
+pub use checkpoint::{IssuerSource, ReloadingVerifier};
 pub use crl::{crl_next_update_of, CrlStatus, CRL_RENEWAL_WARNING_SECONDS};
 pub use identity::{identity_from_cert_der, Identity};
+pub use issuers::{Anchors, CaFingerprint, IssuerBindings, IssuerRule};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{
     cert_not_after, client_config, client_verifier, crl_number_of, load_cert_chain, load_key, load_roots,

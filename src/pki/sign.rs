@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::sign::SigningKey;
 use rustls::SignatureScheme;
 use time::format_description::well_known::Rfc3339;
@@ -145,7 +145,8 @@ fn is_rsa_pkcs1(scheme: SignatureScheme) -> bool {
 
 /// Verifies checkpoint signatures against the federation CA and CRL.
 pub struct SignatureVerifier {
-    roots: Vec<TrustAnchor<'static>>,
+    /// The federation CAs, with their fingerprints.
+    anchors: super::Anchors,
     /// (issuer name DER, serial without leading zeros) -> revocation time, unix seconds.
     revoked: HashMap<(Vec<u8>, Vec<u8>), i64>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -169,6 +170,8 @@ struct VerifiedChain {
     /// (issuer name DER, serial without leading zeros) of the leaf, and its serial in hex.
     revocation_key: (Vec<u8>, Vec<u8>),
     serial: String,
+    /// The CA (trust anchor) the chain verified to.
+    issuer: super::CaFingerprint,
 }
 
 /// The memory key of a signer chain (hashed as it is, not copied into one buffer first: this
@@ -186,7 +189,7 @@ fn chain_digest(chain_der: &[Vec<u8>]) -> crate::log::Hash {
 impl std::fmt::Debug for SignatureVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignatureVerifier")
-            .field("roots", &self.roots.len())
+            .field("roots", &self.anchors.roots().len())
             .field("revoked", &self.revoked.len())
             .finish_non_exhaustive()
     }
@@ -197,14 +200,7 @@ impl SignatureVerifier {
     /// one or more CRLs). The CRL file is trusted configuration like the CA file; its signature
     /// is not re-checked here (the TLS verifier does), and an entry can only refuse more.
     pub fn new(roots_pem: &Path, crl: Option<&Path>) -> Result<SignatureVerifier, PkiError> {
-        let mut roots = Vec::new();
-        for (index, der) in load_cert_chain(roots_pem)?.iter().enumerate() {
-            let anchor = webpki::anchor_from_trusted_cert(der).map_err(|e| PkiError::CertificateInvalid {
-                what: format!("ca certificate #{} in {}", index + 1, roots_pem.display()),
-                reason: format!("{e:?}"),
-            })?;
-            roots.push(anchor.to_owned());
-        }
+        let anchors = super::Anchors::load(roots_pem)?;
         let mut revoked = HashMap::new();
         if let Some(path) = crl {
             for der in load_crls(path)? {
@@ -226,7 +222,7 @@ impl SignatureVerifier {
             }
         }
         Ok(SignatureVerifier {
-            roots,
+            anchors,
             revoked,
             algorithms: algorithms(),
             chains: std::sync::Mutex::new(HashMap::new()),
@@ -235,7 +231,8 @@ impl SignatureVerifier {
 
     /// Verifies `sig` over `msg` by the leaf of `chain_der` as of `at_unix_seconds`: the chain
     /// must verify to the federation CA at that time, the leaf must be `expected`, the leaf must
-    /// not have been revoked at or before that time, and the signature must check.
+    /// not have been revoked at or before that time, and the signature must check. Returns the CA
+    /// the chain verified to (for the policy's issuer bindings).
     pub fn verify(
         &self,
         chain_der: &[Vec<u8>],
@@ -244,7 +241,7 @@ impl SignatureVerifier {
         scheme: u16,
         msg: &[u8],
         sig: &[u8],
-    ) -> Result<(), PkiError> {
+    ) -> Result<super::CaFingerprint, PkiError> {
         let at = at_unix_seconds;
         let (leaf_der, rest) = chain_der.split_first().ok_or(PkiError::EmptyChain)?;
         let seconds = u64::try_from(at).map_err(|_| PkiError::SignerChain {
@@ -271,10 +268,10 @@ impl SignatureVerifier {
                     rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
                 // Revocation is judged below by date, so webpki gets no CRLs: it would refuse a
                 // certificate revoked *after* the signature, which must stay valid.
-                leaf_cert
+                let path = leaf_cert
                     .verify_for_usage(
                         self.algorithms.all,
-                        &self.roots,
+                        self.anchors.roots(),
                         &intermediates,
                         UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
                         KeyUsage::client_auth(),
@@ -285,7 +282,14 @@ impl SignatureVerifier {
                         at,
                         reason: format!("{e:?}"),
                     })?;
-                let chain = verified_chain(chain_der)?;
+                let issuer = self
+                    .anchors
+                    .fingerprint_of(path.anchor())
+                    .ok_or_else(|| PkiError::SignerChain {
+                        at,
+                        reason: "the chain's trust anchor is not among the roots".to_string(),
+                    })?;
+                let chain = verified_chain(chain_der, issuer)?;
                 let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
                 if chains.len() >= VERIFIED_CHAINS_MAX {
                     chains.clear();
@@ -315,13 +319,14 @@ impl SignatureVerifier {
         let algorithm = verification_algorithm(&self.algorithms, scheme)?;
         leaf_cert
             .verify_signature(algorithm, msg, sig)
-            .map_err(|_| PkiError::BadSignature)
+            .map_err(|_| PkiError::BadSignature)?;
+        Ok(chain.issuer)
     }
 }
 
 /// What a chain that just verified shows: its validity window, the leaf's identity and its
 /// revocation key.
-fn verified_chain(chain_der: &[Vec<u8>]) -> Result<VerifiedChain, PkiError> {
+fn verified_chain(chain_der: &[Vec<u8>], issuer: super::CaFingerprint) -> Result<VerifiedChain, PkiError> {
     let (leaf_der, _) = chain_der.split_first().ok_or(PkiError::EmptyChain)?;
     let identity = identity_from_cert_der(leaf_der)?;
     let mut not_before = i64::MIN;
@@ -349,6 +354,7 @@ fn verified_chain(chain_der: &[Vec<u8>]) -> Result<VerifiedChain, PkiError> {
         identity,
         revocation_key,
         serial,
+        issuer,
     })
 }
 

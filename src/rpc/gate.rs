@@ -42,6 +42,19 @@ pub fn refusal(policy: &SharedPolicy, path: &str, caller: Option<&Caller>) -> Op
             "no verified client certificate on this connection",
         ));
     };
+    // Which CA may issue which identity: judged on every call, so a policy change applies to the
+    // next call of every open connection.
+    let issuers = policy.current().issuers();
+    if !issuers.is_empty() {
+        let judged = match &caller.issuer {
+            Some(ca) => issuers.check(&caller.identity, ca),
+            None => Err(format!("{}: the CA of its certificate is not known", caller.identity)),
+        };
+        if let Err(why) = judged {
+            tracing::warn!(identity = %caller.identity, remote = %caller.remote, reason = %why, "call refused: certificate from a CA not allowed to issue it");
+            return Some(tonic::Status::permission_denied(why));
+        }
+    }
     match rule(path) {
         None => {
             tracing::warn!(identity = %caller.identity, remote = %caller.remote, method = path, "call refused: no policy rule for this method");
@@ -154,6 +167,7 @@ mod tests {
         Caller {
             identity,
             remote: "127.0.0.1:1".parse().expect("addr"),
+            issuer: None,
         }
     }
 

@@ -28,6 +28,8 @@ pub mod pb {
 pub struct Caller {
     pub identity: Identity,
     pub remote: std::net::SocketAddr,
+    /// The CA its certificate chain verified to (for the policy's issuer bindings).
+    pub issuer: Option<crate::pki::CaFingerprint>,
 }
 
 /// The caller of a request, or UNAUTHENTICATED (cannot happen behind our transport, which refuses

@@ -58,6 +58,8 @@ pub struct ReloadableTls {
     crl_number: Arc<pki::CrlNumberGuard>,
     crl_status: Arc<pki::CrlStatus>,
     connections: Arc<Connections>,
+    /// The CAs of `tls.ca`: which one each client's chain leads to.
+    anchors: Arc<pki::Anchors>,
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -71,7 +73,9 @@ impl ReloadableTls {
         let crl_modified = files.crl.as_deref().and_then(modified);
         let crl_number = Arc::new(pki::CrlNumberGuard::new(files.crl.as_deref())?);
         let crl_status = Arc::new(pki::CrlStatus::new(files.crl.as_deref())?);
+        let anchors = Arc::new(pki::Anchors::load(&files.ca)?);
         Ok(ReloadableTls {
+            anchors,
             crl_status,
             files,
             current: Arc::new(RwLock::new(config)),
@@ -440,8 +444,9 @@ pub fn incoming(
             let tx = tx.clone();
             let stats = stats.clone();
             let registry = tls.connections.clone();
+            let anchors = tls.anchors.clone();
             tokio::spawn(async move {
-                let result = handshake(acceptor, tcp, remote).await;
+                let result = handshake(acceptor, tcp, remote, &anchors).await;
                 drop(handshake_permit);
                 drop(source_slot);
                 match result {
@@ -495,6 +500,7 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
+    anchors: &pki::Anchors,
 ) -> Result<(TlsStream<TcpStream>, Caller), Refusal> {
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Err(_) => return Err(Refusal::Refused(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))),
@@ -509,5 +515,16 @@ async fn handshake(
         .ok_or_else(|| Refusal::Refused("client presented no certificate".to_string()))?;
     let identity = pki::identity_from_cert_der(leaf.as_ref())
         .map_err(|e| Refusal::Refused(format!("client certificate has no usable identity: {e}")))?;
-    Ok((stream, Caller { identity, remote }))
+    // The handshake verified the chain; this finds the CA it led to (None only if the roots
+    // changed in between, and then the policy gate refuses where issuers are bound).
+    let chain: Vec<CertificateDer<'_>> = session.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    let issuer = anchors.issuer_of_client(&chain, UnixTime::now()).ok();
+    Ok((
+        stream,
+        Caller {
+            identity,
+            remote,
+            issuer,
+        },
+    ))
 }

@@ -371,3 +371,60 @@ fn a_malformed_crl_at_reload_keeps_the_last_good_list_and_raises_an_alarm() {
         ok && !text.contains("ALARM")
     });
 }
+
+#[test]
+fn another_provinces_ca_cannot_mint_this_provinces_node() {
+    let fed = Fed::new();
+    // Jiangsu's own CA, trusted beside the federation CA, with a node of its own and one that
+    // claims to be Zhejiang's.
+    cxnode_ok(
+        fed.path(),
+        &["certs", "init", "--dir", "js", "--name", "Jiangsu credit CA"],
+    );
+    for (region, name) in [("320000", "js-node"), ("330000", "js-minted-zj-node")] {
+        cxnode_ok(
+            fed.path(),
+            &[
+                "certs", "issue", "--ca-dir", "js", "--kind", "node", "--region", region, "--out", "certs", "--name",
+                name,
+            ],
+        );
+    }
+    let cat = |parts: &[&str], to: &str| {
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend(std::fs::read(fed.path().join(p)).expect("read pem"));
+        }
+        std::fs::write(fed.path().join(to), all).expect("write pem");
+    };
+    cat(&["certs/ca.pem", "js/ca.pem"], "cas.pem");
+    cat(&["certs/crl.pem", "js/crl.pem"], "crls.pem");
+    std::fs::write(
+        fed.path().join("policy.toml"),
+        "[[issuer]]\nca = \"certs/ca.pem\"\nidentities = [\"cx://*\"]\n\n\
+         [[issuer]]\nca = \"js/ca.pem\"\nidentities = [\"cx://node/320000\"]\n",
+    )
+    .expect("policy");
+    let port = free_port();
+    let config = fed.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\npolicy = \"policy.toml\"\n\
+             [tls]\nca = \"cas.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\ncrl = \"crls.pem\"\n"
+        ),
+    )
+    .expect("config");
+    let node = NodeProc::start_with(&fed, &config, port);
+    let addr = node.addr();
+    let rt = rt();
+    let js_node = rt.block_on(heads(&addr, &files(&fed, "js-node")));
+    assert!(js_node.is_ok(), "Jiangsu's CA may issue Jiangsu's node: {js_node:?}");
+    let minted = rt.block_on(heads(&addr, &files(&fed, "js-minted-zj-node")));
+    let e = minted.expect_err("Jiangsu's CA minted Zhejiang's node");
+    assert!(e.contains("cx://node/330000") && e.contains("does not allow"), "{e}");
+    assert!(
+        rt.block_on(heads(&addr, &files(&fed, "node-330000"))).is_ok(),
+        "the genuine node"
+    );
+}
