@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod feed;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod link;
 pub mod log;
 pub mod node;

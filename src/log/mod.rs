@@ -5,7 +5,8 @@
 //! bytes can be erased later and the chain still verifies.
 
 pub mod ledger;
-#[cfg(test)]
+// Stand-in keys: for tests and the fuzz targets only (cargo fuzz builds with `--cfg fuzzing`).
+#[cfg(any(test, fuzzing))]
 pub mod testkeys;
 
 use crate::record::Region;

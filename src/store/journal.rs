@@ -808,6 +808,46 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Decodes `bytes` as a segment's contents, frame by frame as readers do (length, checksum, body):
+/// the frames readers would see, or why the bytes end early. Never panics, whatever the bytes (the
+/// journal fuzz target's entry).
+pub fn decode_frames(bytes: &[u8]) -> Result<Vec<Frame>, String> {
+    let mut reader = bytes;
+    let mut body = Vec::new();
+    let mut frames = Vec::new();
+    loop {
+        match read_frame_body(&mut reader, &mut body).map_err(|e| e.to_string())? {
+            ReadOutcome::End => return Ok(frames),
+            ReadOutcome::Torn => return Err("frame is cut short".to_string()),
+            ReadOutcome::BadChecksum => return Err("frame checksum mismatch".to_string()),
+            ReadOutcome::BadLength { len } => {
+                return Err(format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"))
+            }
+            ReadOutcome::Frame { .. } => {
+                if let Decoded::Frame(f) = decode_any(&body)? {
+                    frames.push(f);
+                }
+            }
+        }
+    }
+}
+
+/// One frame as the journal writes it (header and body).
+pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(frame, &mut out);
+    out
+}
+
+/// `body` framed with its length and checksum, as if the journal had written it.
+pub fn framed(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// A frame body as decoded: a frame readers see, or a group's commit frame.
 enum Decoded {
     Frame(Frame),

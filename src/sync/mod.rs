@@ -208,13 +208,16 @@ impl LinkReceiver {
                 }
                 Err(err) => return Err(Fault::BadEntry(err)),
             }
-            p.head = head;
-            p.started = true;
-            p.bytes += entry_bytes(&e);
-            self.pending_bytes += entry_bytes(&e);
-            if self.pending_bytes > limit {
+            // Judged before anything changes: a fault leaves the receiver as it was (its head
+            // and its buffered entries agree), whatever the caller does next.
+            let bytes = entry_bytes(&e);
+            if self.pending_bytes + bytes > limit {
                 return Err(Fault::Overflow { origin, limit });
             }
+            p.head = head;
+            p.started = true;
+            p.bytes += bytes;
+            self.pending_bytes += bytes;
             p.entries.push_back(e);
         }
         let mut out = Vec::new();

@@ -284,6 +284,31 @@ fn buffers_are_bounded() {
     );
 }
 
+/// Found by the `link_batches` fuzz target: an overflow advanced the head past an entry it did not
+/// keep, and a checkpoint at that head then indexed past the buffer (a panic). A fault now leaves
+/// the receiver as it was.
+#[test]
+fn an_overflow_leaves_the_receiver_as_it_was() {
+    let (entries, cps) = log(50, 100);
+    let mut rx = LinkReceiver::new([], 2_000);
+    let err = rx
+        .receive(batch(&entries, &[]), &TestVerifier, CLOCK)
+        .expect_err("overflow");
+    assert!(matches!(err, Fault::Overflow { .. }), "{err}");
+    // What fitted is buffered and its head agrees with it: the checkpoint of all 50 is ahead of
+    // it (no panic), and the rest of the entries with it fail again on the bound, cleanly.
+    let later = rx
+        .receive(batch(&[], &cps), &TestVerifier, CLOCK)
+        .expect("a checkpoint ahead");
+    assert!(later.is_empty(), "nothing covered yet: {later:?}");
+    let held = rx.pending.get(&zj()).expect("pending");
+    assert_eq!(
+        held.head.seq(),
+        held.entries.back().map_or(0, |e| e.seq),
+        "head and buffer agree"
+    );
+}
+
 /// Property test: nodes append, links deliver parts of each other's journals in random batch
 /// sizes, links drop (losing their buffers) and reconnect; after the faults stop and every link
 /// runs to the end, all nodes hold identical logs. Invariants are checked after every step.
