@@ -146,6 +146,12 @@ struct RawNode {
     handshakes_per_source_max: usize,
     #[serde(default = "default_streams_per_connection_max")]
     streams_per_connection_max: u32,
+    #[serde(default = "default_idle_connection_seconds")]
+    idle_connection_seconds: u64,
+}
+
+fn default_idle_connection_seconds() -> u64 {
+    300
 }
 
 fn default_connections_max() -> usize {
@@ -271,6 +277,8 @@ pub struct Config {
     pub handshakes_per_source_max: usize,
     /// HTTP/2 streams open at once on one connection (`node.streams_per_connection_max`).
     pub streams_per_connection_max: u32,
+    /// A connection with no call open this long is closed (`node.idle_connection_seconds`).
+    pub idle_connection: Duration,
     pub tls: TlsFiles,
     pub crl_reload: Duration,
     pub store: StoreConfig,
@@ -355,6 +363,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&raw.node.streams_per_connection_max) {
             return Err("node.streams_per_connection_max: must be between 1 and 10000".to_string());
+        }
+        if !(1..=86_400).contains(&raw.node.idle_connection_seconds) {
+            return Err("node.idle_connection_seconds: must be between 1 and 86400".to_string());
         }
         if !(1..=3600).contains(&raw.tls.crl_reload_seconds) {
             return Err("tls.crl_reload_seconds: must be between 1 and 3600".to_string());
@@ -482,6 +493,7 @@ impl Config {
             connections_per_identity_max: raw.node.connections_per_identity_max,
             handshakes_per_source_max: raw.node.handshakes_per_source_max,
             streams_per_connection_max: raw.node.streams_per_connection_max,
+            idle_connection: Duration::from_secs(raw.node.idle_connection_seconds),
             tls,
             crl_reload: Duration::from_secs(raw.tls.crl_reload_seconds),
             store: StoreConfig {

@@ -373,6 +373,7 @@ pub async fn serve(
         connections_max: config.connections_max,
         handshakes_per_source_max: config.handshakes_per_source_max,
         connections_per_identity_max: config.connections_per_identity_max,
+        idle_timeout: config.idle_connection,
     };
     let incoming = transport::incoming(listener, tls, limits, stats);
     tracing::info!(region = %config.region, listen = %local, "node serving");

@@ -118,11 +118,46 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let refused = refusal(&self.policy, request.uri().path(), request.extensions().get::<Caller>());
-        match refused {
-            Some(status) => Box::pin(async move { Ok(status.into_http()) }),
-            None => Box::pin(self.inner.call(request)),
+        let caller = request.extensions().get::<Caller>();
+        if let Some(status) = refusal(&self.policy, request.uri().path(), caller) {
+            return Box::pin(async move { Ok(status.into_http()) });
         }
+        // The call is open on its connection until its response's last frame.
+        let guard = caller.and_then(|c| c.activity.as_ref()).map(|a| a.begin());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| tonic::body::Body::new(Open { body, _guard: guard })),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that keeps its call counted open until it ends or is dropped.
+struct Open {
+    body: tonic::body::Body,
+    _guard: super::transport::CallGuard,
+}
+
+impl http_body::Body for Open {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -168,6 +203,7 @@ mod tests {
             identity,
             remote: "127.0.0.1:1".parse().expect("addr"),
             issuer: None,
+            activity: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Caller {
     pub remote: std::net::SocketAddr,
     /// The CA its certificate chain verified to (for the policy's issuer bindings).
     pub issuer: Option<crate::pki::CaFingerprint>,
+    /// The calls open on its connection (an idle connection is closed).
+    pub activity: Option<std::sync::Arc<transport::Activity>>,
 }
 
 /// The caller of a request, or UNAUTHENTICATED (cannot happen behind our transport, which refuses

@@ -44,6 +44,49 @@ pub struct TransportLimits {
     /// is closed at once.
     pub handshakes_per_source_max: usize,
     pub connections_per_identity_max: usize,
+    /// A connection with no call open for this long is closed (`node.idle_connection_seconds`).
+    pub idle_timeout: Duration,
+}
+
+/// The calls open on one connection, and since when it has had none: keepalive pings keep a dead
+/// peer's connection from lingering, this keeps a live but unused one from holding a slot.
+#[derive(Debug)]
+pub struct Activity {
+    open: std::sync::atomic::AtomicUsize,
+    quiet_since: Mutex<std::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            quiet_since: Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// A call begins; it is open until the guard drops (a stream: until its last frame).
+    pub fn begin(self: &Arc<Self>) -> CallGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        CallGuard(self.clone())
+    }
+
+    /// How long the connection has had no call open (None while one is).
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.quiet_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+    }
+}
+
+/// One open call on a connection.
+pub struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        *self.0.quiet_since.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A server TLS configuration that can be swapped (a reloaded CRL) while the server runs, with
@@ -168,6 +211,7 @@ struct Live {
     remote: SocketAddr,
     chain: Vec<CertificateDer<'static>>,
     cut: Arc<Cut>,
+    activity: Arc<Activity>,
 }
 
 impl Connections {
@@ -203,6 +247,7 @@ impl Connections {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cut = Arc::new(Cut::default());
+        let activity = caller.activity.clone().unwrap_or_else(|| Arc::new(Activity::new()));
         self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id,
             Live {
@@ -210,6 +255,7 @@ impl Connections {
                 remote: caller.remote,
                 chain,
                 cut: cut.clone(),
+                activity,
             },
         );
         Some((
@@ -220,6 +266,20 @@ impl Connections {
             },
             cut,
         ))
+    }
+
+    /// Closes every live connection that has had no call open for `idle`. Returns how many.
+    fn cut_idle(&self, idle: Duration) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cut = 0;
+        for conn in live.values() {
+            if conn.activity.idle_for().is_some_and(|quiet| quiet >= idle) && !conn.cut.is_cut() {
+                tracing::debug!(identity = %conn.identity, remote = %conn.remote, "closing an idle connection");
+                conn.cut.cut();
+                cut += 1;
+            }
+        }
+        cut
     }
 
     /// Closes every live connection whose certificate chain `verifier` now refuses (revoked, or
@@ -409,6 +469,27 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(READY_QUEUE_DEPTH);
     let connections = Arc::new(Semaphore::new(limits.connections_max));
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    // Idle connections are looked for a few times per timeout, until the server stops.
+    let sweep = tls.connections.clone();
+    let sweep_closed = tx.clone();
+    tokio::spawn(async move {
+        let every = (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sweep_closed.closed() => return,
+            }
+            let n = sweep.cut_idle(limits.idle_timeout);
+            if n > 0 {
+                tracing::info!(
+                    connections = n,
+                    idle_seconds = limits.idle_timeout.as_secs(),
+                    "closed idle connections"
+                );
+            }
+        }
+    });
     tokio::spawn(async move {
         loop {
             let Ok(connection_permit) = connections.clone().acquire_owned().await else {
@@ -525,6 +606,7 @@ async fn handshake(
             identity,
             remote,
             issuer,
+            activity: Some(Arc::new(Activity::new())),
         },
     ))
 }

@@ -428,3 +428,63 @@ fn another_provinces_ca_cannot_mint_this_provinces_node() {
         "the genuine node"
     );
 }
+
+#[test]
+fn an_idle_connection_is_closed_and_one_with_an_open_stream_is_not() {
+    let fed = Fed::new();
+    fed.issue(&["--kind", "node", "--region", "320000"]);
+    let port = free_port();
+    let config = fed.path().join("idle.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nregion = \"330000\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nidle_connection_seconds = 1\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-330000.pem\"\nkey = \"certs/node-330000.key\"\n\
+             crl = \"certs/crl.pem\"\n[log]\nlevel = \"debug\"\n"
+        ),
+    )
+    .expect("config");
+    let node = NodeProc::start_with(&fed, &config, port);
+    let addr = node.addr();
+    let peer = files(&fed, "node-320000");
+    rt().block_on(async {
+        use tokio::io::AsyncReadExt;
+        // A connection that completes its handshake and then calls nothing.
+        let config = cxnode::pki::client_config(&peer).expect("client tls");
+        let tcp = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut idle = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        // A connection with a Sync stream open: heartbeats flow, no call ends.
+        let channel = connect(&addr, &peer, None).await.expect("connect");
+        let mut client = pb::replication_client::ReplicationClient::new(channel);
+        let mut stream = client
+            .sync(pb::SyncRequest::default())
+            .await
+            .expect("sync stream opens")
+            .into_inner();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match idle.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "an idle connection was still open 10 s past a 1 s idle timeout"
+        );
+        // The stream outlived the idle connection by seconds, and still delivers.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let m = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+            assert!(matches!(m, Ok(Ok(Some(_)))), "the open sync stream was cut: {m:?}");
+        }
+    });
+    assert!(node.log().contains("closing an idle connection"), "{}", node.log());
+}
