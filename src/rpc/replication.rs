@@ -181,6 +181,9 @@ struct Wanted {
 /// the channel's depth, what one stream holds in memory; and a stream holds a blocking thread
 /// only for one step, never for its life.
 const SYNC_STEP_MESSAGES_MAX: usize = 8;
+/// Journal bytes one blocking step reads at most (about two full batches): steps stay short, and
+/// what a stream holds stays near the channel's depth.
+const SYNC_STEP_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// Where one stream's reading stands, moved into each blocking step and back.
 struct Reading {
@@ -268,6 +271,7 @@ fn read_step(
     }
     let mut out = Vec::new();
     let mut stopped_at = None;
+    let from = start.0;
     let scanned = reader.journal.scan(*start, end, |_, next, frame| {
         match frame {
             Frame::Entry(e) => sender.entry(e, &mut out),
@@ -279,7 +283,7 @@ fn read_step(
             *announced = std::time::Instant::now();
             messages.extend(heartbeat(&reader.heads_cache, &reader.index, &reader.journal));
         }
-        if messages.len() >= SYNC_STEP_MESSAGES_MAX {
+        if messages.len() >= SYNC_STEP_MESSAGES_MAX || next.0 - from >= SYNC_STEP_BYTES_MAX {
             stopped_at = Some(next);
             return Ok::<_, crate::store::journal::JournalError>(false);
         }
@@ -346,28 +350,44 @@ async fn stream_journal(
     };
     loop {
         let end = *durable_end.borrow_and_update();
+        // The next step reads while the last one's messages are sent: at most two steps of
+        // messages are held besides the channel's.
+        let mut ready: Vec<pb::SyncMessage> = Vec::new();
         while reading.start < end {
             let reader = reader.clone();
             let streamed = streamed.clone();
-            let step = on_reader(&readers, move || {
-                let r = read_step(&reader, &mut reading, end, streamed.as_deref(), limits.heartbeat);
-                (reading, r)
-            })
-            .await;
-            let messages = match step {
-                Ok((back, Ok(messages))) => {
+            let readers = readers.clone();
+            let step = tokio::spawn(async move {
+                on_reader(&readers, move || {
+                    let r = read_step(&reader, &mut reading, end, streamed.as_deref(), limits.heartbeat);
+                    (reading, r)
+                })
+                .await
+            });
+            for m in ready.drain(..) {
+                if tx.send(Ok(m)).await.is_err() {
+                    step.abort();
+                    return;
+                }
+            }
+            ready = match step.await {
+                Ok(Ok((back, Ok(messages)))) => {
                     reading = back;
                     messages
                 }
-                Ok((_, Err(status))) | Err(status) => {
+                Ok(Ok((_, Err(status)))) | Ok(Err(status)) => {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
-            };
-            for m in messages {
-                if tx.send(Ok(m)).await.is_err() {
+                Err(e) => {
+                    let _ = tx.send(Err(Status::internal(format!("sync stream step: {e}")))).await;
                     return;
                 }
+            };
+        }
+        for m in ready {
+            if tx.send(Ok(m)).await.is_err() {
+                return;
             }
         }
         if tx.is_closed() {
