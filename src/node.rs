@@ -161,6 +161,10 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     })
 }
 
+/// After the stop signal, open connections get this long to finish before they are closed (the
+/// store is closed after; orchestrators wait 60 s before they kill).
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A unary call (and the opening of a stream) must be answered within this.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// An HTTP/2 ping goes out on a connection quiet for this long...
@@ -190,6 +194,7 @@ pub async fn serve(
     } = prepared;
     let index = store.index().clone();
     let (stopping_tx, stopping) = watch::channel(false);
+    let stopping_watch = stopping.clone();
     let (writer, writer_thread) = writer::spawn(
         store,
         config.region,
@@ -313,6 +318,7 @@ pub async fn serve(
         policy: policy.clone(),
         writer,
         own_log_behind,
+        stopping: stopping_watch.clone(),
     };
     let publisher = pb::publisher_server::PublisherServer::new(publisher)
         .max_decoding_message_size(config.message_bytes_max)
@@ -375,6 +381,7 @@ pub async fn serve(
         connections_per_identity_max: config.connections_per_identity_max,
         idle_timeout: config.idle_connection,
     };
+    let drain_tls = tls.clone();
     let incoming = transport::incoming(listener, tls, limits, stats);
     tracing::info!(region = %config.region, listen = %local, "node serving");
     let served = tonic::transport::Server::builder()
@@ -398,10 +405,23 @@ pub async fn serve(
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
-            // Long-lived sync streams end too, so the server can drain.
+            // Long-lived streams (Sync, Subscribe, PublishStream) end too, so the server can drain.
             let _ = stopping_tx.send(true);
-        })
-        .await;
+        });
+    // The drain has its own deadline, well inside an orchestrator's grace period: past it, the
+    // connections still open are closed and the store is closed all the same.
+    let mut drain_started = stopping_watch;
+    let served = tokio::select! {
+        served = served => served,
+        _ = async {
+            let _ = drain_started.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        } => {
+            let n = drain_tls.cut_all();
+            tracing::warn!(connections = n, deadline_seconds = DRAIN_DEADLINE.as_secs(), "drain deadline passed; closed the connections still open");
+            Ok(())
+        }
+    };
     reloader.abort();
     refresher.abort();
     let _ = stop_links.send(true);
@@ -434,9 +454,17 @@ pub async fn serve(
 
 /// Prepares, binds `config.listen` and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
-    let prepared = tokio::task::spawn_blocking(move || prepare(config))
-        .await
-        .map_err(|e| NodeError::Serve(format!("prepare: {e}")))??;
+    // The stop signal is heard during store recovery too: recovery is crash-safe, so stopping in
+    // the middle of it is safe, and the next start resumes it.
+    let mut shutdown = Box::pin(shutdown);
+    let preparing = tokio::task::spawn_blocking(move || prepare(config));
+    let prepared = tokio::select! {
+        prepared = preparing => prepared.map_err(|e| NodeError::Serve(format!("prepare: {e}")))??,
+        _ = &mut shutdown => {
+            tracing::info!("stopped during start-up (store recovery is resumed at the next start)");
+            return Ok(());
+        }
+    };
     let addr = prepared.config.listen;
     let listener = TcpListener::bind(addr)
         .await

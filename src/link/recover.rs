@@ -113,8 +113,16 @@ pub async fn recover(config: &Config, peer: &PeerConfig) -> Result<RecoverReport
     if report.quarantined.is_empty() {
         report.before = heads_of(&store)?;
     }
-    let verifier = crate::pki::SignatureVerifier::new(&config.tls.ca, config.tls.crl.as_deref())
-        .map_err(|e| RecoverError::Verifier(e.to_string()))?;
+    // Judged as the node judges them: the CA and CRL, and the policy's issuer bindings.
+    let issuers = match &config.policy {
+        Some(path) => crate::policy::Policy::load(config.region, path)
+            .map_err(|e| RecoverError::Verifier(e.to_string()))?
+            .issuers(),
+        None => std::sync::Arc::default(),
+    };
+    let verifier = crate::pki::ReloadingVerifier::new(&config.tls.ca, config.tls.crl.as_deref())
+        .map_err(|e| RecoverError::Verifier(e.to_string()))?
+        .with_issuers(std::sync::Arc::new(move || issuers.clone()));
     let connector = TlsPeer::new(&peer.address, peer.region, peer.server_name.clone(), config.tls.clone());
     report.peer = connector
         .heads()

@@ -62,8 +62,17 @@ impl Anchors {
         &self.algorithms
     }
 
-    /// The fingerprint of the anchor that verified path ends at.
+    /// The fingerprint of the anchor that verified path ends at: the very element of `roots` the
+    /// path names (two certificates of one CA with the same name and key, a renewal, stay apart),
+    /// else the first root with its name and key.
     pub fn fingerprint_of(&self, anchor: &TrustAnchor<'_>) -> Option<CaFingerprint> {
+        if let Some(i) = self
+            .roots
+            .iter()
+            .position(|r| std::ptr::eq(r as *const _ as *const u8, anchor as *const _ as *const u8))
+        {
+            return Some(self.fingerprints[i]);
+        }
         self.roots
             .iter()
             .position(|r| {

@@ -23,6 +23,8 @@ pub struct PublisherService {
     pub writer: WriterHandle,
     /// Set when a peer holds more of this origin's log than this node: publishing is refused.
     pub own_log_behind: crate::sync::OwnLogBehind,
+    /// Turns true when the node stops: an open PublishStream ends, so the server can drain.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// FAILED_PRECONDITION while this node's own log is behind a peer's copy of it.
@@ -221,9 +223,23 @@ impl pb::publisher_server::Publisher for PublisherService {
 
         // Stage 1: read requests in order and start checking each.
         let fail = out_tx.clone();
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
-                match inbound.message().await {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                        // What was read is still checked and written; the rest is refused, and
+                        // publishing it again after the restart is safe (duplicates are known).
+                        let _ = fail
+                            .send(Err(Status::unavailable(
+                                "the node is stopping: requests sent after this were not taken; publish them again once it is back (what was appended is recognised as duplicates)",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                match next {
                     Ok(Some(req)) => {
                         let job = tokio::spawn(check(origin, req.operations));
                         if checking_tx.send(job).await.is_err() {

@@ -266,6 +266,9 @@ fn read_step(
     let mut messages = Vec::new();
     // Asked for some origins only: most commits are of others, and need no read at all.
     if streamed.is_some_and(|o| !has_news(&reader.index, sender, o, *start)) {
+        // Nothing more to read for this peer up to `end`; what an earlier step left in an open
+        // batch goes out now, or it would wait for the next entry of a selected origin.
+        messages.extend(sender.flush().map(batch_to_pb));
         *start = end;
         return Ok(messages);
     }

@@ -52,30 +52,33 @@ pub struct TransportLimits {
 /// peer's connection from lingering, this keeps a live but unused one from holding a slot.
 #[derive(Debug)]
 pub struct Activity {
-    open: std::sync::atomic::AtomicUsize,
-    quiet_since: Mutex<std::time::Instant>,
+    /// Calls open, and since when none has been: one lock, so a call that begins and the idle
+    /// sweep's look are never interleaved.
+    state: Mutex<(usize, std::time::Instant)>,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
-            open: std::sync::atomic::AtomicUsize::new(0),
-            quiet_since: Mutex::new(std::time::Instant::now()),
+            state: Mutex::new((0, std::time::Instant::now())),
         }
     }
 
     /// A call begins; it is open until the guard drops (a stream: until its last frame).
     pub fn begin(self: &Arc<Self>) -> CallGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
         CallGuard(self.clone())
     }
 
-    /// How long the connection has had no call open (None while one is).
-    fn idle_for(&self) -> Option<Duration> {
-        if self.open.load(Ordering::SeqCst) > 0 {
-            return None;
+    /// Runs `cut` if the connection has had no call open for `idle`, under the lock a beginning
+    /// call takes; true if it did.
+    fn cut_if_idle(&self, idle: Duration, cut: impl FnOnce()) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 == 0 && state.1.elapsed() >= idle {
+            cut();
+            return true;
         }
-        Some(self.quiet_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+        false
     }
 }
 
@@ -84,8 +87,9 @@ pub struct CallGuard(Arc<Activity>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        *self.0.quiet_since.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        state.1 = std::time::Instant::now();
     }
 }
 
@@ -101,8 +105,11 @@ pub struct ReloadableTls {
     crl_number: Arc<pki::CrlNumberGuard>,
     crl_status: Arc<pki::CrlStatus>,
     connections: Arc<Connections>,
-    /// The CAs of `tls.ca`: which one each client's chain leads to.
-    anchors: Arc<pki::Anchors>,
+    /// The CAs of `tls.ca`: which one each client's chain leads to (reloaded with the CRL).
+    anchors: Arc<RwLock<Arc<pki::Anchors>>>,
+    /// Bumped at every reload: a handshake that began under an older configuration is judged
+    /// again by the new verifier once registered.
+    generation: Arc<AtomicU64>,
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -116,9 +123,10 @@ impl ReloadableTls {
         let crl_modified = files.crl.as_deref().and_then(modified);
         let crl_number = Arc::new(pki::CrlNumberGuard::new(files.crl.as_deref())?);
         let crl_status = Arc::new(pki::CrlStatus::new(files.crl.as_deref())?);
-        let anchors = Arc::new(pki::Anchors::load(&files.ca)?);
+        let anchors = Arc::new(RwLock::new(Arc::new(pki::Anchors::load(&files.ca)?)));
         Ok(ReloadableTls {
             anchors,
+            generation: Arc::default(),
             crl_status,
             files,
             current: Arc::new(RwLock::new(config)),
@@ -136,6 +144,15 @@ impl ReloadableTls {
     /// The revocation list in force, and its alarms.
     pub fn crl_status(&self) -> Arc<pki::CrlStatus> {
         self.crl_status.clone()
+    }
+
+    /// Closes every live connection now (the drain deadline passed).
+    pub fn cut_all(&self) -> usize {
+        let live = self.connections.live.lock().unwrap_or_else(|p| p.into_inner());
+        for conn in live.values() {
+            conn.cut.cut();
+        }
+        live.len()
     }
 
     /// Connections open now (all identities).
@@ -160,7 +177,8 @@ impl ReloadableTls {
                 let verifier = pki::client_verifier(&self.files)?;
                 let config = pki::server_config_with(&self.files, verifier.clone())?;
                 let next_update = pki::crl_next_update_of(crl)?;
-                Ok(Some((n, config, verifier, next_update)))
+                let anchors = pki::Anchors::load(&self.files.ca)?;
+                Ok(Some((n, config, verifier, next_update, anchors)))
             }
             None => Ok(None),
         });
@@ -170,11 +188,15 @@ impl ReloadableTls {
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 false
             }
-            Ok(Some((number, config, verifier, next_update))) => {
+            Ok(Some((number, config, verifier, next_update, anchors))) => {
                 self.crl_number.loaded(number);
                 self.crl_status.reloaded(next_update);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
                 *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier.clone();
+                *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(anchors);
+                // After the verifier is swapped: a handshake registered from now on compares its
+                // generation and is judged again (the sweep below catches those registered before).
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
                 tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
                 let cut = self.connections.cut_unverified(verifier.as_ref());
@@ -273,9 +295,11 @@ impl Connections {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut cut = 0;
         for conn in live.values() {
-            if conn.activity.idle_for().is_some_and(|quiet| quiet >= idle) && !conn.cut.is_cut() {
+            if conn.cut.is_cut() {
+                continue;
+            }
+            if conn.activity.cut_if_idle(idle, || conn.cut.cut()) {
                 tracing::debug!(identity = %conn.identity, remote = %conn.remote, "closing an idle connection");
-                conn.cut.cut();
                 cut += 1;
             }
         }
@@ -390,7 +414,7 @@ impl Cut {
 fn cut_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        "connection closed: its certificate is no longer accepted",
+        "connection closed by the node (revoked certificate, idle, or the drain deadline)",
     )
 }
 
@@ -438,9 +462,15 @@ impl AsyncWrite for TlsConn {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -521,30 +551,45 @@ pub fn incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            let generation = tls.generation.load(Ordering::SeqCst);
             let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             let stats = stats.clone();
             let registry = tls.connections.clone();
-            let anchors = tls.anchors.clone();
+            let anchors = tls.anchors.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let result = handshake(acceptor, tcp, remote, &anchors).await;
                 drop(handshake_permit);
                 drop(source_slot);
                 match result {
                     Ok((inner, caller)) => {
-                        let chain = inner
+                        let chain: Vec<CertificateDer<'static>> = inner
                             .get_ref()
                             .1
                             .peer_certificates()
                             .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                             .unwrap_or_default();
                         let Some((registered, cut)) =
-                            registry.admit(&caller, chain, limits.connections_per_identity_max)
+                            registry.admit(&caller, chain.clone(), limits.connections_per_identity_max)
                         else {
                             stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(remote = %remote, identity = %caller.identity, limit = limits.connections_per_identity_max, "connection refused: this identity has node.connections_per_identity_max connections open");
                             return;
                         };
+                        // A CRL reloaded while this handshake ran: judged by the new verifier now
+                        // that it is registered (the reload's sweep may have run before).
+                        if tls.generation.load(Ordering::SeqCst) != generation {
+                            let verifier = tls.verifier.read().unwrap_or_else(|p| p.into_inner()).clone();
+                            if let Some((leaf, intermediates)) = chain.split_first() {
+                                if let Err(e) = verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+                                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(remote = %remote, identity = %caller.identity, reason = %e, "connection refused: the revocation list reloaded during its handshake refuses it");
+                                    cut.cut();
+                                    return;
+                                }
+                            }
+                        }
                         stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(remote = %remote, identity = %caller.identity, "client connected");
                         let _ = tx

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod common;
+mod deploy;
 mod federation;
 mod feed;
 mod feeders;
