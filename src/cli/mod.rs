@@ -12,6 +12,7 @@ pub mod demo;
 mod department;
 mod gen;
 mod heads;
+mod health;
 mod publish;
 mod recover;
 mod run;
@@ -48,6 +49,8 @@ enum Command {
     Status(status::StatusArgs),
     /// A node's per-origin heads (seq, head hash, forked) as JSON lines.
     Heads(heads::HeadsArgs),
+    /// Probe a node with its own config and certificate: exit 0 if it serves (for orchestrators).
+    Health(health::HealthArgs),
     /// One subject's merged cross-regional record, as a department sees it.
     Profile(department::ProfileArgs),
     /// A department's filtered, resumable feed (exits once caught up unless --follow).
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Gen(a) => gen::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Heads(a) => heads::run(a),
+        Command::Health(a) => health::run(a),
         Command::Status(a) => status::run(a),
         Command::Profile(a) => department::profile(a),
         Command::Feed(a) => department::feed(a),

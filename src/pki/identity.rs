@@ -143,6 +143,25 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<Identity, PkiError> {
     }
 }
 
+/// The DNS names a certificate serves as (its DNS SANs), in order: what a client dialling the
+/// node by address must expect.
+pub fn dns_names_of_cert_der(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
 pub use checkpoint::{IssuerSource, ReloadingVerifier};
 pub use crl::{crl_next_update_of, CrlStatus, CRL_RENEWAL_WARNING_SECONDS};
-pub use identity::{identity_from_cert_der, Identity};
+pub use identity::{dns_names_of_cert_der, identity_from_cert_der, Identity};
 pub use issuers::{Anchors, CaFingerprint, IssuerBindings, IssuerRule};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{

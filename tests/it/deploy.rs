@@ -152,3 +152,246 @@ fn sigterm_during_store_recovery_stops_the_node_cleanly() {
     let seq = heads.heads.iter().map(|h| h.seq).max().unwrap_or(0);
     assert!(seq >= 20_000, "everything is served after the next start: head {seq}");
 }
+
+/// Every `deploy/**/*.toml`, with its absolute paths moved under `root` (where the files they
+/// name are made, empty), as (path in the repository, rewritten text).
+fn deploy_tomls(root: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut found = Vec::new();
+    let mut dirs = vec![deploy];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).expect("read deploy dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read toml");
+            let moved = text.replace("= \"/", &format!("= \"{}/", root.display()));
+            // The files a config names must exist for the loader: empty stand-ins.
+            for line in moved.lines() {
+                let Some((key, value)) = line.split_once('=') else {
+                    continue;
+                };
+                let key = key.trim();
+                if ["ca", "cert", "key", "crl", "policy"].contains(&key) {
+                    let path = value.trim().trim_matches('"');
+                    if let Some(parent) = std::path::Path::new(path).parent() {
+                        std::fs::create_dir_all(parent).expect("mkdir");
+                    }
+                    std::fs::write(path, b"").expect("stand-in file");
+                }
+            }
+            (p, moved)
+        })
+        .collect()
+}
+
+#[test]
+fn every_deploy_toml_loads_with_the_real_config_loader() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tomls = deploy_tomls(root.path());
+    assert!(tomls.len() >= 5, "deploy configs found: {tomls:?}");
+    for (path, text) in &tomls {
+        let config = cxnode::config::Config::parse(text, root.path())
+            .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+        assert!(
+            !config.peers.is_empty(),
+            "{} has no [[peers]]: it would start an isolated node",
+            path.display()
+        );
+        for p in &config.peers {
+            assert_ne!(p.region, config.region, "{} peers with itself", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_compose_nodes_form_a_connected_federation() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let compose =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/compose.yaml"))
+            .expect("compose.yaml");
+    let nodes: Vec<cxnode::config::Config> = deploy_tomls(root.path())
+        .into_iter()
+        .filter(|(p, _)| p.parent().is_some_and(|d| d.ends_with("compose")))
+        .map(|(p, text)| {
+            cxnode::config::Config::parse(&text, root.path()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
+        .collect();
+    assert_eq!(nodes.len(), 3, "three compose nodes");
+    let regions: std::collections::BTreeSet<_> = nodes.iter().map(|n| n.region).collect();
+    for n in &nodes {
+        assert!(
+            compose.contains(&format!("  node-{}:", n.region)),
+            "compose.yaml has a service node-{}",
+            n.region
+        );
+        let peers: std::collections::BTreeSet<_> = n.peers.iter().map(|p| p.region).collect();
+        let others: std::collections::BTreeSet<_> = regions.iter().copied().filter(|r| *r != n.region).collect();
+        assert_eq!(peers, others, "node-{} peers with every other compose node", n.region);
+        for p in &n.peers {
+            assert_eq!(
+                p.address,
+                format!("node-{}:7443", p.region),
+                "peers are dialled by service name"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_compose_federation_converges_from_its_own_configs() {
+    let fed = Fed::new();
+    let regions = ["330000", "320000", "310000"];
+    let ports: Vec<u16> = regions.iter().map(|_| free_port()).collect();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose");
+    let mut nodes = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        // What make-certs.sh lays out: certs/<region>/ with ca.pem, crl.pem, node.pem, node.key,
+        // the node certificate naming its service.
+        let dir = fed.path().join(format!("certs-{region}"));
+        let service = format!("node-{region}");
+        cxnode_ok(
+            fed.path(),
+            &[
+                "certs",
+                "issue",
+                "--ca-dir",
+                "certs",
+                "--kind",
+                "node",
+                "--region",
+                region,
+                "--dns",
+                &service,
+                "--dns",
+                "localhost",
+                "--ip",
+                "127.0.0.1",
+                "--out",
+                dir.to_str().expect("utf-8"),
+                "--name",
+                "node",
+            ],
+        );
+        for f in ["ca.pem", "crl.pem"] {
+            std::fs::copy(fed.certs().join(f), dir.join(f)).expect("copy ca/crl");
+        }
+        // The compose file's mounts, as rewritten paths; service names, as loopback ports.
+        let mut text = std::fs::read_to_string(deploy.join(format!("node-{region}.toml"))).expect("compose toml");
+        text = text
+            .replace("/etc/cxnode/certs", dir.to_str().expect("utf-8"))
+            .replace(
+                "\"/data\"",
+                &format!("\"{}\"", fed.path().join(format!("data-{region}")).display()),
+            )
+            .replace("0.0.0.0:7443", &format!("127.0.0.1:{}", ports[i]));
+        for (j, other) in regions.iter().enumerate() {
+            text = text.replace(&format!("node-{other}:7443"), &format!("127.0.0.1:{}", ports[j]));
+        }
+        let config = fed.path().join(format!("compose-{region}.toml"));
+        std::fs::write(&config, text).expect("write config");
+        nodes.push((region, config, ports[i]));
+    }
+    let procs: Vec<NodeProc> = nodes
+        .iter()
+        .map(|(_, c, p)| NodeProc::start_with(&fed, c, *p))
+        .collect();
+    let file = fed.records("compose.jsonl", 300, 21);
+    cxnode_ok(
+        fed.path(),
+        &[
+            "publish",
+            "--node",
+            &procs[0].addr(),
+            "--file",
+            file.to_str().expect("utf-8"),
+            "--cert",
+            "certs/publisher-330000.pem",
+            "--key",
+            "certs/publisher-330000.key",
+        ],
+    );
+    fed.issue(&["--kind", "operator", "--operator", "ops"]);
+    // Every node holds Zhejiang's 300 records, by `cxnode status` (exit 0: nothing stalled,
+    // forked or behind).
+    for p in &procs {
+        wait_for("the compose federation to converge", Duration::from_secs(60), || {
+            let out = crate::common::cxnode(
+                fed.path(),
+                &[
+                    "status",
+                    "--node",
+                    &p.addr(),
+                    "--cert",
+                    "certs/operator-ops.pem",
+                    "--key",
+                    "certs/operator-ops.key",
+                    "--server-name",
+                    "localhost",
+                ],
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            // The origin's row: "330000  <local head> ... in sync".
+            out.status.success()
+                && text.lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.first().is_some_and(|o| o.starts_with("330000"))
+                        && f.get(1).and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 300)
+                        && l.trim_end().ends_with("in sync")
+                })
+        });
+    }
+}
+
+#[test]
+fn the_health_probe_uses_the_nodes_own_config_and_says_why_it_fails() {
+    let fed = Fed::new();
+    let port = free_port();
+    let node = NodeProc::start(&fed, &fed.path().join("data"), port);
+    let config = fed.path().join(format!("node-{port}.toml"));
+    let probe = || crate::common::cxnode(fed.path(), &["health", "--config", config.to_str().expect("utf-8")]);
+    let out = probe();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("SERVING"),
+        "a serving node: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(node.stop().success());
+    let out = probe();
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a stopped node is not healthy");
+    assert!(
+        e.contains("cx://node/330000") && e.contains("not healthy") && e.contains("connect"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_deploy_probe_asks_the_node_itself() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let read = |p: &str| std::fs::read_to_string(deploy.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // Each probe runs `cxnode health` on the config file its `cxnode run` reads.
+    for (file, config) in [
+        ("compose/compose.yaml", "/etc/cxnode/node.toml"),
+        ("container/Containerfile", "/etc/cxnode/node.toml"),
+        ("k8s/statefulset-330000.yaml", "/etc/cxnode/config/node.toml"),
+    ] {
+        let text = read(file);
+        let probe = format!("\"cxnode\", \"health\", \"--config\", \"{config}\"");
+        assert!(text.contains(&probe), "{file} probes with {probe}");
+        assert!(
+            !text.contains("/dev/tcp") && !text.contains("tcpSocket"),
+            "{file} still has a bare TCP probe"
+        );
+    }
+}
