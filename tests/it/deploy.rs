@@ -395,3 +395,46 @@ fn every_deploy_probe_asks_the_node_itself() {
         );
     }
 }
+
+/// Every Kubernetes manifest is valid against the Kubernetes schemas (`kubernetes-validate`,
+/// from PyPI, which bundles them; `.ci/run` installs it and sets CXNODE_REQUIRE_TOOLS=1, so CI
+/// cannot skip this).
+#[test]
+fn the_kubernetes_manifests_validate_against_the_schemas() {
+    let k8s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s");
+    let mut manifests: Vec<_> = std::fs::read_dir(&k8s)
+        .expect("deploy/k8s")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 4, "manifests: {manifests:?}");
+    let run = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&manifests)
+        .output();
+    let out = match run {
+        Ok(out) => out,
+        Err(e) if std::env::var_os("CXNODE_REQUIRE_TOOLS").is_none() => {
+            eprintln!(
+                "SKIPPED: kubernetes-validate is not installed ({e}); pip install kubernetes-validate to run this"
+            );
+            return;
+        }
+        Err(e) => panic!("kubernetes-validate is required here (CXNODE_REQUIRE_TOOLS is set): {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "manifests do not validate:\n{text}");
+    for m in &manifests {
+        let name = m.to_string_lossy();
+        assert!(
+            text.lines().any(|l| l.contains(&*name) && l.contains("passed")),
+            "{name} was not validated:\n{text}"
+        );
+    }
+}
