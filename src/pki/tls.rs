@@ -200,6 +200,14 @@ fn crl_text(files: &TlsFiles) -> String {
         .unwrap_or_else(|| "none".to_string())
 }
 
+fn verifier_error(files: &TlsFiles) -> impl FnOnce(rustls::server::VerifierBuilderError) -> PkiError + '_ {
+    move |source| PkiError::Verifier {
+        ca: files.ca.clone(),
+        crl: crl_text(files),
+        source,
+    }
+}
+
 fn crls_of(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
     match &files.crl {
         Some(path) => load_crls(path),
@@ -219,11 +227,7 @@ pub fn client_verifier(files: &TlsFiles) -> Result<Arc<dyn rustls::server::dange
         .with_crls(crls_of(files)?)
         .only_check_end_entity_revocation()
         .build()
-        .map_err(|source| PkiError::Verifier {
-            ca: files.ca.clone(),
-            crl: crl_text(files),
-            source,
-        })?;
+        .map_err(verifier_error(files))?;
     Ok(verifier)
 }
 
@@ -263,11 +267,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, PkiError> {
         .with_crls(crls_of(files)?)
         .only_check_end_entity_revocation()
         .build()
-        .map_err(|source| PkiError::Verifier {
-            ca: files.ca.clone(),
-            crl: crl_text(files),
-            source,
-        })?;
+        .map_err(verifier_error(files))?;
     let chain = load_cert_chain(&files.cert)?;
     let key = load_key(&files.key)?;
     let mut config = ClientConfig::builder_with_provider(provider())

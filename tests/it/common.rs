@@ -83,6 +83,12 @@ impl Fed {
         cxnode_ok(self.path(), &all);
     }
 
+    /// `cxnode certs revoke` of `certs/<name>.pem`, re-publishing the CRL.
+    pub fn revoke(&self, name: &str) {
+        let cert = format!("certs/{name}.pem");
+        cxnode_ok(self.path(), &["certs", "revoke", "--ca-dir", "certs", "--cert", &cert]);
+    }
+
     /// Writes `count` generated records to `name` and returns its path.
     pub fn records(&self, name: &str, count: u64, seed: u64) -> PathBuf {
         let out = cxnode_ok(
@@ -209,4 +215,22 @@ impl Drop for NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `cxnode publish` of `file` to `addr` as Zhejiang's publisher, with `extra` arguments.
+pub fn publish(fed: &Fed, addr: &str, file: &Path, extra: &[&str]) -> Output {
+    let file = file.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "publish",
+        "--node",
+        addr,
+        "--file",
+        file,
+        "--cert",
+        "certs/publisher-330000.pem",
+        "--key",
+        "certs/publisher-330000.key",
+    ];
+    args.extend_from_slice(extra);
+    cxnode(fed.path(), &args)
 }

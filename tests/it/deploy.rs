@@ -81,20 +81,7 @@ fn sigterm_during_store_recovery_stops_the_node_cleanly() {
     let port = free_port();
     let node = NodeProc::start(&fed, &data, port);
     let file = fed.records("many.jsonl", 20_000, 5);
-    cxnode_ok(
-        fed.path(),
-        &[
-            "publish",
-            "--node",
-            &node.addr(),
-            "--file",
-            file.to_str().expect("utf-8"),
-            "--cert",
-            "certs/publisher-330000.pem",
-            "--key",
-            "certs/publisher-330000.key",
-        ],
-    );
+    assert!(crate::common::publish(&fed, &node.addr(), &file, &[]).status.success());
     assert!(node.stop().success());
     // Without its index and view the node rebuilds them from the journal before it serves.
     std::fs::remove_dir_all(data.join("index")).expect("remove index");
@@ -306,20 +293,9 @@ fn the_compose_federation_converges_from_its_own_configs() {
         .map(|(_, c, p)| NodeProc::start_with(&fed, c, *p))
         .collect();
     let file = fed.records("compose.jsonl", 300, 21);
-    cxnode_ok(
-        fed.path(),
-        &[
-            "publish",
-            "--node",
-            &procs[0].addr(),
-            "--file",
-            file.to_str().expect("utf-8"),
-            "--cert",
-            "certs/publisher-330000.pem",
-            "--key",
-            "certs/publisher-330000.key",
-        ],
-    );
+    assert!(crate::common::publish(&fed, &procs[0].addr(), &file, &[])
+        .status
+        .success());
     fed.issue(&["--kind", "operator", "--operator", "ops"]);
     // Every node holds Zhejiang's 300 records, by `cxnode status` (exit 0: nothing stalled,
     // forked or behind).

@@ -439,17 +439,7 @@ fn wrong_callers_are_refused_with_the_right_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     let crl_before = std::fs::read(fed.path().join("certs/crl.pem")).expect("crl");
-    cxnode_ok(
-        fed.path(),
-        &[
-            "certs",
-            "revoke",
-            "--ca-dir",
-            "certs",
-            "--cert",
-            "certs/revoked-publisher.pem",
-        ],
-    );
+    fed.revoke("revoked-publisher");
     let mut last = String::new();
     wait_for(
         "the node to reload the CRL and refuse the revoked certificate",

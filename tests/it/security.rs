@@ -107,21 +107,7 @@ fn five_hundred_open_sync_streams_hold_no_threads_and_stall_nothing() {
     );
     // Publishing, Heads and the CRL reload still work while they are open.
     let file = fed.records("few.jsonl", 20, 7);
-    let out = cxnode(
-        fed.path(),
-        &[
-            "publish",
-            "--node",
-            &addr,
-            "--file",
-            file.to_str().expect("utf-8"),
-            "--cert",
-            "certs/publisher-330000.pem",
-            "--key",
-            "certs/publisher-330000.key",
-            "--json",
-        ],
-    );
+    let out = crate::common::publish(&fed, &addr, &file, &["--json"]);
     assert!(
         out.status.success(),
         "publish: {}",
@@ -132,10 +118,7 @@ fn five_hundred_open_sync_streams_hold_no_threads_and_stall_nothing() {
         matches!(served, Ok(Ok(_))),
         "heads while 500 streams are open: {served:?}"
     );
-    cxnode_ok(
-        fed.path(),
-        &["certs", "revoke", "--ca-dir", "certs", "--cert", "certs/to-revoke.pem"],
-    );
+    fed.revoke("to-revoke");
     wait_for(
         "the CRL reload while 500 streams are open",
         Duration::from_secs(15),
@@ -161,17 +144,7 @@ fn a_revoked_nodes_live_sync_stream_is_cut_at_the_crl_reload() {
             .into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
         assert!(matches!(first, Ok(Ok(Some(_)))), "a first message: {first:?}");
-        cxnode_ok(
-            fed.path(),
-            &[
-                "certs",
-                "revoke",
-                "--ca-dir",
-                "certs",
-                "--cert",
-                "certs/node-320000.pem",
-            ],
-        );
+        fed.revoke("node-320000");
         // Heartbeats keep an open stream busy; the reload (every second here) must end it.
         let ended = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
@@ -224,22 +197,7 @@ fn impostor(files: TlsFiles) -> (u16, std::thread::JoinHandle<()>) {
 
 fn publish_to(fed: &Fed, port: u16, extra: &[&str]) -> std::process::Output {
     let file = fed.records("to-impostor.jsonl", 3, 1);
-    let addr = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "publish",
-        "--node",
-        &addr,
-        "--file",
-        file.to_str().expect("utf-8"),
-        "--cert",
-        "certs/publisher-330000.pem",
-        "--key",
-        "certs/publisher-330000.key",
-    ];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cxnode(fed.path(), &args)
+    crate::common::publish(fed, &format!("127.0.0.1:{port}"), &file, extra)
 }
 
 #[test]
@@ -288,17 +246,7 @@ fn clients_refuse_a_server_that_is_not_the_node_they_meant() {
     );
 
     // A revoked node certificate is refused by a client given the CRL.
-    cxnode_ok(
-        fed.path(),
-        &[
-            "certs",
-            "revoke",
-            "--ca-dir",
-            "certs",
-            "--cert",
-            "certs/revoked-node.pem",
-        ],
-    );
+    fed.revoke("revoked-node");
     let (port, _t) = impostor(files(&fed, "revoked-node"));
     let out = publish_to(&fed, port, &["--crl", "certs/crl.pem"]);
     let e = String::from_utf8_lossy(&out.stderr).to_lowercase();
@@ -326,10 +274,7 @@ fn a_malformed_crl_at_reload_keeps_the_last_good_list_and_raises_an_alarm() {
     let fed = Fed::new();
     fed.issue(&["--kind", "operator", "--operator", "ops"]);
     fed.issue(&["--kind", "node", "--region", "320000", "--name", "gone"]);
-    cxnode_ok(
-        fed.path(),
-        &["certs", "revoke", "--ca-dir", "certs", "--cert", "certs/gone.pem"],
-    );
+    fed.revoke("gone");
     let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
     let addr = node.addr();
     let (ok, text) = status(&fed, &addr);
