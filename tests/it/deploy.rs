@@ -414,3 +414,98 @@ fn the_kubernetes_manifests_validate_against_the_schemas() {
         );
     }
 }
+
+fn script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/scripts")
+        .join(name)
+}
+
+#[test]
+fn a_backup_taken_while_publishing_restores_to_a_node_that_verifies() {
+    let fed = Fed::new();
+    let data = fed.path().join("data");
+    let port = free_port();
+    let node = NodeProc::start(&fed, &data, port);
+    let first = fed.records("first.jsonl", 2_000, 31);
+    assert!(crate::common::publish(&fed, &node.addr(), &first, &[]).status.success());
+    // A backup while a second file is being published.
+    let second = fed.records("second.jsonl", 20_000, 32);
+    let addr = node.addr();
+    let publishing = {
+        let (dir, second, addr) = (fed.path().to_path_buf(), second.clone(), addr.clone());
+        std::thread::spawn(move || {
+            Command::new(bin())
+                .args(["publish", "--node", &addr, "--file", second.to_str().expect("utf-8")])
+                .args([
+                    "--cert",
+                    "certs/publisher-330000.pem",
+                    "--key",
+                    "certs/publisher-330000.key",
+                ])
+                .current_dir(dir)
+                .output()
+                .expect("publish")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let backup = fed.path().join("backup");
+    let out = Command::new("sh")
+        .arg(script("backup.sh"))
+        .arg(&data)
+        .arg(&backup)
+        .output()
+        .expect("backup.sh");
+    assert!(
+        out.status.success(),
+        "backup.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(publishing.join().expect("publisher").status.success());
+    assert!(node.stop().success());
+    // Refused: restoring over a store.
+    let out = Command::new("sh")
+        .arg(script("restore.sh"))
+        .arg(&backup)
+        .arg(&data)
+        .output()
+        .expect("restore.sh");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    let restored = fed.path().join("restored");
+    let out = Command::new("sh")
+        .arg(script("restore.sh"))
+        .arg(&backup)
+        .arg(&restored)
+        .output()
+        .expect("restore.sh");
+    assert!(
+        out.status.success(),
+        "restore.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The restored store verifies offline, and a node on it serves at least what was
+    // acknowledged before the backup began.
+    crate::common::cxnode_ok(fed.path(), &["verify", "--data", restored.to_str().expect("utf-8")]);
+    let port = free_port();
+    let node = NodeProc::start(&fed, &restored, port);
+    let node_files = TlsFiles {
+        ca: fed.certs().join("ca.pem"),
+        cert: fed.certs().join("node-330000.pem"),
+        key: fed.certs().join("node-330000.key"),
+        crl: None,
+    };
+    let heads = rt().block_on(async {
+        let channel = connect(&node.addr(), &node_files, None).await.expect("connect");
+        pb::replication_client::ReplicationClient::new(channel)
+            .heads(pb::HeadsRequest::default())
+            .await
+            .expect("heads")
+            .into_inner()
+    });
+    let seq = heads.heads.iter().map(|h| h.seq).max().unwrap_or(0);
+    assert!(
+        seq >= 2_000,
+        "the restored node holds what was acknowledged before the backup: {seq}"
+    );
+    assert!(node.stop().success());
+}
