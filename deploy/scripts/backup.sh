@@ -22,10 +22,12 @@ dest=$2
 umask 077
 mkdir -p "$dest/journal"
 cp "$data/journal/FORMAT" "$dest/journal/FORMAT"
-# Oldest first: names are seg-<20-digit start position>.cxj, so name order is log order.
+# Oldest first: names are seg-<20-digit start position>.cxj, so the glob's (sorted) order is
+# log order.
 n=0
-for seg in $(cd "$data/journal" && ls | grep -E '^seg-[0-9]{20}\.cxj$' | sort); do
-    cp "$data/journal/$seg" "$dest/journal/$seg"
+for path in "$data"/journal/seg-*.cxj; do
+    [ -f "$path" ] || continue
+    cp "$path" "$dest/journal/${path##*/}"
     n=$((n + 1))
 done
 [ "$n" -gt 0 ] || { echo "backup.sh: $data/journal holds no segment" >&2; exit 1; }

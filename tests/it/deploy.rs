@@ -372,40 +372,55 @@ fn every_deploy_probe_asks_the_node_itself() {
     }
 }
 
-/// Every Kubernetes manifest is valid against the Kubernetes schemas (`kubernetes-validate`,
-/// from PyPI, which bundles them; `.ci/run` installs it and sets CXNODE_REQUIRE_TOOLS=1, so CI
-/// cannot skip this).
-#[test]
-fn the_kubernetes_manifests_validate_against_the_schemas() {
-    let k8s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s");
-    let mut manifests: Vec<_> = std::fs::read_dir(&k8s)
-        .expect("deploy/k8s")
+/// Runs a validation tool, or says it skipped when the tool is missing and CXNODE_REQUIRE_TOOLS
+/// is unset (`.ci/run` installs every tool and sets it, so CI cannot skip).
+fn tool(program: &str, args: &[std::ffi::OsString]) -> Option<(bool, String)> {
+    match Command::new(program).args(args).output() {
+        Ok(out) => Some((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )),
+        Err(e) if std::env::var_os("CXNODE_REQUIRE_TOOLS").is_none() => {
+            eprintln!("SKIPPED: {program} is not installed ({e}); see .ci/run for how to install it");
+            None
+        }
+        Err(e) => panic!("{program} is required here (CXNODE_REQUIRE_TOOLS is set): {e}"),
+    }
+}
+
+fn deploy_files(under: &str, ext: &str) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(under);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("kustomization.yaml"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
-    manifests.sort();
+    files.sort();
+    files
+}
+
+/// Every Kubernetes manifest is valid against the Kubernetes schemas (`kubernetes-validate`,
+/// from PyPI, which bundles them).
+#[test]
+fn the_kubernetes_manifests_validate_against_the_schemas() {
+    let manifests: Vec<_> = deploy_files("k8s", "yaml")
+        .into_iter()
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect();
     assert!(manifests.len() >= 4, "manifests: {manifests:?}");
-    let run = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .args(&manifests)
-        .output();
-    let out = match run {
-        Ok(out) => out,
-        Err(e) if std::env::var_os("CXNODE_REQUIRE_TOOLS").is_none() => {
-            eprintln!(
-                "SKIPPED: kubernetes-validate is not installed ({e}); pip install kubernetes-validate to run this"
-            );
-            return;
-        }
-        Err(e) => panic!("kubernetes-validate is required here (CXNODE_REQUIRE_TOOLS is set): {e}"),
+    let mut args: Vec<std::ffi::OsString> = vec!["--strict".into()];
+    args.extend(manifests.iter().map(|p| p.clone().into_os_string()));
+    let Some((ok, text)) = tool("kubernetes-validate", &args) else {
+        return;
     };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "manifests do not validate:\n{text}");
+    assert!(ok, "manifests do not validate:\n{text}");
     for m in &manifests {
         let name = m.to_string_lossy();
         assert!(
@@ -413,6 +428,73 @@ fn the_kubernetes_manifests_validate_against_the_schemas() {
             "{name} was not validated:\n{text}"
         );
     }
+}
+
+/// The YAML files that are not Kubernetes objects (compose, kustomization) parse, and name what
+/// the rest of deploy/ expects.
+#[test]
+fn the_compose_and_kustomization_files_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let check = "import sys, yaml\n\
+        c = yaml.safe_load(open(sys.argv[1]))\n\
+        assert sorted(c['services']) == ['node-310000', 'node-320000', 'node-330000'], c['services'].keys()\n\
+        for s in c['services'].values(): assert s['healthcheck']['test'][1:3] == ['cxnode', 'health'], s\n\
+        k = yaml.safe_load(open(sys.argv[2]))\n\
+        import os\n\
+        for r in k['resources']: assert os.path.exists(os.path.join(os.path.dirname(sys.argv[2]), r)), r\n\
+        print('parsed')\n";
+    let args = vec![
+        "-c".into(),
+        check.into(),
+        root.join("compose/compose.yaml").into_os_string(),
+        root.join("k8s/kustomization.yaml").into_os_string(),
+    ];
+    let Some((ok, text)) = tool("python3", &args) else {
+        return;
+    };
+    if !ok && text.contains("No module named 'yaml'") && std::env::var_os("CXNODE_REQUIRE_TOOLS").is_none() {
+        eprintln!("SKIPPED: PyYAML is not installed for python3 (.ci/run puts it in its venv)");
+        return;
+    }
+    assert!(ok && text.contains("parsed"), "{text}");
+}
+
+/// The shell scripts pass shellcheck.
+#[test]
+fn the_shell_scripts_pass_shellcheck() {
+    let mut scripts = deploy_files("scripts", "sh");
+    scripts.extend(deploy_files("compose", "sh"));
+    assert!(scripts.len() >= 3, "scripts: {scripts:?}");
+    let args: Vec<std::ffi::OsString> = scripts.iter().map(|p| p.clone().into_os_string()).collect();
+    let Some((ok, text)) = tool("shellcheck", &args) else {
+        return;
+    };
+    assert!(ok, "shellcheck:\n{text}");
+}
+
+/// The systemd units pass `systemd-analyze verify` (with the binary they start where they say).
+#[test]
+fn the_systemd_units_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut units = Vec::new();
+    for unit in deploy_files("systemd", "service")
+        .into_iter()
+        .chain(deploy_files("systemd", "timer"))
+    {
+        let text = std::fs::read_to_string(&unit)
+            .expect("unit")
+            .replace("/usr/local/bin/cxnode", bin());
+        let copy = dir.path().join(unit.file_name().expect("name"));
+        std::fs::write(&copy, text).expect("write unit");
+        units.push(copy.into_os_string());
+    }
+    assert!(units.len() >= 3, "units: {units:?}");
+    let mut args: Vec<std::ffi::OsString> = vec!["verify".into()];
+    args.extend(units);
+    let Some((ok, text)) = tool("systemd-analyze", &args) else {
+        return;
+    };
+    assert!(ok, "systemd-analyze verify:\n{text}");
 }
 
 fn script(name: &str) -> std::path::PathBuf {
@@ -508,4 +590,61 @@ fn a_backup_taken_while_publishing_restores_to_a_node_that_verifies() {
         "the restored node holds what was acknowledged before the backup: {seq}"
     );
     assert!(node.stop().success());
+}
+
+/// The image (validated, not run: no container runtime runs here): a numeric non-root user, OCI
+/// labels, fully qualified and version-pinned base images, the node as PID 1 with its probe.
+#[test]
+fn the_container_image_is_non_root_labelled_and_pinned() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/Containerfile"),
+    )
+    .expect("Containerfile");
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "a build and a runtime stage: {froms:?}");
+    for f in &froms {
+        let image = f.split_whitespace().nth(1).expect("image");
+        assert!(image.starts_with("docker.io/"), "fully qualified: {image}");
+        let tag = image.rsplit(':').next().expect("tag");
+        assert!(
+            tag != "latest" && tag != "1-bookworm" && !image.ends_with("/rust"),
+            "pinned: {image}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.trim() == "USER 10001:10001"),
+        "numeric non-root user"
+    );
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.licenses",
+    ] {
+        assert!(text.contains(label), "label {label}");
+    }
+    assert!(text.contains("ENTRYPOINT [\"cxnode\"]") && text.contains("STOPSIGNAL SIGTERM"));
+    // The build context is an allow-list: nothing but what the build copies (no key, store or
+    // target/ can reach a layer), and everything the build copies.
+    let ignore = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/Containerfile.dockerignore"),
+    )
+    .expect("dockerignore");
+    let rules: Vec<&str> = ignore
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(rules.first(), Some(&"*"), "everything is excluded first");
+    for copied in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+    {
+        let words: Vec<&str> = copied.split_whitespace().collect();
+        for source in &words[..words.len() - 1] {
+            assert!(
+                rules.contains(&format!("!{source}").as_str()),
+                "COPY {source} is let into the build context"
+            );
+        }
+    }
 }
