@@ -83,6 +83,17 @@ impl Fed {
         cxnode_ok(self.path(), &all);
     }
 
+    /// The TLS files of `certs/<name>.pem` / `.key`, trusting the federation CA (no CRL).
+    pub fn files(&self, name: &str) -> cxnode::pki::TlsFiles {
+        let certs = self.certs();
+        cxnode::pki::TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("{name}.pem")),
+            key: certs.join(format!("{name}.key")),
+            crl: None,
+        }
+    }
+
     /// `cxnode certs revoke` of `certs/<name>.pem`, re-publishing the CRL.
     pub fn revoke(&self, name: &str) {
         let cert = format!("certs/{name}.pem");

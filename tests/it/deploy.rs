@@ -2,7 +2,6 @@
 //! comes, against a real `cxnode run` process.
 
 use crate::common::{bin, cxnode_ok, free_port, rt, wait_for, Fed, NodeProc};
-use cxnode::pki::TlsFiles;
 use cxnode::rpc::client::connect;
 use cxnode::rpc::pb;
 use std::process::{Command, Stdio};
@@ -21,13 +20,7 @@ fn a_held_publish_stream_does_not_delay_the_stop() {
     let fed = Fed::new();
     let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
     let addr = node.addr();
-    let certs = fed.certs();
-    let publisher = TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join("publisher-330000.pem"),
-        key: certs.join("publisher-330000.key"),
-        crl: None,
-    };
+    let publisher = fed.files("publisher-330000");
     let lines = std::fs::read_to_string(fed.records("held.jsonl", 5, 11)).expect("records");
     let operations: Vec<pb::Operation> = lines
         .lines()
@@ -122,21 +115,7 @@ fn sigterm_during_store_recovery_stops_the_node_cleanly() {
     );
     // The next start finishes the recovery and serves everything.
     let node = NodeProc::start_with(&fed, &config, port);
-    let heads = rt().block_on(async {
-        let node_files = TlsFiles {
-            ca: fed.certs().join("ca.pem"),
-            cert: fed.certs().join("node-330000.pem"),
-            key: fed.certs().join("node-330000.key"),
-            crl: None,
-        };
-        let channel = connect(&node.addr(), &node_files, None).await.expect("connect");
-        pb::replication_client::ReplicationClient::new(channel)
-            .heads(pb::HeadsRequest::default())
-            .await
-            .expect("heads")
-            .into_inner()
-    });
-    let seq = heads.heads.iter().map(|h| h.seq).max().unwrap_or(0);
+    let seq = highest_head(&fed, &node.addr());
     assert!(seq >= 20_000, "everything is served after the next start: head {seq}");
 }
 
@@ -497,10 +476,26 @@ fn the_systemd_units_verify() {
     assert!(ok, "systemd-analyze verify:\n{text}");
 }
 
-fn script(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// Runs `deploy/scripts/<name> FROM TO` with sh.
+fn script(name: &str, from: &std::path::Path, to: &std::path::Path) -> std::process::Output {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy/scripts")
-        .join(name)
+        .join(name);
+    Command::new("sh").arg(path).arg(from).arg(to).output().expect(name)
+}
+
+/// The highest head a node at `addr` serves (of any origin), asked as Zhejiang's node.
+fn highest_head(fed: &Fed, addr: &str) -> u64 {
+    let files = fed.files("node-330000");
+    let heads = rt().block_on(async {
+        let channel = connect(addr, &files, None).await.expect("connect");
+        pb::replication_client::ReplicationClient::new(channel)
+            .heads(pb::HeadsRequest::default())
+            .await
+            .expect("heads")
+            .into_inner()
+    });
+    heads.heads.iter().map(|h| h.seq).max().unwrap_or(0)
 }
 
 #[test]
@@ -532,12 +527,7 @@ fn a_backup_taken_while_publishing_restores_to_a_node_that_verifies() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let backup = fed.path().join("backup");
-    let out = Command::new("sh")
-        .arg(script("backup.sh"))
-        .arg(&data)
-        .arg(&backup)
-        .output()
-        .expect("backup.sh");
+    let out = script("backup.sh", &data, &backup);
     assert!(
         out.status.success(),
         "backup.sh: {}",
@@ -546,20 +536,10 @@ fn a_backup_taken_while_publishing_restores_to_a_node_that_verifies() {
     assert!(publishing.join().expect("publisher").status.success());
     assert!(node.stop().success());
     // Refused: restoring over a store.
-    let out = Command::new("sh")
-        .arg(script("restore.sh"))
-        .arg(&backup)
-        .arg(&data)
-        .output()
-        .expect("restore.sh");
+    let out = script("restore.sh", &backup, &data);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not empty"));
     let restored = fed.path().join("restored");
-    let out = Command::new("sh")
-        .arg(script("restore.sh"))
-        .arg(&backup)
-        .arg(&restored)
-        .output()
-        .expect("restore.sh");
+    let out = script("restore.sh", &backup, &restored);
     assert!(
         out.status.success(),
         "restore.sh: {}",
@@ -570,21 +550,7 @@ fn a_backup_taken_while_publishing_restores_to_a_node_that_verifies() {
     crate::common::cxnode_ok(fed.path(), &["verify", "--data", restored.to_str().expect("utf-8")]);
     let port = free_port();
     let node = NodeProc::start(&fed, &restored, port);
-    let node_files = TlsFiles {
-        ca: fed.certs().join("ca.pem"),
-        cert: fed.certs().join("node-330000.pem"),
-        key: fed.certs().join("node-330000.key"),
-        crl: None,
-    };
-    let heads = rt().block_on(async {
-        let channel = connect(&node.addr(), &node_files, None).await.expect("connect");
-        pb::replication_client::ReplicationClient::new(channel)
-            .heads(pb::HeadsRequest::default())
-            .await
-            .expect("heads")
-            .into_inner()
-    });
-    let seq = heads.heads.iter().map(|h| h.seq).max().unwrap_or(0);
+    let seq = highest_head(&fed, &node.addr());
     assert!(
         seq >= 2_000,
         "the restored node holds what was acknowledged before the backup: {seq}"

@@ -8,16 +8,6 @@ use cxnode::rpc::client::connect;
 use cxnode::rpc::pb;
 use std::time::Duration;
 
-fn files(fed: &Fed, name: &str) -> TlsFiles {
-    let certs = fed.certs();
-    TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join(format!("{name}.pem")),
-        key: certs.join(format!("{name}.key")),
-        crl: None,
-    }
-}
-
 /// Threads of a process, from /proc.
 fn threads(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -43,7 +33,7 @@ fn idle_connections_from_one_address_do_not_lock_out_a_valid_client() {
     let fed = Fed::new();
     let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
     let addr = node.addr();
-    let node_files = files(&fed, "node-330000");
+    let node_files = fed.files("node-330000");
     rt().block_on(async {
         // 200 TCP connections from 127.0.0.2 that never send a TLS byte.
         let target: std::net::SocketAddr = addr.parse().expect("addr");
@@ -77,7 +67,7 @@ fn five_hundred_open_sync_streams_hold_no_threads_and_stall_nothing() {
     fed.issue(&["--kind", "publisher", "--region", "330000", "--name", "to-revoke"]);
     let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
     let addr = node.addr();
-    let peer = files(&fed, "node-320000");
+    let peer = fed.files("node-320000");
     let pid = node.child.id();
     let before = threads(pid);
     let rt = rt();
@@ -133,7 +123,7 @@ fn a_revoked_nodes_live_sync_stream_is_cut_at_the_crl_reload() {
     fed.issue(&["--kind", "node", "--region", "320000"]);
     let node = NodeProc::start(&fed, &fed.path().join("data"), free_port());
     let addr = node.addr();
-    let peer = files(&fed, "node-320000");
+    let peer = fed.files("node-320000");
     rt().block_on(async {
         let channel = connect(&addr, &peer, None).await.expect("connect");
         let mut client = pb::replication_client::ReplicationClient::new(channel);
@@ -209,7 +199,7 @@ fn clients_refuse_a_server_that_is_not_the_node_they_meant() {
     fed.issue(&["--kind", "operator", "--operator", "alice"]);
 
     // A department's certificate chains to the same CA: it must not receive records.
-    let (port, _t) = impostor(files(&fed, "department-330000-amr"));
+    let (port, _t) = impostor(fed.files("department-330000-amr"));
     let out = publish_to(&fed, port, &[]);
     let e = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "published to a department");
@@ -218,7 +208,7 @@ fn clients_refuse_a_server_that_is_not_the_node_they_meant() {
         "{e}"
     );
     // Another region's node is not ours to publish to either.
-    let (port, _t) = impostor(files(&fed, "node-320000"));
+    let (port, _t) = impostor(fed.files("node-320000"));
     let out = publish_to(&fed, port, &[]);
     let e = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
@@ -226,7 +216,7 @@ fn clients_refuse_a_server_that_is_not_the_node_they_meant() {
         "{e}"
     );
     // Operator commands want a node too.
-    let (port, _t) = impostor(files(&fed, "department-330000-amr"));
+    let (port, _t) = impostor(fed.files("department-330000-amr"));
     let out = cxnode(
         fed.path(),
         &[
@@ -247,7 +237,7 @@ fn clients_refuse_a_server_that_is_not_the_node_they_meant() {
 
     // A revoked node certificate is refused by a client given the CRL.
     fed.revoke("revoked-node");
-    let (port, _t) = impostor(files(&fed, "revoked-node"));
+    let (port, _t) = impostor(fed.files("revoked-node"));
     let out = publish_to(&fed, port, &["--crl", "certs/crl.pem"]);
     let e = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(!out.status.success() && e.contains("revoked"), "{e}");
@@ -298,12 +288,12 @@ fn a_malformed_crl_at_reload_keeps_the_last_good_list_and_raises_an_alarm() {
     assert!(node.log().contains("ERROR"), "an ERROR in the log: {}", node.log());
     // The last good list stays in force: the revoked certificate is still refused.
     let rt = rt();
-    let refused = rt.block_on(heads(&addr, &files(&fed, "gone")));
+    let refused = rt.block_on(heads(&addr, &fed.files("gone")));
     assert!(
         refused.is_err(),
         "a revoked certificate got in while the new list was malformed"
     );
-    let served = rt.block_on(heads(&addr, &files(&fed, "node-330000")));
+    let served = rt.block_on(heads(&addr, &fed.files("node-330000")));
     assert!(
         served.is_ok(),
         "a valid certificate was refused while the new list was malformed: {served:?}"
@@ -363,13 +353,13 @@ fn another_provinces_ca_cannot_mint_this_provinces_node() {
     let node = NodeProc::start_with(&fed, &config, port);
     let addr = node.addr();
     let rt = rt();
-    let js_node = rt.block_on(heads(&addr, &files(&fed, "js-node")));
+    let js_node = rt.block_on(heads(&addr, &fed.files("js-node")));
     assert!(js_node.is_ok(), "Jiangsu's CA may issue Jiangsu's node: {js_node:?}");
-    let minted = rt.block_on(heads(&addr, &files(&fed, "js-minted-zj-node")));
+    let minted = rt.block_on(heads(&addr, &fed.files("js-minted-zj-node")));
     let e = minted.expect_err("Jiangsu's CA minted Zhejiang's node");
     assert!(e.contains("cx://node/330000") && e.contains("does not allow"), "{e}");
     assert!(
-        rt.block_on(heads(&addr, &files(&fed, "node-330000"))).is_ok(),
+        rt.block_on(heads(&addr, &fed.files("node-330000"))).is_ok(),
         "the genuine node"
     );
 }
@@ -391,7 +381,7 @@ fn an_idle_connection_is_closed_and_one_with_an_open_stream_is_not() {
     .expect("config");
     let node = NodeProc::start_with(&fed, &config, port);
     let addr = node.addr();
-    let peer = files(&fed, "node-320000");
+    let peer = fed.files("node-320000");
     rt().block_on(async {
         use tokio::io::AsyncReadExt;
         // A connection that completes its handshake and then calls nothing.
