@@ -213,7 +213,6 @@ pub async fn serve(
     );
     let verifier: Arc<dyn crate::log::CheckpointVerifier> = checkpoint_verifier.clone();
     let replication = ReplicationService {
-        policy: policy.clone(),
         index: index.clone(),
         journal: JournalReader::new(&config.store.journal_dir()),
         durable_end: writer.durable_end(),
@@ -302,7 +301,6 @@ pub async fn serve(
     let operations = Arc::new(OperationsService {
         region: config.region,
         deliveries: deliveries.clone(),
-        policy: policy.clone(),
         index: index.clone(),
         journal: JournalReader::new(&config.store.journal_dir()),
         peers: config.peers.clone(),
@@ -315,7 +313,6 @@ pub async fn serve(
     });
     let publisher = PublisherService {
         origin: config.region,
-        policy: policy.clone(),
         writer,
         own_log_behind,
         stopping: stopping_watch.clone(),

@@ -149,7 +149,6 @@ pub struct SignatureVerifier {
     anchors: super::Anchors,
     /// (issuer name DER, serial without leading zeros) -> revocation time, unix seconds.
     revoked: HashMap<(Vec<u8>, Vec<u8>), i64>,
-    algorithms: WebPkiSupportedAlgorithms,
     /// Signer chains that verified to the roots, by digest: the same few chains sign every
     /// checkpoint, and their check (one ECDSA verification per certificate) need not be repeated
     /// for a time inside all their certificates' validity.
@@ -224,7 +223,6 @@ impl SignatureVerifier {
         Ok(SignatureVerifier {
             anchors,
             revoked,
-            algorithms: algorithms(),
             chains: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -270,7 +268,7 @@ impl SignatureVerifier {
                 // certificate revoked *after* the signature, which must stay valid.
                 let path = leaf_cert
                     .verify_for_usage(
-                        self.algorithms.all,
+                        self.anchors.algorithms().all,
                         self.anchors.roots(),
                         &intermediates,
                         UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
@@ -316,7 +314,7 @@ impl SignatureVerifier {
             }
         }
 
-        let algorithm = verification_algorithm(&self.algorithms, scheme)?;
+        let algorithm = verification_algorithm(self.anchors.algorithms(), scheme)?;
         leaf_cert
             .verify_signature(algorithm, msg, sig)
             .map_err(|_| PkiError::BadSignature)?;

@@ -1,15 +1,13 @@
 //! `cx.v1.Publisher`: the province's publisher systems append operations to this node's origin log.
-//! Invariants: only callers the policy allows may publish; every operation gets its own result (a
+//! Invariants: only callers the policy allows may publish (the policy gate decides); every operation gets its own result (a
 //! bad one never rejects the others); results are sent only once their group is durable.
 
 use super::pb::{self, operation_result::Outcome};
-use super::{caller, store_status};
+use super::store_status;
 use crate::log::Hash;
-use crate::policy::{Rpc, SharedPolicy};
 use crate::record::{parse_operation, Operation, Region, Rejection};
 use crate::store::writer::{Committed, Pending, WriterHandle};
 use crate::store::OpOutcome;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -19,7 +17,6 @@ pub const PUBLISH_OPS_MAX: usize = 10_000;
 
 pub struct PublisherService {
     pub origin: Region,
-    pub policy: Arc<SharedPolicy>,
     pub writer: WriterHandle,
     /// Set when a peer holds more of this origin's log than this node: publishing is refused.
     pub own_log_behind: crate::sync::OwnLogBehind,
@@ -94,17 +91,6 @@ struct Checked {
     valid_at: Vec<usize>,
     /// Record ids of the valid operations (they move to the writer).
     valid_ids: Vec<String>,
-}
-
-impl PublisherService {
-    fn authorize(&self, who: &super::Caller) -> Result<(), Status> {
-        let policy = self.policy.current();
-        if policy.allows(&who.identity, Rpc::Publish) {
-            return Ok(());
-        }
-        tracing::warn!(identity = %who.identity, remote = %who.remote, "publish refused by policy");
-        Err(Status::permission_denied(policy.denial(&who.identity, Rpc::Publish)))
-    }
 }
 
 /// Validates a request off the async workers (parsing thousands of records is CPU work).
@@ -190,7 +176,6 @@ type PublishStream = tonic::codegen::BoxStream<pb::PublishResponse>;
 #[tonic::async_trait]
 impl pb::publisher_server::Publisher for PublisherService {
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
-        self.authorize(&caller(&request)?)?;
         refuse_if_behind(self.origin, &self.own_log_behind)?;
         let mut checked = check(self.origin, request.into_inner().operations).await?;
         let committed = if checked.valid.is_empty() {
@@ -210,7 +195,6 @@ impl pb::publisher_server::Publisher for PublisherService {
         &self,
         request: Request<tonic::Streaming<pb::PublishRequest>>,
     ) -> Result<Response<PublishStream>, Status> {
-        self.authorize(&caller(&request)?)?;
         refuse_if_behind(self.origin, &self.own_log_behind)?;
         let behind = self.own_log_behind.clone();
         let mut inbound = request.into_inner();

@@ -313,16 +313,25 @@ impl Connections {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut cut = 0;
         for conn in live.values() {
-            let Some((leaf, intermediates)) = conn.chain.split_first() else {
-                continue;
-            };
-            if let Err(e) = verifier.verify_client_cert(leaf, intermediates, now) {
+            if let Err(e) = still_accepted(verifier, &conn.chain, now) {
                 tracing::warn!(identity = %conn.identity, remote = %conn.remote, reason = %e, "closing a live connection: its certificate is no longer accepted");
                 conn.cut.cut();
                 cut += 1;
             }
         }
         cut
+    }
+}
+
+/// Whether `verifier` (the one in force now) still accepts a connection's chain, leaf first.
+fn still_accepted(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    match chain.split_first() {
+        Some((leaf, intermediates)) => verifier.verify_client_cert(leaf, intermediates, now).map(|_| ()),
+        None => Ok(()),
     }
 }
 
@@ -581,13 +590,11 @@ pub fn incoming(
                         // that it is registered (the reload's sweep may have run before).
                         if tls.generation.load(Ordering::SeqCst) != generation {
                             let verifier = tls.verifier.read().unwrap_or_else(|p| p.into_inner()).clone();
-                            if let Some((leaf, intermediates)) = chain.split_first() {
-                                if let Err(e) = verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
-                                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-                                    tracing::warn!(remote = %remote, identity = %caller.identity, reason = %e, "connection refused: the revocation list reloaded during its handshake refuses it");
-                                    cut.cut();
-                                    return;
-                                }
+                            if let Err(e) = still_accepted(verifier.as_ref(), &chain, UnixTime::now()) {
+                                stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(remote = %remote, identity = %caller.identity, reason = %e, "connection refused: the revocation list reloaded during its handshake refuses it");
+                                cut.cut();
+                                return;
                             }
                         }
                         stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);

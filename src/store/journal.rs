@@ -397,11 +397,10 @@ fn scan_tail(fs: &dyn JournalFs, path: &Path, base: u64) -> Result<(u64, u64), J
         reason,
     };
     loop {
-        let damage = match read_frame_body(&mut reader, &mut body).map_err(io_err(path))? {
+        let outcome = read_frame_body(&mut reader, &mut body).map_err(io_err(path))?;
+        let damage = match outcome {
             ReadOutcome::End => return Ok((group_end, file_len)),
-            ReadOutcome::Torn => "frame is cut short".to_string(),
-            ReadOutcome::BadChecksum => "frame checksum mismatch".to_string(),
-            ReadOutcome::BadLength { len } => format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"),
+            ReadOutcome::Torn | ReadOutcome::BadChecksum | ReadOutcome::BadLength { .. } => outcome.damage(),
             ReadOutcome::Frame { len } => {
                 match decode_any(&body).map_err(|reason| corrupt(offset, reason))? {
                     Decoded::Commit { group_start } => {
@@ -495,6 +494,18 @@ enum ReadOutcome {
     BadLength { len: usize },
     BadChecksum,
     Frame { len: u64 },
+}
+
+impl ReadOutcome {
+    /// What is wrong with a frame that did not read whole (empty for End and Frame).
+    fn damage(&self) -> String {
+        match self {
+            ReadOutcome::Torn => "frame is cut short".to_string(),
+            ReadOutcome::BadChecksum => "frame checksum mismatch".to_string(),
+            ReadOutcome::BadLength { len } => format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"),
+            ReadOutcome::End | ReadOutcome::Frame { .. } => String::new(),
+        }
+    }
 }
 
 fn read_frame_body(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<ReadOutcome, io::Error> {
@@ -818,16 +829,12 @@ pub fn decode_frames(bytes: &[u8]) -> Result<Vec<Frame>, String> {
     loop {
         match read_frame_body(&mut reader, &mut body).map_err(|e| e.to_string())? {
             ReadOutcome::End => return Ok(frames),
-            ReadOutcome::Torn => return Err("frame is cut short".to_string()),
-            ReadOutcome::BadChecksum => return Err("frame checksum mismatch".to_string()),
-            ReadOutcome::BadLength { len } => {
-                return Err(format!("frame length {len} is outside 1..={FRAME_BYTES_MAX}"))
-            }
             ReadOutcome::Frame { .. } => {
                 if let Decoded::Frame(f) = decode_any(&body)? {
                     frames.push(f);
                 }
             }
+            damaged => return Err(damaged.damage()),
         }
     }
 }

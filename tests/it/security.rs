@@ -28,6 +28,15 @@ async fn heads(addr: &str, files: &TlsFiles) -> Result<usize, String> {
     Ok(heads.into_inner().heads.len())
 }
 
+/// A Sync stream asking for everything, over `channel`.
+async fn open_sync(channel: tonic::transport::Channel) -> tonic::Streaming<pb::SyncMessage> {
+    pb::replication_client::ReplicationClient::new(channel)
+        .sync(pb::SyncRequest::default())
+        .await
+        .expect("sync stream opens")
+        .into_inner()
+}
+
 #[test]
 fn idle_connections_from_one_address_do_not_lock_out_a_valid_client() {
     let fed = Fed::new();
@@ -76,13 +85,7 @@ fn five_hundred_open_sync_streams_hold_no_threads_and_stall_nothing() {
         for _ in 0..5 {
             let channel = connect(&addr, &peer, None).await.expect("connect");
             for _ in 0..100 {
-                let mut client = pb::replication_client::ReplicationClient::new(channel.clone());
-                let stream = client
-                    .sync(pb::SyncRequest::default())
-                    .await
-                    .expect("sync stream opens")
-                    .into_inner();
-                streams.push(stream);
+                streams.push(open_sync(channel.clone()).await);
             }
         }
         streams
@@ -126,12 +129,7 @@ fn a_revoked_nodes_live_sync_stream_is_cut_at_the_crl_reload() {
     let peer = fed.files("node-320000");
     rt().block_on(async {
         let channel = connect(&addr, &peer, None).await.expect("connect");
-        let mut client = pb::replication_client::ReplicationClient::new(channel);
-        let mut stream = client
-            .sync(pb::SyncRequest::default())
-            .await
-            .expect("sync stream opens")
-            .into_inner();
+        let mut stream = open_sync(channel).await;
         let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
         assert!(matches!(first, Ok(Ok(Some(_)))), "a first message: {first:?}");
         fed.revoke("node-320000");
@@ -394,12 +392,7 @@ fn an_idle_connection_is_closed_and_one_with_an_open_stream_is_not() {
             .expect("handshake");
         // A connection with a Sync stream open: heartbeats flow, no call ends.
         let channel = connect(&addr, &peer, None).await.expect("connect");
-        let mut client = pb::replication_client::ReplicationClient::new(channel);
-        let mut stream = client
-            .sync(pb::SyncRequest::default())
-            .await
-            .expect("sync stream opens")
-            .into_inner();
+        let mut stream = open_sync(channel).await;
         let closed = tokio::time::timeout(Duration::from_secs(10), async {
             let mut buf = [0u8; 1024];
             loop {
