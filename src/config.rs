@@ -36,6 +36,15 @@ struct RawConfig {
     feed: RawFeed,
     #[serde(default)]
     peers: Vec<RawPeer>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// `[admin]`: the plain-HTTP port for operators (metrics, probes, status page); off when unset.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 /// `[feed]`: bounds of department subscriptions (`delivery::Limits`).
@@ -148,6 +157,12 @@ struct RawNode {
     streams_per_connection_max: u32,
     #[serde(default = "default_idle_connection_seconds")]
     idle_connection_seconds: u64,
+    #[serde(default = "default_unwell_exit_seconds")]
+    unwell_exit_seconds: u64,
+}
+
+fn default_unwell_exit_seconds() -> u64 {
+    5
 }
 
 fn default_idle_connection_seconds() -> u64 {
@@ -176,6 +191,12 @@ struct RawTls {
     crl: Option<PathBuf>,
     #[serde(default = "default_crl_reload_seconds")]
     crl_reload_seconds: u64,
+    #[serde(default = "default_expiry_warning_days")]
+    expiry_warning_days: u32,
+}
+
+fn default_expiry_warning_days() -> u32 {
+    crate::pki::EXPIRY_WARNING_DAYS_DEFAULT
 }
 
 fn default_crl_reload_seconds() -> u64 {
@@ -293,6 +314,13 @@ pub struct Config {
     /// While idle, the origin re-signs its head at least this often (`sync.checkpoint_refresh_seconds`).
     pub checkpoint_refresh: Duration,
     pub feed: crate::delivery::Limits,
+    /// The admin HTTP port (`admin.listen`); None: off.
+    pub admin_listen: Option<SocketAddr>,
+    /// A node that cannot recover stops this long after it says so (`node.unwell_exit_seconds`),
+    /// so probes and operators see why before it exits non-zero.
+    pub unwell_exit: Duration,
+    /// Certificates expiring within this many days are alarms (`tls.expiry_warning_days`).
+    pub expiry_warning_days: u32,
 }
 
 impl Config {
@@ -480,7 +508,26 @@ impl Config {
             clock_skew_max: Duration::from_secs(y.clock_skew_max_seconds),
         };
         let feed = raw.feed.validate()?;
+        let admin_listen = raw
+            .admin
+            .listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    format!("admin.listen: {a:?} is not an address:port (e.g. \"127.0.0.1:9443\"; leave it out to turn the admin port off)")
+                })
+            })
+            .transpose()?;
+        if raw.node.unwell_exit_seconds > 300 {
+            return Err("node.unwell_exit_seconds: must be between 0 and 300".to_string());
+        }
+        if !(1..=365).contains(&raw.tls.expiry_warning_days) {
+            return Err("tls.expiry_warning_days: must be between 1 and 365".to_string());
+        }
         Ok(Config {
+            admin_listen,
+            unwell_exit: Duration::from_secs(raw.node.unwell_exit_seconds),
+            expiry_warning_days: raw.tls.expiry_warning_days,
             feed,
             peers,
             sync,

@@ -4,10 +4,12 @@
 //! `docs/ARCHITECTURE.md` for the layout and its invariants.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod feed;
+pub mod health;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod link;

@@ -6,7 +6,8 @@
 use crate::config::Config;
 use crate::delivery::{system_clock, Clock, Deliveries};
 use crate::link::{run_peer, Link};
-use crate::pki::{self, Identity, NodeSigner};
+use crate::health::{Component, Health};
+use crate::pki::{self, Identity, NodeSigner, ReloadingSigner};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
 use crate::rpc::feed::FeedService;
 use crate::rpc::operations::OperationsService;
@@ -56,13 +57,16 @@ pub enum NodeError {
     Audit(#[from] crate::store::audit::AuditError),
     #[error("this node's own certificate {cert}: {reason}; issue it from a CA the policy's [[issuer]] sections allow, or fix the policy")]
     OwnIssuer { cert: String, reason: String },
+    #[error("the node stopped because its {part} stopped: {reason} (restart it: the journal is recovered at start)")]
+    Unwell { part: &'static str, reason: String },
 }
 
 /// Everything a node needs, loaded and checked, before any port is bound.
 pub struct Prepared {
     pub config: Config,
     tls: ReloadableTls,
-    signer: Arc<NodeSigner>,
+    signer: Arc<ReloadingSigner>,
+    health: Arc<Health>,
     policy: Arc<SharedPolicy>,
     store: Store,
     audit: Arc<AuditLog>,
@@ -88,7 +92,10 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
             region: config.region,
         });
     }
-    let tls = ReloadableTls::load(config.tls.clone())?;
+    let life = Arc::new(pki::CertLife::new(config.expiry_warning_days));
+    let tls = ReloadableTls::load(config.tls.clone(), life)?;
+    let health = Arc::new(Health::default());
+    health.up(Component::Tls);
     if config.tls.crl.is_none() {
         tracing::warn!(
             "tls.crl is not set: revocation is off (a revoked certificate is still accepted at the handshake and as a checkpoint signer); set tls.crl to the federation CA's CRL"
@@ -150,10 +157,12 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         .and_then(|pem| std::fs::write(config.store.dir.join(FEDERATION_CA_FILE), pem))
         .map_err(NodeError::CopyCa)?;
     let audit = Arc::new(AuditLog::open(&config.store.dir.join(AUDIT_DIR))?);
+    health.up(Component::Store);
     Ok(Prepared {
         config,
         tls,
-        signer: Arc::new(signer),
+        health,
+        signer: Arc::new(ReloadingSigner::new(signer)),
         policy,
         store,
         audit,
@@ -173,6 +182,27 @@ pub const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::f
 pub const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// The largest request header block accepted.
 pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// How often the node checks that its writer, indexer and sync driver are alive.
+pub const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The gRPC services, by the names health checks ask for.
+const PUBLISHER: &str = "cx.v1.Publisher";
+const REPLICATION: &str = "cx.v1.Replication";
+const FEED: &str = "cx.v1.Feed";
+const OPERATIONS: &str = "cx.v1.Operations";
+
+/// The services a dead part takes down ("" is the whole node; Operations stays up, so operators
+/// can still ask why).
+fn affected(part: Component) -> &'static [&'static str] {
+    match part {
+        // Publishing, replicated batches and receipts are all writes.
+        Component::Writer => &["", PUBLISHER, REPLICATION, FEED],
+        // Past the lag bound, writes wait for the indexer; feeds and profiles read its view.
+        Component::Indexer => &["", PUBLISHER, REPLICATION, FEED],
+        Component::Sync => &["", REPLICATION],
+        Component::Store | Component::Tls => &["", PUBLISHER, REPLICATION, FEED],
+    }
+}
 
 /// The audit log's directory inside the data directory.
 pub const AUDIT_DIR: &str = "audit";
@@ -187,18 +217,30 @@ pub async fn serve(
         config,
         tls,
         signer,
+        health,
         policy,
-        store,
+        mut store,
         audit,
         feed_clock,
     } = prepared;
+    let metrics = crate::rpc::metrics::Metrics::new();
+    store.observe_fsync(metrics.fsync.clone());
+    let admin_listener = match config.admin_listen {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(admin = %addr, "admin.listen is not a loopback address: metrics and the status page are served without authentication to whoever reaches it");
+            }
+            Some(TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?)
+        }
+        None => None,
+    };
     let index = store.index().clone();
     let (stopping_tx, stopping) = watch::channel(false);
     let stopping_watch = stopping.clone();
     let (writer, writer_thread) = writer::spawn(
         store,
         config.region,
-        signer.clone(),
+        signer.clone() as Arc<dyn crate::log::CheckpointSigner>,
         WriterLimits {
             queue_depth: config.queue_depth,
             group_ops_max: config.group_ops_max,
@@ -231,7 +273,7 @@ pub async fn serve(
         JournalReader::new(&config.store.journal_dir()),
         policy.clone(),
         feed_clock,
-        signer,
+        signer.clone(),
         audit,
         config.feed,
         stopping,
@@ -240,6 +282,8 @@ pub async fn serve(
     // last one), then at least every `checkpoint_refresh` while idle, so every node holds a recent
     // "origin O was at seq N at time T" and a stolen or revoked key cannot back-date far.
     writer.refresh_checkpoint(0).await.map_err(NodeError::Writer)?;
+    health.up(Component::Writer);
+    health.up(Component::Indexer);
     let refresh_writer = writer.clone();
     let refresh_every = config.checkpoint_refresh;
     let refresher = tokio::spawn(async move {
@@ -283,21 +327,23 @@ pub async fn serve(
             peer.server_name.clone(),
             config.tls.clone(),
         ));
-        links.push(tokio::spawn(run_peer(
-            link,
-            peer.clone(),
-            connector,
-            links_stopped.clone(),
-        )));
+        let driver = tokio::spawn(run_peer(link, peer.clone(), connector, links_stopped.clone()));
+        // A driver ends only when the node stops: ending before, or panicking, is a dead part.
+        let watched = links_stopped.clone();
+        let watch_health = health.clone();
+        let address = peer.address.clone();
+        links.push(tokio::spawn(async move {
+            let ended = driver.await;
+            if !*watched.borrow() {
+                let why = match ended {
+                    Err(e) if e.is_panic() => format!("the sync driver of peer {address} panicked"),
+                    _ => format!("the sync driver of peer {address} ended"),
+                };
+                watch_health.down(Component::Sync, &why);
+            }
+        }));
     }
-    let certificates = match crate::pki::load_cert_chain(&config.tls.cert) {
-        Ok(chain) => chain
-            .first()
-            .and_then(|leaf| crate::pki::cert_not_after(leaf.as_ref()).ok())
-            .map(|t| vec![(format!("cx://node/{}", config.region), t.unix_timestamp())])
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    health.up(Component::Sync);
     let operations = Arc::new(OperationsService {
         region: config.region,
         deliveries: deliveries.clone(),
@@ -306,34 +352,43 @@ pub async fn serve(
         peers: config.peers.clone(),
         states: peer_states.clone(),
         feeders: feeders.map(|f| f as Arc<dyn crate::sync::peer::FeederView>),
-        certificates,
+        tls: tls.clone(),
+        health: health.clone(),
         progress: Default::default(),
         writer: writer.clone(),
         crl: tls.crl_status(),
     });
+    let watched_writer = writer.clone();
     let publisher = PublisherService {
         origin: config.region,
         writer,
         own_log_behind,
         stopping: stopping_watch.clone(),
+        metrics: metrics.clone(),
     };
     let publisher = pb::publisher_server::PublisherServer::new(publisher)
         .max_decoding_message_size(config.message_bytes_max)
         .max_encoding_message_size(config.message_bytes_max);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::publisher_server::PublisherServer<PublisherService>>()
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for service in ["", PUBLISHER, REPLICATION, FEED, OPERATIONS] {
+        health_reporter
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
+    // Many clients (grpcurl among them, in older versions) still ask for v1alpha.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| NodeError::Serve(format!("reflection v1alpha: {e}")))?;
 
     let reload_tls = tls.clone();
+    let reload_signer = signer.clone();
     let reload_policy = policy.clone();
     let crl_every = config.crl_reload;
     let reloader = tokio::spawn(async move {
@@ -341,17 +396,26 @@ pub async fn serve(
         loop {
             tick.tick().await;
             let tls = reload_tls.clone();
+            let signer = reload_signer.clone();
             let signatures = checkpoint_verifier.clone();
             let policy = reload_policy.clone();
             // Reading and parsing files is blocking work. The checkpoint verifier reloads with
             // the TLS material: a revocation applies to handshakes and signatures alike.
             let _ = tokio::task::spawn_blocking(move || {
-                tls.reload_if_changed();
+                // A renewed certificate and key: new handshakes present them, and checkpoints and
+                // progress marks are signed with them, without a restart or a dropped stream.
+                if tls.reload_if_changed() {
+                    if let Err(e) = signer.reload(tls.files()) {
+                        tracing::error!(error = %e, "checkpoint signer not reloaded; it signs with the previous certificate");
+                        tls.life().reload_failed(e.to_string());
+                    }
+                }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
                 tls.crl_status().check(now);
+                tls.life().check(&tls.held_certificates(), now);
                 if let Err(e) = signatures.reload() {
                     tracing::warn!(error = %e, "checkpoint verifier not reloaded; the last good CA and CRL stay in force");
                 }
@@ -368,6 +432,48 @@ pub async fn serve(
     });
 
     let stats = Arc::new(TransportStats::default());
+    let admin = admin_listener.map(|listener| {
+        let admin = Arc::new(crate::admin::Admin {
+            operations: operations.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            transport: stats.clone(),
+        });
+        tokio::spawn(crate::admin::serve(listener, admin, stopping_watch.clone()))
+    });
+    // The watchdog: a part that died flips health, and past node.unwell_exit_seconds the node
+    // stops and `serve` fails (the process exits non-zero; systemd or Kubernetes restart it).
+    let (unwell_tx, mut unwell) = watch::channel(None::<(Component, String)>);
+    let unwell_result = unwell.clone();
+    let watchdog = {
+        let health = health.clone();
+        let writer = watched_writer;
+        let reporter = health_reporter.clone();
+        let grace = config.unwell_exit;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Some(why) = writer.failure() {
+                    health.down(Component::Writer, &why);
+                }
+                if let Some(why) = writer.index_failure() {
+                    health.down(Component::Indexer, &why);
+                }
+                if let Some((part, why)) = health.failure() {
+                    for service in affected(part) {
+                        reporter
+                            .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+                            .await;
+                    }
+                    tracing::error!(part = part.name(), reason = %why, stop_in_seconds = grace.as_secs(), "node unwell; health reports NOT_SERVING and the node stops (a restart recovers the journal)");
+                    tokio::time::sleep(grace).await;
+                    let _ = unwell_tx.send(Some((part, why)));
+                    return;
+                }
+            }
+        })
+    };
     let local = listener.local_addr().map_err(|source| NodeError::Bind {
         addr: config.listen,
         source,
@@ -398,10 +504,14 @@ pub async fn serve(
         )
         .add_service(pb::feed_server::FeedServer::new(FeedService { deliveries }))
         .add_service(pb::operations_server::OperationsServer::new(operations))
-        .add_service(health)
+        .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                _ = unwell.wait_for(|u| u.is_some()) => {}
+            }
             // Long-lived streams (Sync, Subscribe, PublishStream) end too, so the server can drain.
             let _ = stopping_tx.send(true);
         });
@@ -421,6 +531,10 @@ pub async fn serve(
     };
     reloader.abort();
     refresher.abort();
+    watchdog.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
     let _ = stop_links.send(true);
     for link in links {
         let _ = link.await;
@@ -430,6 +544,13 @@ pub async fn serve(
     let closed = tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| NodeError::Serve(format!("writer join: {e}")))?;
+    let unwell = unwell_result.borrow().clone();
+    if let Some((part, reason)) = unwell {
+        return Err(NodeError::Unwell {
+            part: part.name(),
+            reason,
+        });
+    }
     match closed {
         Ok(Ok(store)) => {
             let flushed = tokio::task::spawn_blocking(move || {

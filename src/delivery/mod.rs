@@ -14,7 +14,7 @@
 
 use crate::feed::{self, Cursor, EntryFacts, Event, Facts, Filter, Plan, ProfileRow, Scope};
 use crate::log::{Entry, Hash};
-use crate::pki::{Identity, NodeSigner};
+use crate::pki::{Identity, ReloadingSigner};
 use crate::policy::{Rpc, SharedPolicy};
 use crate::record::{summarize, RecordId, RecordSummary, Region, SubjectKey, Summary};
 use crate::store::audit::{AuditError, AuditLog, AuditRow};
@@ -167,7 +167,7 @@ pub struct Deliveries {
     pub view_changes: watch::Receiver<u64>,
     pub policy: Arc<SharedPolicy>,
     pub clock: Clock,
-    pub signer: Arc<NodeSigner>,
+    pub signer: Arc<ReloadingSigner>,
     pub audit: Arc<AuditLog>,
     pub limits: Limits,
     pub stopping: watch::Receiver<bool>,
@@ -184,7 +184,7 @@ impl Deliveries {
         journal: JournalReader,
         policy: Arc<SharedPolicy>,
         clock: Clock,
-        signer: Arc<NodeSigner>,
+        signer: Arc<ReloadingSigner>,
         audit: Arc<AuditLog>,
         limits: Limits,
         stopping: watch::Receiver<bool>,
@@ -511,8 +511,8 @@ impl Deliveries {
     fn progress(&self, plan: &Plan, cursor: &Cursor) -> Result<ProgressMark, DeliveryError> {
         let digest = plan.digest();
         let at = self.now_unix();
-        let (scheme, signature) = self
-            .signer
+        let signer = self.signer.current();
+        let (scheme, signature) = signer
             .sign(&feed::progress_message(&digest, cursor, at))
             .map_err(|e| DeliveryError::Sign(e.to_string()))?;
         Ok(ProgressMark {
@@ -521,7 +521,7 @@ impl Deliveries {
             at_unix_seconds: at,
             signature_scheme: scheme,
             signature,
-            signer_chain: self.signer.chain_der().to_vec(),
+            signer_chain: signer.chain_der().to_vec(),
         })
     }
 }

@@ -20,6 +20,58 @@ impl CheckpointSigner for NodeSigner {
     }
 }
 
+/// The node's signer, swapped for a renewed certificate and key without a restart (checkpoints
+/// and progress marks signed from then on carry the new chain). A successor must hold the same
+/// identity: a node does not change province under way.
+pub struct ReloadingSigner {
+    current: std::sync::RwLock<Arc<NodeSigner>>,
+}
+
+impl ReloadingSigner {
+    pub fn new(signer: NodeSigner) -> ReloadingSigner {
+        ReloadingSigner {
+            current: std::sync::RwLock::new(Arc::new(signer)),
+        }
+    }
+
+    /// The signer in force.
+    pub fn current(&self) -> Arc<NodeSigner> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads the key and certificate at `files` and, when they match and hold the same identity,
+    /// signs with them from now on. On error the previous signer stays in force.
+    pub fn reload(&self, files: &super::TlsFiles) -> Result<(), super::PkiError> {
+        let next = NodeSigner::load(files)?;
+        let before = self.current();
+        if next.identity() != before.identity() {
+            return Err(super::PkiError::CertificateInvalid {
+                what: files.cert.display().to_string(),
+                reason: format!(
+                    "the renewed certificate is {}, but this node signs as {}; a renewal keeps the identity (`cxnode certs renew`)",
+                    next.identity(),
+                    before.identity()
+                ),
+            });
+        }
+        if next.chain_der() != before.chain_der() {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            tracing::info!(identity = %before.identity(), "checkpoint signer reloaded with the renewed certificate");
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointSigner for ReloadingSigner {
+    fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        self.current().sign(message).map_err(|e| e.to_string())
+    }
+
+    fn chain(&self) -> Vec<Vec<u8>> {
+        self.current().chain_der().to_vec()
+    }
+}
+
 impl CheckpointVerifier for SignatureVerifier {
     fn verify(&self, checkpoint: &Checkpoint) -> Result<(), String> {
         SignatureVerifier::verify(

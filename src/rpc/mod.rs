@@ -5,6 +5,7 @@
 pub mod client;
 pub mod feed;
 pub mod gate;
+pub mod metrics;
 pub mod operations;
 pub mod publisher;
 pub mod replication;

@@ -31,8 +31,10 @@ pub struct OperationsService {
     pub states: PeerStates,
     /// The feeder choice, when on.
     pub feeders: Option<Arc<dyn crate::sync::peer::FeederView>>,
-    /// (identity, not_after unix seconds) of this node's certificates.
-    pub certificates: Vec<(String, i64)>,
+    /// The TLS material in force: this node's certificate, the connected callers', and alarms.
+    pub tls: super::transport::ReloadableTls,
+    /// Whether each part of the node is up.
+    pub health: Arc<crate::health::Health>,
     /// Per origin: (local seq last seen, when it last moved).
     pub progress: Mutex<HashMap<Region, (u64, Instant)>>,
     /// The writer, for the merged view's lag.
@@ -62,12 +64,20 @@ impl OperationsService {
                     duplicates_dropped: s.duplicates_dropped,
                     origins: s
                         .origins
-                        .iter()
-                        .map(|(origin, c)| pb::PeerOriginStatus {
-                            origin: *origin,
-                            entries_received: c.entries,
-                            bytes_received: c.bytes,
-                            duplicates_dropped: c.duplicates,
+                        .keys()
+                        .chain(s.heads.keys())
+                        .copied()
+                        .collect::<std::collections::BTreeSet<u32>>()
+                        .into_iter()
+                        .map(|origin| {
+                            let c = s.origins.get(&origin).copied().unwrap_or_default();
+                            pb::PeerOriginStatus {
+                                origin,
+                                entries_received: c.entries,
+                                bytes_received: c.bytes,
+                                duplicates_dropped: c.duplicates,
+                                head: s.heads.get(&origin).map_or(0, |h| h.0),
+                            }
                         })
                         .collect(),
                 }
@@ -144,12 +154,35 @@ impl OperationsService {
                 second,
             });
         }
-        let certificates = self
-            .certificates
+        let held = self.tls.held_certificates();
+        let certificates = held
             .iter()
-            .map(|(identity, at)| pb::CertificateExpiry {
-                identity: identity.clone(),
-                not_after_unix_seconds: *at,
+            .map(|h| pb::CertificateExpiry {
+                identity: h.identity.clone(),
+                not_after_unix_seconds: h.not_after,
+                role: h.role.to_string(),
+            })
+            .collect();
+        let now_s = now_unix();
+        let life = self.tls.life();
+        life.check(&held, now_s);
+        let mut alarms = Vec::new();
+        if let Some((part, reason)) = self.health.failure() {
+            alarms.push(format!(
+                "the node is unwell and stopping: its {} stopped ({reason})",
+                part.name()
+            ));
+        }
+        alarms.extend(self.crl.alarms(now_s));
+        alarms.extend(life.alarms(&held, now_s));
+        let health = self
+            .health
+            .report()
+            .into_iter()
+            .map(|(c, up, reason)| pb::ComponentHealth {
+                component: c.name().to_string(),
+                up,
+                reason,
             })
             .collect();
         let lag = self.writer.index_lag();
@@ -171,19 +204,21 @@ impl OperationsService {
             // Filled in by the RPC from the merged view's receipts.
             overdue_repairs: Vec::new(),
             repairs_checked: 0,
-            alarms: self.crl.alarms(now_unix()),
+            alarms,
             revocation_on: self.crl.is_on(),
             crl_next_update_unix_seconds: self.crl.next_update().unwrap_or(0),
+            ready: self.health.ready().is_ok(),
+            health,
+            feed_subscribers: self.deliveries.open_subscriptions(),
+            journal_bytes: self.writer.durable_end().borrow().0,
+            expiry_warning_seconds: life.warning_seconds(),
         })
     }
 }
 
-#[tonic::async_trait]
-impl pb::operations_server::Operations for Arc<OperationsService> {
-    async fn sync_status(
-        &self,
-        _request: Request<pb::SyncStatusRequest>,
-    ) -> Result<Response<pb::SyncStatusResponse>, Status> {
+impl OperationsService {
+    /// The whole sync status, as `Operations.SyncStatus` answers it (the admin port shows the same).
+    pub async fn full_status(self: &Arc<Self>) -> Result<pb::SyncStatusResponse, Status> {
         let me = self.clone();
         let mut status = tokio::task::spawn_blocking(move || me.status())
             .await
@@ -204,7 +239,17 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
                 pending: pending_to_pb(&r.pending),
             })
             .collect();
-        Ok(Response::new(status))
+        Ok(status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operations_server::Operations for Arc<OperationsService> {
+    async fn sync_status(
+        &self,
+        _request: Request<pb::SyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatusResponse>, Status> {
+        self.full_status().await.map(Response::new)
     }
 
     async fn receipts(&self, request: Request<pb::ReceiptsRequest>) -> Result<Response<pb::ReceiptsResponse>, Status> {

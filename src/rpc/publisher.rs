@@ -22,6 +22,8 @@ pub struct PublisherService {
     pub own_log_behind: crate::sync::OwnLogBehind,
     /// Turns true when the node stops: an open PublishStream ends, so the server can drain.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Outcomes and rejections are counted here.
+    pub metrics: super::metrics::Metrics,
 }
 
 /// FAILED_PRECONDITION while this node's own log is behind a peer's copy of it.
@@ -126,7 +128,12 @@ async fn check(origin: Region, operations: Vec<pb::Operation>) -> Result<Checked
 }
 
 /// Merges the writer's outcomes into the validation results.
-fn respond(origin: Region, checked: Checked, committed: Option<Committed>) -> Result<pb::PublishResponse, Status> {
+fn respond(
+    origin: Region,
+    checked: Checked,
+    committed: Option<Committed>,
+    metrics: &super::metrics::Metrics,
+) -> Result<pb::PublishResponse, Status> {
     let Checked {
         mut results,
         valid_at,
@@ -165,7 +172,23 @@ fn respond(origin: Region, checked: Checked, committed: Option<Committed>) -> Re
         .into_iter()
         .map(|r| r.ok_or_else(|| Status::internal("an operation got no result")))
         .collect::<Result<Vec<_>, _>>()?;
+    count(metrics, &results);
     Ok(pb::PublishResponse { results, checkpoint })
+}
+
+/// Counts a response's outcomes: appended, duplicate, and rejections by reason.
+fn count(metrics: &super::metrics::Metrics, results: &[pb::OperationResult]) {
+    let (mut appended, mut duplicate) = (0, 0);
+    for r in results {
+        match &r.outcome {
+            Some(Outcome::Appended(_)) => appended += 1,
+            Some(Outcome::Duplicate(_)) => duplicate += 1,
+            Some(Outcome::Rejected(x)) => metrics.rejections.with_label_values(&[&x.reason]).inc(),
+            None => {}
+        }
+    }
+    metrics.operations.with_label_values(&["appended"]).inc_by(appended);
+    metrics.operations.with_label_values(&["duplicate"]).inc_by(duplicate);
 }
 
 /// Requests of one stream being checked or committed at once (the pipeline's depth per stage).
@@ -188,7 +211,7 @@ impl pb::publisher_server::Publisher for PublisherService {
                     .map_err(|e| store_status(&e))?,
             )
         };
-        Ok(Response::new(respond(self.origin, checked, committed)?))
+        Ok(Response::new(respond(self.origin, checked, committed, &self.metrics)?))
     }
 
     async fn publish_stream(
@@ -200,6 +223,7 @@ impl pb::publisher_server::Publisher for PublisherService {
         let mut inbound = request.into_inner();
         let origin = self.origin;
         let writer = self.writer.clone();
+        let metrics = self.metrics.clone();
         let (checking_tx, mut checking_rx) =
             mpsc::channel::<tokio::task::JoinHandle<Result<Checked, Status>>>(PUBLISH_PIPELINE_DEPTH);
         let (queued_tx, mut queued_rx) = mpsc::channel::<(Checked, Option<Pending>)>(PUBLISH_PIPELINE_DEPTH);
@@ -288,7 +312,7 @@ impl pb::publisher_server::Publisher for PublisherService {
                         }
                     },
                 };
-                let response = respond(origin, checked, committed);
+                let response = respond(origin, checked, committed, &metrics);
                 let stop = response.is_err();
                 if out_tx.send(response).await.is_err() || stop {
                     return;

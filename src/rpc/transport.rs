@@ -100,10 +100,15 @@ pub struct ReloadableTls {
     files: TlsFiles,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     verifier: Arc<RwLock<Arc<dyn ClientCertVerifier>>>,
-    crl_modified: Arc<RwLock<Option<SystemTime>>>,
+    /// When each file of the material last changed: a change is a reload.
+    stamps: Arc<RwLock<Vec<Option<SystemTime>>>>,
     /// A reload to a lower CRL number is refused (it would un-revoke).
     crl_number: Arc<pki::CrlNumberGuard>,
     crl_status: Arc<pki::CrlStatus>,
+    /// Certificate expiry warnings and failed reloads of the material.
+    life: Arc<pki::CertLife>,
+    /// The node certificate in force: (identity, not_after unix seconds).
+    own: Arc<RwLock<(String, i64)>>,
     connections: Arc<Connections>,
     /// The CAs of `tls.ca`: which one each client's chain leads to (reloaded with the CRL).
     anchors: Arc<RwLock<Arc<pki::Anchors>>>,
@@ -117,10 +122,11 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 }
 
 impl ReloadableTls {
-    pub fn load(files: TlsFiles) -> Result<ReloadableTls, pki::PkiError> {
+    pub fn load(files: TlsFiles, life: Arc<pki::CertLife>) -> Result<ReloadableTls, pki::PkiError> {
+        let own = Arc::new(RwLock::new(own_certificate(&files.cert)?));
         let verifier = pki::client_verifier(&files)?;
         let config = pki::server_config_with(&files, verifier.clone())?;
-        let crl_modified = files.crl.as_deref().and_then(modified);
+        let stamps = stamps(&files);
         let crl_number = Arc::new(pki::CrlNumberGuard::new(files.crl.as_deref())?);
         let crl_status = Arc::new(pki::CrlStatus::new(files.crl.as_deref())?);
         let anchors = Arc::new(RwLock::new(Arc::new(pki::Anchors::load(&files.ca)?)));
@@ -128,10 +134,12 @@ impl ReloadableTls {
             anchors,
             generation: Arc::default(),
             crl_status,
+            life,
+            own,
             files,
             current: Arc::new(RwLock::new(config)),
             verifier: Arc::new(RwLock::new(verifier)),
-            crl_modified: Arc::new(RwLock::new(crl_modified)),
+            stamps: Arc::new(RwLock::new(stamps)),
             crl_number,
             connections: Arc::default(),
         })
@@ -160,62 +168,145 @@ impl ReloadableTls {
         self.connections.live.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Reloads the configuration if the CRL file changed, and closes every live connection whose
-    /// certificate the new list revokes. A bad new CRL keeps the old configuration (and says
+    /// Reloads the configuration when the CA bundle, the node certificate, its key or the CRL
+    /// changed, and closes every live connection whose certificate the new material refuses (a
+    /// revoked one, or one of a CA no longer in the bundle; during an overlap rotation both CAs
+    /// are in the bundle and nothing is closed). New handshakes present the new certificate;
+    /// connections open now keep theirs. Bad new material keeps the old configuration (and says
     /// so): refusing all clients would be worse than a stale list.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(crl) = self.files.crl.as_deref() else {
-            return false;
-        };
-        let now = modified(crl);
-        let before = *self.crl_modified.read().unwrap_or_else(|p| p.into_inner());
+        let now = stamps(&self.files);
+        let before = self.stamps.read().unwrap_or_else(|p| p.into_inner()).clone();
         if now == before {
             return false;
         }
-        let next = self.crl_number.check(crl).and_then(|number| match number {
+        *self.stamps.write().unwrap_or_else(|p| p.into_inner()) = now;
+        let crl = self.files.crl.as_deref();
+        let number = match crl {
+            Some(path) => self.crl_number.check(path).map(|n| n.map(Some)),
+            None => Ok(Some(None)),
+        };
+        let next = number.and_then(|number| match number {
             Some(n) => {
                 let verifier = pki::client_verifier(&self.files)?;
                 let config = pki::server_config_with(&self.files, verifier.clone())?;
-                let next_update = pki::crl_next_update_of(crl)?;
+                let next_update = match crl {
+                    Some(path) => pki::crl_next_update_of(path)?,
+                    None => None,
+                };
                 let anchors = pki::Anchors::load(&self.files.ca)?;
-                Ok(Some((n, config, verifier, next_update, anchors)))
+                let own = own_certificate(&self.files.cert)?;
+                Ok(Some((n, config, verifier, next_update, anchors, own)))
             }
             None => Ok(None),
         });
         match next {
-            // A lower number refused before: said already, still refused.
-            Ok(None) => {
-                *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
-                false
-            }
-            Ok(Some((number, config, verifier, next_update, anchors))) => {
-                self.crl_number.loaded(number);
+            // A lower CRL number refused before: said already, still refused.
+            Ok(None) => false,
+            Ok(Some((number, config, verifier, next_update, anchors, own))) => {
+                if let Some(n) = number {
+                    self.crl_number.loaded(n);
+                }
                 self.crl_status.reloaded(next_update);
+                self.life.reloaded();
+                *self.own.write().unwrap_or_else(|p| p.into_inner()) = own;
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
                 *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier.clone();
                 *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(anchors);
                 // After the verifier is swapped: a handshake registered from now on compares its
                 // generation and is judged again (the sweep below catches those registered before).
                 self.generation.fetch_add(1, Ordering::SeqCst);
-                *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
-                tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
+                tracing::info!(
+                    ca = %self.files.ca.display(),
+                    cert = %self.files.cert.display(),
+                    crl = ?crl.map(|p| p.display().to_string()),
+                    "tls material reloaded (CA bundle, node certificate and key, revocation list)"
+                );
                 let cut = self.connections.cut_unverified(verifier.as_ref());
                 if cut > 0 {
                     tracing::warn!(
                         connections = cut,
-                        "closed live connections whose certificates the new revocation list refuses"
+                        "closed live connections whose certificates the new CA bundle or revocation list refuses"
                     );
                 }
                 true
             }
             Err(e) => {
-                tracing::error!(crl = %crl.display(), error = %e, "new revocation list refused; still using the previous one");
-                self.crl_status.reload_failed(e.to_string());
-                *self.crl_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+                tracing::error!(error = %e, "new tls material refused; still using the previous certificate, CA bundle and revocation list");
+                if matches!(e, pki::PkiError::CrlRollback { .. }) {
+                    self.crl_status.reload_failed(e.to_string());
+                }
+                self.life.reload_failed(e.to_string());
                 false
             }
         }
     }
+
+    /// The certificate expiry warnings and reload failures.
+    pub fn life(&self) -> Arc<pki::CertLife> {
+        self.life.clone()
+    }
+
+    /// The files this material is loaded from.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The certificates this node depends on now: its own (as loaded), then those of the peers
+    /// ("peer") and other callers ("caller") connected now.
+    pub fn held_certificates(&self) -> Vec<pki::Held> {
+        let (identity, not_after) = self.own.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut held = vec![pki::Held {
+            identity,
+            role: "node",
+            not_after,
+        }];
+        held.extend(self.connected_certificates().into_iter().map(|(identity, not_after)| pki::Held {
+            role: if identity.starts_with("cx://node/") { "peer" } else { "caller" },
+            identity,
+            not_after,
+        }));
+        held
+    }
+
+    /// The certificates of the callers connected now: (identity, not_after unix seconds), one
+    /// per identity (the earliest expiry), in identity order.
+    pub fn connected_certificates(&self) -> Vec<(String, i64)> {
+        let live = self.connections.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_identity: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for conn in live.values() {
+            let Some(at) = conn
+                .chain
+                .first()
+                .and_then(|leaf| pki::cert_not_after(leaf.as_ref()).ok())
+                .map(|t| t.unix_timestamp())
+            else {
+                continue;
+            };
+            let e = by_identity.entry(conn.identity.to_string()).or_insert(at);
+            *e = (*e).min(at);
+        }
+        by_identity.into_iter().collect()
+    }
+}
+
+/// The identity and expiry of the leaf certificate at `path`.
+fn own_certificate(path: &std::path::Path) -> Result<(String, i64), pki::PkiError> {
+    let chain = pki::load_cert_chain(path)?;
+    let leaf = chain.first().ok_or_else(|| pki::PkiError::CertificateInvalid {
+        what: path.display().to_string(),
+        reason: "no certificate in the file".to_string(),
+    })?;
+    let identity = pki::identity_from_cert_der(leaf.as_ref())?;
+    let not_after = pki::cert_not_after(leaf.as_ref())?.unix_timestamp();
+    Ok((identity.to_string(), not_after))
+}
+
+/// When each file of the TLS material last changed (CA, certificate, key, CRL).
+fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
+    let mut v = vec![modified(&files.ca), modified(&files.cert), modified(&files.key)];
+    v.push(files.crl.as_deref().and_then(modified));
+    v
 }
 
 /// The connections a transport admitted and is admitting: counts per source address (handshakes)
@@ -431,9 +522,27 @@ fn cut_error() -> io::Error {
 #[derive(Default, Debug)]
 pub struct TransportStats {
     pub handshakes_ok: AtomicU64,
-    pub handshakes_failed: AtomicU64,
     /// Connections closed before their handshake: their address had its share running.
     pub handshakes_refused_source: AtomicU64,
+    /// The caller's identity had node.connections_per_identity_max connections open.
+    pub handshakes_refused_identity_limit: AtomicU64,
+    /// A revocation list reloaded during the handshake refuses the caller.
+    pub handshakes_refused_revoked: AtomicU64,
+    /// The TLS handshake itself failed (no, expired, revoked or foreign certificate; timeout).
+    pub handshakes_refused_tls: AtomicU64,
+}
+
+impl TransportStats {
+    /// Refused connections by reason, for metrics.
+    pub fn refusals(&self) -> [(&'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("source_handshakes", get(&self.handshakes_refused_source)),
+            ("identity_connections", get(&self.handshakes_refused_identity_limit)),
+            ("revoked", get(&self.handshakes_refused_revoked)),
+            ("tls", get(&self.handshakes_refused_tls)),
+        ]
+    }
 }
 
 /// A TLS connection with its verified caller.
@@ -582,7 +691,7 @@ pub fn incoming(
                         let Some((registered, cut)) =
                             registry.admit(&caller, chain.clone(), limits.connections_per_identity_max)
                         else {
-                            stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                            stats.handshakes_refused_identity_limit.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(remote = %remote, identity = %caller.identity, limit = limits.connections_per_identity_max, "connection refused: this identity has node.connections_per_identity_max connections open");
                             return;
                         };
@@ -591,7 +700,7 @@ pub fn incoming(
                         if tls.generation.load(Ordering::SeqCst) != generation {
                             let verifier = tls.verifier.read().unwrap_or_else(|p| p.into_inner()).clone();
                             if let Err(e) = still_accepted(verifier.as_ref(), &chain, UnixTime::now()) {
-                                stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                stats.handshakes_refused_revoked.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(remote = %remote, identity = %caller.identity, reason = %e, "connection refused: the revocation list reloaded during its handshake refuses it");
                                 cut.cut();
                                 return;
@@ -614,7 +723,7 @@ pub fn incoming(
                         tracing::debug!(remote = %remote, "connection closed before the tls handshake");
                     }
                     Err(Refusal::Refused(reason)) => {
-                        stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                        stats.handshakes_refused_tls.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(remote = %remote, reason = %reason, "tls handshake refused");
                     }
                 }

@@ -150,6 +150,8 @@ pub struct Journal {
     active: Box<dyn SegmentFile>,
     end: u64,
     scratch: Vec<u8>,
+    /// Each fsync's duration is observed here, when set (the node's metrics).
+    fsync_observer: Option<prometheus::Histogram>,
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -256,6 +258,7 @@ impl Journal {
             active,
             end: last + valid_len,
             scratch: Vec::new(),
+            fsync_observer: None,
         };
         Ok((journal, repair))
     }
@@ -292,7 +295,17 @@ impl Journal {
     /// Makes everything appended so far durable.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, *self.segments.last().expect("at least one segment exists"));
-        self.active.sync_data().map_err(io_err(&path))
+        let started = std::time::Instant::now();
+        let synced = self.active.sync_data().map_err(io_err(&path));
+        if let Some(h) = &self.fsync_observer {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        synced
+    }
+
+    /// Observes each fsync's duration in `histogram` from now on.
+    pub fn observe_fsync(&mut self, histogram: prometheus::Histogram) {
+        self.fsync_observer = Some(histogram);
     }
 
     fn roll(&mut self) -> Result<(), JournalError> {

@@ -760,6 +760,11 @@ impl Store {
     pub fn journal_end(&self) -> JournalPos {
         self.journal.end()
     }
+
+    /// Observes each journal fsync's duration in `histogram` from now on.
+    pub fn observe_fsync(&mut self, histogram: prometheus::Histogram) {
+        self.journal.observe_fsync(histogram);
+    }
 }
 
 /// Read buffer of `find_entry`: the entry is usually a few frames into its run.

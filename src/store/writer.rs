@@ -36,6 +36,8 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Work>,
     durable_end: watch::Receiver<JournalPos>,
     progress: Arc<Progress>,
+    /// Why the writer stopped, once it has (it does not start again in-process).
+    failure: Arc<std::sync::OnceLock<String>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +112,11 @@ impl WriterHandle {
         self.progress.hold(held);
     }
 
+    /// Why the writer stopped refusing nothing but failing, if it did (a write or fsync error).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
     /// Why the indexer stopped, if it did.
     pub fn index_failure(&self) -> Option<String> {
         self.progress.failure()
@@ -156,11 +163,13 @@ pub fn spawn(
     );
     let indexer = indexer::spawn(progress.clone(), store.reader(), store.config().index_batch_entries_max);
     let shared = progress.clone();
+    let failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+    let failed = failure.clone();
     let join = std::thread::Builder::new()
         .name("cx-writer".to_string())
         .spawn(move || {
             let progress = shared;
-            let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &end_tx);
+            let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &failed, &end_tx);
             progress.stop();
             let _ = indexer.join();
             result.map(|()| store)
@@ -171,6 +180,7 @@ pub fn spawn(
             tx,
             durable_end: end_rx,
             progress,
+            failure,
         },
         join,
     )
@@ -183,6 +193,7 @@ fn serve_requests(
     signer: &dyn CheckpointSigner,
     limits: WriterLimits,
     progress: &Progress,
+    failed: &std::sync::OnceLock<String>,
     end_tx: &watch::Sender<JournalPos>,
 ) -> Result<(), Arc<StoreError>> {
     let mut carried: Option<Work> = None;
@@ -197,6 +208,7 @@ fn serve_requests(
         // Backpressure: the merged view may not fall more than the bound behind.
         if let Err(failure) = progress.wait_for_room() {
             let e = Arc::new(StoreError::IndexerStopped(failure));
+            let _ = failed.set(e.to_string());
             refuse_all(rx, Some(first), &e);
             return Err(e);
         }
@@ -204,10 +216,10 @@ fn serve_requests(
             Work::Refresh(min_age, reply) => {
                 let now = now_micros().div_euclid(1_000_000);
                 let r = store.refresh_checkpoint(origin, signer, now, min_age);
-                let failed = r.as_ref().err().map(|e| e.to_string());
+                let refused = r.as_ref().err().map(|e| e.to_string());
                 announce(store, progress, end_tx);
                 let _ = reply.send(r.map_err(Arc::new));
-                failed
+                refused
             }
             Work::Replica(covered, reply) => {
                 // Group the replica batches waiting behind this one, of other origins (one of an
@@ -276,6 +288,7 @@ fn serve_requests(
         };
         if let Some(message) = result {
             tracing::error!(error = %message, "store writer failed; refusing further writes");
+            let _ = failed.set(message);
             let e = Arc::new(StoreError::WriterStopped);
             refuse_all(rx, carried.take(), &e);
             return Err(e);
