@@ -34,6 +34,18 @@ pub enum CertsCommand {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Issue a successor of a certificate (same identity and names, a new key) in its place; a
+    /// running node reloads its renewed certificate without a restart.
+    Renew {
+        /// The CA to issue from (during a CA rotation, the new one).
+        #[arg(long, default_value = "certs")]
+        ca_dir: PathBuf,
+        /// The certificate (PEM) to renew; its key (NAME.key) must be beside it.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        validity_days: i64,
+    },
     /// Re-publish the CRL (it is valid for 7 days; run this regularly, e.g. from cron).
     Crl {
         #[arg(long, default_value = "certs")]
@@ -178,6 +190,23 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 "revoked {}; CRL re-published at {}",
                 cert.display(),
                 ca_dir.join(pki::ca::CRL_FILE).display()
+            );
+        }
+        CertsCommand::Renew {
+            ca_dir,
+            cert,
+            validity_days,
+        } => {
+            anyhow::ensure!(
+                (1..=3650).contains(&validity_days),
+                "--validity-days must be between 1 and 3650"
+            );
+            let paths = pki::ca::renew(&ca_dir, &cert, validity_days)?;
+            println!(
+                "renewed {} (key {} [0600]) from the CA in {}; a node using it reloads it within tls.crl_reload_seconds",
+                paths.cert.display(),
+                paths.key.display(),
+                ca_dir.display()
             );
         }
         CertsCommand::Crl { ca_dir } => {

@@ -162,6 +162,28 @@ pub fn dns_names_of_cert_der(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The IP address SANs of a certificate (empty when it has none or does not parse).
+pub fn ip_addresses_of_cert_der(der: &[u8]) -> Vec<std::net::IpAddr> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
