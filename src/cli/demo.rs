@@ -63,6 +63,8 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     pub data: PathBuf,
     config_text: String,
+    /// The file system its journal is on, when not the real one (fault injection in tests).
+    journal_fs: Option<crate::store::fs::SharedFs>,
     stop: Option<watch::Sender<bool>>,
     join: Option<tokio::task::JoinHandle<Result<(), NodeError>>>,
 }
@@ -187,6 +189,7 @@ impl LocalFederation {
                 addr: addrs[i],
                 data: dir.join(format!("data-{r}")),
                 config_text: text,
+                journal_fs: None,
                 stop: None,
                 join: None,
             });
@@ -233,6 +236,7 @@ impl LocalFederation {
             addr,
             data: self.dir.join(data),
             config_text: text,
+            journal_fs: None,
             stop: None,
             join: None,
         });
@@ -257,7 +261,10 @@ impl LocalFederation {
 
     /// Starts (or restarts) node `i` from its config and store.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let config = self.config(i)?;
+        let mut config = self.config(i)?;
+        if let Some(fs) = &self.nodes[i].journal_fs {
+            config.store.journal_fs = fs.clone();
+        }
         let addr = self.nodes[i].addr;
         let mut prepared = tokio::task::spawn_blocking(move || node::prepare(config)).await??;
         if let Some(clock) = &self.feed_clock {
@@ -282,6 +289,25 @@ impl LocalFederation {
         self.nodes[i].stop = Some(stop);
         self.nodes[i].join = Some(join);
         Ok(())
+    }
+
+    /// Puts node `i`'s journal on `fs` from its next start (tests inject faults under it).
+    pub fn set_journal_fs(&mut self, i: usize, fs: crate::store::fs::SharedFs) {
+        self.nodes[i].journal_fs = Some(fs);
+    }
+
+    /// Whether node `i` has stopped by itself, and how (None while it runs or was never started).
+    pub async fn exited(&mut self, i: usize) -> Option<Result<(), String>> {
+        let finished = self.nodes[i].join.as_ref().is_some_and(|j| j.is_finished());
+        if !finished {
+            return None;
+        }
+        let join = self.nodes[i].join.take()?;
+        Some(match join.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("node task: {e}")),
+        })
     }
 
     /// Stops node `i` gracefully and waits for it.

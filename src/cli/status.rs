@@ -1,16 +1,45 @@
-//! `cxnode status --node ADDR`: a node's sync health as a table (peers with what they sent and
-//! how much of it was duplicate, then origins with the peer each is fed by), from
-//! `Operations.SyncStatus`. Needs an operator certificate (or one the policy grants SyncStatus).
+//! `cxnode status --node ADDR [--node ADDR]... [--json] [--watch [SECONDS]]`: sync health from
+//! `Operations.SyncStatus`. With one node, its tables (peers with what they sent and how much was
+//! duplicate, origins with the peer each is fed by, the merged view, certificates, alarms); with
+//! several, the federation matrix (origins × nodes: head, lag, state) and each node's alarms.
+//! `--json` prints one object per node per round (for scripts); `--watch` repeats every SECONDS
+//! until Ctrl-C. Exit code 2 when anything is stalled, forked, expiring within the warning
+//! window, not ready or unreachable. Needs an operator certificate (or one the policy grants
+//! SyncStatus).
 
+use crate::admin::page::origin_state;
 use crate::record::Region;
 use crate::rpc::client::explain_status;
 use crate::rpc::pb;
+use std::collections::BTreeSet;
 use std::process::ExitCode;
+
+/// Nodes one `cxnode status` asks at most.
+const NODES_MAX: usize = 64;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    #[command(flatten)]
-    node: super::NodeClientArgs,
+    /// A node's gRPC address, host:port; repeat for several (the federation matrix).
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    #[arg(long, default_value = "certs/ca.pem")]
+    ca: std::path::PathBuf,
+    #[arg(long)]
+    cert: std::path::PathBuf,
+    #[arg(long)]
+    key: std::path::PathBuf,
+    /// Name the nodes' certificates must carry (default: the host of each --node).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// The federation CRL: a node whose certificate it revokes is refused.
+    #[arg(long)]
+    crl: Option<std::path::PathBuf>,
+    /// One JSON object per node per round instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Ask again every SECONDS (default 2) until Ctrl-C.
+    #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "SECONDS")]
+    watch: Option<u64>,
 }
 
 fn region(code: u32) -> String {
@@ -19,16 +48,193 @@ fn region(code: u32) -> String {
         .unwrap_or_else(|_| code.to_string())
 }
 
+/// What is wrong at a node, one phrase each (empty: nothing).
+pub fn problems(s: &pb::SyncStatusResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    if !s.ready {
+        out.push("not ready".to_string());
+    }
+    for o in &s.origins {
+        match origin_state(o) {
+            "forked" => out.push(format!("origin {} forked", region(o.origin))),
+            "stalled" => out.push(format!("origin {} stalled", region(o.origin))),
+            _ => {}
+        }
+    }
+    if let Some(i) = &s.index {
+        if !i.failure.is_empty() {
+            out.push(format!("merged view stopped: {}", i.failure));
+        }
+    }
+    out.extend(s.alarms.iter().cloned());
+    out
+}
+
+async fn ask(args: &StatusArgs, node: &str) -> anyhow::Result<pb::SyncStatusResponse> {
+    let files = crate::pki::TlsFiles {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        crl: args.crl.clone(),
+    };
+    let channel = crate::rpc::client::connect(node, &files, args.server_name.as_deref()).await?;
+    let mut client = pb::operations_client::OperationsClient::new(channel);
+    client
+        .sync_status(pb::SyncStatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| anyhow::anyhow!("status from {node}: {}", explain_status(&e)))
+}
+
+fn json_of(node: &str, s: &pb::SyncStatusResponse, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "node": node,
+        "region": region(s.region),
+        "ready": s.ready,
+        "origins": s.origins.iter().map(|o| serde_json::json!({
+            "origin": region(o.origin),
+            "local_head": o.local_head,
+            "best_peer_head": o.best_peer_head,
+            "lag_entries": o.lag_entries,
+            "lag_seconds": o.lag_seconds,
+            "state": origin_state(o),
+            "feeder": o.feeder,
+        })).collect::<Vec<_>>(),
+        "peers": s.peers.iter().map(|p| serde_json::json!({
+            "address": p.address,
+            "identity": p.identity,
+            "connected": p.connected,
+            "errors": p.errors_total,
+            "last_error": p.last_error,
+        })).collect::<Vec<_>>(),
+        "certificates": s.certificates.iter().map(|c| serde_json::json!({
+            "identity": c.identity,
+            "role": c.role,
+            "not_after_unix_seconds": c.not_after_unix_seconds,
+            "days_left": (c.not_after_unix_seconds - now) / 86_400,
+        })).collect::<Vec<_>>(),
+        "health": s.health.iter().map(|h| serde_json::json!({
+            "component": h.component, "up": h.up, "reason": h.reason,
+        })).collect::<Vec<_>>(),
+        "alarms": s.alarms,
+        "problems": problems(s),
+    })
+}
+
+/// Origins × nodes: each cell the node's head of the origin and its state there.
+fn print_matrix(answers: &[(String, anyhow::Result<pb::SyncStatusResponse>)]) {
+    let origins: BTreeSet<u32> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .flat_map(|s| s.origins.iter().map(|o| o.origin))
+        .collect();
+    print!("{:<8}", "origin");
+    for (node, a) in answers {
+        let title = match a {
+            Ok(s) => format!("{} {}", region(s.region), node),
+            Err(_) => format!("? {node}"),
+        };
+        print!(" {title:>28}");
+    }
+    println!();
+    for origin in origins {
+        print!("{:<8}", region(origin));
+        for (_, a) in answers {
+            let cell = match a {
+                Ok(s) => match s.origins.iter().find(|o| o.origin == origin) {
+                    Some(o) if o.lag_entries > 0 => {
+                        format!("{} {} (-{})", o.local_head, origin_state(o), o.lag_entries)
+                    }
+                    Some(o) => format!("{} {}", o.local_head, origin_state(o)),
+                    None => "-".to_string(),
+                },
+                Err(_) => "unreachable".to_string(),
+            };
+            print!(" {cell:>28}");
+        }
+        println!();
+    }
+    for (node, a) in answers {
+        match a {
+            Ok(s) => {
+                for p in s.peers.iter().filter(|p| !p.connected) {
+                    println!("{node}: peer {} ({}) disconnected: {}", p.address, p.identity, p.last_error);
+                }
+                for a in &s.alarms {
+                    println!("{node}: ALARM: {a}");
+                }
+            }
+            Err(e) => println!("{node}: UNREACHABLE: {e:#}"),
+        }
+    }
+}
+
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let s = super::runtime()?.block_on(async {
-        let channel = args.node.channel().await?;
-        let mut client = pb::operations_client::OperationsClient::new(channel);
-        client
-            .sync_status(pb::SyncStatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|e| anyhow::anyhow!("status from {}: {}", args.node.node, explain_status(&e)))
-    })?;
+    anyhow::ensure!(
+        args.nodes.len() <= NODES_MAX,
+        "at most {NODES_MAX} --node at once"
+    );
+    let every = args.watch.map(|s| std::time::Duration::from_secs(s.max(1)));
+    super::runtime()?.block_on(async {
+        loop {
+            let mut answers = Vec::with_capacity(args.nodes.len());
+            for node in &args.nodes {
+                answers.push((node.clone(), ask(&args, node).await));
+            }
+            // A single node asked once: its error is the command's error (as before).
+            if args.nodes.len() == 1 && every.is_none() && !args.json {
+                let (_, answer) = answers.pop().expect("one node");
+                return print_one(&answer?);
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let mut bad = 0;
+            if args.json {
+                for (node, a) in &answers {
+                    let v = match a {
+                        Ok(s) => {
+                            bad += usize::from(!problems(s).is_empty());
+                            json_of(node, s, now)
+                        }
+                        Err(e) => {
+                            bad += 1;
+                            serde_json::json!({ "node": node, "error": format!("{e:#}") })
+                        }
+                    };
+                    println!("{v}");
+                }
+            } else if answers.len() == 1 {
+                let (_, a) = &answers[0];
+                match a {
+                    Ok(s) => bad += usize::from(print_one(s)? != ExitCode::SUCCESS),
+                    Err(e) => {
+                        bad += 1;
+                        println!("UNREACHABLE: {e:#}");
+                    }
+                }
+            } else {
+                bad += answers
+                    .iter()
+                    .filter(|(_, a)| a.as_ref().map_or(true, |s| !problems(s).is_empty()))
+                    .count();
+                print_matrix(&answers);
+            }
+            let code = if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            let Some(every) = every else {
+                return Ok(code);
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(code),
+            }
+            if !args.json {
+                println!();
+            }
+        }
+    })
+}
+
+/// One node's tables; exit code 2 when something is wrong there.
+fn print_one(s: &pb::SyncStatusResponse) -> anyhow::Result<ExitCode> {
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     println!("node {}", region(s.region));
     println!(
@@ -114,7 +320,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     for c in &s.certificates {
         let days = (c.not_after_unix_seconds - now_ms / 1000) / 86_400;
-        println!("certificate {} expires in {days} days", c.identity);
+        println!("certificate {} expires in {days} days ({})", c.identity, c.role);
+    }
+    for h in s.health.iter().filter(|h| !h.up) {
+        println!("part {} DOWN: {}", h.component, h.reason);
+    }
+    if !s.ready {
+        problems += 1;
     }
     if !s.revocation_on {
         println!("revocation: off (tls.crl is not set)");
