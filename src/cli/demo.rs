@@ -328,7 +328,8 @@ impl LocalFederation {
         Ok(())
     }
 
-    fn files(&self, name: &str) -> TlsFiles {
+    /// The TLS files of certificate `name` in the federation's certs directory (CA: certs/ca.pem).
+    pub fn files(&self, name: &str) -> TlsFiles {
         let certs = certs_dir(&self.dir);
         TlsFiles {
             ca: certs.join("ca.pem"),

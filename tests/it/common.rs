@@ -245,3 +245,57 @@ pub fn publish(fed: &Fed, addr: &str, file: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     cxnode(fed.path(), &args)
 }
+
+/// Whether `program` can be run; when it cannot, says SKIPPED, or fails when CXNODE_REQUIRE_TOOLS
+/// is set (`.ci/run` installs every tool and sets it, so CI cannot skip).
+pub fn have_tool(program: &str, version_arg: &str) -> bool {
+    match Command::new(program).arg(version_arg).output() {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CXNODE_REQUIRE_TOOLS").is_none() => {
+            eprintln!("SKIPPED: {program} is not installed ({e}); see .ci/run for how to install it");
+            false
+        }
+        Err(e) => panic!("{program} is required here (CXNODE_REQUIRE_TOOLS is set): {e}"),
+    }
+}
+
+/// GET `path` from a plain HTTP/1.1 server at `addr`: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// The DOM of `url` as headless Chromium renders it (Debian's chromium, flags for a closed
+/// network and a fresh profile).
+pub fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

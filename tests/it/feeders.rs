@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
+pub(crate) enum Flow {
     Pass,
     /// Connections stay open; nothing passes.
     Freeze,
@@ -24,9 +24,9 @@ enum Flow {
 }
 
 /// A TCP proxy on loopback to `target` whose flow the test sets.
-struct Proxy {
-    addr: SocketAddr,
-    flow: watch::Sender<Flow>,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
+    pub(crate) flow: watch::Sender<Flow>,
 }
 
 /// Copies `from` to `to` while the flow passes; ends when either side closes or the flow is cut.
@@ -58,7 +58,7 @@ async fn pump(
     }
 }
 
-async fn proxy(target: SocketAddr) -> Proxy {
+pub(crate) async fn proxy(target: SocketAddr) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let (flow, rx) = watch::channel(Flow::Pass);

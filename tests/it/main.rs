@@ -8,6 +8,7 @@ mod federation;
 mod feed;
 mod feeders;
 mod netns;
+mod operators;
 mod process;
 mod security;
 mod store;
