@@ -589,6 +589,9 @@ mod tests {
         assert_eq!(c.listen.port(), 7443);
         assert!(c.store.dir.ends_with("data/330000"));
         assert!(c.tls.crl.is_some());
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9443".parse().expect("addr")));
+        assert_eq!(c.expiry_warning_days, 30);
+        assert_eq!(c.unwell_exit, Duration::from_secs(5));
         let policy = c.policy.expect("the example names a policy");
         crate::policy::Policy::load(c.region, &policy).expect("example policy is valid");
     }
@@ -618,6 +621,18 @@ mod tests {
                 "store.index_batch_entries_max",
             ),
             (good.replace("format = \"human\"", "format = \"xml\""), "log.format"),
+            (
+                good.replace("listen = \"127.0.0.1:9443\"", "listen = \"9443\""),
+                "admin.listen",
+            ),
+            (
+                good.replace("expiry_warning_days = 30", "expiry_warning_days = 0"),
+                "tls.expiry_warning_days",
+            ),
+            (
+                good.replace("unwell_exit_seconds = 5", "unwell_exit_seconds = 3600"),
+                "node.unwell_exit_seconds",
+            ),
             (good.replace("[store]", "[store]\nsurprise = 1"), "surprise"),
             (good.replace("region = \"330000\"\n", ""), "region"),
         ];
