@@ -339,8 +339,8 @@ impl Config {
     /// Parses and validates `text`; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        let region = Region::parse(&raw.node.region)
-            .map_err(|e| format!("node.region: {e} (use the six-digit GB/T 2260 province code, e.g. \"330000\")"))?;
+        let region = Region::parse_node(&raw.node.region)
+            .map_err(|e| format!("node.region: {e} (use the six-digit GB/T 2260 province code, e.g. \"330000\", or \"100000\" for the national hub)"))?;
         let listen: SocketAddr = raw.node.listen.parse().map_err(|_| {
             format!(
                 "node.listen: {:?} is not an address:port (e.g. \"0.0.0.0:7443\")",
@@ -433,7 +433,7 @@ impl Config {
         }
         let mut peers = Vec::with_capacity(raw.peers.len());
         for (i, p) in raw.peers.iter().enumerate() {
-            let peer_region = Region::parse(&p.region).map_err(|e| format!("peers[{i}].region: {e}"))?;
+            let peer_region = Region::parse_node(&p.region).map_err(|e| format!("peers[{i}].region: {e}"))?;
             if peer_region == region {
                 return Err(format!(
                     "peers[{i}].region: {peer_region} is this node's own region; peers are other provinces' nodes"

@@ -109,7 +109,7 @@ fn identity(args: &IssueArgs) -> anyhow::Result<Identity> {
             .region
             .as_deref()
             .context("--region is required for this kind (e.g. --region 330000)")?;
-        Ok(Region::parse(r)?)
+        Ok(Region::parse_node(r)?)
     };
     Ok(match args.kind {
         Kind::Node => Identity::Node(region()?),

@@ -20,18 +20,54 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Provinces the demo uses, in order.
-const DEMO_REGIONS: [&str; 8] = [
-    "330000", "320000", "310000", "110000", "440000", "510000", "420000", "370000",
+/// Provinces the demo uses, in order (all 31).
+const DEMO_PROVINCES: [&str; 31] = [
+    "330000", "320000", "310000", "110000", "440000", "510000", "420000", "370000", "120000", "130000", "140000",
+    "150000", "210000", "220000", "230000", "340000", "350000", "360000", "410000", "430000", "450000", "460000",
+    "500000", "520000", "530000", "540000", "610000", "620000", "630000", "640000", "650000",
 ];
-/// How long the demo waits for convergence once publishing stops.
+/// Nodes a demo runs at most: every province and the national hub.
+pub const DEMO_NODES_MAX: usize = 32;
+
+/// The regions of an `n`-node demo: with a hub topology the national hub first, then
+/// provinces; otherwise provinces, and the national hub as the 32nd node.
+pub fn demo_regions(n: usize, topology: Topology) -> anyhow::Result<Vec<Region>> {
+    anyhow::ensure!(
+        (1..=DEMO_NODES_MAX).contains(&n),
+        "--nodes must be 1..={DEMO_NODES_MAX} (31 provinces and the national hub)"
+    );
+    let provinces = DEMO_PROVINCES.iter().map(|r| Region::parse(r));
+    let mut regions: Vec<Region> = if topology == Topology::Hub {
+        std::iter::once(Ok(Region::NATIONAL_HUB))
+            .chain(provinces)
+            .take(n)
+            .collect::<Result<_, _>>()?
+    } else {
+        provinces.take(n).collect::<Result<_, _>>()?
+    };
+    if regions.len() < n {
+        regions.push(Region::NATIONAL_HUB);
+    }
+    Ok(regions)
+}
+/// How long the demo waits for convergence once publishing stops, and more per node.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+const CONVERGE_PER_NODE: Duration = Duration::from_secs(5);
+/// Publishing batches per second in each province (a federation of more than
+/// `SMALL_FEDERATION_NODES` publishes one a second).
+const PUBLISH_TICKS_PER_SECOND: u64 = 10;
+const SMALL_FEDERATION_NODES: usize = 8;
+
+fn fed_size_large(nodes: usize) -> bool {
+    nodes > SMALL_FEDERATION_NODES
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Topology {
     /// Every node pulls from every other.
     Mesh,
-    /// The first node is a national hub; every other node pulls only from it (and it from them).
+    /// The first node is the national hub (100000); every province pulls only from it (and it
+    /// from them).
     Hub,
     /// Each node pulls from its neighbours only: A - B - C - ...
     Chain,
@@ -113,7 +149,7 @@ fn issue(certs: &Path, identity: Identity, name: &str) -> anyhow::Result<()> {
     let req = IssueRequest {
         identity,
         not_before: now - time::Duration::hours(1),
-        not_after: now + time::Duration::days(30),
+        not_after: now + time::Duration::days(90),
         dns_names: vec!["localhost".to_string()],
         ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
     };
@@ -147,18 +183,10 @@ impl LocalFederation {
         topology: Topology,
         feed_clock: Option<crate::delivery::Clock>,
     ) -> anyhow::Result<LocalFederation> {
-        anyhow::ensure!(
-            (1..=DEMO_REGIONS.len()).contains(&n),
-            "--nodes must be 1..={}",
-            DEMO_REGIONS.len()
-        );
+        let regions = demo_regions(n, topology)?;
         let certs = certs_dir(dir);
-        pki::init_ca(&certs, "cxnode demo federation CA", 30)?;
+        pki::init_ca(&certs, "cxnode demo federation CA", 365)?;
         issue(&certs, Identity::Operator("demo".to_string()), "operator-demo")?;
-        let regions: Vec<Region> = DEMO_REGIONS[..n]
-            .iter()
-            .map(|r| Region::parse(r))
-            .collect::<Result<_, _>>()?;
         let mut listeners = Vec::new();
         for r in &regions {
             issue(&certs, Identity::Node(*r), &format!("node-{r}"))?;
@@ -510,28 +538,67 @@ impl LocalFederation {
     }
 }
 
-fn print_table(fed: &LocalFederation, heads: &[Heads], elapsed: Duration) {
-    let mut line = format!("t={:>4.0}s |", elapsed.as_secs_f64());
-    for (i, n) in fed.nodes.iter().enumerate() {
-        line.push_str(&format!(" node {}:", n.region));
-        for o in &fed.nodes {
-            let seq = heads
-                .get(i)
-                .and_then(|h| h.get(&o.region.code()))
-                .map(|h| h.0)
-                .unwrap_or(0);
-            line.push_str(&format!(" {seq:>6}"));
-        }
-        line.push_str(" |");
+/// Every node's heads, asked of all nodes at once (an unreachable node counts as holding nothing).
+async fn all_heads(fed: &std::sync::Arc<LocalFederation>) -> Vec<Heads> {
+    let mut asking = tokio::task::JoinSet::new();
+    for i in 0..fed.nodes.len() {
+        let fed = fed.clone();
+        asking.spawn(async move { (i, fed.heads(i).await.unwrap_or_default()) });
     }
-    println!("{line}");
+    let mut heads = vec![Heads::default(); fed.nodes.len()];
+    while let Some(Ok((i, h))) = asking.join_next().await {
+        heads[i] = h;
+    }
+    heads
+}
+
+/// One line per tick, readable at 32 nodes: how many nodes hold every origin's newest head, the
+/// worst lag and where, and how much has been published.
+fn print_tick(fed: &LocalFederation, heads: &[Heads], elapsed: Duration) {
+    let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
+    for h in heads {
+        for (origin, v) in h {
+            let e = newest.entry(*origin).or_default();
+            *e = (*e).max(v.0);
+        }
+    }
+    let mut complete = 0;
+    let mut worst: Option<(u64, u32, Region)> = None;
+    for (i, h) in heads.iter().enumerate() {
+        let mut all = true;
+        for (origin, top) in &newest {
+            let have = h.get(origin).map_or(0, |v| v.0);
+            let lag = top - have;
+            if lag > 0 {
+                all = false;
+                if worst.is_none_or(|w| lag > w.0) {
+                    worst = Some((lag, *origin, fed.nodes[i].region));
+                }
+            }
+        }
+        complete += usize::from(all);
+    }
+    let entries: u64 = newest.values().sum();
+    let lag = match worst {
+        Some((lag, origin, node)) => format!("worst lag {lag} entries of origin {origin:06} at node {node}"),
+        None => "no lag".to_string(),
+    };
+    println!(
+        "t={:>4.0}s | {complete}/{} nodes hold every origin's newest head | {lag} | {entries} entries in {} origins",
+        elapsed.as_secs_f64(),
+        fed.nodes.len(),
+        newest.len()
+    );
 }
 
 /// What a department sees: at the last node, the first origin's penalties through a feed, and
 /// the merged profile of one company.
 async fn show_department(fed: &LocalFederation) -> anyhow::Result<()> {
     let at = fed.nodes.len() - 1;
-    let (origin, node) = (fed.nodes[0].region, fed.nodes[at].region);
+    let Some(origin) = fed.nodes.iter().map(|n| n.region).find(|r| !r.is_national_hub()) else {
+        return Ok(());
+    };
+    let node = fed.nodes[at].region;
     let mut client = fed.feed_client(at, &format!("department-{node}-demo")).await?;
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
@@ -578,7 +645,6 @@ async fn show_department(fed: &LocalFederation) -> anyhow::Result<()> {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init(crate::config::LogFormat::Human, "warn");
     let temp;
     let dir = match &args.dir {
         Some(d) => {
@@ -591,6 +657,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             temp.clone()
         }
     };
+    // The nodes' logs go to a file, not the terminal: nodes starting and stopping together warn
+    // about peers not up yet, which is expected and would scroll the ticks away.
+    let log = match &args.dir {
+        Some(d) => d.join("nodes.log"),
+        None => std::env::temp_dir().join(format!("cxnode-demo-{}.log", std::process::id())),
+    };
+    crate::telemetry::init_to_file(&log, "info")?;
+    println!("node logs: {}", log.display());
     let rt = super::runtime()?;
     let converged = rt.block_on(demo(&args, &dir))?;
     if args.dir.is_none() {
@@ -611,18 +685,23 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         dir.display()
     );
     let fed = LocalFederation::start(dir, args.nodes, args.topology).await?;
-    let origins: Vec<String> = fed.nodes.iter().map(|n| n.region.to_string()).collect();
-    println!("columns: each node's head seq for origins {}", origins.join(", "));
+    let names: Vec<String> = fed.nodes.iter().map(|n| format!("{} {}", n.region, n.region.name_en())).collect();
+    println!("nodes: {}", names.join(", "));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut publishers = Vec::new();
-    let per_tick = (args.rate / 10).max(1) as usize;
+    // Each province publishes PUBLISH_TICKS_PER_SECOND batches a second: every batch is a group
+    // commit and a signed checkpoint that every other node verifies, so a large federation on one
+    // machine publishes fewer, larger batches.
+    let ticks = if fed_size_large(args.nodes) { 1 } else { PUBLISH_TICKS_PER_SECOND };
+    let per_tick = (args.rate / ticks).max(1) as usize;
     let fed = std::sync::Arc::new(fed);
-    for i in 0..fed.nodes.len() {
+    // The national hub relays; it has no records of its own to publish.
+    for i in (0..fed.nodes.len()).filter(|i| !fed.nodes[*i].region.is_national_hub()) {
         let fed = fed.clone();
         let mut stop = stop_rx.clone();
         let mut gen = RecordGenerator::new(i as u64 + 1, fed.nodes[i].region);
         publishers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(Duration::from_millis(1000 / ticks));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -643,11 +722,8 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => { println!("Ctrl-C: stopping publishers"); break; }
         }
-        let mut heads = Vec::new();
-        for i in 0..fed.nodes.len() {
-            heads.push(fed.heads(i).await.unwrap_or_default());
-        }
-        print_table(&fed, &heads, started.elapsed());
+        let heads = all_heads(&fed).await;
+        print_tick(&fed, &heads, started.elapsed());
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -657,22 +733,20 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         let _ = p.await;
     }
     println!("publishers stopped; waiting for every node to hold every origin's whole log");
-    let converged = fed.wait_converged(CONVERGE_WITHIN).await?;
-    let mut heads = Vec::new();
-    for i in 0..fed.nodes.len() {
-        heads.push(fed.heads(i).await.unwrap_or_default());
-    }
-    print_table(&fed, &heads, started.elapsed());
+    let within = CONVERGE_WITHIN + CONVERGE_PER_NODE * fed.nodes.len() as u32;
+    let converged = fed.wait_converged(within).await?;
+    let heads = all_heads(&fed).await;
+    print_tick(&fed, &heads, started.elapsed());
     let total: u64 = heads.first().map(|h| h.values().map(|v| v.0).sum()).unwrap_or(0);
     if converged {
         println!(
             "CONVERGED: all {} nodes hold identical logs (same head seq and hash) for {} origins, {total} entries",
             fed.nodes.len(),
-            fed.nodes.len()
+            heads.first().map_or(0, |h| h.len())
         );
         show_department(&fed).await?;
     } else {
-        println!("NOT CONVERGED within {CONVERGE_WITHIN:?}");
+        println!("NOT CONVERGED within {within:?}");
     }
     let fed = std::sync::Arc::try_unwrap(fed).map_err(|_| anyhow::anyhow!("publishers still hold the federation"))?;
     fed.shutdown().await?;

@@ -68,7 +68,7 @@ pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let configured = config.peers.iter().find(|p| p.address == args.from_peer);
     let region = match (&args.peer_region, configured) {
-        (Some(r), _) => Region::parse(r).map_err(|e| anyhow::anyhow!("--peer-region: {e}"))?,
+        (Some(r), _) => Region::parse_node(r).map_err(|e| anyhow::anyhow!("--peer-region: {e}"))?,
         (None, Some(p)) => p.region,
         (None, None) => anyhow::bail!(
             "{} is not a configured peer: pass --peer-region (the region its node certificate names)",

@@ -40,7 +40,7 @@ impl Identity {
             .strip_prefix(SCHEME)
             .ok_or_else(|| invalid("must start with cx://"))?;
         let parts: Vec<&str> = rest.split('/').collect();
-        let region = |s: &str| Region::parse(s).map_err(|e| invalid(&e.to_string()));
+        let region = |s: &str| Region::parse_node(s).map_err(|e| invalid(&e.to_string()));
         match parts.as_slice() {
             ["node", r] => Ok(Identity::Node(region(r)?)),
             ["publisher", r] => Ok(Identity::Publisher(region(r)?)),

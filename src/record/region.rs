@@ -60,24 +60,55 @@ pub struct RegionError {
     pub value: String,
 }
 
+/// The national hub's code (GB/T 2260's code of the whole country): a node with an origin log of
+/// its own (checkpoints, receipts of national departments) that relays every province's. It is
+/// not a province: never a record's region, a USCC's or an ID's (`parse` refuses it).
+pub const NATIONAL_HUB_CODE: u32 = 100000;
+const NATIONAL_HUB: (u32, &str, &str) = (NATIONAL_HUB_CODE, "全国", "National hub");
+
 impl Region {
+    /// The national hub, as a node and an origin.
+    pub const NATIONAL_HUB: Region = Region(NATIONAL_HUB_CODE);
+
     /// Accepts exactly six ASCII digits naming one of the 31 provinces; no trimming, no sign.
+    /// For record fields: the national hub's code is not accepted.
     pub fn parse(s: &str) -> Result<Region, RegionError> {
         let bad = || RegionError { value: s.to_owned() };
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
-        let code = s.parse().map_err(|_| bad())?;
-        Region::from_code(code).map_err(|_| bad())
+        let code: u32 = s.parse().map_err(|_| bad())?;
+        match PROVINCES.binary_search_by_key(&code, |p| p.0) {
+            Ok(_) => Ok(Region(code)),
+            Err(_) => Err(bad()),
+        }
     }
 
+    /// Like `parse`, and also the national hub (`100000`): the region of a node, or of an
+    /// identity, a peer or an origin.
+    pub fn parse_node(s: &str) -> Result<Region, RegionError> {
+        if s == "100000" {
+            return Ok(Region::NATIONAL_HUB);
+        }
+        Region::parse(s)
+    }
+
+    /// A province's or the national hub's code, as carried on the wire (origins, nodes).
     pub fn from_code(code: u32) -> Result<Region, RegionError> {
+        if code == NATIONAL_HUB_CODE {
+            return Ok(Region::NATIONAL_HUB);
+        }
         match PROVINCES.binary_search_by_key(&code, |p| p.0) {
             Ok(_) => Ok(Region(code)),
             Err(_) => Err(RegionError {
                 value: code.to_string(),
             }),
         }
+    }
+
+    /// Whether this is the national hub rather than a province.
+    pub fn is_national_hub(self) -> bool {
+        self.0 == NATIONAL_HUB_CODE
     }
 
     pub fn code(self) -> u32 {
@@ -97,14 +128,18 @@ impl Region {
         &ALL
     }
 
-    /// Position in `all()`, handy for per-province tables elsewhere.
+    /// Position in `all()`, handy for per-province tables elsewhere. Provinces only: the
+    /// national hub has none (it panics; ask `is_national_hub` first).
     pub fn index(self) -> usize {
         PROVINCES
             .binary_search_by_key(&self.0, |p| p.0)
-            .expect("a region is only built from a code in PROVINCES")
+            .expect("a province: the national hub is in no per-province table")
     }
 
     fn entry(self) -> &'static (u32, &'static str, &'static str) {
+        if self.is_national_hub() {
+            return &NATIONAL_HUB;
+        }
         &PROVINCES[self.index()]
     }
 }
@@ -157,6 +192,13 @@ mod tests {
             assert!(err.to_string().starts_with("not a province-level region code"));
         }
         assert!(Region::from_code(999999).is_err());
+        // The national hub is a node and an origin, never a record's region.
+        assert!(Region::parse("100000").is_err());
+        let hub = Region::parse_node("100000").expect("the hub is a node region");
+        assert!(hub.is_national_hub() && Region::from_code(100000) == Ok(hub));
+        assert_eq!(hub.name_en(), "National hub");
+        assert_eq!(Region::parse_node("330000"), Region::parse("330000"));
+        assert!(Region::parse_node("100001").is_err());
         assert_eq!(Region::from_code(650000).map(Region::name_en), Ok("Xinjiang"));
     }
 }

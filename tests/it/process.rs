@@ -650,8 +650,19 @@ fn the_demo_federation_converges() {
         stdout.contains("CONVERGED: all 3 nodes hold identical logs"),
         "{stdout}"
     );
-    // The stores it leaves verify offline.
-    for region in ["330000", "320000", "310000"] {
+    // One compact line per tick, the last one with every node complete; node logs in a file.
+    let last_tick = stdout
+        .lines()
+        .filter(|l| l.starts_with("t="))
+        .last()
+        .unwrap_or_default();
+    assert!(
+        last_tick.contains("3/3 nodes hold every origin's newest head | no lag"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("fed").join("nodes.log").is_file(), "{stdout}");
+    // The stores it leaves verify offline: the national hub's and the two provinces'.
+    for region in ["100000", "330000", "320000"] {
         let data = dir.path().join("fed").join(format!("data-{region}"));
         let report = cxnode_ok(dir.path(), &["verify", "--data", data.to_str().expect("utf-8")]);
         assert!(report.contains("OK: store verified"), "{region}: {report}");
