@@ -230,7 +230,9 @@ pub async fn serve(
             if !addr.ip().is_loopback() {
                 tracing::warn!(admin = %addr, "admin.listen is not a loopback address: metrics and the status page are served without authentication to whoever reaches it");
             }
-            Some(TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?)
+            let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+            tracing::info!(region = %config.region, admin = %addr, "admin port serving /metrics, /livez, /readyz and the status page");
+            Some(listener)
         }
         None => None,
     };

@@ -98,6 +98,8 @@ pub struct LocalNode {
     pub region: Region,
     pub addr: SocketAddr,
     pub data: PathBuf,
+    /// The node's admin port, when it has one.
+    pub admin: Option<SocketAddr>,
     config_text: String,
     /// The file system its journal is on, when not the real one (fault injection in tests).
     journal_fs: Option<crate::store::fs::SharedFs>,
@@ -183,6 +185,21 @@ impl LocalFederation {
         topology: Topology,
         feed_clock: Option<crate::delivery::Clock>,
     ) -> anyhow::Result<LocalFederation> {
+        Self::start_inner(dir, n, topology, feed_clock, false).await
+    }
+
+    /// `start`, every node with its admin port (metrics, probes, status page) on loopback.
+    pub async fn start_with_admin(dir: &Path, n: usize, topology: Topology) -> anyhow::Result<LocalFederation> {
+        Self::start_inner(dir, n, topology, None, true).await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        n: usize,
+        topology: Topology,
+        feed_clock: Option<crate::delivery::Clock>,
+        admin: bool,
+    ) -> anyhow::Result<LocalFederation> {
         let regions = demo_regions(n, topology)?;
         let certs = certs_dir(dir);
         pki::init_ca(&certs, "cxnode demo federation CA", 365)?;
@@ -211,10 +228,18 @@ impl LocalFederation {
                 },
                 &format!("department-{r}-demo"),
             )?;
-            let text = node_config(*r, addrs[i], &data, &peers, "");
+            let mut text = node_config(*r, addrs[i], &data, &peers, "");
+            let admin = if admin {
+                let at = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                text.push_str(&format!("[admin]\nlisten = \"{at}\"\n"));
+                Some(at)
+            } else {
+                None
+            };
             nodes.push(LocalNode {
                 region: *r,
                 addr: addrs[i],
+                admin,
                 data: dir.join(format!("data-{r}")),
                 config_text: text,
                 journal_fs: None,
@@ -263,6 +288,7 @@ impl LocalFederation {
             region,
             addr,
             data: self.dir.join(data),
+            admin: None,
             config_text: text,
             journal_fs: None,
             stop: None,
@@ -679,12 +705,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     println!(
-        "starting {} provinces ({:?}) on loopback in {}",
+        "starting {} nodes ({:?}) on loopback in {}",
         args.nodes,
         args.topology,
         dir.display()
     );
-    let fed = LocalFederation::start(dir, args.nodes, args.topology).await?;
+    let fed = LocalFederation::start_with_admin(dir, args.nodes, args.topology).await?;
+    if let Some(page) = fed.nodes.first().and_then(|n| n.admin) {
+        println!(
+            "status page of node {}: http://{page}/ (metrics at /metrics; every node has one: nodes.log lists them)",
+            fed.nodes[0].region
+        );
+    }
     let names: Vec<String> = fed.nodes.iter().map(|n| format!("{} {}", n.region, n.region.name_en())).collect();
     println!("nodes: {}", names.join(", "));
     let (stop_tx, stop_rx) = watch::channel(false);

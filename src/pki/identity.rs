@@ -192,10 +192,16 @@ mod tests {
         Region::parse(s).expect("test region is valid")
     }
 
+    fn cxnode_hub() -> Region {
+        Region::parse_node("100000").expect("the national hub")
+    }
+
     #[test]
     fn uri_round_trips() {
         let cases = [
             Identity::Node(region("330000")),
+            // The national hub is a node too.
+            Identity::Node(cxnode_hub()),
             Identity::Publisher(region("110000")),
             Identity::Department {
                 region: region("650000"),
@@ -232,7 +238,8 @@ mod tests {
             "cx://node/330000/",
             "cx://node/330100",
             "cx://node/990000",
-            "cx://node/100000",
+            "cx://node/100001",
+            "cx://publisher/990000",
             "cx://node/33000",
             "cx://node/３30000",
             "cx://node",

@@ -30,7 +30,8 @@ pub fn rule(path: &str) -> Option<Rule> {
         // Receipts name departments and records: operators' business, like the sync status.
         "/cx.v1.Operations/SyncStatus" | "/cx.v1.Operations/Receipts" => Rule::Granted(Rpc::SyncStatus),
         "/grpc.health.v1.Health/Check" | "/grpc.health.v1.Health/Watch" => Rule::AnyCaller,
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo" => Rule::AnyCaller,
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => Rule::AnyCaller,
         _ => return None,
     })
 }
@@ -177,6 +178,7 @@ mod tests {
             super::super::pb::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ] {
             let set = prost_types::FileDescriptorSet::decode(set).expect("descriptor set");
             for file in set.file {

@@ -180,6 +180,9 @@ impl ReloadableTls {
         if now == before {
             return false;
         }
+        // What changed, for the log: [CA bundle, certificate, key, CRL].
+        let changed: Vec<bool> = now.iter().zip(before.iter()).map(|(a, b)| a != b).collect();
+        let crl_changed = changed.get(3).copied().unwrap_or(false);
         *self.stamps.write().unwrap_or_else(|p| p.into_inner()) = now;
         let crl = self.files.crl.as_deref();
         let number = match crl {
@@ -216,12 +219,15 @@ impl ReloadableTls {
                 // After the verifier is swapped: a handshake registered from now on compares its
                 // generation and is judged again (the sweep below catches those registered before).
                 self.generation.fetch_add(1, Ordering::SeqCst);
-                tracing::info!(
-                    ca = %self.files.ca.display(),
-                    cert = %self.files.cert.display(),
-                    crl = ?crl.map(|p| p.display().to_string()),
-                    "tls material reloaded (CA bundle, node certificate and key, revocation list)"
-                );
+                if changed[0] {
+                    tracing::info!(ca = %self.files.ca.display(), "CA bundle reloaded");
+                }
+                if changed[1] || changed[2] {
+                    tracing::info!(cert = %self.files.cert.display(), "node certificate and key reloaded; new handshakes present them");
+                }
+                if let Some(crl) = crl.filter(|_| crl_changed) {
+                    tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
+                }
                 let cut = self.connections.cut_unverified(verifier.as_ref());
                 if cut > 0 {
                     tracing::warn!(
@@ -232,11 +238,17 @@ impl ReloadableTls {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "new tls material refused; still using the previous certificate, CA bundle and revocation list");
-                if matches!(e, pki::PkiError::CrlRollback { .. }) {
-                    self.crl_status.reload_failed(e.to_string());
+                if crl_changed {
+                    tracing::error!(error = %e, "new revocation list refused; still using the previous one");
+                } else {
+                    tracing::error!(error = %e, "new tls material refused; still using the previous certificate, key and CA bundle");
                 }
-                self.life.reload_failed(e.to_string());
+                // One alarm, where the operator will look: the CRL's when the CRL changed.
+                if crl_changed {
+                    self.crl_status.reload_failed(e.to_string());
+                } else {
+                    self.life.reload_failed(e.to_string());
+                }
                 false
             }
         }

@@ -25,6 +25,15 @@ fn free_addr() -> SocketAddr {
         .expect("addr")
 }
 
+/// Waits until the admin port at `addr` accepts connections (the node binds it as it starts).
+async fn wait_admin(addr: SocketAddr) {
+    let deadline = Instant::now() + WITHIN;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the admin port {addr} never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` on node `i`'s sync status every 250 ms until it holds (or fails after WITHIN).
 async fn wait_status(
     fed: &LocalFederation,
@@ -126,6 +135,7 @@ async fn mesh_with_proxy() -> (tempfile::TempDir, LocalFederation, crate::feeder
         text.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
     });
     fed.start_node(0).await.expect("restart with the proxy and the admin port");
+    wait_admin(admin).await;
     (dir, fed, p, admin)
 }
 
@@ -366,6 +376,7 @@ fn a_failing_fsync_makes_readyz_fail_health_not_serving_and_the_node_stop_with_a
             text.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
         });
         fed.start_node(0).await.expect("start on the failing file system");
+        wait_admin(admin).await;
         let region = fed.nodes[0].region;
         assert_eq!(fed.publish(0, lines(1, region, 10)).await.expect("publish"), 10);
         assert_eq!(http_get(admin, "/readyz").0, 200);
@@ -499,7 +510,7 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
             move || {
                 cxnode(
                     &d,
-                    &["certs", "renew", "--ca-dir", "certs2", "--cert", &cert, "--validity-days", "90"],
+                    &["certs", "renew", "--ca-dir", "certs2", "--cert", &cert, "--validity-days", "300"],
                 )
             }
         })
@@ -543,6 +554,54 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
         assert!(link.connected, "{link:?}");
         assert_eq!(link.errors_total, errors_before, "the Sync stream was not dropped: {link:?}");
         assert!(link.entries_received > entries_before);
+        fed.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn both_reflection_versions_list_the_services() {
+    rt().block_on(async {
+        let (_dir, fed) = federation(1, Topology::Mesh).await;
+        let (addr, files) = (fed.nodes[0].addr.to_string(), fed.files("operator-demo"));
+        let connect = || cxnode::rpc::client::connect(&addr, &files, Some("localhost"));
+        use tonic_reflection::pb::{v1, v1alpha};
+        let mut client = v1::server_reflection_client::ServerReflectionClient::new(connect().await.expect("connect"));
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1 reflection")
+            .into_inner();
+        let v1_names: Vec<String> = match answers.message().await.expect("answer").and_then(|r| r.message_response) {
+            Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("v1: {other:?}"),
+        };
+        let mut client =
+            v1alpha::server_reflection_client::ServerReflectionClient::new(connect().await.expect("connect"));
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1alpha reflection (what many clients still ask for)")
+            .into_inner();
+        let alpha_names: Vec<String> = match answers.message().await.expect("answer").and_then(|r| r.message_response) {
+            Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("v1alpha: {other:?}"),
+        };
+        for wanted in ["cx.v1.Publisher", "cx.v1.Replication", "cx.v1.Feed", "cx.v1.Operations", "grpc.health.v1.Health"] {
+            assert!(v1_names.iter().any(|n| n == wanted), "v1 lacks {wanted}: {v1_names:?}");
+            assert!(alpha_names.iter().any(|n| n == wanted), "v1alpha lacks {wanted}: {alpha_names:?}");
+        }
         fed.shutdown().await.expect("shutdown");
     });
 }
