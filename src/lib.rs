@@ -9,9 +9,9 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod feed;
-pub mod health;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod health;
 pub mod link;
 pub mod log;
 pub mod node;

@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use crate::delivery::{system_clock, Clock, Deliveries};
-use crate::link::{run_peer, Link};
 use crate::health::{Component, Health};
+use crate::link::{run_peer, Link};
 use crate::pki::{self, Identity, NodeSigner, ReloadingSigner};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
 use crate::rpc::feed::FeedService;
@@ -230,7 +230,9 @@ pub async fn serve(
             if !addr.ip().is_loopback() {
                 tracing::warn!(admin = %addr, "admin.listen is not a loopback address: metrics and the status page are served without authentication to whoever reaches it");
             }
-            let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
             tracing::info!(region = %config.region, admin = %addr, "admin port serving /metrics, /livez, /readyz and the status page");
             Some(listener)
         }

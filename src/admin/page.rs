@@ -136,9 +136,7 @@ fn matrix(h: &mut String, s: &pb::SyncStatusResponse) {
             };
             let _ = write!(h, "<td class=\"{class}\">{text}</td>");
         }
-        let feeder = if o.origin == s.region {
-            "-".to_string()
-        } else if o.feeder.is_empty() {
+        let feeder = if o.origin == s.region || o.feeder.is_empty() {
             "-".to_string()
         } else {
             esc(&o.feeder)
@@ -173,7 +171,9 @@ fn peers(h: &mut String, s: &pb::SyncStatusResponse, now: i64) {
 }
 
 fn parts(h: &mut String, s: &pb::SyncStatusResponse) {
-    h.push_str("<h2>Node</h2><table id=\"health\"><tr><th class=\"l\">part</th><th>state</th><th class=\"l\">why</th></tr>");
+    h.push_str(
+        "<h2>Node</h2><table id=\"health\"><tr><th class=\"l\">part</th><th>state</th><th class=\"l\">why</th></tr>",
+    );
     for p in &s.health {
         let state = if p.up { "up" } else { "down" };
         let _ = write!(
@@ -290,8 +290,14 @@ mod tests {
             ..Default::default()
         };
         let page = render(&s, 1_000, 2);
-        assert!(page.contains("<tr data-origin=\"320000\" data-state=\"stalled\">"), "{page}");
-        assert!(page.contains("<tr data-origin=\"330000\" data-state=\"in-sync\">"), "{page}");
+        assert!(
+            page.contains("<tr data-origin=\"320000\" data-state=\"stalled\">"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<tr data-origin=\"330000\" data-state=\"in-sync\">"),
+            "{page}"
+        );
         assert!(page.contains("data-link=\"down\""), "{page}");
         assert!(page.contains("data-count=\"1\""), "{page}");
         assert!(!page.contains("<script>"), "peer text is escaped: {page}");

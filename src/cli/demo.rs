@@ -717,14 +717,22 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             fed.nodes[0].region
         );
     }
-    let names: Vec<String> = fed.nodes.iter().map(|n| format!("{} {}", n.region, n.region.name_en())).collect();
+    let names: Vec<String> = fed
+        .nodes
+        .iter()
+        .map(|n| format!("{} {}", n.region, n.region.name_en()))
+        .collect();
     println!("nodes: {}", names.join(", "));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut publishers = Vec::new();
     // Each province publishes PUBLISH_TICKS_PER_SECOND batches a second: every batch is a group
     // commit and a signed checkpoint that every other node verifies, so a large federation on one
     // machine publishes fewer, larger batches.
-    let ticks = if fed_size_large(args.nodes) { 1 } else { PUBLISH_TICKS_PER_SECOND };
+    let ticks = if fed_size_large(args.nodes) {
+        1
+    } else {
+        PUBLISH_TICKS_PER_SECOND
+    };
     let per_tick = (args.rate / ticks).max(1) as usize;
     let fed = std::sync::Arc::new(fed);
     // The national hub relays; it has no records of its own to publish.

@@ -158,7 +158,10 @@ fn print_matrix(answers: &[(String, anyhow::Result<pb::SyncStatusResponse>)]) {
         match a {
             Ok(s) => {
                 for p in s.peers.iter().filter(|p| !p.connected) {
-                    println!("{node}: peer {} ({}) disconnected: {}", p.address, p.identity, p.last_error);
+                    println!(
+                        "{node}: peer {} ({}) disconnected: {}",
+                        p.address, p.identity, p.last_error
+                    );
                 }
                 for a in &s.alarms {
                     println!("{node}: ALARM: {a}");
@@ -170,10 +173,7 @@ fn print_matrix(answers: &[(String, anyhow::Result<pb::SyncStatusResponse>)]) {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.nodes.len() <= NODES_MAX,
-        "at most {NODES_MAX} --node at once"
-    );
+    anyhow::ensure!(args.nodes.len() <= NODES_MAX, "at most {NODES_MAX} --node at once");
     let every = args.watch.map(|s| std::time::Duration::from_secs(s.max(1)));
     super::runtime()?.block_on(async {
         loop {

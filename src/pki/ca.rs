@@ -490,6 +490,58 @@ fn write_crl_numbered(ca_dir: &Path, number: u64) -> Result<PathBuf, PkiError> {
     Ok(crl_path)
 }
 
+/// Issues a successor of the certificate at `cert` (same identity, DNS names and IP addresses; a
+/// new key; valid from an hour ago for `validity_days`) from the CA in `ca_dir`, which may be a
+/// new CA during a rotation, and puts it in place of `cert` and its key (`NAME.key` beside it):
+/// each written to a new file and renamed over the old one, key first, so a node reloading
+/// meanwhile reads either the old pair, or a mismatch it refuses and retries, never half a file.
+pub fn renew(ca_dir: &Path, cert: &Path, validity_days: i64) -> Result<IssuedPaths, PkiError> {
+    let chain = super::load_cert_chain(cert)?;
+    let leaf = chain.first().ok_or_else(|| PkiError::CertificateInvalid {
+        what: cert.display().to_string(),
+        reason: "no certificate in the file".to_string(),
+    })?;
+    let identity = super::identity_from_cert_der(leaf.as_ref())?;
+    let stem = cert
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| PkiError::InvalidRequest {
+            field: "cert",
+            reason: format!("{} has no file name", cert.display()),
+        })?
+        .to_string();
+    let dir = cert.parent().unwrap_or(Path::new("."));
+    let key = dir.join(format!("{stem}.key"));
+    if !key.is_file() {
+        return Err(PkiError::InvalidRequest {
+            field: "cert",
+            reason: format!("its key {} is not beside it", key.display()),
+        });
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let req = IssueRequest {
+        identity,
+        not_before: now - time::Duration::hours(1),
+        not_after: now + time::Duration::days(validity_days),
+        dns_names: super::dns_names_of_cert_der(leaf.as_ref()),
+        ip_addresses: super::identity::ip_addresses_of_cert_der(leaf.as_ref()),
+    };
+    let staged = format!("{stem}.renewing-{}", std::process::id());
+    let issued = issue(ca_dir, &req, dir, &staged)?;
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| PkiError::Write {
+            path: to.to_path_buf(),
+            source,
+        })
+    };
+    rename(&issued.key, &key)?;
+    rename(&issued.cert, cert)?;
+    Ok(IssuedPaths {
+        cert: cert.to_path_buf(),
+        key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,56 +703,4 @@ mod tests {
         let err = revoke(dir.path(), &foreign.cert, "unspecified").expect_err("foreign");
         assert!(matches!(err, PkiError::NotIssuedByCa { .. }), "{err}");
     }
-}
-
-/// Issues a successor of the certificate at `cert` (same identity, DNS names and IP addresses; a
-/// new key; valid from an hour ago for `validity_days`) from the CA in `ca_dir`, which may be a
-/// new CA during a rotation, and puts it in place of `cert` and its key (`NAME.key` beside it):
-/// each written to a new file and renamed over the old one, key first, so a node reloading
-/// meanwhile reads either the old pair, or a mismatch it refuses and retries, never half a file.
-pub fn renew(ca_dir: &Path, cert: &Path, validity_days: i64) -> Result<IssuedPaths, PkiError> {
-    let chain = super::load_cert_chain(cert)?;
-    let leaf = chain.first().ok_or_else(|| PkiError::CertificateInvalid {
-        what: cert.display().to_string(),
-        reason: "no certificate in the file".to_string(),
-    })?;
-    let identity = super::identity_from_cert_der(leaf.as_ref())?;
-    let stem = cert
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| PkiError::InvalidRequest {
-            field: "cert",
-            reason: format!("{} has no file name", cert.display()),
-        })?
-        .to_string();
-    let dir = cert.parent().unwrap_or(Path::new("."));
-    let key = dir.join(format!("{stem}.key"));
-    if !key.is_file() {
-        return Err(PkiError::InvalidRequest {
-            field: "cert",
-            reason: format!("its key {} is not beside it", key.display()),
-        });
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let req = IssueRequest {
-        identity,
-        not_before: now - time::Duration::hours(1),
-        not_after: now + time::Duration::days(validity_days),
-        dns_names: super::dns_names_of_cert_der(leaf.as_ref()),
-        ip_addresses: super::identity::ip_addresses_of_cert_der(leaf.as_ref()),
-    };
-    let staged = format!("{stem}.renewing-{}", std::process::id());
-    let issued = issue(ca_dir, &req, dir, &staged)?;
-    let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to).map_err(|source| PkiError::Write {
-            path: to.to_path_buf(),
-            source,
-        })
-    };
-    rename(&issued.key, &key)?;
-    rename(&issued.cert, cert)?;
-    Ok(IssuedPaths {
-        cert: cert.to_path_buf(),
-        key,
-    })
 }

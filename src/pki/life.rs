@@ -168,8 +168,15 @@ mod tests {
         assert_eq!(alarms.len(), 2, "{alarms:?}");
         assert!(alarms[0].contains("cx://node/320000 expires in 29 days"), "{alarms:?}");
         assert!(alarms[1].contains("cx://node/310000 has expired"), "{alarms:?}");
-        assert!(life.alarms(&held[..1], now).is_empty(), "31 days left is outside the window");
-        assert_eq!(life.alarms(&held[..1], now + 86_400 + 1).len(), 1, "a day later it is inside");
+        assert!(
+            life.alarms(&held[..1], now).is_empty(),
+            "31 days left is outside the window"
+        );
+        assert_eq!(
+            life.alarms(&held[..1], now + 86_400 + 1).len(),
+            1,
+            "a day later it is inside"
+        );
         life.reload_failed("key does not match certificate".into());
         assert!(life.alarms(&[], now)[0].contains("could not be reloaded"));
         life.reloaded();

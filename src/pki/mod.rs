@@ -10,8 +10,8 @@ pub mod ca;
 mod checkpoint;
 mod crl;
 pub mod identity;
-pub mod life;
 pub mod issuers;
+pub mod life;
 pub mod sign;
 pub mod tls;
 
@@ -22,9 +22,9 @@ use std::path::PathBuf;
 pub use ca::{init_ca, issue, revoke, write_crl, IssueRequest, IssuedPaths};
 pub use checkpoint::{IssuerSource, ReloadingSigner, ReloadingVerifier};
 pub use crl::{crl_next_update_of, CrlStatus, CRL_RENEWAL_WARNING_SECONDS};
-pub use life::{CertLife, Held, EXPIRY_WARNING_DAYS_DEFAULT};
 pub use identity::{dns_names_of_cert_der, identity_from_cert_der, Identity};
 pub use issuers::{Anchors, CaFingerprint, IssuerBindings, IssuerRule};
+pub use life::{CertLife, Held, EXPIRY_WARNING_DAYS_DEFAULT};
 pub use sign::{NodeSigner, SignatureVerifier};
 pub use tls::{
     cert_not_after, client_config, client_verifier, crl_number_of, load_cert_chain, load_key, load_roots,

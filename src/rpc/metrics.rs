@@ -113,7 +113,12 @@ fn float_gauge(registry: &Registry, name: &str, help: &str, v: f64) {
 /// A registry of the values read at this scrape.
 fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry {
     let r = Registry::new();
-    int_gauge(&r, "cx_journal_size_bytes", "Durable size of the journal.", s.journal_bytes as i64);
+    int_gauge(
+        &r,
+        "cx_journal_size_bytes",
+        "Durable size of the journal.",
+        s.journal_bytes as i64,
+    );
 
     let received = counter_vec(
         "cx_sync_received_entries_total",
@@ -141,7 +146,9 @@ fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry
         &["peer"],
     );
     for p in &s.peers {
-        connected.with_label_values(&[&p.address]).set(f64::from(u8::from(p.connected)));
+        connected
+            .with_label_values(&[&p.address])
+            .set(f64::from(u8::from(p.connected)));
         errors.with_label_values(&[&p.address]).inc_by(p.errors_total);
         for o in &p.origins {
             let labels = [p.address.as_str(), &region(o.origin)];
@@ -150,7 +157,11 @@ fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry
             duplicates.with_label_values(&labels).inc_by(o.duplicates_dropped);
         }
     }
-    let head = gauge_vec("cx_sync_head_seq", "This node's head (seq) of each origin's log.", &["origin"]);
+    let head = gauge_vec(
+        "cx_sync_head_seq",
+        "This node's head (seq) of each origin's log.",
+        &["origin"],
+    );
     let lag = gauge_vec(
         "cx_sync_lag_entries",
         "Entries of each origin a peer holds and this node does not yet.",
@@ -259,7 +270,8 @@ fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry
         &["component"],
     );
     for h in &s.health {
-        up.with_label_values(&[h.component.as_str()]).set(f64::from(u8::from(h.up)));
+        up.with_label_values(&[h.component.as_str()])
+            .set(f64::from(u8::from(h.up)));
     }
     for m in [
         Box::new(received) as Box<dyn prometheus::core::Collector>,

@@ -273,11 +273,19 @@ impl ReloadableTls {
             role: "node",
             not_after,
         }];
-        held.extend(self.connected_certificates().into_iter().map(|(identity, not_after)| pki::Held {
-            role: if identity.starts_with("cx://node/") { "peer" } else { "caller" },
-            identity,
-            not_after,
-        }));
+        held.extend(
+            self.connected_certificates()
+                .into_iter()
+                .map(|(identity, not_after)| pki::Held {
+                    role: if identity.starts_with("cx://node/") {
+                        "peer"
+                    } else {
+                        "caller"
+                    },
+                    identity,
+                    not_after,
+                }),
+        );
         held
     }
 

@@ -169,7 +169,11 @@ pub fn spawn(
         .name("cx-writer".to_string())
         .spawn(move || {
             let progress = shared;
-            let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &failed, &end_tx);
+            let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &end_tx)
+                .map_err(|(why, e)| {
+                    let _ = failed.set(why);
+                    e
+                });
             progress.stop();
             let _ = indexer.join();
             result.map(|()| store)
@@ -193,9 +197,8 @@ fn serve_requests(
     signer: &dyn CheckpointSigner,
     limits: WriterLimits,
     progress: &Progress,
-    failed: &std::sync::OnceLock<String>,
     end_tx: &watch::Sender<JournalPos>,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<(), (String, Arc<StoreError>)> {
     let mut carried: Option<Work> = None;
     loop {
         let first = match carried.take() {
@@ -208,9 +211,8 @@ fn serve_requests(
         // Backpressure: the merged view may not fall more than the bound behind.
         if let Err(failure) = progress.wait_for_room() {
             let e = Arc::new(StoreError::IndexerStopped(failure));
-            let _ = failed.set(e.to_string());
             refuse_all(rx, Some(first), &e);
-            return Err(e);
+            return Err((e.to_string(), e));
         }
         let result = match first {
             Work::Refresh(min_age, reply) => {
@@ -288,10 +290,9 @@ fn serve_requests(
         };
         if let Some(message) = result {
             tracing::error!(error = %message, "store writer failed; refusing further writes");
-            let _ = failed.set(message);
             let e = Arc::new(StoreError::WriterStopped);
             refuse_all(rx, carried.take(), &e);
-            return Err(e);
+            return Err((message, e));
         }
     }
     Ok(())

@@ -5,8 +5,8 @@
 //! rotation while a Sync stream runs.
 
 use crate::common::{chromium_dom, cxnode, have_tool, http_get, rt};
-use crate::feeders::{proxy, Flow};
 use crate::federation::{federation, lines};
+use crate::feeders::{proxy, Flow};
 use cxnode::cli::demo::{LocalFederation, Topology};
 use cxnode::rpc::pb;
 use cxnode::store::fs::{JournalFs, OsFs, SegmentFile, SegmentRead, SharedFs};
@@ -53,11 +53,7 @@ async fn wait_status(
 }
 
 fn origin(s: &pb::SyncStatusResponse, code: u32) -> pb::OriginStatus {
-    s.origins
-        .iter()
-        .find(|o| o.origin == code)
-        .cloned()
-        .unwrap_or_default()
+    s.origins.iter().find(|o| o.origin == code).cloned().unwrap_or_default()
 }
 
 fn peer(s: &pb::SyncStatusResponse, address: &str) -> pb::PeerStatus {
@@ -74,7 +70,9 @@ async fn page_shows(admin: SocketAddr, wanted: &str) -> String {
     let url = format!("http://{admin}/");
     loop {
         let u = url.clone();
-        let dom = tokio::task::spawn_blocking(move || chromium_dom(&u)).await.expect("chromium task");
+        let dom = tokio::task::spawn_blocking(move || chromium_dom(&u))
+            .await
+            .expect("chromium task");
         if dom.contains(wanted) {
             return dom;
         }
@@ -134,7 +132,9 @@ async fn mesh_with_proxy() -> (tempfile::TempDir, LocalFederation, crate::feeder
             .replace(&format!("address = \"{b}\""), &format!("address = \"{via}\""));
         text.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
     });
-    fed.start_node(0).await.expect("restart with the proxy and the admin port");
+    fed.start_node(0)
+        .await
+        .expect("restart with the proxy and the admin port");
     wait_admin(admin).await;
     (dir, fed, p, admin)
 }
@@ -144,7 +144,11 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
     let tools = have_tool("chromium", "--version") & have_tool("promtool", "--version");
     rt().block_on(async {
         let (dir, fed, p, admin) = mesh_with_proxy().await;
-        let (a, b, c) = (fed.nodes[0].region.code(), fed.nodes[1].region.code(), fed.nodes[2].region.code());
+        let (a, b, c) = (
+            fed.nodes[0].region.code(),
+            fed.nodes[1].region.code(),
+            fed.nodes[2].region.code(),
+        );
         let via = p.addr.to_string();
         // Probes: alive and ready.
         assert_eq!(http_get(admin, "/livez").0, 200);
@@ -152,9 +156,13 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
         assert_eq!((code, body.as_str()), (200, "ready\n"));
         // Some publishing at every node, one line of it refused at A (counted by reason).
         for i in 0..3 {
-            fed.publish(i, lines(i as u64, fed.nodes[i].region, 20)).await.expect("publish");
+            fed.publish(i, lines(i as u64, fed.nodes[i].region, 20))
+                .await
+                .expect("publish");
         }
-        fed.publish(0, vec!["{not json".to_string()]).await.expect("publish a bad line");
+        fed.publish(0, vec!["{not json".to_string()])
+            .await
+            .expect("publish a bad line");
         wait_status(&fed, 0, "A in sync with everyone", |s| {
             s.origins.len() == 3 && s.origins.iter().all(|o| o.local_head == 20 && o.lag_entries == 0)
         })
@@ -179,9 +187,14 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
                     let mut client = pb::publisher_client::PublisherClient::new(channel);
                     let operations = lines(round, region, 5)
                         .into_iter()
-                        .map(|l| pb::Operation { json: l.into_bytes().into() })
+                        .map(|l| pb::Operation {
+                            json: l.into_bytes().into(),
+                        })
                         .collect();
-                    client.publish(pb::PublishRequest { operations }).await.expect("publish at B");
+                    client
+                        .publish(pb::PublishRequest { operations })
+                        .await
+                        .expect("publish at B");
                     round += 1;
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
@@ -204,23 +217,53 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
         assert!(!origin(&stalled, c).stalled, "C's origin still comes from C");
         if tools {
             let dom = page_shows(admin, &format!("data-origin=\"{b}\" data-state=\"stalled\"")).await;
-            assert!(dom.contains(&format!("data-origin=\"{a}\" data-state=\"in-sync\"")), "{dom}");
+            assert!(
+                dom.contains(&format!("data-origin=\"{a}\" data-state=\"in-sync\"")),
+                "{dom}"
+            );
             let (code, text) = http_get(admin, "/metrics");
             assert_eq!(code, 200);
             let (ok, verdict) = promtool(&text);
             assert!(ok, "promtool check metrics: {verdict}\n{text}");
-            assert_eq!(metric(&text, &format!("cx_sync_origin_stalled{{origin=\"{b}\"}}")), Some(1.0), "{text}");
-            assert!(metric(&text, &format!("cx_sync_lag_entries{{origin=\"{b}\"}}")).unwrap_or(0.0) > 0.0, "{text}");
-            assert_eq!(metric(&text, "cx_publish_operations_total{outcome=\"appended\"}"), Some(20.0), "{text}");
-            assert_eq!(metric(&text, "cx_publish_rejections_total{reason=\"invalid_json\"}"), Some(1.0), "{text}");
-            assert!(metric(&text, "cx_journal_fsync_duration_seconds_count").unwrap_or(0.0) >= 1.0, "{text}");
+            assert_eq!(
+                metric(&text, &format!("cx_sync_origin_stalled{{origin=\"{b}\"}}")),
+                Some(1.0),
+                "{text}"
+            );
+            assert!(
+                metric(&text, &format!("cx_sync_lag_entries{{origin=\"{b}\"}}")).unwrap_or(0.0) > 0.0,
+                "{text}"
+            );
+            assert_eq!(
+                metric(&text, "cx_publish_operations_total{outcome=\"appended\"}"),
+                Some(20.0),
+                "{text}"
+            );
+            assert_eq!(
+                metric(&text, "cx_publish_rejections_total{reason=\"invalid_json\"}"),
+                Some(1.0),
+                "{text}"
+            );
+            assert!(
+                metric(&text, "cx_journal_fsync_duration_seconds_count").unwrap_or(0.0) >= 1.0,
+                "{text}"
+            );
             assert_eq!(metric(&text, "cx_node_ready"), Some(1.0), "{text}");
         }
         let node_a = fed.nodes[0].addr.to_string();
         let node_c = fed.nodes[2].addr.to_string();
         let args = [
-            "status", "--node", &node_a, "--node", &node_c, "--cert", "certs/operator-demo.pem", "--key",
-            "certs/operator-demo.key", "--server-name", "localhost",
+            "status",
+            "--node",
+            &node_a,
+            "--node",
+            &node_c,
+            "--cert",
+            "certs/operator-demo.pem",
+            "--key",
+            "certs/operator-demo.key",
+            "--server-name",
+            "localhost",
         ];
         let d = dir.path().to_path_buf();
         let matrix_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -233,11 +276,17 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
         let table = String::from_utf8_lossy(&out.stdout).to_string();
         assert_eq!(out.status.code(), Some(2), "a stall is a problem: {table}");
         assert!(
-            table.lines().any(|l| l.starts_with(&b.to_string()) && l.contains("stalled")),
+            table
+                .lines()
+                .any(|l| l.starts_with(&b.to_string()) && l.contains("stalled")),
             "{table}"
         );
         let d = dir.path().to_path_buf();
-        let json_args: Vec<String> = args.iter().map(|s| s.to_string()).chain(["--json".to_string()]).collect();
+        let json_args: Vec<String> = args
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--json".to_string()])
+            .collect();
         let out = tokio::task::spawn_blocking(move || {
             let a: Vec<&str> = json_args.iter().map(String::as_str).collect();
             cxnode(&d, &a)
@@ -254,7 +303,7 @@ fn a_black_holed_then_cut_link_shows_on_status_page_metrics_and_cxnode_status_th
             at_a.as_array()
                 .expect("origins")
                 .iter()
-                .any(|o| o["origin"] == b.to_string() && o["state"] == "stalled"),
+                .any(|o| o["origin"] == b.to_string().as_str() && o["state"] == "stalled"),
             "{at_a}"
         );
 
@@ -369,7 +418,12 @@ fn a_failing_fsync_makes_readyz_fail_health_not_serving_and_the_node_stop_with_a
         let (_dir, mut fed) = federation(1, Topology::Mesh).await;
         fed.stop_node(0).await.expect("stop");
         let failing = Arc::new(AtomicBool::new(false));
-        fed.set_journal_fs(0, SharedFs(Arc::new(FailingFsync { failing: failing.clone() })));
+        fed.set_journal_fs(
+            0,
+            SharedFs(Arc::new(FailingFsync {
+                failing: failing.clone(),
+            })),
+        );
         let admin = free_addr();
         fed.edit_config(0, |text| {
             *text = text.replacen("[tls]", "unwell_exit_seconds = 4\n[tls]", 1);
@@ -380,12 +434,18 @@ fn a_failing_fsync_makes_readyz_fail_health_not_serving_and_the_node_stop_with_a
         let region = fed.nodes[0].region;
         assert_eq!(fed.publish(0, lines(1, region, 10)).await.expect("publish"), 10);
         assert_eq!(http_get(admin, "/readyz").0, 200);
-        assert_eq!(health_of(&fed, 0, "cx.v1.Publisher").await, ServingStatus::Serving as i32);
+        assert_eq!(
+            health_of(&fed, 0, "cx.v1.Publisher").await,
+            ServingStatus::Serving as i32
+        );
 
         // The disk fails: the group commit's fsync returns EIO.
         failing.store(true, Ordering::SeqCst);
         let refused = fed.publish(0, lines(2, region, 10)).await;
-        assert!(refused.is_err(), "a write that could not be made durable is not acknowledged");
+        assert!(
+            refused.is_err(),
+            "a write that could not be made durable is not acknowledged"
+        );
         let deadline = Instant::now() + WITHIN;
         let why = loop {
             let (code, body) = http_get(admin, "/readyz");
@@ -403,11 +463,17 @@ fn a_failing_fsync_makes_readyz_fail_health_not_serving_and_the_node_stop_with_a
                 "service {service:?}"
             );
         }
-        assert_eq!(health_of(&fed, 0, "cx.v1.Operations").await, ServingStatus::Serving as i32);
+        assert_eq!(
+            health_of(&fed, 0, "cx.v1.Operations").await,
+            ServingStatus::Serving as i32
+        );
         let status = fed.sync_status(0).await.expect("operators can still ask why");
         assert!(!status.ready);
         assert!(
-            status.alarms.iter().any(|a| a.contains("unwell") && a.contains("writer")),
+            status
+                .alarms
+                .iter()
+                .any(|a| a.contains("unwell") && a.contains("writer")),
             "{:?}",
             status.alarms
         );
@@ -433,7 +499,9 @@ fn a_failing_fsync_makes_readyz_fail_health_not_serving_and_the_node_stop_with_a
         let s = wait_status(&fed, 0, "the restarted node ready", |s| s.ready).await;
         let head = origin(&s, region.code()).local_head;
         assert!(head == 10 || head == 20, "{s:#?}");
-        fed.publish(0, lines(2, region, 10)).await.expect("publish the refused batch again");
+        fed.publish(0, lines(2, region, 10))
+            .await
+            .expect("publish the refused batch again");
         let s = fed.sync_status(0).await.expect("status");
         assert_eq!(origin(&s, region.code()).local_head, 20, "{s:#?}");
         fed.shutdown().await.expect("shutdown");
@@ -472,9 +540,14 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
                     let mut client = pb::publisher_client::PublisherClient::new(channel);
                     let operations = lines(1000 + round, b_region, 20)
                         .into_iter()
-                        .map(|l| pb::Operation { json: l.into_bytes().into() })
+                        .map(|l| pb::Operation {
+                            json: l.into_bytes().into(),
+                        })
                         .collect();
-                    let r = client.publish(pb::PublishRequest { operations }).await.expect("publish at B");
+                    let r = client
+                        .publish(pb::PublishRequest { operations })
+                        .await
+                        .expect("publish at B");
                     sent += r
                         .into_inner()
                         .results
@@ -487,7 +560,10 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
                 sent
             })
         };
-        let before = wait_status(&fed, a, "A receiving B's records", |s| origin(s, b_region.code()).local_head > 0).await;
+        let before = wait_status(&fed, a, "A receiving B's records", |s| {
+            origin(s, b_region.code()).local_head > 0
+        })
+        .await;
         let b_peer = fed.nodes[b].addr.to_string();
         let errors_before = peer(&before, &b_peer).errors_total;
         let entries_before = peer(&before, &b_peer).entries_received;
@@ -510,7 +586,16 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
             move || {
                 cxnode(
                     &d,
-                    &["certs", "renew", "--ca-dir", "certs2", "--cert", &cert, "--validity-days", "300"],
+                    &[
+                        "certs",
+                        "renew",
+                        "--ca-dir",
+                        "certs2",
+                        "--cert",
+                        &cert,
+                        "--validity-days",
+                        "300",
+                    ],
                 )
             }
         })
@@ -521,7 +606,11 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
         let deadline = Instant::now() + WITHIN;
         loop {
             if let Ok(s) = fed.sync_status(b).await {
-                let own = s.certificates.iter().find(|c| c.role == "node").map(|c| c.not_after_unix_seconds);
+                let own = s
+                    .certificates
+                    .iter()
+                    .find(|c| c.role == "node")
+                    .map(|c| c.not_after_unix_seconds);
                 if own.is_some_and(|t| t > own_before + 30 * 86_400) {
                     break;
                 }
@@ -552,7 +641,10 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
         .await;
         let link = peer(&after, &b_peer);
         assert!(link.connected, "{link:?}");
-        assert_eq!(link.errors_total, errors_before, "the Sync stream was not dropped: {link:?}");
+        assert_eq!(
+            link.errors_total, errors_before,
+            "the Sync stream was not dropped: {link:?}"
+        );
         assert!(link.entries_received > entries_before);
         fed.shutdown().await.expect("shutdown");
     });
@@ -568,14 +660,21 @@ fn both_reflection_versions_list_the_services() {
         let mut client = v1::server_reflection_client::ServerReflectionClient::new(connect().await.expect("connect"));
         let request = v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
         let mut answers = client
             .server_reflection_info(tokio_stream::iter(vec![request]))
             .await
             .expect("v1 reflection")
             .into_inner();
-        let v1_names: Vec<String> = match answers.message().await.expect("answer").and_then(|r| r.message_response) {
+        let v1_names: Vec<String> = match answers
+            .message()
+            .await
+            .expect("answer")
+            .and_then(|r| r.message_response)
+        {
             Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
                 l.service.into_iter().map(|s| s.name).collect()
             }
@@ -585,22 +684,38 @@ fn both_reflection_versions_list_the_services() {
             v1alpha::server_reflection_client::ServerReflectionClient::new(connect().await.expect("connect"));
         let request = v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
         let mut answers = client
             .server_reflection_info(tokio_stream::iter(vec![request]))
             .await
             .expect("v1alpha reflection (what many clients still ask for)")
             .into_inner();
-        let alpha_names: Vec<String> = match answers.message().await.expect("answer").and_then(|r| r.message_response) {
+        let alpha_names: Vec<String> = match answers
+            .message()
+            .await
+            .expect("answer")
+            .and_then(|r| r.message_response)
+        {
             Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
                 l.service.into_iter().map(|s| s.name).collect()
             }
             other => panic!("v1alpha: {other:?}"),
         };
-        for wanted in ["cx.v1.Publisher", "cx.v1.Replication", "cx.v1.Feed", "cx.v1.Operations", "grpc.health.v1.Health"] {
+        for wanted in [
+            "cx.v1.Publisher",
+            "cx.v1.Replication",
+            "cx.v1.Feed",
+            "cx.v1.Operations",
+            "grpc.health.v1.Health",
+        ] {
             assert!(v1_names.iter().any(|n| n == wanted), "v1 lacks {wanted}: {v1_names:?}");
-            assert!(alpha_names.iter().any(|n| n == wanted), "v1alpha lacks {wanted}: {alpha_names:?}");
+            assert!(
+                alpha_names.iter().any(|n| n == wanted),
+                "v1alpha lacks {wanted}: {alpha_names:?}"
+            );
         }
         fed.shutdown().await.expect("shutdown");
     });

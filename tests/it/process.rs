@@ -651,11 +651,7 @@ fn the_demo_federation_converges() {
         "{stdout}"
     );
     // One compact line per tick, the last one with every node complete; node logs in a file.
-    let last_tick = stdout
-        .lines()
-        .filter(|l| l.starts_with("t="))
-        .last()
-        .unwrap_or_default();
+    let last_tick = stdout.lines().rfind(|l| l.starts_with("t=")).unwrap_or_default();
     assert!(
         last_tick.contains("3/3 nodes hold every origin's newest head | no lag"),
         "{stdout}"
