@@ -49,6 +49,13 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+fn now_unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -96,7 +103,7 @@ impl Admin {
                 Ok(status) => reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    page::render(&status, now_unix(), PAGE_REFRESH_SECONDS),
+                    page::render(&status, now_unix_millis(), PAGE_REFRESH_SECONDS),
                 ),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,

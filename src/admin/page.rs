@@ -57,8 +57,13 @@ th{background:#f1f3f5;text-align:center}td.l,th.l{text-align:left}\
 .legend span{display:inline-block;padding:.1em .6em;margin-right:.4em;border:1px solid #d0d7de}\
 small{color:#57606a}";
 
-/// Renders the page for `s` at `now` (unix seconds), reloading every `refresh` seconds.
-pub fn render(s: &pb::SyncStatusResponse, now: i64, refresh: u32) -> String {
+/// Renders the page for `s` at `now_ms` (unix milliseconds), reloading every `refresh` seconds.
+pub fn render(s: &pb::SyncStatusResponse, now_ms: i64, refresh: u32) -> String {
+    let now = now_ms.div_euclid(1000);
+    let at = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
     let me = region(s.region);
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
@@ -71,7 +76,7 @@ pub fn render(s: &pb::SyncStatusResponse, now: i64, refresh: u32) -> String {
     let ready = if s.ready { "ready" } else { "NOT READY" };
     let _ = write!(
         h,
-        "<h1>cxnode {me}</h1><div class=\"sub\">node <b id=\"ready\" data-ready=\"{}\">{ready}</b> · journal {} bytes · {} feed subscribers · refreshed every {refresh} s (unix time {now})</div>",
+        "<h1>cxnode {me}</h1><div class=\"sub\">node <b id=\"ready\" data-ready=\"{}\">{ready}</b> · journal {} bytes · {} feed subscribers · as of {at}, refreshed every {refresh} s</div>",
         s.ready, s.journal_bytes, s.feed_subscribers
     );
     if s.alarms.is_empty() {
@@ -88,7 +93,7 @@ pub fn render(s: &pb::SyncStatusResponse, now: i64, refresh: u32) -> String {
         h.push_str("</ul></div>");
     }
     matrix(&mut h, s);
-    peers(&mut h, s, now);
+    peers(&mut h, s, now_ms);
     parts(&mut h, s);
     forks(&mut h, s);
     certificates(&mut h, s, now);
@@ -96,11 +101,11 @@ pub fn render(s: &pb::SyncStatusResponse, now: i64, refresh: u32) -> String {
     h
 }
 
-/// Origins × (this node, each peer): the head each holds. This node's cell is coloured by the
-/// origin's state here; a peer's by how its head compares with the best known (a disconnected
-/// peer's cells are grey: what it last said, not what it holds now).
+/// Origins × (this node, each peer): the head each holds. This node's cells are coloured by the
+/// origin's state here; a peer's show the head it last announced (grey when its link is down:
+/// what it last said, not what it holds now).
 fn matrix(h: &mut String, s: &pb::SyncStatusResponse) {
-    h.push_str("<h2>Federation matrix</h2><div class=\"legend\"><span class=\"in-sync\">in sync</span><span class=\"lagging\">lagging</span><span class=\"stalled\">stalled</span><span class=\"forked\">forked</span><span class=\"unknown\">disconnected / unknown</span></div><br>");
+    h.push_str("<h2>Federation matrix</h2><div class=\"legend\"><span class=\"in-sync\">in sync</span><span class=\"lagging\">lagging</span><span class=\"stalled\">stalled</span><span class=\"forked\">forked</span><span class=\"unknown\">disconnected / unknown</span></div><small>State is this node's; a peer's column is the head it last announced.</small><br>");
     h.push_str("<table id=\"matrix\"><tr><th class=\"l\">origin</th><th>state here</th><th>lag (entries)</th><th>lag (s)</th><th>this node</th>");
     for p in &s.peers {
         let link = if p.connected { "up" } else { "down" };
@@ -125,14 +130,14 @@ fn matrix(h: &mut String, s: &pb::SyncStatusResponse) {
             o.lag_seconds,
             o.local_head
         );
-        let best = o.best_peer_head.max(o.local_head);
+        // A peer's head as it last announced it (heartbeats, every sync.heartbeat_ms): under load
+        // it trails by up to one interval, which is not a lag of anyone's.
         for p in &s.peers {
             let head = p.origins.iter().find(|x| x.origin == o.origin).map(|x| x.head);
             let (class, text) = match head {
                 _ if !p.connected => ("unknown", head.map_or("-".to_string(), |v| v.to_string())),
                 None | Some(0) => ("unknown", "-".to_string()),
-                Some(v) if v >= best => ("in-sync", v.to_string()),
-                Some(v) => ("lagging", v.to_string()),
+                Some(v) => ("announced", v.to_string()),
             };
             let _ = write!(h, "<td class=\"{class}\">{text}</td>");
         }
@@ -146,14 +151,23 @@ fn matrix(h: &mut String, s: &pb::SyncStatusResponse) {
     h.push_str("</table>");
 }
 
-fn peers(h: &mut String, s: &pb::SyncStatusResponse, now: i64) {
+fn peers(h: &mut String, s: &pb::SyncStatusResponse, now_ms: i64) {
     h.push_str("<h2>Peers</h2><table id=\"peers\"><tr><th class=\"l\">peer</th><th class=\"l\">identity</th><th>link</th><th>last contact</th><th>errors</th><th>entries received</th><th>duplicates</th><th class=\"l\">last error</th></tr>");
     for p in &s.peers {
         let link = if p.connected { "up" } else { "down" };
         let contact = if p.last_contact_unix_millis > 0 {
-            format!("{:.1} s ago", (now * 1000 - p.last_contact_unix_millis) as f64 / 1000.0)
+            format!(
+                "{:.1} s ago",
+                (now_ms - p.last_contact_unix_millis).max(0) as f64 / 1000.0
+            )
         } else {
             "never".to_string()
+        };
+        // The last error of a link that is up again is history: said as such.
+        let error = match (p.connected, p.last_error.is_empty()) {
+            (_, true) => String::new(),
+            (true, false) => format!("<small>before it came up: {}</small>", esc(&p.last_error)),
+            (false, false) => esc(&p.last_error),
         };
         let _ = write!(
             h,
@@ -164,7 +178,7 @@ fn peers(h: &mut String, s: &pb::SyncStatusResponse, now: i64) {
             p.errors_total,
             p.entries_received,
             p.duplicates_dropped,
-            esc(&p.last_error)
+            error
         );
     }
     h.push_str("</table>");
@@ -289,7 +303,7 @@ mod tests {
             alarms: vec!["the node certificate of cx://node/330000 expires in 3 days".into()],
             ..Default::default()
         };
-        let page = render(&s, 1_000, 2);
+        let page = render(&s, 1_000_000, 2);
         assert!(
             page.contains("<tr data-origin=\"320000\" data-state=\"stalled\">"),
             "{page}"
