@@ -172,7 +172,7 @@ fn verify_mark(verifier: &crate::pki::SignatureVerifier, p: &pb::ProgressMark) -
 }
 
 pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
-    let verifier = crate::pki::SignatureVerifier::new(&args.node.ca, None)?;
+    let verifier = crate::pki::SignatureVerifier::new(&args.node.tls.ca, None)?;
     let resume = match &args.resume {
         Some(hex_text) => Some(pb::FeedCursor {
             position: None,

@@ -121,6 +121,13 @@ struct NodeClientArgs {
     /// The node's gRPC address, host:port.
     #[arg(long)]
     node: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// How a command authenticates to nodes and checks them.
+#[derive(clap::Args)]
+struct ClientTlsArgs {
     #[arg(long, default_value = "certs/ca.pem")]
     ca: std::path::PathBuf,
     #[arg(long)]
@@ -135,15 +142,24 @@ struct NodeClientArgs {
     crl: Option<std::path::PathBuf>,
 }
 
-impl NodeClientArgs {
-    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let files = crate::pki::TlsFiles {
+impl ClientTlsArgs {
+    fn files(&self) -> crate::pki::TlsFiles {
+        crate::pki::TlsFiles {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
             crl: self.crl.clone(),
-        };
-        Ok(crate::rpc::client::connect(&self.node, &files, self.server_name.as_deref()).await?)
+        }
+    }
+
+    async fn channel(&self, node: &str) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(crate::rpc::client::connect(node, &self.files(), self.server_name.as_deref()).await?)
+    }
+}
+
+impl NodeClientArgs {
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        self.tls.channel(&self.node).await
     }
 }
 

@@ -22,18 +22,8 @@ pub struct StatusArgs {
     /// A node's gRPC address, host:port; repeat for several (the federation matrix).
     #[arg(long = "node", required = true)]
     nodes: Vec<String>,
-    #[arg(long, default_value = "certs/ca.pem")]
-    ca: std::path::PathBuf,
-    #[arg(long)]
-    cert: std::path::PathBuf,
-    #[arg(long)]
-    key: std::path::PathBuf,
-    /// Name the nodes' certificates must carry (default: the host of each --node).
-    #[arg(long)]
-    server_name: Option<String>,
-    /// The federation CRL: a node whose certificate it revokes is refused.
-    #[arg(long)]
-    crl: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: super::ClientTlsArgs,
     /// One JSON object per node per round instead of tables.
     #[arg(long)]
     json: bool,
@@ -71,13 +61,7 @@ pub fn problems(s: &pb::SyncStatusResponse) -> Vec<String> {
 }
 
 async fn ask(args: &StatusArgs, node: &str) -> anyhow::Result<pb::SyncStatusResponse> {
-    let files = crate::pki::TlsFiles {
-        ca: args.ca.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-        crl: args.crl.clone(),
-    };
-    let channel = crate::rpc::client::connect(node, &files, args.server_name.as_deref()).await?;
+    let channel = args.tls.channel(node).await?;
     let mut client = pb::operations_client::OperationsClient::new(channel);
     client
         .sync_status(pb::SyncStatusRequest {})

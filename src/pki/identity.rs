@@ -146,42 +146,34 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<Identity, PkiError> {
 /// The DNS names a certificate serves as (its DNS SANs), in order: what a client dialling the
 /// node by address must expect.
 pub fn dns_names_of_cert_der(der: &[u8]) -> Vec<String> {
+    sans_of(der, |n| match n {
+        GeneralName::DNSName(d) => Some(d.to_string()),
+        _ => None,
+    })
+}
+
+/// The subject alternative names of a certificate that `pick` keeps (none when it has no SAN
+/// extension or does not parse).
+fn sans_of<T>(der: &[u8], pick: impl Fn(&GeneralName) -> Option<T>) -> Vec<T> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(d.to_string()),
-            _ => None,
-        })
-        .collect()
+    san.value.general_names.iter().filter_map(pick).collect()
 }
 
 /// The IP address SANs of a certificate (empty when it has none or does not parse).
 pub fn ip_addresses_of_cert_der(der: &[u8]) -> Vec<std::net::IpAddr> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                _ => None,
-            },
+    sans_of(der, |n| match n {
+        GeneralName::IPAddress(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
             _ => None,
-        })
-        .collect()
+        },
+        _ => None,
+    })
 }
 
 #[cfg(test)]
