@@ -54,12 +54,15 @@ enum State {
 #[derive(Debug)]
 pub struct Health {
     parts: Mutex<[State; 5]>,
+    /// The part that died first, and why (what stopped the node; others may follow from it).
+    first: Mutex<Option<(Component, String)>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
             parts: Mutex::new(std::array::from_fn(|_| State::Starting)),
+            first: Mutex::new(None),
         }
     }
 }
@@ -84,6 +87,10 @@ impl Health {
             return false;
         }
         parts[slot(c)] = State::Down(reason.to_string());
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| (c, reason.to_string()));
         tracing::error!(component = c.name(), reason, "node unwell: a part it needs has stopped");
         true
     }
@@ -104,11 +111,7 @@ impl Health {
 
     /// The first part that died, with its reason (None while nothing has died).
     pub fn failure(&self) -> Option<(Component, String)> {
-        let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        Component::ALL.iter().zip(parts.iter()).find_map(|(c, s)| match s {
-            State::Down(r) => Some((*c, r.clone())),
-            _ => None,
-        })
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every part: (part, up, why not).
@@ -157,5 +160,8 @@ mod tests {
             h.failure(),
             Some((Component::Writer, "fsync failed: Input/output error".to_string()))
         );
+        // A part that dies after is reported, but the first one is what stopped the node.
+        assert!(h.down(Component::Store, "later"));
+        assert_eq!(h.failure().map(|f| f.0), Some(Component::Writer));
     }
 }

@@ -442,6 +442,7 @@ pub async fn serve(
             health: health.clone(),
             metrics: metrics.clone(),
             transport: stats.clone(),
+            recent: Default::default(),
         });
         tokio::spawn(crate::admin::serve(listener, admin, stopping_watch.clone()))
     });
@@ -514,7 +515,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = shutdown => {}
-                _ = unwell.wait_for(|u| u.is_some()) => {}
+                // The watchdog's end without a verdict (it was aborted) is no reason to stop.
+                _ = async { if unwell.wait_for(|u| u.is_some()).await.is_err() { std::future::pending::<()>().await } } => {}
             }
             // Long-lived streams (Sync, Subscribe, PublishStream) end too, so the server can drain.
             let _ = stopping_tx.send(true);

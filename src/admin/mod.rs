@@ -34,12 +34,18 @@ pub const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The status page reloads itself this often (seconds).
 pub const PAGE_REFRESH_SECONDS: u32 = 2;
 
+/// A status read for the admin port is reused for this long: scrapes and open pages cost one
+/// read of the node's status per interval, however many there are.
+pub const STATUS_REUSE: Duration = Duration::from_secs(1);
+
 /// What the admin port reads.
 pub struct Admin {
     pub operations: Arc<OperationsService>,
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub transport: Arc<TransportStats>,
+    /// The last status read, and when.
+    pub recent: tokio::sync::Mutex<Option<(std::time::Instant, crate::rpc::pb::SyncStatusResponse)>>,
 }
 
 fn now_unix() -> i64 {
@@ -68,6 +74,20 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 impl Admin {
+    /// The node's status, read at most once per `STATUS_REUSE` (the lock makes concurrent
+    /// requests wait for one read instead of each reading).
+    async fn status(&self) -> Result<crate::rpc::pb::SyncStatusResponse, tonic::Status> {
+        let mut recent = self.recent.lock().await;
+        if let Some((at, s)) = recent.as_ref() {
+            if at.elapsed() < STATUS_REUSE {
+                return Ok(s.clone());
+            }
+        }
+        let s = self.operations.full_status().await?;
+        *recent = Some((std::time::Instant::now(), s.clone()));
+        Ok(s)
+    }
+
     /// Answers one request.
     pub async fn answer<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -87,7 +107,7 @@ impl Admin {
                     format!("not ready\n{why}\n"),
                 ),
             },
-            "/metrics" => match self.operations.full_status().await {
+            "/metrics" => match self.status().await {
                 Ok(status) => reply(
                     StatusCode::OK,
                     crate::rpc::metrics::CONTENT_TYPE,
@@ -99,7 +119,7 @@ impl Admin {
                     format!("reading the sync status failed: {}\n", e.message()),
                 ),
             },
-            "/" => match self.operations.full_status().await {
+            "/" => match self.status().await {
                 Ok(status) => reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
@@ -145,6 +165,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
             _ = stopped(&mut stopping) => return,
         };
         let admin = admin.clone();
+        let mut stop = stopping.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
@@ -156,7 +177,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
                 .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await;
+            // Ends with the node too: a kept-alive scraper must not hold the node's parts (and
+            // with them the store writer) past the drain.
+            tokio::select! {
+                _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn) => {}
+                _ = stopped(&mut stop) => {}
+            }
         });
     }
 }

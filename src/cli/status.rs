@@ -60,7 +60,16 @@ pub fn problems(s: &pb::SyncStatusResponse) -> Vec<String> {
     out
 }
 
+/// One node's answer must come within this (a black-holed node is then unreachable, not a hang).
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn ask(args: &StatusArgs, node: &str) -> anyhow::Result<pb::SyncStatusResponse> {
+    tokio::time::timeout(ASK_TIMEOUT, ask_now(args, node))
+        .await
+        .map_err(|_| anyhow::anyhow!("status from {node}: no answer within {} s", ASK_TIMEOUT.as_secs()))?
+}
+
+async fn ask_now(args: &StatusArgs, node: &str) -> anyhow::Result<pb::SyncStatusResponse> {
     let channel = args.tls.channel(node).await?;
     let mut client = pb::operations_client::OperationsClient::new(channel);
     client

@@ -234,6 +234,11 @@ pub fn checkpoint_message(origin: Region, seq: u64, head_hash: &Hash, at_unix_se
 pub trait CheckpointSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), String>;
     fn chain(&self) -> Vec<Vec<u8>>;
+    /// The signature and the chain of the key that made it, together: a signer whose key can be
+    /// replaced meanwhile (a renewal) must answer both from one key.
+    fn sign_with_chain(&self, message: &[u8]) -> Result<((u16, Vec<u8>), Vec<Vec<u8>>), String> {
+        Ok((self.sign(message)?, self.chain()))
+    }
 }
 
 /// Judges a checkpoint's signature: the signer must be `cx://node/<origin>` under the federation CA,
@@ -250,7 +255,7 @@ impl Checkpoint {
         signer: &dyn CheckpointSigner,
     ) -> Result<Checkpoint, String> {
         let message = checkpoint_message(origin, head.seq(), &head.head_hash, at_unix_seconds);
-        let (signature_scheme, signature) = signer.sign(&message)?;
+        let ((signature_scheme, signature), signer_chain) = signer.sign_with_chain(&message)?;
         Ok(Checkpoint {
             origin,
             seq: head.seq(),
@@ -258,7 +263,7 @@ impl Checkpoint {
             at_unix_seconds,
             signature_scheme,
             signature,
-            signer_chain: signer.chain(),
+            signer_chain,
         })
     }
 

@@ -70,6 +70,12 @@ impl CheckpointSigner for ReloadingSigner {
     fn chain(&self) -> Vec<Vec<u8>> {
         self.current().chain_der().to_vec()
     }
+
+    fn sign_with_chain(&self, message: &[u8]) -> Result<((u16, Vec<u8>), Vec<Vec<u8>>), String> {
+        let signer = self.current();
+        let signed = signer.sign(message).map_err(|e| e.to_string())?;
+        Ok((signed, signer.chain_der().to_vec()))
+    }
 }
 
 impl CheckpointVerifier for SignatureVerifier {

@@ -14,8 +14,7 @@ pub const EXPIRY_WARNING_DAYS_DEFAULT: u32 = 30;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     pub identity: String,
-    /// "node" (this node's own), "peer" (another node connected now) or "caller" (a department,
-    /// publisher or operator connected now).
+    /// "node" (this node's own) or "peer" (another node connected now).
     pub role: &'static str,
     pub not_after: i64,
 }

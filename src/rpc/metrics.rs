@@ -236,7 +236,7 @@ fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry
     }
     let expiry = gauge_vec(
         "cx_tls_certificate_expiry_seconds",
-        "Seconds until a certificate expires (negative: expired), for this node's own (role node) and those of the peers and callers connected now.",
+        "Seconds until a certificate expires (negative: expired), for this node's own (role node) and those of the peers connected now (role peer).",
         &["identity", "role"],
     );
     for c in &s.certificates {

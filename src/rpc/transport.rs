@@ -199,13 +199,32 @@ impl ReloadableTls {
                 };
                 let anchors = pki::Anchors::load(&self.files.ca)?;
                 let own = own_certificate(&self.files.cert)?;
+                let before = self.own.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+                if own.0 != before {
+                    // The checkpoint signer refuses it too: a node does not change identity.
+                    return Err(pki::PkiError::CertificateInvalid {
+                        what: self.files.cert.display().to_string(),
+                        reason: format!(
+                            "the new certificate is {}, but this node is {before}; a renewal keeps the identity (`cxnode certs renew`)",
+                            own.0
+                        ),
+                    });
+                }
                 Ok(Some((n, config, verifier, next_update, anchors, own)))
             }
             None => Ok(None),
         });
         match next {
-            // A lower CRL number refused before: said already, still refused.
-            Ok(None) => false,
+            // A lower CRL number refused before: said already, still refused. A certificate, key
+            // or CA bundle changed meanwhile cannot be applied with that list in the file: said.
+            Ok(None) => {
+                if changed[..3].iter().any(|c| *c) {
+                    let why = "the CRL file holds a list older than the one in force; put the current CRL back to apply the changed certificate, key or CA bundle".to_string();
+                    tracing::error!(reason = %why, "tls material not reloaded");
+                    self.life.reload_failed(why);
+                }
+                false
+            }
             Ok(Some((number, config, verifier, next_update, anchors, own))) => {
                 if let Some(n) = number {
                     self.crl_number.loaded(n);

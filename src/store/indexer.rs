@@ -159,10 +159,14 @@ pub fn spawn(progress: Arc<Progress>, reader: JournalReader, batch_entries_max: 
     std::thread::Builder::new()
         .name("cx-indexer".to_string())
         .spawn(move || {
-            if let Err(e) = run(&progress, &reader, batch_entries_max) {
-                let message = e.to_string();
+            // A panic is a failure too: said, so writes wait no more and health reports it.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&progress, &reader, batch_entries_max).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the indexer thread panicked".to_string()));
+            if let Err(message) = ran {
                 tracing::error!(error = %message, "merged-view indexer failed; the node refuses writes until restarted");
-                let mut s = progress.state.lock().expect("progress lock");
+                let mut s = progress.state.lock().unwrap_or_else(|p| p.into_inner());
                 s.failed = Some(message);
                 progress.changed.notify_all();
             }

@@ -169,6 +169,8 @@ pub fn spawn(
         .name("cx-writer".to_string())
         .spawn(move || {
             let progress = shared;
+            // A panic is a failure too: health reports it (the queue closes as the thread ends).
+            let _watch = PanicWatch(failed.clone());
             let result = serve_requests(&mut store, &mut rx, origin, signer.as_ref(), limits, &progress, &end_tx)
                 .map_err(|(why, e)| {
                     let _ = failed.set(why);
@@ -188,6 +190,17 @@ pub fn spawn(
         },
         join,
     )
+}
+
+/// Records that the writer thread panicked, as it unwinds.
+struct PanicWatch(Arc<std::sync::OnceLock<String>>);
+
+impl Drop for PanicWatch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.set("the writer thread panicked".to_string());
+        }
+    }
 }
 
 fn serve_requests(

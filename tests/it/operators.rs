@@ -639,6 +639,33 @@ fn a_node_certificate_renewed_from_a_new_ca_is_taken_up_without_a_restart_or_a_d
             origin(s, b_region.code()).local_head == sent as u64
         })
         .await;
+        // A holds B's head with a checkpoint signed by the renewed certificate (the signer
+        // reloaded too; the old CA is still trusted, so only this says it did).
+        let renewed = cxnode::pki::load_cert_chain(&certs.join(format!("node-{b_region}.pem"))).expect("renewed cert");
+        let channel = cxnode::rpc::client::connect(
+            &fed.nodes[a].addr.to_string(),
+            &fed.files(&format!("node-{b_region}")),
+            Some("localhost"),
+        )
+        .await
+        .expect("connect to A");
+        let heads = pb::replication_client::ReplicationClient::new(channel)
+            .heads(pb::HeadsRequest {})
+            .await
+            .expect("A's heads")
+            .into_inner()
+            .heads;
+        let head = heads
+            .iter()
+            .find(|h| h.origin == b_region.code())
+            .expect("B's origin at A");
+        let cp = head.latest_checkpoint.as_ref().expect("a checkpoint of B");
+        assert_eq!(cp.seq, sent as u64, "the checkpoint covers the last record");
+        assert_eq!(
+            cp.signer_chain.first().map(|c| c.to_vec()),
+            Some(renewed[0].to_vec()),
+            "signed with the renewed certificate"
+        );
         let link = peer(&after, &b_peer);
         assert!(link.connected, "{link:?}");
         assert_eq!(
