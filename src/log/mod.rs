@@ -230,13 +230,16 @@ pub fn checkpoint_message(origin: Region, seq: u64, head_hash: &Hash, at_unix_se
     m
 }
 
+/// A signature (TLS signature scheme code, bytes) and the DER chain of the key that made it.
+pub type SignedWithChain = ((u16, Vec<u8>), Vec<Vec<u8>>);
+
 /// Signs checkpoints with the node's key (implemented by `pki`; a trait so this module stays pure).
 pub trait CheckpointSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), String>;
     fn chain(&self) -> Vec<Vec<u8>>;
     /// The signature and the chain of the key that made it, together: a signer whose key can be
     /// replaced meanwhile (a renewal) must answer both from one key.
-    fn sign_with_chain(&self, message: &[u8]) -> Result<((u16, Vec<u8>), Vec<Vec<u8>>), String> {
+    fn sign_with_chain(&self, message: &[u8]) -> Result<SignedWithChain, String> {
         Ok((self.sign(message)?, self.chain()))
     }
 }

@@ -71,7 +71,7 @@ impl CheckpointSigner for ReloadingSigner {
         self.current().chain_der().to_vec()
     }
 
-    fn sign_with_chain(&self, message: &[u8]) -> Result<((u16, Vec<u8>), Vec<Vec<u8>>), String> {
+    fn sign_with_chain(&self, message: &[u8]) -> Result<crate::log::SignedWithChain, String> {
         let signer = self.current();
         let signed = signer.sign(message).map_err(|e| e.to_string())?;
         Ok((signed, signer.chain_der().to_vec()))
