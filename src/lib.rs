@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod evaluate;
 pub mod feed;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
