@@ -59,7 +59,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new() -> Tally {
+    fn empty() -> Tally {
         Tally {
             delay_histogram: vec![0; DELAY_BUCKETS.len() + 1],
             ..Tally::default()
@@ -122,13 +122,13 @@ pub fn evaluate(
         let delay = calendar.working_days_between(f.decision_date, f.appended_on)?;
         let r = by_origin.entry(f.origin.code()).or_insert_with(|| RegionTimeliness {
             origin: f.origin.code(),
-            total: Tally::new(),
+            total: Tally::empty(),
             ..RegionTimeliness::default()
         });
         r.total.add(f, delay);
         r.authorities
             .entry(f.authority.clone())
-            .or_insert_with(Tally::new)
+            .or_insert_with(Tally::empty)
             .add(f, delay);
     }
     Ok(by_origin
