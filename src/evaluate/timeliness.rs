@@ -29,6 +29,47 @@ pub struct Fact {
     pub appended_on: Date,
 }
 
+/// China Standard Time, in which decision dates and "within 7 working days" are reckoned.
+pub const CHINA_STANDARD_TIME: time::UtcOffset = time::macros::offset!(+8);
+
+impl Fact {
+    /// The fact of an appended operation, if the rule covers it: an upsert of a licence or a
+    /// penalty (amendments included: each version is online only once appended), with its
+    /// decision date and its issuing authority's code. None for anything else, and for a record
+    /// missing either field (counted as data quality, not timeliness).
+    pub fn of(origin: Region, seq: u64, appended_at_micros: i64, op: &crate::record::Operation) -> Option<Fact> {
+        let crate::record::Operation::Upsert(r) = op else {
+            return None;
+        };
+        if !covered(r.category) {
+            return None;
+        }
+        let authority_field = match r.category {
+            Category::AdministrativeLicence => "licensing_authority_uscc",
+            _ => "penalising_authority_uscc",
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.canonical).ok()?;
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let decision_date = v
+            .get("decision_date")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Date::parse(d, &format).ok())?;
+        let authority = v.get(authority_field).and_then(|a| a.as_str())?.to_string();
+        let appended_on = time::OffsetDateTime::from_unix_timestamp(appended_at_micros.div_euclid(1_000_000))
+            .ok()?
+            .to_offset(CHINA_STANDARD_TIME)
+            .date();
+        Some(Fact {
+            origin,
+            seq,
+            record_id: r.record_id.to_string(),
+            authority,
+            decision_date,
+            appended_on,
+        })
+    }
+}
+
 /// Which categories the rule covers.
 pub fn covered(category: Category) -> bool {
     matches!(
@@ -197,6 +238,42 @@ mod tests {
         );
         let json = serde_json::to_string(&report).expect("json");
         assert!(json.contains("\"delay_working_days\":8"), "{json}");
+    }
+
+    #[test]
+    fn facts_come_from_licences_and_penalties_with_their_decision_date_and_authority() {
+        let region = Region::parse("330000").expect("region");
+        let mut g = crate::record::RecordGenerator::new(7, region);
+        let (mut licences, mut penalties, mut others) = (0, 0, 0);
+        for seq in 1..=300u64 {
+            let line = g.next_line();
+            let op = crate::record::parse_operation(line.as_bytes()).expect("generated lines are valid");
+            let crate::record::Operation::Upsert(r) = &op else {
+                continue;
+            };
+            // 2025-06-30 23:30 UTC is 2025-07-01 in China.
+            let at = time::macros::datetime!(2025-06-30 23:30 UTC).unix_timestamp() * 1_000_000;
+            match Fact::of(region, seq, at, &op) {
+                Some(f) => {
+                    assert!(covered(r.category));
+                    assert_eq!(f.appended_on, date!(2025 - 07 - 01), "reckoned in China Standard Time");
+                    assert_eq!(f.authority.len(), 18, "a USCC: {}", f.authority);
+                    assert!(f.decision_date.year() >= 2000);
+                    match r.category {
+                        Category::AdministrativeLicence => licences += 1,
+                        _ => penalties += 1,
+                    }
+                }
+                None => {
+                    assert!(!covered(r.category), "{:?} has no fact", r.category);
+                    others += 1;
+                }
+            }
+        }
+        assert!(
+            licences > 0 && penalties > 0 && others > 0,
+            "{licences} {penalties} {others}"
+        );
     }
 
     #[test]
