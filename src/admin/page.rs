@@ -25,9 +25,7 @@ fn esc(s: &str) -> String {
 }
 
 fn region(code: u32) -> String {
-    Region::from_code(code)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| code.to_string())
+    Region::code_text(code)
 }
 
 /// The state of an origin at this node, as a word (also the CSS class).

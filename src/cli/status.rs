@@ -33,9 +33,7 @@ pub struct StatusArgs {
 }
 
 fn region(code: u32) -> String {
-    Region::from_code(code)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| code.to_string())
+    Region::code_text(code)
 }
 
 /// What is wrong at a node, one phrase each (empty: nothing).
@@ -257,18 +255,12 @@ fn print_one(s: &pb::SyncStatusResponse) -> anyhow::Result<ExitCode> {
         "{:<8} {:>10} {:>10} {:>8} {:>9}  {:<24} {:>8}  state",
         "origin", "local", "best peer", "lag", "lag s", "fed by", "switches"
     );
-    let mut problems = 0;
     for o in &s.origins {
-        let state = if o.forked {
-            problems += 1;
-            "FORKED"
-        } else if o.stalled {
-            problems += 1;
-            "STALLED"
-        } else if o.lag_entries > 0 {
-            "lagging"
-        } else {
-            "in sync"
+        let state = match origin_state(o) {
+            "forked" => "FORKED",
+            "stalled" => "STALLED",
+            "lagging" => "lagging",
+            _ => "in sync",
         };
         let feeder = if o.origin == s.region {
             "(this node)"
@@ -290,7 +282,6 @@ fn print_one(s: &pb::SyncStatusResponse) -> anyhow::Result<ExitCode> {
     }
     if let Some(i) = &s.index {
         let state = if !i.failure.is_empty() {
-            problems += 1;
             format!("STOPPED: {}", i.failure)
         } else if i.lag_entries > i.lag_entries_max {
             "at its bound: publishing and replication wait for it".to_string()
@@ -318,9 +309,6 @@ fn print_one(s: &pb::SyncStatusResponse) -> anyhow::Result<ExitCode> {
     for h in s.health.iter().filter(|h| !h.up) {
         println!("part {} DOWN: {}", h.component, h.reason);
     }
-    if !s.ready {
-        problems += 1;
-    }
     if !s.revocation_on {
         println!("revocation: off (tls.crl is not set)");
     } else if s.crl_next_update_unix_seconds > 0 {
@@ -329,9 +317,8 @@ fn print_one(s: &pb::SyncStatusResponse) -> anyhow::Result<ExitCode> {
     }
     for a in &s.alarms {
         println!("ALARM: {a}");
-        problems += 1;
     }
-    Ok(if problems > 0 {
+    Ok(if !problems(s).is_empty() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -52,8 +52,7 @@ fn weekend(d: Date) -> bool {
 }
 
 fn parse_date(file: &str, key: &str, s: &str) -> Result<Date, CalendarError> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(s, &format).map_err(|_| CalendarError::Invalid {
+    crate::record::parse_iso_date(s).ok_or_else(|| CalendarError::Invalid {
         file: file.to_string(),
         reason: format!("{key}: {s:?} is not a date (YYYY-MM-DD)"),
     })

@@ -49,11 +49,10 @@ impl Fact {
             _ => "penalising_authority_uscc",
         };
         let v: serde_json::Value = serde_json::from_slice(&r.canonical).ok()?;
-        let format = time::macros::format_description!("[year]-[month]-[day]");
         let decision_date = v
             .get("decision_date")
             .and_then(|d| d.as_str())
-            .and_then(|d| Date::parse(d, &format).ok())?;
+            .and_then(crate::record::parse_iso_date)?;
         let authority = v.get(authority_field).and_then(|a| a.as_str())?.to_string();
         let appended_on = time::OffsetDateTime::from_unix_timestamp(appended_at_micros.div_euclid(1_000_000))
             .ok()?

@@ -106,6 +106,14 @@ impl Region {
         }
     }
 
+    /// A region code as shown to operators: the region when it is one, else the number as given
+    /// (a code on the wire this node does not know).
+    pub fn code_text(code: u32) -> String {
+        Region::from_code(code)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| code.to_string())
+    }
+
     /// Whether this is the national hub rather than a province.
     pub fn is_national_hub(self) -> bool {
         self.0 == NATIONAL_HUB_CODE

@@ -93,9 +93,7 @@ impl Metrics {
 }
 
 fn region(code: u32) -> String {
-    Region::from_code(code)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| code.to_string())
+    Region::code_text(code)
 }
 
 fn int_gauge(registry: &Registry, name: &str, help: &str, v: i64) {

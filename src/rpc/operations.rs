@@ -165,7 +165,6 @@ impl OperationsService {
             .collect();
         let now_s = now_unix();
         let life = self.tls.life();
-        life.check(&held, now_s);
         let mut alarms = Vec::new();
         if let Some((part, reason)) = self.health.failure() {
             alarms.push(format!(
