@@ -38,6 +38,16 @@ struct RawConfig {
     peers: Vec<RawPeer>,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    evaluate: RawEvaluate,
+}
+
+/// `[evaluate]`: the regional evaluation.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvaluate {
+    /// A directory of `calendar-<year>.toml` files to use instead of the built-in calendars.
+    calendar_dir: Option<PathBuf>,
 }
 
 /// `[admin]`: the plain-HTTP port for operators (metrics, probes, status page); off when unset.
@@ -316,6 +326,8 @@ pub struct Config {
     pub feed: crate::delivery::Limits,
     /// The admin HTTP port (`admin.listen`); None: off.
     pub admin_listen: Option<SocketAddr>,
+    /// The working-day calendars (`evaluate.calendar_dir`; None: the built-in ones).
+    pub calendar_dir: Option<PathBuf>,
     /// A node that cannot recover stops this long after it says so (`node.unwell_exit_seconds`),
     /// so probes and operators see why before it exits non-zero.
     pub unwell_exit: Duration,
@@ -524,8 +536,18 @@ impl Config {
         if !(1..=365).contains(&raw.tls.expiry_warning_days) {
             return Err("tls.expiry_warning_days: must be between 1 and 365".to_string());
         }
+        let calendar_dir = raw.evaluate.calendar_dir.as_deref().map(resolve);
+        if let Some(dir) = &calendar_dir {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "evaluate.calendar_dir: {} is not a directory (it holds calendar-<year>.toml files; leave the key out to use the built-in calendars)",
+                    dir.display()
+                ));
+            }
+        }
         Ok(Config {
             admin_listen,
+            calendar_dir,
             unwell_exit: Duration::from_secs(raw.node.unwell_exit_seconds),
             expiry_warning_days: raw.tls.expiry_warning_days,
             feed,

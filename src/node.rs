@@ -57,6 +57,8 @@ pub enum NodeError {
     Audit(#[from] crate::store::audit::AuditError),
     #[error("this node's own certificate {cert}: {reason}; issue it from a CA the policy's [[issuer]] sections allow, or fix the policy")]
     OwnIssuer { cert: String, reason: String },
+    #[error("the working-day calendar: {0}")]
+    Calendar(#[from] crate::evaluate::CalendarError),
     #[error("the node stopped because its {part} stopped: {reason} (restart it: the journal is recovered at start)")]
     Unwell { part: &'static str, reason: String },
 }
@@ -71,6 +73,7 @@ pub struct Prepared {
     store: Store,
     audit: Arc<AuditLog>,
     feed_clock: Clock,
+    calendar: Arc<crate::evaluate::Calendar>,
 }
 
 impl Prepared {
@@ -82,7 +85,26 @@ impl Prepared {
 }
 
 /// Loads the TLS identity, policy and store. Blocking (store recovery reads the journal).
+/// The working-day calendar, checked at start: a malformed file stops the node; a current year
+/// it does not cover is a warning (evaluations of that year will be refused, naming it).
+pub fn load_calendar(dir: Option<&std::path::Path>) -> Result<crate::evaluate::Calendar, NodeError> {
+    let calendar = match dir {
+        Some(dir) => crate::evaluate::Calendar::load_dir(dir)?,
+        None => crate::evaluate::built_in_calendar()?,
+    };
+    let year = time::OffsetDateTime::now_utc().year();
+    if !calendar.years().contains(&year) {
+        tracing::warn!(
+            year,
+            covered = ?calendar.years(),
+            "the working-day calendar does not cover this year: evaluations of it are refused until config/calendar-{year}.toml is added"
+        );
+    }
+    Ok(calendar)
+}
+
 pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
+    let calendar = Arc::new(load_calendar(config.calendar_dir.as_deref())?);
     let signer = NodeSigner::load(&config.tls)?;
     let expected = Identity::Node(config.region);
     if *signer.identity() != expected {
@@ -167,6 +189,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         store,
         audit,
         feed_clock: system_clock(),
+        calendar,
     })
 }
 
@@ -222,7 +245,11 @@ pub async fn serve(
         mut store,
         audit,
         feed_clock,
+        calendar,
     } = prepared;
+    let arrivals = Arc::new(crate::evaluate::arrivals::Arrivals::new(
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ));
     let metrics = crate::rpc::metrics::Metrics::new();
     store.observe_fsync(metrics.fsync.clone());
     let admin_listener = match config.admin_listen {
@@ -324,6 +351,7 @@ pub async fn serve(
             states: peer_states.clone(),
             own_log_behind: own_log_behind.clone(),
             feeders: feeders.as_ref().map(|f| (f.clone(), slot)),
+            arrivals: arrivals.clone(),
         };
         let connector = Arc::new(crate::rpc::replication::TlsPeer::new(
             &peer.address,
@@ -361,6 +389,10 @@ pub async fn serve(
         progress: Default::default(),
         writer: writer.clone(),
         crl: tls.crl_status(),
+        calendar: calendar.clone(),
+        arrivals: arrivals.clone(),
+        rejections: metrics.rejections.clone(),
+        evaluations: Arc::new(tokio::sync::Semaphore::new(crate::rpc::operations::EVALUATIONS_AT_ONCE)),
     });
     let watched_writer = writer.clone();
     let publisher = PublisherService {

@@ -1,7 +1,7 @@
 //! Who may call what, and see which records. A verified identity grants nothing by itself: the
 //! node's access policy decides. Built-in rules: the node's own region's publisher may Publish;
 //! `cx://node/*` may Sync and Heads (only nodes, unless the policy grants more); operators may read
-//! SyncStatus. The policy file (TOML) adds grants; a grant of Subscribe or Profile also says which
+//! SyncStatus and Evaluate. The policy file (TOML) adds grants; a grant of Subscribe or Profile also says which
 //! categories and origin regions it reaches (required: there is no silent "everything") and which
 //! sharing and disclosure classes (default: `unconditional` and `public` only) and whether records
 //! about natural persons are included (default: no). `SharedPolicy` reloads the file when it
@@ -26,6 +26,7 @@ pub enum Rpc {
     Profile,
     Acknowledge,
     SyncStatus,
+    Evaluate,
 }
 
 impl Rpc {
@@ -38,6 +39,7 @@ impl Rpc {
             "Profile" => Rpc::Profile,
             "Acknowledge" => Rpc::Acknowledge,
             "SyncStatus" => Rpc::SyncStatus,
+            "Evaluate" => Rpc::Evaluate,
             _ => return None,
         })
     }
@@ -201,7 +203,7 @@ impl Policy {
                 .iter()
                 .map(|r| {
                     Rpc::parse(r).ok_or_else(|| {
-                        format!("grant[{i}].rpcs: unknown rpc {r:?} (known: Publish, Sync, Heads, Subscribe, Profile, Acknowledge, SyncStatus)")
+                        format!("grant[{i}].rpcs: unknown rpc {r:?} (known: Publish, Sync, Heads, Subscribe, Profile, Acknowledge, SyncStatus, Evaluate)")
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -305,7 +307,7 @@ impl Policy {
         let builtin = match (who, rpc) {
             (Identity::Publisher(r), Rpc::Publish) => *r == self.region,
             (Identity::Node(_), Rpc::Sync | Rpc::Heads) => true,
-            (Identity::Operator(_), Rpc::SyncStatus) => true,
+            (Identity::Operator(_), Rpc::SyncStatus | Rpc::Evaluate) => true,
             _ => false,
         };
         if builtin {
@@ -327,12 +329,13 @@ impl Policy {
         let who_may = match rpc {
             Rpc::Publish => format!("only cx://publisher/{region} and identities granted Publish in the node's policy may publish to the node of region {region}"),
             Rpc::Sync | Rpc::Heads => "only nodes of the federation (cx://node/...) may, unless the node's policy grants it".to_string(),
-            Rpc::SyncStatus => "operators (cx://operator/...) may, and identities granted SyncStatus in the node's policy".to_string(),
+            Rpc::SyncStatus | Rpc::Evaluate => format!("operators (cx://operator/...) may, and identities granted {rpc:?} in the node's policy"),
             Rpc::Subscribe | Rpc::Profile | Rpc::Acknowledge => format!("only identities granted {rpc:?} in the node's policy may"),
         };
         let verb = match rpc {
             Rpc::Publish => "publish".to_string(),
             Rpc::SyncStatus => "read sync status".to_string(),
+            Rpc::Evaluate => "evaluate the regions' performance".to_string(),
             other => format!("call {other:?}"),
         };
         format!("{who} may not {verb}: {who_may}")

@@ -10,6 +10,7 @@ mod bench_sync;
 mod certs;
 pub mod demo;
 mod department;
+mod evaluate;
 mod gen;
 mod heads;
 mod health;
@@ -59,6 +60,8 @@ enum Command {
     Acknowledge(department::AcknowledgeArgs),
     /// Who has stopped showing a record, and who is overdue against its repair deadline.
     Receipts(department::ReceiptsArgs),
+    /// The regional performance evaluation of a period (signed), or --verify of a report file.
+    Evaluate(evaluate::EvaluateArgs),
     /// Who accessed which credit data: the node's audit log.
     Audit(audit::AuditArgs),
     /// A complete local federation on loopback: certificates, nodes, publishers, live heads.
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Audit(a) => audit::run(a),
         Command::Acknowledge(a) => department::acknowledge(a),
         Command::Receipts(a) => department::receipts(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

@@ -12,6 +12,8 @@
 //! running subscription at once (and ends it if nothing is granted any more); nothing about a
 //! record outside the caller's scope is read into an event, a count or a progress mark.
 
+pub mod evaluation;
+
 use crate::feed::{self, Cursor, EntryFacts, Event, Facts, Filter, Plan, ProfileRow, Scope};
 use crate::log::{Entry, Hash};
 use crate::pki::{Identity, ReloadingSigner};

@@ -29,41 +29,21 @@ pub struct Fact {
     pub appended_on: Date,
 }
 
-/// China Standard Time, in which decision dates and "within 7 working days" are reckoned.
-pub const CHINA_STANDARD_TIME: time::UtcOffset = time::macros::offset!(+8);
-
 impl Fact {
-    /// The fact of an appended operation, if the rule covers it: an upsert of a licence or a
-    /// penalty (amendments included: each version is online only once appended), with its
-    /// decision date and its issuing authority's code. None for anything else, and for a record
-    /// missing either field (counted as data quality, not timeliness).
-    pub fn of(origin: Region, seq: u64, appended_at_micros: i64, op: &crate::record::Operation) -> Option<Fact> {
-        let crate::record::Operation::Upsert(r) = op else {
-            return None;
-        };
-        if !covered(r.category) {
+    /// The fact of an appended record version, if the rule covers it: a licence or a penalty
+    /// (amendments included: each version is online only once appended) with its decision date
+    /// and its issuing authority's code. None for anything else, and for a record missing either
+    /// field (counted as data quality, not timeliness).
+    pub fn of(origin: Region, seq: u64, appended_on: Date, u: &super::facts::Upsert) -> Option<Fact> {
+        if !covered(u.category) {
             return None;
         }
-        let authority_field = match r.category {
-            Category::AdministrativeLicence => "licensing_authority_uscc",
-            _ => "penalising_authority_uscc",
-        };
-        let v: serde_json::Value = serde_json::from_slice(&r.canonical).ok()?;
-        let decision_date = v
-            .get("decision_date")
-            .and_then(|d| d.as_str())
-            .and_then(crate::record::parse_iso_date)?;
-        let authority = v.get(authority_field).and_then(|a| a.as_str())?.to_string();
-        let appended_on = time::OffsetDateTime::from_unix_timestamp(appended_at_micros.div_euclid(1_000_000))
-            .ok()?
-            .to_offset(CHINA_STANDARD_TIME)
-            .date();
         Some(Fact {
             origin,
             seq,
-            record_id: r.record_id.to_string(),
-            authority,
-            decision_date,
+            record_id: u.record_id.to_string(),
+            authority: u.authority.clone()?,
+            decision_date: u.decision_date?,
             appended_on,
         })
     }
@@ -77,7 +57,7 @@ pub fn covered(category: Category) -> bool {
     )
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Late {
     pub origin: u32,
     pub seq: u64,
@@ -85,6 +65,8 @@ pub struct Late {
     pub decision_date: String,
     pub appended_on: String,
     pub delay_working_days: u32,
+    /// The decision is older than the calendar: the delay counts only the covered years.
+    pub delay_at_least: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -93,6 +75,7 @@ pub struct Tally {
     pub on_time: u64,
     /// Records per delay bucket (`DELAY_BUCKETS`, then "more").
     pub delay_histogram: Vec<u64>,
+    /// The late records first in (origin, seq) order, at most `LATE_LISTED_MAX`.
     pub late: Vec<Late>,
     /// Late records beyond `LATE_LISTED_MAX` (counted, not listed).
     pub late_unlisted: u64,
@@ -106,7 +89,7 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, fact: &Fact, delay: u32) {
+    fn add(&mut self, fact: &Fact, delay: u32, at_least: bool) {
         self.records += 1;
         let bucket = DELAY_BUCKETS
             .iter()
@@ -115,16 +98,23 @@ impl Tally {
         self.delay_histogram[bucket] += 1;
         if delay <= ON_TIME_WORKING_DAYS {
             self.on_time += 1;
-        } else if self.late.len() < LATE_LISTED_MAX {
-            self.late.push(Late {
-                origin: fact.origin.code(),
-                seq: fact.seq,
-                record_id: fact.record_id.clone(),
-                decision_date: fact.decision_date.to_string(),
-                appended_on: fact.appended_on.to_string(),
-                delay_working_days: delay,
-            });
-        } else {
+            return;
+        }
+        // Keep the first LATE_LISTED_MAX in (origin, seq) order, whatever order facts come in,
+        // so two nodes list the same records.
+        let late = Late {
+            origin: fact.origin.code(),
+            seq: fact.seq,
+            record_id: fact.record_id.clone(),
+            decision_date: fact.decision_date.to_string(),
+            appended_on: fact.appended_on.to_string(),
+            delay_working_days: delay,
+            delay_at_least: at_least,
+        };
+        let at = self.late.partition_point(|l| (l.origin, l.seq) < (late.origin, late.seq));
+        self.late.insert(at, late);
+        if self.late.len() > LATE_LISTED_MAX {
+            self.late.pop();
             self.late_unlisted += 1;
         }
     }
@@ -144,40 +134,78 @@ pub struct RegionTimeliness {
     pub authorities: BTreeMap<String, Tally>,
 }
 
-/// Timeliness of every origin for records appended in `[from, to]`, in origin order; facts
-/// appended outside the period are not counted. A period, or a decision date, in a year the
-/// calendar does not cover is refused, naming the year: a guess would make two nodes with
-/// different calendars disagree silently.
+/// Timeliness accumulated fact by fact, in any order, for records appended in `[from, to]`.
+#[derive(Clone, Debug)]
+pub struct Timeliness {
+    from: Date,
+    to: Date,
+    by_origin: BTreeMap<u32, RegionTimeliness>,
+}
+
+impl Timeliness {
+    /// Refuses a period in a year the calendar does not cover, naming the year: a guess would
+    /// make two nodes with different calendars disagree silently.
+    pub fn new(calendar: &Calendar, from: Date, to: Date) -> Result<Timeliness, CalendarError> {
+        calendar.covers(from, to)?;
+        Ok(Timeliness {
+            from,
+            to,
+            by_origin: BTreeMap::new(),
+        })
+    }
+
+    /// Counts one fact (facts appended outside the period are not counted). A decision older
+    /// than the calendar's first year is counted from that year's first day and marked "at
+    /// least"; a decision in a later uncovered year is refused, naming it.
+    pub fn add(&mut self, calendar: &Calendar, f: &Fact) -> Result<(), CalendarError> {
+        if !(self.from..=self.to).contains(&f.appended_on) {
+            return Ok(());
+        }
+        let first = calendar.years().first().copied().unwrap_or(f.decision_date.year());
+        let (start, at_least) = if f.decision_date.year() < first {
+            let jan1 = Date::from_ordinal_date(first, 1).map_err(|_| CalendarError::NotCovered { year: first })?;
+            (jan1.previous_day().unwrap_or(jan1), true)
+        } else {
+            (f.decision_date, false)
+        };
+        let delay = calendar.working_days_between(start, f.appended_on)?;
+        let r = self.by_origin.entry(f.origin.code()).or_insert_with(|| RegionTimeliness {
+            origin: f.origin.code(),
+            total: Tally::empty(),
+            ..RegionTimeliness::default()
+        });
+        r.total.add(f, delay, at_least);
+        r.authorities
+            .entry(f.authority.clone())
+            .or_insert_with(Tally::empty)
+            .add(f, delay, at_least);
+        Ok(())
+    }
+
+    /// Every origin's timeliness, in origin order.
+    pub fn finish(self) -> BTreeMap<u32, RegionTimeliness> {
+        self.by_origin
+            .into_iter()
+            .map(|(k, mut r)| {
+                r.on_time_ppm = r.total.on_time_ppm();
+                (k, r)
+            })
+            .collect()
+    }
+}
+
+/// Timeliness of every origin for `facts` appended in `[from, to]`, in origin order.
 pub fn evaluate(
     calendar: &Calendar,
     facts: &[Fact],
     from: Date,
     to: Date,
 ) -> Result<Vec<RegionTimeliness>, CalendarError> {
-    calendar.covers(from, to)?;
-    let mut by_origin: BTreeMap<u32, RegionTimeliness> = BTreeMap::new();
-    let mut sorted: Vec<&Fact> = facts.iter().filter(|f| (from..=to).contains(&f.appended_on)).collect();
-    sorted.sort_by_key(|f| (f.origin, f.seq));
-    for f in sorted {
-        let delay = calendar.working_days_between(f.decision_date, f.appended_on)?;
-        let r = by_origin.entry(f.origin.code()).or_insert_with(|| RegionTimeliness {
-            origin: f.origin.code(),
-            total: Tally::empty(),
-            ..RegionTimeliness::default()
-        });
-        r.total.add(f, delay);
-        r.authorities
-            .entry(f.authority.clone())
-            .or_insert_with(Tally::empty)
-            .add(f, delay);
+    let mut t = Timeliness::new(calendar, from, to)?;
+    for f in facts {
+        t.add(calendar, f)?;
     }
-    Ok(by_origin
-        .into_values()
-        .map(|mut r| {
-            r.on_time_ppm = r.total.on_time_ppm();
-            r
-        })
-        .collect())
+    Ok(t.finish().into_values().collect())
 }
 
 #[cfg(test)]
@@ -246,13 +274,14 @@ mod tests {
         let (mut licences, mut penalties, mut others) = (0, 0, 0);
         for seq in 1..=300u64 {
             let line = g.next_line();
-            let op = crate::record::parse_operation(line.as_bytes()).expect("generated lines are valid");
-            let crate::record::Operation::Upsert(r) = &op else {
+            let op = super::super::facts::read(line.as_bytes()).expect("generated lines read");
+            let super::super::facts::Operation::Upsert(r) = &op else {
                 continue;
             };
             // 2025-06-30 23:30 UTC is 2025-07-01 in China.
             let at = time::macros::datetime!(2025-06-30 23:30 UTC).unix_timestamp() * 1_000_000;
-            match Fact::of(region, seq, at, &op) {
+            let day = super::super::facts::day_of(at).expect("a day");
+            match Fact::of(region, seq, day, r) {
                 Some(f) => {
                     assert!(covered(r.category));
                     assert_eq!(f.appended_on, date!(2025 - 07 - 01), "reckoned in China Standard Time");
@@ -277,14 +306,22 @@ mod tests {
 
     #[test]
     fn a_decision_or_period_outside_the_calendar_is_refused() {
-        let facts = vec![fact("330000", 1, "A", date!(2024 - 12 - 30), date!(2025 - 01 - 06))];
+        // A period in a year after the calendar is refused, naming it.
+        let facts = vec![fact("330000", 1, "A", date!(2027 - 01 - 04), date!(2026 - 12 - 31))];
         assert_eq!(
-            evaluate(&cal(), &facts, date!(2025 - 01 - 01), date!(2025 - 03 - 31)),
-            Err(CalendarError::NotCovered { year: 2024 })
+            evaluate(&cal(), &facts, date!(2026 - 12 - 01), date!(2026 - 12 - 31)).map(|r| r[0].total.records),
+            Ok(1),
+            "a decision dated after its append has no delay"
         );
         assert_eq!(
-            evaluate(&cal(), &[], date!(2025 - 10 - 01), date!(2026 - 03 - 31)),
-            Err(CalendarError::NotCovered { year: 2026 })
+            evaluate(&cal(), &[], date!(2026 - 10 - 01), date!(2027 - 03 - 31)),
+            Err(CalendarError::NotCovered { year: 2027 })
         );
+        // A decision older than the calendar is counted from its first year, as "at least".
+        let old = vec![fact("330000", 1, "A", date!(2023 - 12 - 30), date!(2024 - 01 - 12))];
+        let r = evaluate(&cal(), &old, date!(2024 - 01 - 01), date!(2024 - 03 - 31)).expect("evaluated");
+        let late = &r[0].total.late[0];
+        // 2024: Jan 1 is a holiday, Jan 2..12 are 9 working days.
+        assert_eq!((late.delay_working_days, late.delay_at_least), (9, true));
     }
 }

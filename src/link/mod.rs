@@ -59,6 +59,8 @@ pub struct Link {
     pub own_log_behind: OwnLogBehind,
     /// The node's feeder choice and this link's place in it; `None`: every origin is streamed.
     pub feeders: Option<(Arc<Feeders>, usize)>,
+    /// Where the delay of each stored entry from its origin's append is recorded.
+    pub arrivals: Arc<crate::evaluate::arrivals::Arrivals>,
 }
 
 enum LinkEnd {
@@ -300,10 +302,16 @@ async fn deliver(
     });
     for c in covered.into_iter().filter(|_| store) {
         let (code, covered) = (c.origin.code(), c.entries.len() as u64);
+        let (origin, stamps): (_, Vec<i64>) = (c.origin, c.entries.iter().map(|e| e.appended_at_micros).collect());
         match link.writer.replicate(c).await {
-            Ok(ReplicaOutcome::Stored { appended }) => update(&link.states, &peer.address, |s| {
-                count_duplicates(s, code, covered.saturating_sub(appended));
-            }),
+            Ok(ReplicaOutcome::Stored { appended }) => {
+                // The entries this node did not hold are the batch's last `appended`.
+                let new = &stamps[stamps.len().saturating_sub(appended as usize)..];
+                link.arrivals.record(origin, new.iter().copied(), now_micros());
+                update(&link.states, &peer.address, |s| {
+                    count_duplicates(s, code, covered.saturating_sub(appended));
+                })
+            }
             Ok(ReplicaOutcome::Forked { origin, seq }) => {
                 tracing::error!(
                     origin = %origin,
@@ -375,3 +383,11 @@ fn fault(link: &Link, peer: &PeerConfig, reason: String) -> LinkEnd {
 
 #[cfg(test)]
 mod tests;
+
+/// Microseconds since the Unix epoch (entries' `appended_at_micros` are in these).
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -417,6 +417,7 @@ fn run_case(c: Case) -> Result<(), TestCaseError> {
             states: states.clone(),
             own_log_behind: Arc::default(),
             feeders: None,
+            arrivals: Default::default(),
         };
         let config = PeerConfig {
             address: name.to_string(),
@@ -646,6 +647,7 @@ fn a_group_of_20000_records_of_60_kib_reaches_a_receiver_with_the_smallest_allow
         states: states.clone(),
         own_log_behind: Arc::default(),
         feeders: None,
+        arrivals: Default::default(),
     };
     let peer = LargeGroup {
         origin: zj(),

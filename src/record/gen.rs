@@ -670,7 +670,7 @@ fn organisation_check(body: &str) -> char {
 }
 
 /// Adds calendar months, clamping the day to the target month's length (31 Jan + 1 = 28/29 Feb).
-fn add_months(d: Date, months: u32) -> Date {
+pub fn add_months(d: Date, months: u32) -> Date {
     let total = d.year() * 12 + i32::from(u8::from(d.month())) - 1 + months as i32;
     let year = total.div_euclid(12);
     let month = Month::try_from((total.rem_euclid(12) + 1) as u8).expect("1..=12");

@@ -14,7 +14,7 @@ pub mod summary;
 pub mod uscc;
 mod validate;
 
-pub use gen::RecordGenerator;
+pub use gen::{add_months, RecordGenerator};
 pub use publicity::is_publicly_visible;
 pub use region::{Region, RegionError};
 pub use resident_id::{check_resident_id, resident_id_check_char};

@@ -29,6 +29,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         "/cx.v1.Feed/Acknowledge" => Rule::Granted(Rpc::Acknowledge),
         // Receipts name departments and records: operators' business, like the sync status.
         "/cx.v1.Operations/SyncStatus" | "/cx.v1.Operations/Receipts" => Rule::Granted(Rpc::SyncStatus),
+        "/cx.v1.Operations/Evaluate" => Rule::Granted(Rpc::Evaluate),
         "/grpc.health.v1.Health/Check" | "/grpc.health.v1.Health/Watch" => Rule::AnyCaller,
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
         | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => Rule::AnyCaller,

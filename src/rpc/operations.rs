@@ -41,7 +41,20 @@ pub struct OperationsService {
     pub writer: WriterHandle,
     /// The revocation list in force and its alarms.
     pub crl: Arc<crate::pki::CrlStatus>,
+    /// The working-day calendar evaluations count with (checked at start).
+    pub calendar: Arc<crate::evaluate::Calendar>,
+    /// Replicated entries' delays from their origin's append to their arrival here.
+    pub arrivals: Arc<crate::evaluate::arrivals::Arrivals>,
+    /// This node's publish rejections by reason (the metrics counter).
+    pub rejections: prometheus::IntCounterVec,
+    /// One evaluation at a time (each reads the period's entries).
+    pub evaluations: Arc<tokio::sync::Semaphore>,
 }
+
+/// Evaluations running at once at most; another is answered RESOURCE_EXHAUSTED.
+pub const EVALUATIONS_AT_ONCE: usize = 1;
+/// Days an evaluated period spans at most.
+pub const PERIOD_DAYS_MAX: i64 = 731;
 
 impl OperationsService {
     fn status(&self) -> Result<pb::SyncStatusResponse, String> {
@@ -281,6 +294,94 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
             pending: pending_to_pb(&r.pending),
             overdue: r.overdue,
         }))
+    }
+
+    async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::EvaluateResponse>, Status> {
+        OperationsService::evaluate(self, request.into_inner()).await.map(Response::new)
+    }
+}
+
+impl OperationsService {
+    fn rejections_by_reason(&self) -> BTreeMap<String, u64> {
+        use prometheus::core::Collector;
+        let mut out = BTreeMap::new();
+        for family in self.rejections.collect() {
+            for m in family.get_metric() {
+                let reason = m.get_label().iter().find(|l| l.name() == "reason");
+                if let Some(reason) = reason {
+                    out.insert(reason.value().to_string(), m.get_counter().get_value() as u64);
+                }
+            }
+        }
+        out
+    }
+
+    /// `Operations.Evaluate`: the report of a period, with what this node observed, signed.
+    pub async fn evaluate(&self, req: pb::EvaluateRequest) -> Result<pb::EvaluateResponse, Status> {
+        let date = |field: &str, v: &str| {
+            crate::record::parse_iso_date(v)
+                .ok_or_else(|| Status::invalid_argument(format!("{field}: {v:?} is not a date (YYYY-MM-DD)")))
+        };
+        let (from, to) = (date("from", &req.from)?, date("to", &req.to)?);
+        if to < from {
+            return Err(Status::invalid_argument(format!("to: {to} is before from {from}")));
+        }
+        if (to - from).whole_days() >= PERIOD_DAYS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "the period spans more than {PERIOD_DAYS_MAX} days: evaluate it in parts"
+            )));
+        }
+        let region = |code: u32| {
+            Region::from_code(code).map_err(|e| Status::invalid_argument(format!("region {code}: {e}")))
+        };
+        let regions = req.regions.iter().map(|c| region(*c)).collect::<Result<Vec<_>, _>>()?;
+        let as_of = if req.as_of.is_empty() {
+            None
+        } else {
+            Some(
+                req.as_of
+                    .iter()
+                    .map(|(c, s)| Ok((region(*c)?, *s)))
+                    .collect::<Result<BTreeMap<_, _>, Status>>()?,
+            )
+        };
+        let _permit = self.evaluations.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{EVALUATIONS_AT_ONCE} evaluation(s) are running, the most this node runs at once; retry later"
+            ))
+        })?;
+        let (view, journal, calendar) = (self.deliveries.view.clone(), self.journal.clone(), self.calendar.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::delivery::evaluation::evaluate_view(&view, &journal, &calendar, from, to, &regions, as_of)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("evaluation task: {e}")))?
+        .map_err(|e| match e {
+            crate::delivery::evaluation::EvaluationError::Calendar(_)
+            | crate::delivery::evaluation::EvaluationError::Behind { .. } => Status::failed_precondition(e.to_string()),
+            other => Status::internal(other.to_string()),
+        })?;
+        let observed = crate::evaluate::Observed {
+            node: self.region.code(),
+            since_unix_seconds: self.arrivals.since_unix_seconds(),
+            sync_delay: self.arrivals.delays(from, to),
+            rejections: self.rejections_by_reason(),
+        };
+        let report_json = report.to_json();
+        let observed_json = serde_json::to_vec(&observed).map_err(|e| Status::internal(e.to_string()))?;
+        let at = now_unix();
+        let signer = self.deliveries.signer.current();
+        let (scheme, signature) = signer
+            .sign(&crate::evaluate::report::signed_message(&report_json, &observed_json, at))
+            .map_err(|e| Status::internal(format!("signing the report: {e}")))?;
+        Ok(pb::EvaluateResponse {
+            report_json: report_json.into(),
+            observed_json: observed_json.into(),
+            signature_scheme: u32::from(scheme),
+            signature: signature.into(),
+            signer_chain: signer.chain_der().iter().map(|c| c.clone().into()).collect(),
+            signed_at_unix_seconds: at,
+        })
     }
 }
 
