@@ -135,7 +135,7 @@ fn ranked_chart(r: &Report, (title, value, ppm, higher_better): Indicator) -> St
     let max = rows.iter().map(|(_, v)| *v).max().unwrap_or(0).max(if ppm { 1_000_000 } else { 1 });
     let h = ROW_H * rows.len() as u32 + 8;
     let mut svg = format!(
-        "<figure class=\"chart\" data-indicator=\"{t}\"><figcaption>{t}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\">",
+        "<figure class=\"chart\" data-indicator=\"{t}\"><figcaption>{t}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\">",
         t = esc(title),
         w = BAR_W + 260,
     );
@@ -163,7 +163,7 @@ fn histogram(r: &Report, o: &OriginReport) -> String {
     let max = counts.iter().copied().max().unwrap_or(0).max(1);
     let (bw, hh) = (46u32, 90u32);
     let mut svg = format!(
-        "<figure class=\"histogram\" data-origin=\"{}\"><figcaption>Delay from decision to the log, working days: {}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\">",
+        "<figure class=\"histogram\" data-origin=\"{}\"><figcaption>Delay from decision to the log, working days: {}</figcaption><svg width=\"{}\" height=\"{}\">",
         o.origin,
         esc(&name(o.origin)),
         bw * counts.len() as u32 + 10,

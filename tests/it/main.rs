@@ -5,6 +5,7 @@ mod architecture;
 mod common;
 mod deploy;
 mod federation;
+mod evaluate;
 mod feed;
 mod feeders;
 mod netns;
