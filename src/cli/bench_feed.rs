@@ -51,8 +51,8 @@ pub struct FeedArgs {
     /// Idle subscriptions opened at the reader for the memory/threads figure.
     #[arg(long, default_value_t = 500)]
     idle: usize,
-    /// Which parts to run: catch_up, profile, fan_out, idle (comma-separated).
-    #[arg(long, default_value = "catch_up,profile,fan_out,idle")]
+    /// Which parts to run: catch_up, profile, evaluate, fan_out, idle (comma-separated).
+    #[arg(long, default_value = "catch_up,profile,evaluate,fan_out,idle")]
     parts: String,
     /// Measure at the first origin's node (no reader node: for one origin at large scale).
     #[arg(long)]
@@ -61,6 +61,16 @@ pub struct FeedArgs {
     dir: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_line(json: bool, run: usize, seconds: f64, counted: u64, origins: usize, rss_mb: f64, bytes: usize, fs: &str) {
+    report(
+        json,
+        format!("run {run}: evaluation of a quarter, {counted} record entries of {origins} origins, in {seconds:.2} s ({:.0}/s); reader peak RSS during it {rss_mb:.0} MB; report {bytes} bytes", counted as f64 / seconds),
+        serde_json::json!({"bench": "feed", "part": "evaluate", "run": run, "evaluate_seconds": seconds, "entries": counted,
+            "origins": origins, "reader_peak_rss_mb": rss_mb, "report_bytes": bytes, "filesystem": fs}),
+    );
 }
 
 /// (resident KiB, threads) of a process now, from /proc.
@@ -263,6 +273,21 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
             "department-bench",
         )?;
     }
+    if !certs.join("operator-bench.pem").exists() {
+        let now = time::OffsetDateTime::now_utc();
+        pki::issue(
+            &certs,
+            &IssueRequest {
+                identity: Identity::Operator("bench".to_string()),
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::days(30),
+                dns_names: vec!["localhost".to_string()],
+                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            },
+            &certs,
+            "operator-bench",
+        )?;
+    }
     std::fs::write(work.join("policy.toml"), POLICY)?;
     let policy_key = format!("policy = \"{}\"\n", work.join("policy.toml").display());
     let fs = filesystem_of(&work);
@@ -394,6 +419,36 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
         serde_json::json!({"bench": "feed", "part": "profile", "lookups": args.profiles, "p50_ms": p50, "p99_ms": p99,
             "records_per_profile": rows as f64 / args.profiles.max(1) as f64, "reader_peak_rss_mb": reader_rss}),
     );
+
+    // (b'') the regional evaluation of the last quarter (every record of the set-up is in it), at
+    // the reader: time, and the reader's peak RSS during it (the peak is reset first).
+    let mut eval_seconds = Vec::new();
+    for run in (1..=args.runs).filter(|_| part("evaluate")) {
+        let pid = reader.child.id();
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        let today = time::OffsetDateTime::now_utc().to_offset(crate::evaluate::facts::CHINA_STANDARD_TIME).date();
+        let (from, to) = ((today - time::Duration::days(89)).to_string(), today.to_string());
+        let started = Instant::now();
+        let r = rt.block_on(async {
+            let channel = connect(&format!("127.0.0.1:{reader_port}"), &files(&certs, "operator-bench"), Some("localhost")).await?;
+            let mut c = pb::operations_client::OperationsClient::new(channel).max_decoding_message_size(64 << 20);
+            anyhow::Ok(c.evaluate(pb::EvaluateRequest { from, to, regions: vec![], as_of: Default::default() }).await?.into_inner())
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let report: crate::evaluate::Report = serde_json::from_slice(&r.report_json)?;
+        let counted: u64 = report.origins.iter().map(|o| o.quality.new_records + o.quality.amendments + o.quality.revocations).sum();
+        let rss = peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
+        report_line(args.json, run, seconds, counted, report.origins.len(), rss, r.report_json.len(), &fs);
+        eval_seconds.push(seconds);
+    }
+    if !eval_seconds.is_empty() {
+        let m = median(&mut eval_seconds);
+        report(
+            args.json,
+            format!("median: evaluation of a quarter {m:.2} s"),
+            serde_json::json!({"bench": "feed", "part": "evaluate", "summary": true, "evaluate_seconds": m, "filesystem": fs}),
+        );
+    }
 
     // (c) live fan-out at the first origin.
     let origin_port = if args.at_origin { reader_port } else { origins[0].1 };

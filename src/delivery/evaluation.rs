@@ -14,6 +14,8 @@ use time::Date;
 
 /// Postings read, and journal frames fetched, per step at most.
 pub const EVALUATE_STEP_ENTRIES: usize = 4096;
+/// Threads that read operations of one step at once (the evaluation is rare, one at a time).
+pub const EVALUATE_THREADS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluationError {
@@ -66,9 +68,16 @@ pub fn evaluate_view(
                 let Some(last) = postings.last() else { break };
                 next = last.seq + 1;
                 let positions: Vec<_> = postings.iter().map(|p| p.pos).collect();
-                for (p, frame) in postings.iter().zip(journal.read_many(&positions)?) {
-                    let e = match frame {
-                        Frame::Entry(e) if e.origin == origin && e.seq == p.seq => e,
+                let frames = journal.read_many(&positions)?;
+                let mut entries = Vec::with_capacity(frames.len());
+                for (p, frame) in postings.iter().zip(frames) {
+                    match frame {
+                        // Outside the period: not read further.
+                        Frame::Entry(e) if e.origin == origin && e.seq == p.seq => {
+                            if ev.in_period(e.appended_at_micros) {
+                                entries.push(e);
+                            }
+                        }
                         _ => {
                             return Err(EvaluationError::Misplaced {
                                 pos: p.pos.0,
@@ -76,8 +85,9 @@ pub fn evaluate_view(
                                 seq: p.seq,
                             })
                         }
-                    };
-                    let op = facts::read(&e.op_bytes);
+                    }
+                }
+                for (e, op) in entries.iter().zip(read_all(&entries)) {
                     // A repair is posted under its own category and its target's: count it once.
                     if let Ok(facts::Operation::Upsert(u)) = &op {
                         if u.category != category {
@@ -128,4 +138,19 @@ pub fn evaluate_view(
         }
     }
     Ok(ev.finish())
+}
+
+/// `facts::read` of every entry, on `EVALUATE_THREADS` threads, in the entries' order.
+fn read_all(entries: &[crate::log::Entry]) -> Vec<Result<facts::Operation, String>> {
+    let chunk = entries.len().div_ceil(EVALUATE_THREADS).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|e| facts::read(&e.op_bytes)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("reading the operation panicked".to_string())]))
+            .collect()
+    })
 }

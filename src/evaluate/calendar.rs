@@ -37,6 +37,9 @@ struct RawYear {
 struct Year {
     holidays: BTreeSet<Date>,
     workdays: BTreeSet<Date>,
+    /// Working days of the year up to and including each day (index: ordinal - 1), so a delay
+    /// is a subtraction, not a walk (an evaluation counts one per record).
+    through: Vec<u16>,
 }
 
 /// The working-day calendar of the years it was given.
@@ -106,6 +109,18 @@ impl Calendar {
                 "workdays: {d} is a {}, a working day already; list only the weekend days that are working days (调休上班)",
                 d.weekday()
             )));
+        }
+        let mut n = 0u16;
+        let mut d = Date::from_ordinal_date(raw.year, 1).map_err(|e| invalid(e.to_string()))?;
+        while d.year() == raw.year {
+            let working = if weekend(d) {
+                year.workdays.contains(&d)
+            } else {
+                !year.holidays.contains(&d)
+            };
+            n += u16::from(working);
+            year.through.push(n);
+            d = d.next_day().ok_or_else(|| invalid("the year has no end".to_string()))?;
         }
         self.sources.insert(raw.year, raw.source);
         self.years.insert(raw.year, year);
@@ -200,23 +215,24 @@ impl Calendar {
     }
 
     /// Working days after `from` up to and including `to` (0 when `to` is not after `from`):
-    /// a delay counted in working days.
+    /// a delay counted in working days. Every year from `from`'s to `to`'s must be covered.
     pub fn working_days_between(&self, from: Date, to: Date) -> Result<u32, CalendarError> {
         if to <= from {
             return Ok(0);
         }
         self.covers(from, to)?;
+        let through = |d: Date| -> Result<u32, CalendarError> {
+            let y = self
+                .years
+                .get(&d.year())
+                .ok_or(CalendarError::NotCovered { year: d.year() })?;
+            Ok(u32::from(y.through[usize::from(d.ordinal()) - 1]))
+        };
         let mut n = 0u32;
-        let mut d = from;
-        while d < to {
-            d = d
-                .checked_add(Duration::days(1))
-                .ok_or(CalendarError::NotCovered { year: d.year() + 1 })?;
-            if self.is_working_day(d)? {
-                n += 1;
-            }
+        for year in from.year()..to.year() {
+            n += u32::from(self.years[&year].through.last().copied().unwrap_or(0));
         }
-        Ok(n)
+        Ok(n + through(to)? - through(from)?)
     }
 }
 
@@ -227,8 +243,12 @@ mod tests {
 
     fn cal2025() -> Calendar {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let cal = Calendar::load_dir(&dir).expect("the shipped calendar loads");
-        assert_eq!(cal.years(), vec![2025]);
+        let shipped = Calendar::load_dir(&dir).expect("the shipped calendars load");
+        assert_eq!(shipped.years(), vec![2024, 2025, 2026]);
+        assert_eq!(shipped, crate::evaluate::built_in_calendar().expect("built in"), "built in = config/");
+        let mut cal = Calendar::default();
+        let text = std::fs::read_to_string(dir.join("calendar-2025.toml")).expect("read");
+        cal.add_year("calendar-2025.toml", &text).expect("2025 loads");
         cal
     }
 
@@ -341,5 +361,31 @@ mod tests {
             .expect_err("twice")
             .to_string()
             .contains("given twice"));
+    }
+
+    #[test]
+    fn counted_delays_equal_a_walk_day_by_day_across_years() {
+        let cal = crate::evaluate::built_in_calendar().expect("calendar");
+        let first = date!(2024 - 01 - 01);
+        let walk = |from: Date, to: Date| {
+            let (mut n, mut d) = (0, from);
+            while d < to {
+                d = d.next_day().expect("a day");
+                n += u32::from(cal.is_working_day(d).expect("covered"));
+            }
+            n
+        };
+        let mut x = 12345u64;
+        for _ in 0..300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let a = first + Duration::days((x >> 33) as i64 % 1096);
+            let b = first + Duration::days((x >> 13) as i64 % 1096);
+            let (from, to) = (a.min(b), a.max(b));
+            assert_eq!(cal.working_days_between(from, to), Ok(walk(from, to)), "{from} .. {to}");
+        }
+        // 2024 has 251 working days, 2025 has 250, 2026 has 250 (weekdays, minus holidays,
+        // plus make-up days).
+        assert_eq!(cal.working_days_between(date!(2023 - 12 - 31), date!(2024 - 12 - 31)).ok(), None);
+        assert_eq!(cal.working_days_between(date!(2024 - 01 - 01), date!(2026 - 12 - 31)), Ok(walk(date!(2024 - 01 - 01), date!(2026 - 12 - 31))));
     }
 }

@@ -275,6 +275,11 @@ impl<'c> Evaluator<'c> {
             .collect()
     }
 
+    /// Whether an entry appended then falls in the period (others need not be read).
+    pub fn in_period(&self, appended_at_micros: i64) -> bool {
+        facts::day_of(appended_at_micros).is_some_and(|d| (self.from..=self.to).contains(&d))
+    }
+
     fn acc(&mut self, origin: Region) -> &mut OriginAcc {
         self.origins.entry(origin.code()).or_default()
     }
@@ -610,4 +615,154 @@ pub fn differences(a: &serde_json::Value, b: &serde_json::Value, limit: usize) -
     let mut out = Vec::new();
     walk("$", a, b, &mut out, limit);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn region(code: &str) -> Region {
+        Region::parse(code).expect("region")
+    }
+
+    fn id(n: u8) -> RecordId {
+        let mut b = [0u8; 16];
+        b[15] = n;
+        b[6] = 0x40;
+        b[8] = 0x80;
+        RecordId(b)
+    }
+
+    fn upsert(category: Category, version: u32, decided: Date, end: Option<Date>, severity: Option<Severity>) -> Operation {
+        Operation::Upsert(Box::new(Upsert {
+            record_id: id(version as u8),
+            category,
+            version,
+            public: true,
+            decision_date: Some(decided),
+            severity,
+            publicity_end: end,
+            authority: Some("11330000002482000X".into()),
+            repair: None,
+            missing: vec!["penalty_valid_until"],
+        }))
+    }
+
+    fn micros(d: Date) -> i64 {
+        d.with_hms(10, 0, 0).expect("time").assume_offset(facts::CHINA_STANDARD_TIME).unix_timestamp() * 1_000_000
+    }
+
+    #[test]
+    fn entries_above_the_vector_or_outside_the_period_are_not_counted_and_the_report_is_canonical() {
+        let cal = crate::evaluate::built_in_calendar().expect("calendar");
+        let zj = region("330000");
+        let as_of = BTreeMap::from([(zj, 3)]);
+        let mut ev = Evaluator::new(&cal, date!(2025 - 06 - 01), date!(2025 - 06 - 30), &[], as_of).expect("period");
+        let general = Some(Severity::General);
+        // seq 1: a penalty with 12 months of publicity (within the rule); seq 2: an amendment
+        // with 13 months (longer); seq 3: an unreadable entry; seq 4: above the vector.
+        let d = date!(2025 - 06 - 03);
+        ev.entry(zj, 1, micros(d), &Ok(upsert(Category::AdministrativePenalty, 1, d, Some(add_months(d, 12)), general)))
+            .expect("counted");
+        ev.entry(zj, 2, micros(d), &Ok(upsert(Category::AdministrativePenalty, 2, d, Some(add_months(d, 13)), general)))
+            .expect("counted");
+        ev.entry(zj, 3, micros(d), &Err("not JSON".into())).expect("counted");
+        ev.entry(zj, 4, micros(d), &Ok(upsert(Category::AdministrativePenalty, 1, d, None, general)))
+            .expect("not counted");
+        // Outside the period: not counted.
+        ev.entry(zj, 1, micros(date!(2025 - 07 - 01)), &Ok(upsert(Category::AdministrativeLicence, 1, d, None, None)))
+            .expect("not counted");
+        let r = ev.finish();
+        let o = &r.origins[0];
+        assert_eq!((o.quality.new_records, o.quality.amendments, o.quality.unreadable), (1, 1, 1));
+        assert_eq!(o.quality.amendments_per_mille, 1000);
+        assert_eq!(o.quality.missing_recommended.get("penalty_valid_until"), Some(&2));
+        assert_eq!((o.publicity.periods_checked, o.publicity.shorter, o.publicity.longer), (2, 0, 1));
+        assert_eq!(o.timeliness.records, 2);
+        assert_eq!(r.as_of.get("330000"), Some(&3));
+        // The bytes: integers and ordered maps only, so the same input gives the same bytes.
+        let again: Report = serde_json::from_slice(&r.to_json()).expect("parses");
+        assert_eq!(again.to_json(), r.to_json());
+    }
+
+    #[test]
+    fn publicity_rules_follow_the_rule_set_of_the_decision_date() {
+        let u = |category, severity, decided| Upsert {
+            record_id: id(1),
+            category,
+            version: 1,
+            public: true,
+            decision_date: Some(decided),
+            severity,
+            publicity_end: None,
+            authority: None,
+            repair: None,
+            missing: vec![],
+        };
+        let p = Category::AdministrativePenalty;
+        assert_eq!(publicity_rule(&u(p, Some(Severity::Serious), date!(2022 - 01 - 01))), Some((6, 36)));
+        assert_eq!(publicity_rule(&u(p, Some(Severity::Serious), date!(2025 - 01 - 01))), Some((12, 36)));
+        assert_eq!(publicity_rule(&u(p, Some(Severity::Minor), date!(2025 - 01 - 01))), Some((0, 3)));
+        assert_eq!(publicity_rule(&u(p, Some(Severity::Minor), date!(2022 - 01 - 01))), Some((3, 12)));
+        assert_eq!(publicity_rule(&u(Category::DishonestList, None, date!(2025 - 01 - 01))), Some((12, 36)));
+        assert_eq!(publicity_rule(&u(Category::RedList, None, date!(2025 - 01 - 01))), None);
+    }
+
+    #[test]
+    fn a_repair_is_honoured_late_overdue_or_pending_by_its_receivers_and_deadline() {
+        let cal = crate::evaluate::built_in_calendar().expect("calendar");
+        let (zj, js) = (region("330000"), region("320000"));
+        let to = date!(2025 - 06 - 30);
+        let mut ev = Evaluator::new(&cal, date!(2025 - 06 - 01), to, &[], BTreeMap::from([(zj, 10), (js, 10)]))
+            .expect("period");
+        for (seq, deadline) in [(1u64, date!(2025 - 06 - 10)), (2, date!(2025 - 06 - 10)), (3, date!(2025 - 07 - 04)), (4, date!(2025 - 06 - 10))] {
+            let mut op = upsert(Category::CreditRepair, 1, date!(2025 - 06 - 05), None, None);
+            if let Operation::Upsert(u) = &mut op {
+                u.record_id = id(100 + seq as u8);
+                u.repair = Some(facts::Repair {
+                    target: id(seq as u8),
+                    decided: Some(date!(2025 - 06 - 05)),
+                    deadline: Some(deadline),
+                });
+            }
+            ev.entry(zj, seq, micros(date!(2025 - 06 - 05)), &Ok(op)).expect("counted");
+        }
+        let dept = |n: &str| (js, format!("cx://department/320000/{n}"));
+        let receipt = |n: &str, day: Date, seq: u64| Receipt {
+            node: js,
+            department: format!("cx://department/320000/{n}"),
+            seq,
+            received_at_unix: micros(day) / 1_000_000,
+        };
+        let expected = [dept("amr"), dept("tax")];
+        assert_eq!(ev.open_repairs().len(), 4);
+        // 1: both in time. 2: one after the deadline. 3: one missing, deadline after the period.
+        // 4: one missing past the deadline, and the other's receipt is above the vector.
+        ev.settle(0, &expected, &[receipt("amr", date!(2025 - 06 - 09), 1), receipt("tax", date!(2025 - 06 - 10), 2)]);
+        ev.settle(1, &expected, &[receipt("amr", date!(2025 - 06 - 09), 3), receipt("tax", date!(2025 - 06 - 11), 4)]);
+        ev.settle(2, &expected, &[receipt("amr", date!(2025 - 06 - 09), 5)]);
+        ev.settle(3, &expected, &[receipt("amr", date!(2025 - 06 - 09), 6), receipt("tax", date!(2025 - 06 - 09), 11)]);
+        let r = ev.finish();
+        let s = &r.origins[0].repairs;
+        let states: Vec<&str> = s.listed.iter().map(|c| c.state.as_str()).collect();
+        assert_eq!(states, vec!["honoured", "late", "pending", "overdue"]);
+        assert_eq!((s.repairs, s.with_receivers, s.honoured, s.late, s.pending, s.overdue), (4, 4, 1, 1, 1, 1));
+        assert_eq!(s.honoured_ppm, 250_000);
+        let tax: Vec<(u64, u64)> = r
+            .overdue_receivers
+            .iter()
+            .filter(|x| x.department.ends_with("tax"))
+            .map(|x| (x.overdue, x.late))
+            .collect();
+        assert_eq!(tax, vec![(1, 1)]);
+    }
+
+    #[test]
+    fn differences_name_the_changed_figure() {
+        let a = serde_json::json!({"origins": [{"origin": 330000, "on_time": 3}]});
+        let b = serde_json::json!({"origins": [{"origin": 330000, "on_time": 4}]});
+        assert_eq!(differences(&a, &b, 10), vec!["$.origins[0].on_time: report says 3, recomputed 4"]);
+        assert!(differences(&a, &a, 10).is_empty());
+    }
 }

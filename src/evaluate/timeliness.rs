@@ -162,13 +162,13 @@ impl Timeliness {
             return Ok(());
         }
         let first = calendar.years().first().copied().unwrap_or(f.decision_date.year());
-        let (start, at_least) = if f.decision_date.year() < first {
+        let (delay, at_least) = if f.decision_date.year() < first {
             let jan1 = Date::from_ordinal_date(first, 1).map_err(|_| CalendarError::NotCovered { year: first })?;
-            (jan1.previous_day().unwrap_or(jan1), true)
+            let counted = calendar.working_days_between(jan1, f.appended_on)?;
+            (counted + u32::from(calendar.is_working_day(jan1)?), true)
         } else {
-            (f.decision_date, false)
+            (calendar.working_days_between(f.decision_date, f.appended_on)?, false)
         };
-        let delay = calendar.working_days_between(start, f.appended_on)?;
         let r = self.by_origin.entry(f.origin.code()).or_insert_with(|| RegionTimeliness {
             origin: f.origin.code(),
             total: Tally::empty(),
