@@ -64,7 +64,16 @@ pub struct FeedArgs {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn report_line(json: bool, run: usize, seconds: f64, counted: u64, origins: usize, rss_mb: f64, bytes: usize, fs: &str) {
+fn report_line(
+    json: bool,
+    run: usize,
+    seconds: f64,
+    counted: u64,
+    origins: usize,
+    rss_mb: f64,
+    bytes: usize,
+    fs: &str,
+) {
     report(
         json,
         format!("run {run}: evaluation of a quarter, {counted} record entries of {origins} origins, in {seconds:.2} s ({:.0}/s); reader peak RSS during it {rss_mb:.0} MB; report {bytes} bytes", counted as f64 / seconds),
@@ -426,19 +435,48 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     for run in (1..=args.runs).filter(|_| part("evaluate")) {
         let pid = reader.child.id();
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-        let today = time::OffsetDateTime::now_utc().to_offset(crate::evaluate::facts::CHINA_STANDARD_TIME).date();
+        let today = time::OffsetDateTime::now_utc()
+            .to_offset(crate::evaluate::facts::CHINA_STANDARD_TIME)
+            .date();
         let (from, to) = ((today - time::Duration::days(89)).to_string(), today.to_string());
         let started = Instant::now();
         let r = rt.block_on(async {
-            let channel = connect(&format!("127.0.0.1:{reader_port}"), &files(&certs, "operator-bench"), Some("localhost")).await?;
+            let channel = connect(
+                &format!("127.0.0.1:{reader_port}"),
+                &files(&certs, "operator-bench"),
+                Some("localhost"),
+            )
+            .await?;
             let mut c = pb::operations_client::OperationsClient::new(channel).max_decoding_message_size(64 << 20);
-            anyhow::Ok(c.evaluate(pb::EvaluateRequest { from, to, regions: vec![], as_of: Default::default() }).await?.into_inner())
+            anyhow::Ok(
+                c.evaluate(pb::EvaluateRequest {
+                    from,
+                    to,
+                    regions: vec![],
+                    as_of: Default::default(),
+                })
+                .await?
+                .into_inner(),
+            )
         })?;
         let seconds = started.elapsed().as_secs_f64();
         let report: crate::evaluate::Report = serde_json::from_slice(&r.report_json)?;
-        let counted: u64 = report.origins.iter().map(|o| o.quality.new_records + o.quality.amendments + o.quality.revocations).sum();
+        let counted: u64 = report
+            .origins
+            .iter()
+            .map(|o| o.quality.new_records + o.quality.amendments + o.quality.revocations)
+            .sum();
         let rss = peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
-        report_line(args.json, run, seconds, counted, report.origins.len(), rss, r.report_json.len(), &fs);
+        report_line(
+            args.json,
+            run,
+            seconds,
+            counted,
+            report.origins.len(),
+            rss,
+            r.report_json.len(),
+            &fs,
+        );
         eval_seconds.push(seconds);
     }
     if !eval_seconds.is_empty() {

@@ -64,7 +64,8 @@ pub struct EvaluateArgs {
     /// recomputed as of its version vector from --node or from --data.
     #[arg(long)]
     verify: Option<PathBuf>,
-    /// A stopped node's data directory to recompute from (with --verify).
+    /// A stopped node's data directory: recompute --verify's report from it, or compute an
+    /// unsigned report (table, csv, html) from it without a node.
     #[arg(long)]
     data: Option<PathBuf>,
 }
@@ -120,10 +121,17 @@ async fn ask(client: &super::NodeClientArgs, req: pb::EvaluateRequest) -> anyhow
 }
 
 /// Checks the node's signature over a response as a third party would; returns the signer.
-fn check_signature(ca: &std::path::Path, crl: Option<&std::path::Path>, r: &pb::EvaluateResponse) -> anyhow::Result<String> {
-    let verifier = crate::pki::SignatureVerifier::new(ca, crl).with_context(|| format!("loading CA {}", ca.display()))?;
+fn check_signature(
+    ca: &std::path::Path,
+    crl: Option<&std::path::Path>,
+    r: &pb::EvaluateResponse,
+) -> anyhow::Result<String> {
+    let verifier =
+        crate::pki::SignatureVerifier::new(ca, crl).with_context(|| format!("loading CA {}", ca.display()))?;
     let chain: Vec<Vec<u8>> = r.signer_chain.iter().map(|c| c.to_vec()).collect();
-    let leaf = chain.first().ok_or_else(|| anyhow::anyhow!("the report carries no signer"))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the report carries no signer"))?;
     let signer = crate::pki::identity_from_cert_der(leaf)?;
     anyhow::ensure!(
         matches!(signer, crate::pki::Identity::Node(_)),
@@ -132,7 +140,14 @@ fn check_signature(ca: &std::path::Path, crl: Option<&std::path::Path>, r: &pb::
     let message = report::signed_message(&r.report_json, &r.observed_json, r.signed_at_unix_seconds);
     let scheme = u16::try_from(r.signature_scheme).map_err(|_| anyhow::anyhow!("bad signature scheme"))?;
     verifier
-        .verify(&chain, &signer, r.signed_at_unix_seconds, scheme, &message, &r.signature)
+        .verify(
+            &chain,
+            &signer,
+            r.signed_at_unix_seconds,
+            scheme,
+            &message,
+            &r.signature,
+        )
         .map_err(|e| anyhow::anyhow!("the report's signature does not verify: {e}"))?;
     Ok(signer.uri())
 }
@@ -177,8 +192,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let regions = args
         .regions
         .iter()
-        .map(|r| Region::parse(r).map(|r| r.code()).map_err(|e| anyhow::anyhow!("--region {r}: {e}")))
+        .map(|r| {
+            Region::parse(r)
+                .map(|r| r.code())
+                .map_err(|e| anyhow::anyhow!("--region {r}: {e}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let (Some(dir), None) = (&args.data, &args.node) {
+        return offline(&args, dir, &from, &to, &regions);
+    }
     let client = args.client()?;
     let r = super::runtime()?.block_on(ask(
         &client,
@@ -191,7 +213,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     ))?;
     let signer = check_signature(&args.ca, args.crl.as_deref(), &r)?;
     let report: Report = serde_json::from_slice(&r.report_json).context("the node's report does not parse")?;
-    let observed: Observed = serde_json::from_slice(&r.observed_json).context("the node's observations do not parse")?;
+    let observed: Observed =
+        serde_json::from_slice(&r.observed_json).context("the node's observations do not parse")?;
     let text = match args.format {
         Format::Json => signed_file(&r, &signer)?,
         Format::Table => render::table(&report, Some(&observed)),
@@ -202,11 +225,76 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The report computed from a stopped node's store: the same figures, unsigned (a signed report
+/// comes from a node), so not as JSON.
+fn offline(
+    args: &EvaluateArgs,
+    dir: &std::path::Path,
+    from: &str,
+    to: &str,
+    regions: &[u32],
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.format != Format::Json,
+        "--format json is the signed report, which only a node gives: use --node, or table, csv or html with --data"
+    );
+    let regions = regions
+        .iter()
+        .map(|c| Region::from_code(*c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = recompute(dir, date("--from", from)?, date("--to", to)?, &regions, None)?;
+    let source = format!("unsigned: computed from the store in {}", dir.display());
+    let text = match args.format {
+        Format::Table => render::table(&report, None),
+        Format::Csv => render::csv(&report),
+        Format::Html | Format::Json => render::html(&report, None, &source),
+    };
+    write_out(args, &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report of a stopped node's store (its own version vector when `as_of` is None).
+fn recompute(
+    dir: &std::path::Path,
+    from: time::Date,
+    to: time::Date,
+    regions: &[Region],
+    as_of: Option<BTreeMap<Region, u64>>,
+) -> anyhow::Result<Report> {
+    let cfg = crate::store::StoreConfig::new(dir);
+    anyhow::ensure!(
+        cfg.journal_dir().is_dir(),
+        "{} holds no journal: is it a node's data_dir?",
+        dir.display()
+    );
+    let (store, _) =
+        crate::store::Store::open(&cfg).with_context(|| format!("opening the store in {}", dir.display()))?;
+    let calendar = crate::node::load_calendar(None)?;
+    Ok(crate::delivery::evaluation::evaluate_view(
+        store.view(),
+        &store.reader(),
+        &calendar,
+        from,
+        to,
+        regions,
+        as_of,
+    )?)
+}
+
 fn verify(args: &EvaluateArgs, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let s: Signed<'_> = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a signed report written by `cxnode evaluate --format json`", path.display()))?;
-    anyhow::ensure!(s.format == SIGNED_FORMAT, "{}: format {:?}, expected {SIGNED_FORMAT:?}", path.display(), s.format);
+    let s: Signed<'_> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a signed report written by `cxnode evaluate --format json`",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        s.format == SIGNED_FORMAT,
+        "{}: format {:?}, expected {SIGNED_FORMAT:?}",
+        path.display(),
+        s.format
+    );
     let unhex = |field: &str, h: &str| hex::decode(h).map_err(|_| anyhow::anyhow!("{field}: not hex"));
     let response = pb::EvaluateResponse {
         report_json: s.report.get().as_bytes().to_vec().into(),
@@ -233,17 +321,15 @@ fn verify(args: &EvaluateArgs, path: &std::path::Path) -> anyhow::Result<ExitCod
     let as_of: BTreeMap<Region, u64> = claimed
         .as_of
         .iter()
-        .map(|(o, s)| Ok((Region::parse(o).map_err(|e| anyhow::anyhow!("report as_of {o}: {e}"))?, *s)))
+        .map(|(o, s)| {
+            Ok((
+                Region::parse(o).map_err(|e| anyhow::anyhow!("report as_of {o}: {e}"))?,
+                *s,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let recomputed: Vec<u8> = match &args.data {
-        Some(dir) => {
-            let cfg = crate::store::StoreConfig::new(dir);
-            anyhow::ensure!(cfg.journal_dir().is_dir(), "{} holds no journal: is it a node's data_dir?", dir.display());
-            let (store, _) = crate::store::Store::open(&cfg).with_context(|| format!("opening the store in {}", dir.display()))?;
-            let calendar = crate::node::load_calendar(None)?;
-            crate::delivery::evaluation::evaluate_view(store.view(), &store.reader(), &calendar, from, to, &regions, Some(as_of))?
-                .to_json()
-        }
+        Some(dir) => recompute(dir, from, to, &regions, Some(as_of))?.to_json(),
         None => {
             let client = args.client()?;
             let r = super::runtime()?.block_on(ask(
@@ -261,7 +347,12 @@ fn verify(args: &EvaluateArgs, path: &std::path::Path) -> anyhow::Result<ExitCod
     if recomputed == s.report.get().as_bytes() {
         println!(
             "report: MATCHES, recomputed as of {} ({} origins)",
-            claimed.as_of.iter().map(|(o, s)| format!("{o}:{s}")).collect::<Vec<_>>().join(" "),
+            claimed
+                .as_of
+                .iter()
+                .map(|(o, s)| format!("{o}:{s}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             claimed.origins.len()
         );
         return Ok(ExitCode::SUCCESS);

@@ -27,7 +27,9 @@ pub enum EvaluationError {
     Journal(#[from] crate::store::journal::JournalError),
     #[error("the merged view points at journal position {pos} for {origin}/{seq}, which holds another frame; run `cxnode reindex`")]
     Misplaced { pos: u64, origin: Region, seq: u64 },
-    #[error("this store holds {origin} only up to seq {held}, and the report is as of seq {asked}: it cannot recompute it")]
+    #[error(
+        "this store holds {origin} only up to seq {held}, and the report is as of seq {asked}: it cannot recompute it"
+    )]
     Behind { origin: Region, held: u64, asked: u64 },
 }
 
@@ -150,7 +152,10 @@ fn read_all(entries: &[crate::log::Entry]) -> Vec<Result<facts::Operation, Strin
             .collect();
         parts
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("reading the operation panicked".to_string())]))
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("reading the operation panicked".to_string())])
+            })
             .collect()
     })
 }

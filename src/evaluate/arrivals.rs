@@ -84,7 +84,9 @@ mod tests {
         let d = a.delays(time::macros::date!(2025 - 06 - 02), time::macros::date!(2025 - 06 - 02));
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].arrivals, d[0].p50_ms, d[0].p95_ms), (100, 50, 95));
-        assert!(a.delays(time::macros::date!(2025 - 06 - 03), time::macros::date!(2025 - 06 - 30)).is_empty());
+        assert!(a
+            .delays(time::macros::date!(2025 - 06 - 03), time::macros::date!(2025 - 06 - 30))
+            .is_empty());
         a.record(zj, std::iter::repeat_n(day, ARRIVALS_KEPT_PER_ORIGIN + 5), day);
         let d = a.delays(time::macros::date!(2025 - 06 - 01), time::macros::date!(2025 - 06 - 30));
         assert_eq!(d[0].arrivals, ARRIVALS_KEPT_PER_ORIGIN as u64);

@@ -245,7 +245,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let shipped = Calendar::load_dir(&dir).expect("the shipped calendars load");
         assert_eq!(shipped.years(), vec![2024, 2025, 2026]);
-        assert_eq!(shipped, crate::evaluate::built_in_calendar().expect("built in"), "built in = config/");
+        assert_eq!(
+            shipped,
+            crate::evaluate::built_in_calendar().expect("built in"),
+            "built in = config/"
+        );
         let mut cal = Calendar::default();
         let text = std::fs::read_to_string(dir.join("calendar-2025.toml")).expect("read");
         cal.add_year("calendar-2025.toml", &text).expect("2025 loads");
@@ -385,7 +389,14 @@ mod tests {
         }
         // 2024 has 251 working days, 2025 has 250, 2026 has 250 (weekdays, minus holidays,
         // plus make-up days).
-        assert_eq!(cal.working_days_between(date!(2023 - 12 - 31), date!(2024 - 12 - 31)).ok(), None);
-        assert_eq!(cal.working_days_between(date!(2024 - 01 - 01), date!(2026 - 12 - 31)), Ok(walk(date!(2024 - 01 - 01), date!(2026 - 12 - 31))));
+        assert_eq!(
+            cal.working_days_between(date!(2023 - 12 - 31), date!(2024 - 12 - 31))
+                .ok(),
+            None
+        );
+        assert_eq!(
+            cal.working_days_between(date!(2024 - 01 - 01), date!(2026 - 12 - 31)),
+            Ok(walk(date!(2024 - 01 - 01), date!(2026 - 12 - 31)))
+        );
     }
 }

@@ -98,7 +98,9 @@ pub struct Repair {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     Upsert(Box<Upsert>),
-    Revoke { record_id: RecordId },
+    Revoke {
+        record_id: RecordId,
+    },
     /// A department's receipt (counted elsewhere, from the view's receipt index).
     Receipt,
 }
@@ -172,7 +174,10 @@ pub fn read(bytes: &[u8]) -> Result<Operation, String> {
     Ok(Operation::Upsert(Box::new(Upsert {
         record_id: id(&raw.record_id, "record_id")?,
         category,
-        version: raw.record_version.and_then(|v| u32::try_from(v).ok()).ok_or("record_version: missing")?,
+        version: raw
+            .record_version
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or("record_version: missing")?,
         public: raw.disclosure_class.as_deref() == Some("public"),
         decision_date: match category {
             Category::DishonestList => date(&raw.listing_date),
@@ -189,7 +194,7 @@ pub fn read(bytes: &[u8]) -> Result<Operation, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Region, RecordGenerator};
+    use crate::record::{RecordGenerator, Region};
 
     #[test]
     fn generated_records_read_with_their_dates_authorities_and_repairs() {
@@ -201,7 +206,10 @@ mod tests {
             let fact = read(line.as_bytes()).expect("reads");
             match (&full, &fact) {
                 (crate::record::Operation::Upsert(r), Operation::Upsert(u)) => {
-                    assert_eq!((u.record_id, u.category, u.version), (r.record_id, r.category, r.record_version));
+                    assert_eq!(
+                        (u.record_id, u.category, u.version),
+                        (r.record_id, r.category, r.record_version)
+                    );
                     assert_eq!(u.publicity_end, r.publicity_end_date);
                     if r.category == Category::AdministrativeLicence {
                         licences += 1;
@@ -224,7 +232,9 @@ mod tests {
     #[test]
     fn missing_recommended_fields_are_named_and_bad_bytes_are_refused_with_the_field() {
         let licence = br#"{"record_id":"3f2b8c1e-0a4d-4c6e-9b7a-1d2e3f405162","category":"administrative_licence","record_version":1,"licence_no":"X1","decision_date":"2025-03-04"}"#;
-        let Operation::Upsert(u) = read(licence).expect("reads") else { panic!("upsert") };
+        let Operation::Upsert(u) = read(licence).expect("reads") else {
+            panic!("upsert")
+        };
         assert_eq!(u.missing, vec!["licence_decision_doc_name", "licence_cert_name"]);
         assert!(read(b"not json").expect_err("refused").contains("not JSON"));
         let bad = br#"{"category":"administrative_penalty","record_version":1,"severity":"grave"}"#;

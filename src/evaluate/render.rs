@@ -7,7 +7,9 @@ use crate::record::Region;
 use std::fmt::Write;
 
 fn name(code: u32) -> String {
-    Region::from_code(code).map(|r| r.to_string()).unwrap_or_else(|_| code.to_string())
+    Region::from_code(code)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| code.to_string())
 }
 
 fn pct(ppm: u64) -> String {
@@ -18,11 +20,36 @@ fn pct(ppm: u64) -> String {
 type Indicator = (&'static str, fn(&OriginReport) -> u64, bool, bool);
 
 const INDICATORS: [Indicator; 5] = [
-    ("Timeliness: on time (7 working days)", |o| o.timeliness.on_time_ppm, true, true),
-    ("Repairs honoured everywhere in time", |o| o.repairs.honoured_ppm, true, true),
-    ("Records shown past their publicity end", |o| o.publicity.shown_past_end, false, false),
-    ("Amendments per 1,000 records", |o| o.quality.amendments_per_mille, false, false),
-    ("Revocations per 1,000 records", |o| o.quality.revocations_per_mille, false, false),
+    (
+        "Timeliness: on time (7 working days)",
+        |o| o.timeliness.on_time_ppm,
+        true,
+        true,
+    ),
+    (
+        "Repairs honoured everywhere in time",
+        |o| o.repairs.honoured_ppm,
+        true,
+        true,
+    ),
+    (
+        "Records shown past their publicity end",
+        |o| o.publicity.shown_past_end,
+        false,
+        false,
+    ),
+    (
+        "Amendments per 1,000 records",
+        |o| o.quality.amendments_per_mille,
+        false,
+        false,
+    ),
+    (
+        "Revocations per 1,000 records",
+        |o| o.quality.revocations_per_mille,
+        false,
+        false,
+    ),
 ];
 
 fn shown(v: u64, ppm: bool) -> String {
@@ -39,7 +66,11 @@ pub fn table(r: &Report, observed: Option<&Observed>) -> String {
         "Evaluation {} .. {}, as of {}\n{:<8} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>10} {:>9}\n",
         r.period.from,
         r.period.to,
-        r.as_of.iter().map(|(o, s)| format!("{o}:{s}")).collect::<Vec<_>>().join(" "),
+        r.as_of
+            .iter()
+            .map(|(o, s)| format!("{o}:{s}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         "origin",
         "licpen",
         "on_time",
@@ -132,7 +163,12 @@ const ROW_H: u32 = 22;
 fn ranked_chart(r: &Report, (title, value, ppm, higher_better): Indicator) -> String {
     let mut rows: Vec<(u32, u64)> = r.origins.iter().map(|o| (o.origin, value(o))).collect();
     rows.sort_by(|a, b| if higher_better { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) }.then(a.0.cmp(&b.0)));
-    let max = rows.iter().map(|(_, v)| *v).max().unwrap_or(0).max(if ppm { 1_000_000 } else { 1 });
+    let max = rows
+        .iter()
+        .map(|(_, v)| *v)
+        .max()
+        .unwrap_or(0)
+        .max(if ppm { 1_000_000 } else { 1 });
     let h = ROW_H * rows.len() as u32 + 8;
     let mut svg = format!(
         "<figure class=\"chart\" data-indicator=\"{t}\"><figcaption>{t}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\">",

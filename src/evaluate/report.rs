@@ -601,7 +601,13 @@ pub fn differences(a: &serde_json::Value, b: &serde_json::Value, limit: usize) -
                 let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
                 for k in keys {
                     let n = serde_json::Value::Null;
-                    walk(&format!("{path}.{k}"), x.get(k).unwrap_or(&n), y.get(k).unwrap_or(&n), out, limit);
+                    walk(
+                        &format!("{path}.{k}"),
+                        x.get(k).unwrap_or(&n),
+                        y.get(k).unwrap_or(&n),
+                        out,
+                        limit,
+                    );
                 }
             }
             (Array(x), Array(y)) if x.len() == y.len() => {
@@ -634,7 +640,13 @@ mod tests {
         RecordId(b)
     }
 
-    fn upsert(category: Category, version: u32, decided: Date, end: Option<Date>, severity: Option<Severity>) -> Operation {
+    fn upsert(
+        category: Category,
+        version: u32,
+        decided: Date,
+        end: Option<Date>,
+        severity: Option<Severity>,
+    ) -> Operation {
         Operation::Upsert(Box::new(Upsert {
             record_id: id(version as u8),
             category,
@@ -650,7 +662,11 @@ mod tests {
     }
 
     fn micros(d: Date) -> i64 {
-        d.with_hms(10, 0, 0).expect("time").assume_offset(facts::CHINA_STANDARD_TIME).unix_timestamp() * 1_000_000
+        d.with_hms(10, 0, 0)
+            .expect("time")
+            .assume_offset(facts::CHINA_STANDARD_TIME)
+            .unix_timestamp()
+            * 1_000_000
     }
 
     #[test]
@@ -663,22 +679,60 @@ mod tests {
         // seq 1: a penalty with 12 months of publicity (within the rule); seq 2: an amendment
         // with 13 months (longer); seq 3: an unreadable entry; seq 4: above the vector.
         let d = date!(2025 - 06 - 03);
-        ev.entry(zj, 1, micros(d), &Ok(upsert(Category::AdministrativePenalty, 1, d, Some(add_months(d, 12)), general)))
-            .expect("counted");
-        ev.entry(zj, 2, micros(d), &Ok(upsert(Category::AdministrativePenalty, 2, d, Some(add_months(d, 13)), general)))
-            .expect("counted");
+        ev.entry(
+            zj,
+            1,
+            micros(d),
+            &Ok(upsert(
+                Category::AdministrativePenalty,
+                1,
+                d,
+                Some(add_months(d, 12)),
+                general,
+            )),
+        )
+        .expect("counted");
+        ev.entry(
+            zj,
+            2,
+            micros(d),
+            &Ok(upsert(
+                Category::AdministrativePenalty,
+                2,
+                d,
+                Some(add_months(d, 13)),
+                general,
+            )),
+        )
+        .expect("counted");
         ev.entry(zj, 3, micros(d), &Err("not JSON".into())).expect("counted");
-        ev.entry(zj, 4, micros(d), &Ok(upsert(Category::AdministrativePenalty, 1, d, None, general)))
-            .expect("not counted");
+        ev.entry(
+            zj,
+            4,
+            micros(d),
+            &Ok(upsert(Category::AdministrativePenalty, 1, d, None, general)),
+        )
+        .expect("not counted");
         // Outside the period: not counted.
-        ev.entry(zj, 1, micros(date!(2025 - 07 - 01)), &Ok(upsert(Category::AdministrativeLicence, 1, d, None, None)))
-            .expect("not counted");
+        ev.entry(
+            zj,
+            1,
+            micros(date!(2025 - 07 - 01)),
+            &Ok(upsert(Category::AdministrativeLicence, 1, d, None, None)),
+        )
+        .expect("not counted");
         let r = ev.finish();
         let o = &r.origins[0];
-        assert_eq!((o.quality.new_records, o.quality.amendments, o.quality.unreadable), (1, 1, 1));
+        assert_eq!(
+            (o.quality.new_records, o.quality.amendments, o.quality.unreadable),
+            (1, 1, 1)
+        );
         assert_eq!(o.quality.amendments_per_mille, 1000);
         assert_eq!(o.quality.missing_recommended.get("penalty_valid_until"), Some(&2));
-        assert_eq!((o.publicity.periods_checked, o.publicity.shorter, o.publicity.longer), (2, 0, 1));
+        assert_eq!(
+            (o.publicity.periods_checked, o.publicity.shorter, o.publicity.longer),
+            (2, 0, 1)
+        );
         assert_eq!(o.timeliness.records, 2);
         assert_eq!(r.as_of.get("330000"), Some(&3));
         // The bytes: integers and ordered maps only, so the same input gives the same bytes.
@@ -701,11 +755,26 @@ mod tests {
             missing: vec![],
         };
         let p = Category::AdministrativePenalty;
-        assert_eq!(publicity_rule(&u(p, Some(Severity::Serious), date!(2022 - 01 - 01))), Some((6, 36)));
-        assert_eq!(publicity_rule(&u(p, Some(Severity::Serious), date!(2025 - 01 - 01))), Some((12, 36)));
-        assert_eq!(publicity_rule(&u(p, Some(Severity::Minor), date!(2025 - 01 - 01))), Some((0, 3)));
-        assert_eq!(publicity_rule(&u(p, Some(Severity::Minor), date!(2022 - 01 - 01))), Some((3, 12)));
-        assert_eq!(publicity_rule(&u(Category::DishonestList, None, date!(2025 - 01 - 01))), Some((12, 36)));
+        assert_eq!(
+            publicity_rule(&u(p, Some(Severity::Serious), date!(2022 - 01 - 01))),
+            Some((6, 36))
+        );
+        assert_eq!(
+            publicity_rule(&u(p, Some(Severity::Serious), date!(2025 - 01 - 01))),
+            Some((12, 36))
+        );
+        assert_eq!(
+            publicity_rule(&u(p, Some(Severity::Minor), date!(2025 - 01 - 01))),
+            Some((0, 3))
+        );
+        assert_eq!(
+            publicity_rule(&u(p, Some(Severity::Minor), date!(2022 - 01 - 01))),
+            Some((3, 12))
+        );
+        assert_eq!(
+            publicity_rule(&u(Category::DishonestList, None, date!(2025 - 01 - 01))),
+            Some((12, 36))
+        );
         assert_eq!(publicity_rule(&u(Category::RedList, None, date!(2025 - 01 - 01))), None);
     }
 
@@ -714,9 +783,20 @@ mod tests {
         let cal = crate::evaluate::built_in_calendar().expect("calendar");
         let (zj, js) = (region("330000"), region("320000"));
         let to = date!(2025 - 06 - 30);
-        let mut ev = Evaluator::new(&cal, date!(2025 - 06 - 01), to, &[], BTreeMap::from([(zj, 10), (js, 10)]))
-            .expect("period");
-        for (seq, deadline) in [(1u64, date!(2025 - 06 - 10)), (2, date!(2025 - 06 - 10)), (3, date!(2025 - 07 - 04)), (4, date!(2025 - 06 - 10))] {
+        let mut ev = Evaluator::new(
+            &cal,
+            date!(2025 - 06 - 01),
+            to,
+            &[],
+            BTreeMap::from([(zj, 10), (js, 10)]),
+        )
+        .expect("period");
+        for (seq, deadline) in [
+            (1u64, date!(2025 - 06 - 10)),
+            (2, date!(2025 - 06 - 10)),
+            (3, date!(2025 - 07 - 04)),
+            (4, date!(2025 - 06 - 10)),
+        ] {
             let mut op = upsert(Category::CreditRepair, 1, date!(2025 - 06 - 05), None, None);
             if let Operation::Upsert(u) = &mut op {
                 u.record_id = id(100 + seq as u8);
@@ -726,7 +806,8 @@ mod tests {
                     deadline: Some(deadline),
                 });
             }
-            ev.entry(zj, seq, micros(date!(2025 - 06 - 05)), &Ok(op)).expect("counted");
+            ev.entry(zj, seq, micros(date!(2025 - 06 - 05)), &Ok(op))
+                .expect("counted");
         }
         let dept = |n: &str| (js, format!("cx://department/320000/{n}"));
         let receipt = |n: &str, day: Date, seq: u64| Receipt {
@@ -739,15 +820,39 @@ mod tests {
         assert_eq!(ev.open_repairs().len(), 4);
         // 1: both in time. 2: one after the deadline. 3: one missing, deadline after the period.
         // 4: one missing past the deadline, and the other's receipt is above the vector.
-        ev.settle(0, &expected, &[receipt("amr", date!(2025 - 06 - 09), 1), receipt("tax", date!(2025 - 06 - 10), 2)]);
-        ev.settle(1, &expected, &[receipt("amr", date!(2025 - 06 - 09), 3), receipt("tax", date!(2025 - 06 - 11), 4)]);
+        ev.settle(
+            0,
+            &expected,
+            &[
+                receipt("amr", date!(2025 - 06 - 09), 1),
+                receipt("tax", date!(2025 - 06 - 10), 2),
+            ],
+        );
+        ev.settle(
+            1,
+            &expected,
+            &[
+                receipt("amr", date!(2025 - 06 - 09), 3),
+                receipt("tax", date!(2025 - 06 - 11), 4),
+            ],
+        );
         ev.settle(2, &expected, &[receipt("amr", date!(2025 - 06 - 09), 5)]);
-        ev.settle(3, &expected, &[receipt("amr", date!(2025 - 06 - 09), 6), receipt("tax", date!(2025 - 06 - 09), 11)]);
+        ev.settle(
+            3,
+            &expected,
+            &[
+                receipt("amr", date!(2025 - 06 - 09), 6),
+                receipt("tax", date!(2025 - 06 - 09), 11),
+            ],
+        );
         let r = ev.finish();
         let s = &r.origins[0].repairs;
         let states: Vec<&str> = s.listed.iter().map(|c| c.state.as_str()).collect();
         assert_eq!(states, vec!["honoured", "late", "pending", "overdue"]);
-        assert_eq!((s.repairs, s.with_receivers, s.honoured, s.late, s.pending, s.overdue), (4, 4, 1, 1, 1, 1));
+        assert_eq!(
+            (s.repairs, s.with_receivers, s.honoured, s.late, s.pending, s.overdue),
+            (4, 4, 1, 1, 1, 1)
+        );
         assert_eq!(s.honoured_ppm, 250_000);
         let tax: Vec<(u64, u64)> = r
             .overdue_receivers
@@ -762,7 +867,10 @@ mod tests {
     fn differences_name_the_changed_figure() {
         let a = serde_json::json!({"origins": [{"origin": 330000, "on_time": 3}]});
         let b = serde_json::json!({"origins": [{"origin": 330000, "on_time": 4}]});
-        assert_eq!(differences(&a, &b, 10), vec!["$.origins[0].on_time: report says 3, recomputed 4"]);
+        assert_eq!(
+            differences(&a, &b, 10),
+            vec!["$.origins[0].on_time: report says 3, recomputed 4"]
+        );
         assert!(differences(&a, &a, 10).is_empty());
     }
 }

@@ -111,7 +111,9 @@ impl Tally {
             delay_working_days: delay,
             delay_at_least: at_least,
         };
-        let at = self.late.partition_point(|l| (l.origin, l.seq) < (late.origin, late.seq));
+        let at = self
+            .late
+            .partition_point(|l| (l.origin, l.seq) < (late.origin, late.seq));
         self.late.insert(at, late);
         if self.late.len() > LATE_LISTED_MAX {
             self.late.pop();
@@ -169,11 +171,14 @@ impl Timeliness {
         } else {
             (calendar.working_days_between(f.decision_date, f.appended_on)?, false)
         };
-        let r = self.by_origin.entry(f.origin.code()).or_insert_with(|| RegionTimeliness {
-            origin: f.origin.code(),
-            total: Tally::empty(),
-            ..RegionTimeliness::default()
-        });
+        let r = self
+            .by_origin
+            .entry(f.origin.code())
+            .or_insert_with(|| RegionTimeliness {
+                origin: f.origin.code(),
+                total: Tally::empty(),
+                ..RegionTimeliness::default()
+            });
         r.total.add(f, delay, at_least);
         r.authorities
             .entry(f.authority.clone())

@@ -297,7 +297,9 @@ impl pb::operations_server::Operations for Arc<OperationsService> {
     }
 
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::EvaluateResponse>, Status> {
-        OperationsService::evaluate(self, request.into_inner()).await.map(Response::new)
+        OperationsService::evaluate(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -331,9 +333,8 @@ impl OperationsService {
                 "the period spans more than {PERIOD_DAYS_MAX} days: evaluate it in parts"
             )));
         }
-        let region = |code: u32| {
-            Region::from_code(code).map_err(|e| Status::invalid_argument(format!("region {code}: {e}")))
-        };
+        let region =
+            |code: u32| Region::from_code(code).map_err(|e| Status::invalid_argument(format!("region {code}: {e}")));
         let regions = req.regions.iter().map(|c| region(*c)).collect::<Result<Vec<_>, _>>()?;
         let as_of = if req.as_of.is_empty() {
             None
@@ -350,7 +351,11 @@ impl OperationsService {
                 "{EVALUATIONS_AT_ONCE} evaluation(s) are running, the most this node runs at once; retry later"
             ))
         })?;
-        let (view, journal, calendar) = (self.deliveries.view.clone(), self.journal.clone(), self.calendar.clone());
+        let (view, journal, calendar) = (
+            self.deliveries.view.clone(),
+            self.journal.clone(),
+            self.calendar.clone(),
+        );
         let report = tokio::task::spawn_blocking(move || {
             crate::delivery::evaluation::evaluate_view(&view, &journal, &calendar, from, to, &regions, as_of)
         })
@@ -372,7 +377,11 @@ impl OperationsService {
         let at = now_unix();
         let signer = self.deliveries.signer.current();
         let (scheme, signature) = signer
-            .sign(&crate::evaluate::report::signed_message(&report_json, &observed_json, at))
+            .sign(&crate::evaluate::report::signed_message(
+                &report_json,
+                &observed_json,
+                at,
+            ))
             .map_err(|e| Status::internal(format!("signing the report: {e}")))?;
         Ok(pb::EvaluateResponse {
             report_json: report_json.into(),

@@ -122,8 +122,11 @@ async fn acknowledge(fed: &LocalFederation, i: usize, stopped: &[String]) -> Str
     format!("cx://department/{}/demo", fed.nodes[i].region)
 }
 
-fn origin<'r>(r: &'r Report, region: Region) -> &'r cxnode::evaluate::report::OriginReport {
-    r.origins.iter().find(|o| o.origin == region.code()).expect("origin in the report")
+fn origin(r: &Report, region: Region) -> &cxnode::evaluate::report::OriginReport {
+    r.origins
+        .iter()
+        .find(|o| o.origin == region.code())
+        .expect("origin in the report")
 }
 
 #[test]

@@ -4,8 +4,8 @@
 mod architecture;
 mod common;
 mod deploy;
-mod federation;
 mod evaluate;
+mod federation;
 mod feed;
 mod feeders;
 mod netns;
