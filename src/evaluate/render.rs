@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 fn name(code: u32) -> String {
     Region::from_code(code)
-        .map(|r| r.to_string())
+        .map(|r| format!("{r} {}", r.name_en()))
         .unwrap_or_else(|_| code.to_string())
 }
 
@@ -16,41 +16,51 @@ fn pct(ppm: u64) -> String {
     format!("{}.{:01}%", ppm / 10_000, (ppm % 10_000) / 1_000)
 }
 
-/// The indicators charted and tabled: (title, value in ppm or a count, "ppm" or "count", higher is better).
-type Indicator = (&'static str, fn(&OriginReport) -> u64, bool, bool);
+/// The indicators charted: (title, value — in ppm or a count, None when there is nothing to
+/// judge —, ppm or not, higher is better).
+type Indicator = (&'static str, fn(&OriginReport) -> Option<u64>, bool, bool);
 
 const INDICATORS: [Indicator; 5] = [
     (
         "Timeliness: on time (7 working days)",
-        |o| o.timeliness.on_time_ppm,
+        |o| (o.timeliness.records > 0).then_some(o.timeliness.on_time_ppm),
         true,
         true,
     ),
     (
         "Repairs honoured everywhere in time",
-        |o| o.repairs.honoured_ppm,
+        |o| (o.repairs.with_receivers > 0).then_some(o.repairs.honoured_ppm),
         true,
         true,
     ),
     (
         "Records shown past their publicity end",
-        |o| o.publicity.shown_past_end,
+        |o| Some(o.publicity.shown_past_end),
         false,
         false,
     ),
     (
         "Amendments per 1,000 records",
-        |o| o.quality.amendments_per_mille,
+        |o| (o.quality.new_records > 0).then_some(o.quality.amendments_per_mille),
         false,
         false,
     ),
     (
         "Revocations per 1,000 records",
-        |o| o.quality.revocations_per_mille,
+        |o| (o.quality.new_records > 0).then_some(o.quality.revocations_per_mille),
         false,
         false,
     ),
 ];
+
+/// A share for tables: "-" when nothing was judged.
+fn share(ppm: u64, judged: u64) -> String {
+    if judged == 0 {
+        "-".to_string()
+    } else {
+        pct(ppm)
+    }
+}
 
 fn shown(v: u64, ppm: bool) -> String {
     if ppm {
@@ -87,9 +97,9 @@ pub fn table(r: &Report, observed: Option<&Observed>) -> String {
             "{:<8} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>10} {:>9}",
             o.origin,
             o.timeliness.records,
-            pct(o.timeliness.on_time_ppm),
+            share(o.timeliness.on_time_ppm, o.timeliness.records),
             o.repairs.repairs,
-            pct(o.repairs.honoured_ppm),
+            share(o.repairs.honoured_ppm, o.repairs.with_receivers),
             o.repairs.overdue,
             o.publicity.shown_past_end,
             o.publicity.shorter + o.publicity.longer,
@@ -161,11 +171,19 @@ const BAR_W: u32 = 360;
 const ROW_H: u32 = 22;
 
 fn ranked_chart(r: &Report, (title, value, ppm, higher_better): Indicator) -> String {
-    let mut rows: Vec<(u32, u64)> = r.origins.iter().map(|o| (o.origin, value(o))).collect();
-    rows.sort_by(|a, b| if higher_better { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) }.then(a.0.cmp(&b.0)));
+    let mut rows: Vec<(u32, Option<u64>)> = r.origins.iter().map(|o| (o.origin, value(o))).collect();
+    // Ranked best first; origins with nothing to judge last.
+    rows.sort_by(|a, b| {
+        let key = |v: Option<u64>| match v {
+            None => (1, 0),
+            Some(v) if higher_better => (0, u64::MAX - v),
+            Some(v) => (0, v),
+        };
+        key(a.1).cmp(&key(b.1)).then(a.0.cmp(&b.0))
+    });
     let max = rows
         .iter()
-        .map(|(_, v)| *v)
+        .filter_map(|(_, v)| *v)
         .max()
         .unwrap_or(0)
         .max(if ppm { 1_000_000 } else { 1 });
@@ -177,7 +195,11 @@ fn ranked_chart(r: &Report, (title, value, ppm, higher_better): Indicator) -> St
     );
     for (i, (code, v)) in rows.iter().enumerate() {
         let y = 4 + ROW_H * i as u32;
-        let w = (u128::from(*v) * u128::from(BAR_W) / u128::from(max)) as u32;
+        let (v, label) = match v {
+            Some(v) => (*v, shown(*v, ppm)),
+            None => (0, "nothing to judge".to_string()),
+        };
+        let w = (u128::from(v) * u128::from(BAR_W) / u128::from(max)) as u32;
         let _ = write!(
             svg,
             "<text x=\"0\" y=\"{ty}\" font-size=\"12\">{rank}. {n}</text><rect class=\"bar\" data-origin=\"{code}\" data-value=\"{v}\" x=\"150\" y=\"{y}\" width=\"{w}\" height=\"{bh}\" fill=\"{fill}\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{label}</text>",
@@ -187,7 +209,6 @@ fn ranked_chart(r: &Report, (title, value, ppm, higher_better): Indicator) -> St
             bh = ROW_H - 6,
             fill = if higher_better { "#2b7a4b" } else { "#b5462f" },
             tx = 156 + w,
-            label = shown(*v, ppm),
         );
     }
     svg.push_str("</svg></figure>\n");
@@ -251,9 +272,9 @@ pub fn html(r: &Report, observed: Option<&Observed>, signer: &str) -> String {
             o.origin,
             esc(&name(o.origin)),
             o.timeliness.records,
-            pct(o.timeliness.on_time_ppm),
+            share(o.timeliness.on_time_ppm, o.timeliness.records),
             o.repairs.repairs,
-            pct(o.repairs.honoured_ppm),
+            share(o.repairs.honoured_ppm, o.repairs.with_receivers),
             o.repairs.overdue,
             o.publicity.shown_past_end,
             o.publicity.shorter + o.publicity.longer,
