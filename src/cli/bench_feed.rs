@@ -264,38 +264,29 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     let mut regions: Vec<&str> = REGIONS[..args.origins].to_vec();
     regions.push(READER);
     bench_certs(&certs, &regions)?;
-    if !certs.join("department-bench.pem").exists() {
-        let now = time::OffsetDateTime::now_utc();
-        pki::issue(
-            &certs,
-            &IssueRequest {
-                identity: Identity::Department {
-                    region: Region::parse(READER)?,
-                    dept: "bench".to_string(),
+    let department = Identity::Department {
+        region: Region::parse(READER)?,
+        dept: "bench".to_string(),
+    };
+    for (identity, name) in [
+        (department, "department-bench"),
+        (Identity::Operator("bench".to_string()), "operator-bench"),
+    ] {
+        if !certs.join(format!("{name}.pem")).exists() {
+            let now = time::OffsetDateTime::now_utc();
+            pki::issue(
+                &certs,
+                &IssueRequest {
+                    identity,
+                    not_before: now - time::Duration::hours(1),
+                    not_after: now + time::Duration::days(30),
+                    dns_names: vec!["localhost".to_string()],
+                    ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
                 },
-                not_before: now - time::Duration::hours(1),
-                not_after: now + time::Duration::days(30),
-                dns_names: vec!["localhost".to_string()],
-                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-            },
-            &certs,
-            "department-bench",
-        )?;
-    }
-    if !certs.join("operator-bench.pem").exists() {
-        let now = time::OffsetDateTime::now_utc();
-        pki::issue(
-            &certs,
-            &IssueRequest {
-                identity: Identity::Operator("bench".to_string()),
-                not_before: now - time::Duration::hours(1),
-                not_after: now + time::Duration::days(30),
-                dns_names: vec!["localhost".to_string()],
-                ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-            },
-            &certs,
-            "operator-bench",
-        )?;
+                &certs,
+                name,
+            )?;
+        }
     }
     std::fs::write(work.join("policy.toml"), POLICY)?;
     let policy_key = format!("policy = \"{}\"\n", work.join("policy.toml").display());

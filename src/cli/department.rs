@@ -149,14 +149,6 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
 /// Returns the signer.
 fn verify_mark(verifier: &crate::pki::SignatureVerifier, p: &pb::ProgressMark) -> anyhow::Result<String> {
     let chain: Vec<Vec<u8>> = p.signer_chain.iter().map(|c| c.to_vec()).collect();
-    let leaf = chain
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("progress mark without a signer"))?;
-    let signer = crate::pki::identity_from_cert_der(leaf)?;
-    anyhow::ensure!(
-        matches!(signer, crate::pki::Identity::Node(_)),
-        "progress mark signed by {signer}, not a node"
-    );
     let digest: crate::log::Hash = p
         .filter_digest
         .as_ref()
@@ -164,11 +156,15 @@ fn verify_mark(verifier: &crate::pki::SignatureVerifier, p: &pb::ProgressMark) -
         .map_err(|_| anyhow::anyhow!("progress mark: the filter digest is not 32 bytes"))?;
     let cursor = crate::feed::Cursor::decode(&p.cursor_token)?;
     let message = crate::feed::progress_message(&digest, &cursor, p.at_unix_seconds);
-    let scheme = u16::try_from(p.signature_scheme).map_err(|_| anyhow::anyhow!("bad signature scheme"))?;
-    verifier
-        .verify(&chain, &signer, p.at_unix_seconds, scheme, &message, &p.signature)
-        .map_err(|e| anyhow::anyhow!("progress mark does not verify: {e}"))?;
-    Ok(signer.uri())
+    super::verify_node_signature(
+        verifier,
+        "progress mark",
+        &chain,
+        p.at_unix_seconds,
+        p.signature_scheme,
+        &message,
+        &p.signature,
+    )
 }
 
 pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {

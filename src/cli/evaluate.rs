@@ -129,27 +129,16 @@ fn check_signature(
     let verifier =
         crate::pki::SignatureVerifier::new(ca, crl).with_context(|| format!("loading CA {}", ca.display()))?;
     let chain: Vec<Vec<u8>> = r.signer_chain.iter().map(|c| c.to_vec()).collect();
-    let leaf = chain
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the report carries no signer"))?;
-    let signer = crate::pki::identity_from_cert_der(leaf)?;
-    anyhow::ensure!(
-        matches!(signer, crate::pki::Identity::Node(_)),
-        "the report is signed by {signer}, not a node"
-    );
     let message = report::signed_message(&r.report_json, &r.observed_json, r.signed_at_unix_seconds);
-    let scheme = u16::try_from(r.signature_scheme).map_err(|_| anyhow::anyhow!("bad signature scheme"))?;
-    verifier
-        .verify(
-            &chain,
-            &signer,
-            r.signed_at_unix_seconds,
-            scheme,
-            &message,
-            &r.signature,
-        )
-        .map_err(|e| anyhow::anyhow!("the report's signature does not verify: {e}"))?;
-    Ok(signer.uri())
+    super::verify_node_signature(
+        &verifier,
+        "the report",
+        &chain,
+        r.signed_at_unix_seconds,
+        r.signature_scheme,
+        &message,
+        &r.signature,
+    )
 }
 
 /// The signed file of a response (the report's bytes kept exactly as signed).

@@ -167,6 +167,33 @@ impl NodeClientArgs {
     }
 }
 
+/// Checks a node's signature as a third party would: `chain` (leaf first) must be a
+/// `cx://node/*` certificate chaining to the federation CA, valid at `at`; returns the signer's
+/// URI. `what` names the signed thing in errors.
+fn verify_node_signature(
+    verifier: &crate::pki::SignatureVerifier,
+    what: &str,
+    chain: &[Vec<u8>],
+    at: i64,
+    scheme: u32,
+    message: &[u8],
+    signature: &[u8],
+) -> anyhow::Result<String> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{what} without a signer"))?;
+    let signer = crate::pki::identity_from_cert_der(leaf)?;
+    anyhow::ensure!(
+        matches!(signer, crate::pki::Identity::Node(_)),
+        "{what} signed by {signer}, not a node"
+    );
+    let scheme = u16::try_from(scheme).map_err(|_| anyhow::anyhow!("{what}: bad signature scheme"))?;
+    verifier
+        .verify(chain, &signer, at, scheme, message, signature)
+        .map_err(|e| anyhow::anyhow!("{what}: the signature does not verify: {e}"))?;
+    Ok(signer.uri())
+}
+
 /// A multi-threaded runtime for subcommands that talk to the network.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

@@ -86,6 +86,30 @@ fn the_sync_engine_imports_no_io_crate() {
 }
 
 #[test]
+fn the_evaluation_core_is_pure() {
+    // The indicators, the report and its rendering: no I/O crate, neither the store, the wire nor
+    // the node (the clock and the calendar are inputs). The one exception: the calendar loads
+    // its directory of `calendar-<year>.toml` files.
+    let mut forbidden = vec![
+        "crate::store",
+        "crate::rpc",
+        "crate::delivery",
+        "crate::link",
+        "crate::node",
+    ];
+    forbidden.extend(IO);
+    let found: Vec<String> = offenders("evaluate", &forbidden)
+        .into_iter()
+        .filter(|f| !(f.contains("evaluate/calendar.rs") && f.ends_with("uses std::fs")))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the evaluation core must stay pure:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn the_feed_core_is_pure() {
     // Filters, scopes, cursors, events and progress marks: no I/O crate, and neither the store,
     // the wire nor the delivery driver that feeds it.
