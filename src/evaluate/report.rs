@@ -385,10 +385,9 @@ impl<'c> Evaluator<'c> {
     /// counted).
     pub fn settle(&mut self, i: usize, expected: &[(Region, String)], receipts: &[Receipt]) {
         let r = self.open[i].clone();
-        let as_of = self.as_of.clone();
         let mut first: BTreeMap<(Region, String), Date> = BTreeMap::new();
         for x in receipts {
-            if x.seq > as_of.get(&x.node).copied().unwrap_or(0) {
+            if x.seq > self.as_of.get(&x.node).copied().unwrap_or(0) {
                 continue;
             }
             let Some(day) = facts::day_of(x.received_at_unix.saturating_mul(1_000_000)) else {
@@ -529,11 +528,6 @@ impl<'c> Evaluator<'c> {
 }
 
 fn timely_of(r: RegionTimeliness) -> Timely {
-    let authority_of: BTreeMap<u64, String> = r
-        .authorities
-        .iter()
-        .flat_map(|(a, t)| t.late.iter().map(move |l| (l.seq, a.clone())))
-        .collect();
     Timely {
         records: r.total.records,
         on_time: r.total.on_time,
@@ -544,7 +538,7 @@ fn timely_of(r: RegionTimeliness) -> Timely {
             .late
             .into_iter()
             .map(|l| LateRow {
-                authority: authority_of.get(&l.seq).cloned().unwrap_or_default(),
+                authority: l.authority,
                 seq: l.seq,
                 record_id: l.record_id,
                 decision_date: l.decision_date,
