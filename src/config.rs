@@ -220,6 +220,8 @@ struct RawStore {
     segment_bytes_max: u64,
     #[serde(default = "default_index_cache_bytes")]
     index_cache_bytes: u64,
+    #[serde(default = "default_index_flush_ms")]
+    index_flush_ms: u64,
     #[serde(default = "default_index_lag_entries_max")]
     index_lag_entries_max: u64,
     #[serde(default = "default_index_batch_entries_max")]
@@ -231,6 +233,7 @@ impl Default for RawStore {
         RawStore {
             segment_bytes_max: default_segment_bytes_max(),
             index_cache_bytes: default_index_cache_bytes(),
+            index_flush_ms: default_index_flush_ms(),
             index_lag_entries_max: default_index_lag_entries_max(),
             index_batch_entries_max: default_index_batch_entries_max(),
         }
@@ -239,6 +242,9 @@ impl Default for RawStore {
 
 fn default_index_batch_entries_max() -> usize {
     crate::store::view::BATCH_ENTRIES_MAX
+}
+fn default_index_flush_ms() -> u64 {
+    StoreConfig::INDEX_FLUSH_MS_DEFAULT
 }
 fn default_index_lag_entries_max() -> u64 {
     StoreConfig::INDEX_LAG_ENTRIES_MAX_DEFAULT
@@ -417,6 +423,9 @@ impl Config {
         if !(4 * MIB..=64 * 1024 * MIB).contains(&raw.store.index_cache_bytes) {
             return Err("store.index_cache_bytes: must be between 4 MiB and 64 GiB".to_string());
         }
+        if !(10..=60_000).contains(&raw.store.index_flush_ms) {
+            return Err("store.index_flush_ms: must be between 10 and 60000 (how often sled writes the indexes' dirty pages; a crash loses at most this much indexing, redone from the journal at the next start)".to_string());
+        }
         if !(1_000..=10_000_000).contains(&raw.store.index_lag_entries_max) {
             return Err("store.index_lag_entries_max: must be between 1000 and 10000000 (entries the merged view may be behind the journal before publishing and replication wait for it)".to_string());
         }
@@ -570,6 +579,7 @@ impl Config {
                 dir: resolve(&raw.node.data_dir),
                 segment_bytes_max: raw.store.segment_bytes_max,
                 index_cache_bytes: raw.store.index_cache_bytes,
+                index_flush_ms: raw.store.index_flush_ms,
                 index_lag_entries_max: raw.store.index_lag_entries_max,
                 view_layout: Default::default(),
                 index_batch_entries_max: raw.store.index_batch_entries_max,
@@ -641,6 +651,10 @@ mod tests {
             (
                 good.replace("index_batch_entries_max = 50000", "index_batch_entries_max = 0"),
                 "store.index_batch_entries_max",
+            ),
+            (
+                good.replace("index_flush_ms = 1000", "index_flush_ms = 0"),
+                "store.index_flush_ms",
             ),
             (good.replace("format = \"human\"", "format = \"xml\""), "log.format"),
             (

@@ -99,7 +99,7 @@ pub async fn recover(config: &Config, peer: &PeerConfig) -> Result<RecoverReport
         reason: e.to_string(),
     };
     // What the indexes claimed before anything is cut: what a damaged journal should still hold.
-    if let Ok(index) = crate::store::index::Index::open(&cfg.index_dir(), cfg.index_cache_bytes) {
+    if let Ok(index) = crate::store::index::Index::open(&cfg.index_dir(), cfg.index_cache_bytes, cfg.index_flush_ms) {
         if let Ok(heads) = index.heads() {
             report.before = heads.into_iter().map(|(o, h)| (o, h.seq())).collect();
         }

@@ -192,6 +192,12 @@ fn scraped(s: &pb::SyncStatusResponse, t: &TransportStats, now: i64) -> Registry
     let index = s.index.clone().unwrap_or_default();
     int_gauge(
         &r,
+        "cx_index_entries",
+        "Journal entries in the merged view.",
+        index.indexed_entries as i64,
+    );
+    int_gauge(
+        &r,
         "cx_index_lag_entries",
         "Journal entries not yet in the merged view.",
         index.lag_entries as i64,

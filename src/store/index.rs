@@ -84,15 +84,15 @@ pub struct CheckpointRef {
 /// Opens a sled database with the node's settings (the chain index and the merged view each
 /// have one: sled serialises `apply_batch` across a whole database, so a large view batch in a
 /// shared one held up every group commit of the writer).
-pub fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, IndexError> {
+pub fn open_sled(path: &Path, cache_bytes: u64, flush_ms: u64) -> Result<sled::Db, IndexError> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
         // Measured here: about 1.5x the inserts per second of the default LowSpace mode.
         .mode(sled::Mode::HighThroughput)
-        // sled writes its dirty pages itself this often; the journal, not sled, is the durability
-        // point, so a lazy flush loses nothing.
-        .flush_every_ms(Some(1000));
+        // sled writes its dirty pages itself this often (`store.index_flush_ms`); the journal,
+        // not sled, is the durability point, so a lazy flush loses nothing.
+        .flush_every_ms(Some(flush_ms));
     // sled's background threads release its file lock a moment after the last handle is
     // dropped, so an immediate reopen (restart in the same process) may find it still held.
     let mut attempt = 0;
@@ -117,8 +117,8 @@ pub fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, IndexError> 
 }
 
 impl Index {
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
-        let db = open_sled(path, cache_bytes)?;
+    pub fn open(path: &Path, cache_bytes: u64, flush_ms: u64) -> Result<Index, IndexError> {
+        let db = open_sled(path, cache_bytes, flush_ms)?;
         let tree = db.open_tree("idx").map_err(|source| IndexError::Open {
             path: path.display().to_string(),
             source,

@@ -52,6 +52,8 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     pub segment_bytes_max: u64,
     pub index_cache_bytes: u64,
+    /// How often sled writes the indexes' dirty pages itself (milliseconds).
+    pub index_flush_ms: u64,
     /// The node's own origin. Recorded in the store at first open and checked at every open (a
     /// store never changes province); when None, the recorded one is used.
     pub local: Option<Region>,
@@ -69,6 +71,9 @@ pub struct StoreConfig {
 impl StoreConfig {
     pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
     pub const INDEX_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+    /// sled's own default; a crash loses at most this much indexing, which the node redoes from
+    /// the journal at the next start.
+    pub const INDEX_FLUSH_MS_DEFAULT: u64 = 1000;
     /// About a second of bulk publishing here: enough to absorb a burst, and it bounds the own
     /// records held in memory for decisions (a 200,000 bound let that map reach 63 MB).
     pub const INDEX_LAG_ENTRIES_MAX_DEFAULT: u64 = 50_000;
@@ -83,6 +88,7 @@ impl StoreConfig {
             dir: dir.to_path_buf(),
             segment_bytes_max: Self::SEGMENT_BYTES_DEFAULT,
             index_cache_bytes: Self::INDEX_CACHE_BYTES_DEFAULT,
+            index_flush_ms: Self::INDEX_FLUSH_MS_DEFAULT,
         }
     }
 
@@ -223,7 +229,7 @@ impl Store {
         let lock = lock_store(&cfg.dir)?;
         let local = cfg.resolve_local()?;
         let (journal, tail) = Journal::open_on(cfg.journal_fs.0.clone(), &cfg.journal_dir(), cfg.segment_bytes_max)?;
-        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes)?;
+        let index = Index::open(&cfg.index_dir(), cfg.index_cache_bytes, cfg.index_flush_ms)?;
         let indexed = index.indexed_upto()?;
         if indexed > journal.end() {
             return Err(StoreError::IndexAhead {
@@ -236,7 +242,7 @@ impl Store {
             index.flush()?;
         }
         let view = Arc::new(View::open(
-            &index::open_sled(&cfg.view_dir(), cfg.index_cache_bytes)?,
+            &index::open_sled(&cfg.view_dir(), cfg.index_cache_bytes, cfg.index_flush_ms)?,
             cfg.view_layout,
         )?);
         if view.position().pos > journal.end() {

@@ -137,7 +137,11 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
         }
     }
 
-    let live = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    let live = Index::open(
+        &cfg.index_dir(),
+        StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+        StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+    )?;
     let indexed = live.indexed_upto()?;
     if indexed > end {
         report.problem(format!(
@@ -154,7 +158,11 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
             source,
         })?;
     }
-    let rebuilt = Index::open(&scratch_dir, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?;
+    let rebuilt = Index::open(
+        &scratch_dir,
+        StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+        StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+    )?;
     replay(&reader, &rebuilt, JournalPos(0), indexed)?;
     compare_indexes(&live, &rebuilt, &mut report)?;
     compare_views(cfg, &reader, &mut report)?;
@@ -170,7 +178,11 @@ pub fn verify_store(cfg: &StoreConfig, verifier: Option<&dyn CheckpointVerifier>
 /// fact (the layout of chunks differs between a live view and a rebuilt one; the facts may not).
 fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyReport) -> Result<(), StoreError> {
     let live_view = View::open(
-        &super::index::open_sled(&cfg.view_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
+        &super::index::open_sled(
+            &cfg.view_dir(),
+            StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+            StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+        )?,
         super::view::ViewLayout::default(),
     )?;
     let position = live_view.position();
@@ -188,7 +200,11 @@ fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyR
     };
     remove_scratch()?;
     let fresh = View::open(
-        &super::index::open_sled(&scratch, StoreConfig::INDEX_CACHE_BYTES_DEFAULT)?,
+        &super::index::open_sled(
+            &scratch,
+            StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+            StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+        )?,
         super::view::ViewLayout::default(),
     )?;
     fresh.load_filter()?;

@@ -152,7 +152,12 @@ fn append_to_journal(data: &std::path::Path, frames: &[Frame]) {
 
 fn head_of(data: &std::path::Path, origin: Region) -> ChainHead {
     let cfg = StoreConfig::new(data);
-    let index = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT).expect("index");
+    let index = Index::open(
+        &cfg.index_dir(),
+        StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+        StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+    )
+    .expect("index");
     index.head(origin).expect("head")
 }
 
@@ -242,7 +247,12 @@ fn a_relay_serving_a_tampered_entry_is_refused() {
             // Change one byte of the operation of origin a's entry 50 on the relay's disk (and fix
             // the frame checksum, as a relay that lies on purpose would).
             let cfg = StoreConfig::new(relay);
-            let index = Index::open(&cfg.index_dir(), StoreConfig::INDEX_CACHE_BYTES_DEFAULT).expect("index");
+            let index = Index::open(
+                &cfg.index_dir(),
+                StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
+                StoreConfig::INDEX_FLUSH_MS_DEFAULT,
+            )
+            .expect("index");
             let (_, run) = index.run_of(a, 50).expect("run").expect("entry 50");
             drop(index);
             let mut at = None;
