@@ -111,7 +111,7 @@ impl StoreConfig {
         let path = self.dir.join(ORIGIN_FILE);
         let recorded = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                Some(Region::parse(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?)
+                Some(Region::parse_node(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(StoreError::Io { path, source }),

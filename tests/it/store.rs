@@ -295,3 +295,18 @@ fn a_store_never_changes_province() {
         "tools without a config read the recorded origin"
     );
 }
+
+#[test]
+fn the_national_hubs_store_opens_again_with_and_without_its_config() {
+    let s = Setup::new();
+    let mut cfg = s.cfg.clone();
+    cfg.local = Some(Region::NATIONAL_HUB);
+    drop(Store::open(&cfg).expect("first open records the hub"));
+    drop(Store::open(&cfg).expect("a restarted hub reads its recorded origin"));
+    cfg.local = None;
+    assert_eq!(
+        cfg.resolve_local().expect("read"),
+        Some(Region::NATIONAL_HUB),
+        "tools without a config (reindex, verify, evaluate --data) read the hub's origin"
+    );
+}
