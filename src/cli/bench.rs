@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// Department feeds: catch-up of the whole log against a selective filter, profile look-ups,
     /// live fan-out to many subscribers.
     Feed(super::bench_feed::FeedArgs),
+    /// The regional evaluation of one quarter over a store of many provinces' logs, built in
+    /// this process, against a scan that reads and parses every entry.
+    Evaluate(super::bench_eval::EvaluateArgs),
     Publish {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -42,6 +45,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Sync(a) => super::bench_sync::run(a),
         BenchCommand::Feed(a) => super::bench_feed::run(a),
+        BenchCommand::Evaluate(a) => super::bench_eval::run(a),
         BenchCommand::Publish {
             records,
             runs,

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod bench_eval;
 mod bench_feed;
 mod bench_kit;
 mod bench_mesh;

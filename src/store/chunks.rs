@@ -206,6 +206,49 @@ impl ChunkMap {
         Ok(found)
     }
 
+    /// The values of `keys`, as `get` of each would give them, reading each bucket's chunks once
+    /// for all of its keys (a `get` reads about half a bucket: at 10M records ~200 KB, so 500,000
+    /// separate look-ups read ~100 GB where this reads the map once).
+    pub fn get_many(&self, tree: &sled::Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, sled::Error> {
+        let mut out = vec![None; keys.len()];
+        let mut by_bucket: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        {
+            let l0 = self.level0.read().expect("level 0 lock");
+            for (i, key) in keys.iter().enumerate() {
+                debug_assert_eq!(key.len(), self.key_len);
+                match l0.items.get(*key) {
+                    Some(v) => out[i] = Some(v.clone()),
+                    None => by_bucket.entry(self.bucket_of(key)).or_default().push(i),
+                }
+            }
+        }
+        for (bucket, mut pending) in by_bucket {
+            let mut seen = 0u16;
+            for kv in tree.scan_prefix(self.bucket_prefix(bucket)).rev() {
+                if pending.is_empty() {
+                    break;
+                }
+                let (k, v) = kv?;
+                seen += u16::from(Self::is_open(&k));
+                if self.check(&k, &v).is_err() {
+                    continue;
+                }
+                // Newest chunk first: a key found here is decided.
+                pending.retain(|&i| match self.search(&v, keys[i]) {
+                    Some(item) => {
+                        out[i] = Some(item[self.key_len..].to_vec());
+                        false
+                    }
+                    None => true,
+                });
+            }
+            if !pending.is_empty() {
+                self.chunks[bucket as usize].store(seen, Ordering::Relaxed);
+            }
+        }
+        Ok(out)
+    }
+
     fn search<'v>(&self, chunk: &'v [u8], key: &[u8]) -> Option<&'v [u8]> {
         let n = chunk.len() / self.item_len();
         let item = |i: usize| &chunk[i * self.item_len()..(i + 1) * self.item_len()];
@@ -521,6 +564,12 @@ mod tests {
                     let got = map.get(&tree, &[b'k', k]).expect("get");
                     prop_assert_eq!(got, model.get(&k).map(|v| vec![*v]), "key {} after batch {}", k, i);
                 }
+                // The bulk look-up answers as the single one, for held and missing keys alike.
+                let keys: Vec<[u8; 2]> = (0u8..40).rev().map(|k| [b'k', k]).collect();
+                let asked: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                let many = map.get_many(&tree, &asked).expect("get_many");
+                let expected: Vec<Option<Vec<u8>>> = (0u8..40).rev().map(|k| model.get(&k).map(|v| vec![*v])).collect();
+                prop_assert_eq!(many, expected, "get_many after batch {}", i);
             }
             let mut all = BTreeMap::new();
             map.for_each(&tree, |k, v| { all.insert(k.to_vec(), v.to_vec()); }).expect("all");

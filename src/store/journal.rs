@@ -38,6 +38,10 @@ const SEGMENT_SUFFIX: &str = ".cxj";
 const READ_BUFFER_BYTES: usize = 1024 * 1024;
 /// The smallest read buffer of a scan.
 const SCAN_BUFFER_BYTES_MIN: usize = 8 * 1024;
+/// `read_many` of positions at most this far apart on average reads through
+/// `READ_MANY_DENSE_BUFFER_BYTES`, and skips at most this far within its buffer.
+const DENSE_GAP_BYTES: u64 = 16 * 1024;
+const READ_MANY_DENSE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A global byte offset into the journal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -665,26 +669,45 @@ impl JournalReader {
         debug_assert!(positions.windows(2).all(|w| w[0] <= w[1]), "ascending positions");
         let segments = list_segments(self.fs.as_ref(), &self.dir)?;
         let mut out = Vec::with_capacity(positions.len());
-        let mut open: Option<(u64, PathBuf, Box<dyn super::fs::SegmentRead>)> = None;
+        // Dense positions (a pass over most frames) are read through a buffer that a short skip
+        // stays inside, so a frame costs no system call; sparse ones (a selective feed) through a
+        // small one, so a frame does not pull a large read with it.
+        let span = match (positions.first(), positions.last()) {
+            (Some(a), Some(b)) => b.0 - a.0,
+            _ => 0,
+        };
+        let dense = span / (positions.len() as u64).max(1) <= DENSE_GAP_BYTES;
+        let buffer = if dense { READ_MANY_DENSE_BUFFER_BYTES } else { SCAN_BUFFER_BYTES_MIN };
+        // (segment base, path, reader, the reader's offset in the segment)
+        let mut open: Option<(u64, PathBuf, BufReader<Box<dyn super::fs::SegmentRead>>, u64)> = None;
         let mut body = Vec::new();
         for pos in positions {
             let base = segments.iter().rev().find(|b| **b <= pos.0).copied().unwrap_or(0);
-            if open.as_ref().is_none_or(|(b, _, _)| *b != base) {
+            if open.as_ref().is_none_or(|(b, _, _, _)| *b != base) {
                 let path = segment_path(&self.dir, base);
                 let file = self.fs.open_read(&path).map_err(io_err(&path))?;
-                open = Some((base, path, file));
+                open = Some((base, path, BufReader::with_capacity(buffer, file), u64::MAX));
             }
-            let (_, path, file) = open.as_mut().expect("opened above");
+            let (_, path, reader, at) = open.as_mut().expect("opened above");
             let offset = pos.0 - base;
-            file.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+            if *at != offset {
+                match offset.checked_sub(*at) {
+                    Some(skip) if skip <= DENSE_GAP_BYTES => reader.seek_relative(skip as i64),
+                    _ => reader.seek(SeekFrom::Start(offset)).map(|_| ()),
+                }
+                .map_err(io_err(path))?;
+            }
             let corrupt = |reason: String| JournalError::Corrupt {
                 path: path.clone(),
                 offset,
                 position: pos.0,
                 reason,
             };
-            match read_frame_body(file, &mut body).map_err(io_err(path))? {
-                ReadOutcome::Frame { .. } => out.push(decode_body(&body).map_err(corrupt)?),
+            match read_frame_body(reader, &mut body).map_err(io_err(path))? {
+                ReadOutcome::Frame { len } => {
+                    *at = offset + len;
+                    out.push(decode_body(&body).map_err(corrupt)?)
+                }
                 _ => return Err(corrupt("no valid frame at this position".to_string())),
             }
         }

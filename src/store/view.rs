@@ -551,6 +551,25 @@ impl View {
         self.record_unlocked(&record_key(origin, id))
     }
 
+    /// `record` of each of `ids`, in their order, with each bucket of the record map read once
+    /// for all (bulk look-ups: the evaluation's ended records and repair targets).
+    pub fn records_many(&self, ids: &[(Region, RecordId)]) -> Result<Vec<Option<ViewRecord>>, ViewError> {
+        let keys: Vec<[u8; RECORD_KEY_BYTES]> = ids.iter().map(|(o, id)| record_key(*o, id)).collect();
+        let _shared = self.lock.read().expect("view lock");
+        let maybe: Vec<usize> = (0..keys.len()).filter(|i| self.bloom.may_contain(&keys[*i])).collect();
+        let asked: Vec<&[u8]> = maybe.iter().map(|i| &keys[*i][..]).collect();
+        let mut out = vec![None; keys.len()];
+        for (i, v) in maybe.into_iter().zip(self.records.get_many(&self.tree, &asked)?) {
+            if let Some(v) = v {
+                out[i] = Some(decode_record(&v).ok_or_else(|| ViewError::Damaged {
+                    key: hex::encode(keys[i]),
+                    reason: "undecodable record state".into(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every entry about `subject` (`SubjectKey::index_bytes`), in (origin, seq) order.
     pub fn subject_entries(&self, subject: &[u8]) -> Result<Vec<Posting>, ViewError> {
         let Some(field) = subject_field(subject) else {
