@@ -16,7 +16,7 @@
 //! - the evaluation itself (`delivery::evaluation::evaluate_view`, the code `Operations.Evaluate`
 //!   and `cxnode evaluate --data` run).
 
-use super::bench_kit::{bench_certs, filesystem_of, files, median, now_micros, peak_rss_kib, report, WorkDir};
+use super::bench_kit::{bench_certs, files, filesystem_of, median, now_micros, peak_rss_kib, report, WorkDir};
 use crate::log::{ChainHead, Checkpoint, Entry};
 use crate::pki::NodeSigner;
 use crate::record::{parse_operation, RecordGenerator, Region};
@@ -78,7 +78,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         "--origins: between 1 and {} (the provinces)",
         Region::all().len()
     );
-    anyhow::ensure!(args.records >= args.origins as u64, "--records: at least one per origin");
+    anyhow::ensure!(
+        args.records >= args.origins as u64,
+        "--records: at least one per origin"
+    );
     let work = WorkDir::new(args.dir.clone(), "evaluate")?;
     let data = work.path.join("data");
     let origins = &Region::all()[..args.origins];
@@ -184,8 +187,15 @@ fn measure(data: &Path, what: &str) -> anyhow::Result<Measured> {
                 &[],
                 None,
             )?;
-            let judged: u64 = r.origins.iter().map(|o| o.quality.new_records + o.quality.amendments).sum();
-            anyhow::ensure!(judged > 0, "the evaluation judged no record: the bench store is not in the period");
+            let judged: u64 = r
+                .origins
+                .iter()
+                .map(|o| o.quality.new_records + o.quality.amendments)
+                .sum();
+            anyhow::ensure!(
+                judged > 0,
+                "the evaluation judged no record: the bench store is not in the period"
+            );
             judged
         }
         other => anyhow::bail!("--measure {other}: baseline or evaluate"),
@@ -230,7 +240,13 @@ fn build(work: &Path, data: &Path, records: u64, origins: &[Region]) -> anyhow::
             for _ in 0..take {
                 let op = parse_operation(generators[i].next_line().as_bytes())
                     .map_err(|r| anyhow::anyhow!("a generated record was refused: {r:?}"))?;
-                let e = Entry::new(*origin, heads[i].next_seq, heads[i].head_hash, now_micros(), op.canonical().to_vec());
+                let e = Entry::new(
+                    *origin,
+                    heads[i].next_seq,
+                    heads[i].head_hash,
+                    now_micros(),
+                    op.canonical().to_vec(),
+                );
                 heads[i].advance(&e)?;
                 entries.push(e);
             }
@@ -262,7 +278,10 @@ fn baseline(store: &Store) -> anyhow::Result<u64> {
     let mut step: Vec<Entry> = Vec::with_capacity(BASELINE_STEP);
     let mut parsed = 0u64;
     let mut parse = |step: &mut Vec<Entry>| {
-        let half = step.len().div_ceil(crate::delivery::evaluation::EVALUATE_THREADS).max(1);
+        let half = step
+            .len()
+            .div_ceil(crate::delivery::evaluation::EVALUATE_THREADS)
+            .max(1);
         parsed += std::thread::scope(|s| {
             let parts: Vec<_> = step
                 .chunks(half)
@@ -289,6 +308,10 @@ fn baseline(store: &Store) -> anyhow::Result<u64> {
         Ok::<_, JournalError>(true)
     })?;
     parse(&mut step);
-    anyhow::ensure!(parsed == entries, "the baseline could not read {} operations", entries - parsed);
+    anyhow::ensure!(
+        parsed == entries,
+        "the baseline could not read {} operations",
+        entries - parsed
+    );
     Ok(entries)
 }

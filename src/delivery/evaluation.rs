@@ -95,8 +95,13 @@ pub fn evaluate_view(
     loop {
         let mut step: Vec<Posting> = Vec::with_capacity(EVALUATE_STEP_ENTRIES);
         while step.len() < EVALUATE_STEP_ENTRIES {
-            let Some(std::cmp::Reverse((pos, i))) = heads.pop() else { break };
-            let posting = streams[i].held.pop_front().expect("a stream in the heap holds its head");
+            let Some(std::cmp::Reverse((pos, i))) = heads.pop() else {
+                break;
+            };
+            let posting = streams[i]
+                .held
+                .pop_front()
+                .expect("a stream in the heap holds its head");
             if let Some(next) = streams[i].head(view)? {
                 heads.push(std::cmp::Reverse((next, i)));
             }

@@ -677,9 +677,12 @@ impl JournalReader {
             _ => 0,
         };
         let dense = span / (positions.len() as u64).max(1) <= DENSE_GAP_BYTES;
-        let buffer = if dense { READ_MANY_DENSE_BUFFER_BYTES } else { SCAN_BUFFER_BYTES_MIN };
-        // (segment base, path, reader, the reader's offset in the segment)
-        let mut open: Option<(u64, PathBuf, BufReader<Box<dyn super::fs::SegmentRead>>, u64)> = None;
+        let buffer = if dense {
+            READ_MANY_DENSE_BUFFER_BYTES
+        } else {
+            SCAN_BUFFER_BYTES_MIN
+        };
+        let mut open: Option<OpenSegment> = None;
         let mut body = Vec::new();
         for pos in positions {
             let base = segments.iter().rev().find(|b| **b <= pos.0).copied().unwrap_or(0);
@@ -734,6 +737,9 @@ impl JournalReader {
         }
     }
 }
+
+/// A segment `read_many` reads: its base, path, buffered reader and the reader's offset in it.
+type OpenSegment = (u64, PathBuf, BufReader<Box<dyn super::fs::SegmentRead>>, u64);
 
 /// The bytes `frame` takes in the journal, header included (positions can be known before writing).
 pub fn encoded_len(frame: &Frame) -> u64 {

@@ -110,9 +110,9 @@ impl StoreConfig {
     pub fn resolve_local(&self) -> Result<Option<Region>, StoreError> {
         let path = self.dir.join(ORIGIN_FILE);
         let recorded = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                Some(Region::parse_node(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?)
-            }
+            Ok(text) => Some(
+                Region::parse_node(text.trim()).map_err(|e| StoreError::Origin(format!("{}: {e}", path.display())))?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(StoreError::Io { path, source }),
         };
