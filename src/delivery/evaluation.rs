@@ -71,20 +71,38 @@ pub fn evaluate_view(
     // Every (origin, category) postings stream, merged in journal order: one pass over the
     // journal, whose frames are then read densely (six passes, one per category, each read every
     // sixth frame and paid a seek for each).
-    let mut streams: Vec<Stream> = ev
-        .origins()
-        .into_iter()
-        .flat_map(|(origin, upto)| {
-            Category::all().iter().map(move |&category| Stream {
+    // Each origin's entries of the period lie between two day marks, or are day exceptions
+    // (read one by one); a view without day marks is read whole and the period filters.
+    let mut streams: Vec<Stream> = Vec::new();
+    for (origin, upto) in ev.origins() {
+        let (first, last) = match view.period_seqs(origin, from, to)? {
+            Some(p) => {
+                let outside: std::collections::VecDeque<Posting> = p
+                    .exceptions
+                    .into_iter()
+                    .filter(|x| x.seq <= upto && !(p.first..=p.last).contains(&x.seq))
+                    .collect();
+                if !outside.is_empty() {
+                    streams.push(Stream::held(origin, outside));
+                }
+                (p.first, p.last.min(upto))
+            }
+            None => (1, upto),
+        };
+        if first > last {
+            continue;
+        }
+        for &category in Category::all() {
+            streams.push(Stream {
                 origin,
                 category,
-                upto,
-                next: 1,
+                upto: last,
+                next: first,
                 held: std::collections::VecDeque::new(),
                 done: false,
-            })
-        })
-        .collect();
+            });
+        }
+    }
     let mut heads = std::collections::BinaryHeap::new();
     for (i, stream) in streams.iter_mut().enumerate() {
         if let Some(pos) = stream.head(view)? {
@@ -209,6 +227,18 @@ struct Stream {
 }
 
 impl Stream {
+    /// A stream of postings known already (day exceptions, in seq order, so in journal order).
+    fn held(origin: Region, postings: std::collections::VecDeque<Posting>) -> Stream {
+        Stream {
+            origin,
+            category: Category::CreditRepair,
+            upto: 0,
+            next: 0,
+            held: postings,
+            done: true,
+        }
+    }
+
     /// The journal position of the stream's next posting, reading more postings when it holds
     /// none; None once it is exhausted.
     fn head(&mut self, view: &View) -> Result<Option<crate::store::journal::JournalPos>, ViewError> {

@@ -237,3 +237,54 @@ fn calendar_steps_of_any_budget_send_each_withdrawal_once() {
         );
     }
 }
+
+/// A period's evaluation reads its entries through the day marks and gives exactly what reading
+/// every posting gives (a view made before day marks): entries appended on three days, periods
+/// around each.
+#[test]
+fn an_evaluation_through_the_day_marks_equals_one_reading_every_posting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.local = Some(zj());
+    let (mut store, _) = Store::open(&cfg).expect("open");
+    let mut gen = RecordGenerator::new(17, zj());
+    let day = |d: i64| (1_767_240_000 + d * 86_400) * 1_000_000; // 2026-01-01 12:00 CST + d days
+    let per_day = [40usize, 25, 30];
+    for (d, n) in per_day.iter().enumerate() {
+        let ops: Vec<Operation> = (0..*n)
+            .map(|_| parse_operation(gen.next_line().as_bytes()).expect("valid"))
+            .collect();
+        store
+            .commit_local(zj(), &ops, &TestKey(zj()), day(d as i64 * 3))
+            .expect("commit");
+    }
+    store.index_view().expect("index");
+    let calendar = crate::evaluate::built_in_calendar().expect("calendar");
+    let jan = |d: u8| time::Date::from_calendar_date(2026, time::Month::January, d).expect("date");
+    for (from, to, records) in [
+        (jan(1), jan(1), 40),
+        (jan(2), jan(5), 25),
+        (jan(4), jan(31), 55),
+        (jan(8), jan(9), 0),
+    ] {
+        let marked =
+            evaluation::evaluate_view(store.view(), &store.reader(), &calendar, from, to, &[], None).expect("evaluate");
+        let judged: u64 = marked
+            .origins
+            .iter()
+            .map(|o| o.quality.new_records + o.quality.amendments)
+            .sum();
+        assert_eq!(judged, records, "{from}..{to}");
+        store.view().forget_day_marks();
+        let whole =
+            evaluation::evaluate_view(store.view(), &store.reader(), &calendar, from, to, &[], None).expect("evaluate");
+        assert_eq!(
+            serde_json::to_string(&marked).expect("json"),
+            serde_json::to_string(&whole).expect("json"),
+            "{from}..{to}"
+        );
+        drop(store);
+        store = Store::open(&cfg).expect("reopen").0;
+        assert!(store.view().days_complete());
+    }
+}

@@ -49,6 +49,16 @@ const P_ORIGIN: u8 = b'O';
 const P_RECEIPT: u8 = b'Q';
 /// What each department has applied, as its latest receipt says: node, department -> vector.
 const P_APPLIED: u8 = b'A';
+/// Append days: origin, day (Julian, China Standard Time) -> the first seq appended on a day later
+/// than every earlier entry's (so the entries of `[from, to]` lie between two such seqs).
+const P_DAY: u8 = b'D';
+/// Posted entries appended on a day before an earlier entry's (an origin's clock stepped back)
+/// or at an unreadable time: origin, seq -> journal position. They lie outside the day marks'
+/// ranges, so a period reads them one by one.
+const P_DAY_EXCEPTION: u8 = b'X';
+/// Present when the day marks cover every entry (the view was made by a version that keeps them;
+/// an older view is read without them until `cxnode reindex`).
+const KEY_DAYS: &[u8] = b"W";
 /// Buckets of the record and subject maps of a new view (`StoreConfig::view_buckets`). Catching
 /// up, a batch writes about one chunk per bucket per map, so a batch of `BATCH_ENTRIES_MAX`
 /// entries costs ~2 × this many sled keys.
@@ -378,6 +388,18 @@ pub struct View {
     origins: Mutex<BTreeMap<Region, u64>>,
     /// Held repairs stored (almost always zero, which spares every new record a sled read).
     pending: AtomicU64,
+    /// Each origin's latest marked append day (`P_DAY`).
+    days: Mutex<HashMap<Region, u32>>,
+    days_complete: std::sync::atomic::AtomicBool,
+}
+
+/// Where one origin's entries of a period lie: every posted entry appended in it has a seq in
+/// `first..=last` or is one of `exceptions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodSeqs {
+    pub first: u64,
+    pub last: u64,
+    pub exceptions: Vec<Posting>,
 }
 
 impl View {
@@ -403,6 +425,7 @@ impl View {
             }
             None if tree.is_empty() => {
                 tree.insert(KEY_FORMAT, FORMAT)?;
+                tree.insert(KEY_DAYS, &[1u8])?;
             }
             None => {
                 return Err(ViewError::Damaged {
@@ -451,6 +474,22 @@ impl View {
             origins.insert(Region::from_code(code).map_err(|_| damaged())?, seq);
         }
         let pending = tree.scan_prefix([P_PENDING]).count() as u64;
+        let days_complete = tree.contains_key(KEY_DAYS)?;
+        let mut days = HashMap::new();
+        for origin in origins.keys() {
+            if let Some(kv) = tree.scan_prefix(origin_key(P_DAY, *origin)).next_back() {
+                let (k, _) = kv?;
+                let day = k
+                    .get(5..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| ViewError::Damaged {
+                        key: hex::encode(&k),
+                        reason: "bad day mark".into(),
+                    })?;
+                days.insert(*origin, day);
+            }
+        }
         Ok(View {
             records: ChunkMap::open(
                 &tree,
@@ -474,6 +513,8 @@ impl View {
             position: Mutex::new(position),
             origins: Mutex::new(origins),
             pending: AtomicU64::new(pending),
+            days: Mutex::new(days),
+            days_complete: std::sync::atomic::AtomicBool::new(days_complete),
         })
     }
 
@@ -515,6 +556,17 @@ impl View {
         self.bloom.bytes()
     }
 
+    /// Whether the day marks cover every entry (`period_seqs` answers).
+    pub fn days_complete(&self) -> bool {
+        self.days_complete.load(Ordering::Relaxed)
+    }
+
+    /// Behaves as a view made by a version without day marks (tests of the fallback).
+    #[cfg(test)]
+    pub(crate) fn forget_day_marks(&self) {
+        self.days_complete.store(false, Ordering::Relaxed);
+    }
+
     pub fn position(&self) -> ViewPosition {
         *self.position.lock().expect("view position lock")
     }
@@ -549,6 +601,78 @@ impl View {
     pub fn record(&self, origin: Region, id: &RecordId) -> Result<Option<ViewRecord>, ViewError> {
         let _shared = self.lock.read().expect("view lock");
         self.record_unlocked(&record_key(origin, id))
+    }
+
+    /// Where `origin`'s entries appended in `[from, to]` (days in China Standard Time) lie, from
+    /// the day marks; None when this view's marks do not cover every entry (made by an older
+    /// version: then every posting must be read).
+    pub fn period_seqs(
+        &self,
+        origin: Region,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Option<PeriodSeqs>, ViewError> {
+        if !self.days_complete() {
+            return Ok(None);
+        }
+        let _shared = self.lock.read().expect("view lock");
+        let key = |day: i64| {
+            let mut k = origin_key(P_DAY, origin);
+            k.extend_from_slice(&(day.clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes());
+            k
+        };
+        let prefix = origin_key(P_DAY, origin);
+        let seq_at = |kv: Option<sled::Result<(sled::IVec, sled::IVec)>>| -> Result<Option<u64>, ViewError> {
+            match kv {
+                None => Ok(None),
+                Some(kv) => {
+                    let (k, v) = kv?;
+                    if !k.starts_with(&prefix) {
+                        return Ok(None);
+                    }
+                    let seq = v
+                        .as_ref()
+                        .try_into()
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| ViewError::Damaged {
+                            key: hex::encode(&k),
+                            reason: "bad day mark".into(),
+                        })?;
+                    Ok(Some(seq))
+                }
+            }
+        };
+        let first = seq_at(self.tree.range(key(i64::from(from.to_julian_day()))..).next())?.unwrap_or(u64::MAX);
+        let after = seq_at(self.tree.range(key(i64::from(to.to_julian_day()) + 1)..).next())?;
+        let last = after.map_or(u64::MAX, |s| s.saturating_sub(1));
+        let mut exceptions = Vec::new();
+        for kv in self.tree.scan_prefix(origin_key(P_DAY_EXCEPTION, origin)) {
+            let (k, v) = kv?;
+            let damaged = || ViewError::Damaged {
+                key: hex::encode(&k),
+                reason: "bad day exception".into(),
+            };
+            let seq = k
+                .get(5..13)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(damaged)?;
+            let pos = v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| damaged())?;
+            exceptions.push(Posting {
+                origin,
+                seq,
+                pos: JournalPos(pos),
+            });
+        }
+        Ok(Some(PeriodSeqs {
+            first,
+            last,
+            exceptions,
+        }))
+    }
+
+    fn latest_day(&self, origin: Region) -> Option<u32> {
+        self.days.lock().expect("view days lock").get(&origin).copied()
     }
 
     /// `record` of each of `ids`, in their order, with each bucket of the record map read once
@@ -820,6 +944,9 @@ impl View {
                 Some(&P_UNDECODABLE) | Some(&P_PENDING) | Some(&P_RECEIPT) | Some(&P_APPLIED) => {
                     visit(format!("{} {}", hex::encode(&k), hex::encode(&v)));
                 }
+                // Day exceptions name journal positions, which differ between stores.
+                Some(&P_DAY) if self.days_complete() => visit(format!("day {} {}", hex::encode(&k), hex::encode(&v))),
+                Some(&P_DAY_EXCEPTION) if self.days_complete() => visit(format!("day-exception {}", hex::encode(&k))),
                 _ => {}
             }
         }
@@ -858,6 +985,10 @@ impl View {
             expiry: BTreeMap::new(),
             undecodable: Vec::new(),
             receipts: Vec::new(),
+            days: HashMap::new(),
+            day_marks: Vec::new(),
+            day_exceptions: Vec::new(),
+            exceptional: false,
             error: None,
         }
     }
@@ -912,6 +1043,12 @@ pub struct ViewBatch<'a> {
     undecodable: Vec<(Region, u64, String)>,
     /// Receipt and applied-vector keys of this batch (key, value), later ones win.
     receipts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Latest marked append day per origin in this batch, the marks and the exceptions.
+    days: HashMap<Region, u32>,
+    day_marks: Vec<(Region, u32, u64)>,
+    day_exceptions: Vec<(Region, u64, JournalPos)>,
+    /// The entry being indexed lies outside the day marks (posted as a day exception).
+    exceptional: bool,
     error: Option<ViewError>,
 }
 
@@ -1008,6 +1145,9 @@ impl ViewBatch<'_> {
         if list.last().map(|l| l.0) != Some(seq) {
             list.push((seq, at));
         }
+        if self.exceptional && self.day_exceptions.last().map(|x| (x.0, x.1)) != Some((origin, seq)) {
+            self.day_exceptions.push((origin, seq, at));
+        }
     }
 
     fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64, at: JournalPos) {
@@ -1058,6 +1198,21 @@ impl ViewBatch<'_> {
         self.origins.insert(e.origin, e.seq);
         self.position.entries += 1;
         self.position.pos = end;
+        let day =
+            crate::evaluate::facts::day_of(e.appended_at_micros).and_then(|d| u32::try_from(d.to_julian_day()).ok());
+        let latest = match self.days.get(&e.origin) {
+            Some(d) => Some(*d),
+            None => self.view.latest_day(e.origin),
+        };
+        self.exceptional = false;
+        match day {
+            Some(d) if latest.is_none_or(|l| d > l) => {
+                self.days.insert(e.origin, d);
+                self.day_marks.push((e.origin, d, e.seq));
+            }
+            Some(d) if latest == Some(d) => {}
+            _ => self.exceptional = true,
+        }
         let op = match summarize(&e.op_bytes) {
             Ok(op) => op,
             Err(r) => {
@@ -1225,6 +1380,16 @@ impl ViewBatch<'_> {
         for (origin, seq) in &self.origins {
             batch.insert(origin_key(P_ORIGIN, *origin), &seq.to_be_bytes());
         }
+        for (origin, day, seq) in &self.day_marks {
+            let mut k = origin_key(P_DAY, *origin);
+            k.extend_from_slice(&day.to_be_bytes());
+            batch.insert(k, &seq.to_be_bytes());
+        }
+        for (origin, seq, at) in &self.day_exceptions {
+            let mut k = origin_key(P_DAY_EXCEPTION, *origin);
+            k.extend_from_slice(&seq.to_be_bytes());
+            batch.insert(k, &at.0.to_be_bytes());
+        }
         batch.insert(KEY_META, &self.position.encode());
         view.tree.apply_batch(batch)?;
         view.pending.fetch_add(pending_added, Ordering::Relaxed);
@@ -1233,6 +1398,10 @@ impl ViewBatch<'_> {
             .lock()
             .expect("view origins lock")
             .extend(self.origins.iter().map(|(o, s)| (*o, *s)));
+        view.days
+            .lock()
+            .expect("view days lock")
+            .extend(self.days.iter().map(|(o, d)| (*o, *d)));
         *view.position.lock().expect("view position lock") = self.position;
         Ok(())
     }

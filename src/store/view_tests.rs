@@ -588,3 +588,71 @@ fn a_replica_group_stores_what_one_batch_at_a_time_does() {
     assert!(grouped.commit_replicated_group(local(), &[&fine, &fine]).is_err());
     assert_eq!(grouped.journal_end(), end);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    /// The day marks place every posted entry of a period: for any period, each entry appended
+    /// in it (China Standard Time) has a seq between the two marks `period_seqs` gives, or is one
+    /// of its exceptions; and where the origin's clock never stepped back, that range holds
+    /// exactly the period's entries. Clocks step back, and times are unreadable, now and then.
+    #[test]
+    fn the_day_marks_place_every_entry_of_a_period(
+        steps in proptest::collection::vec(prop_oneof![6 => 0i64..2, 1 => -3i64..0, 1 => Just(i64::MIN)], 1..120),
+        periods in proptest::collection::vec((0i64..40, 0i64..10), 1..8),
+        batch in 1usize..20,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::index::open_sled(dir.path(), 8 << 20, 1000).expect("sled");
+        let view = super::view::View::open(&db, Default::default()).expect("view");
+        prop_assert!(view.days_complete(), "a new view keeps day marks");
+        let origin = origins()[0];
+        let mut gen = RecordGenerator::new(5, origin);
+        let base = time::Date::from_calendar_date(2026, time::Month::March, 1).expect("date");
+        // Noon in China Standard Time of `base + day`.
+        let micros = |day: i64| (base.midnight().assume_utc().unix_timestamp() + day * 86_400 + 4 * 3600) * 1_000_000;
+        let mut head = ChainHead::default();
+        let mut day = 0i64;
+        let mut days = Vec::new();
+        let mut entries = Vec::new();
+        for step in &steps {
+            let at = if *step == i64::MIN {
+                days.push(None);
+                i64::MAX
+            } else {
+                day = (day + step).max(0);
+                days.push(Some(day));
+                micros(day)
+            };
+            let op = parse_operation(gen.next_line().as_bytes()).expect("generated");
+            let e = Entry::new(origin, head.next_seq, head.head_hash, at, op.canonical().to_vec());
+            head.advance(&e).expect("links");
+            entries.push(e);
+        }
+        for (i, part) in entries.chunks(batch).enumerate() {
+            let mut b = view.begin();
+            for (j, e) in part.iter().enumerate() {
+                let at = (i * batch + j) as u64 * 10;
+                b.index_entry(super::journal::JournalPos(at), super::journal::JournalPos(at + 10), e).expect("index");
+            }
+            b.commit(super::journal::JournalPos(((i + 1) * batch) as u64 * 10)).expect("commit");
+        }
+        // Reopened, the view knows its latest marks and answers the same.
+        drop(view);
+        let view = super::view::View::open(&db, Default::default()).expect("reopen");
+        let monotone = days.windows(2).all(|w| matches!((w[0], w[1]), (Some(a), Some(b)) if a <= b));
+        for (start, len) in periods {
+            let (from, to) = (base + time::Duration::days(start), base + time::Duration::days(start + len));
+            let p = view.period_seqs(origin, from, to).expect("period").expect("complete");
+            let exceptions: BTreeSet<u64> = p.exceptions.iter().map(|x| x.seq).collect();
+            for (i, d) in days.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let inside = d.is_some_and(|d| (start..=start + len).contains(&d));
+                let covered = (p.first..=p.last).contains(&seq) || exceptions.contains(&seq);
+                prop_assert!(!inside || covered, "seq {} (day {:?}) of [{}, {}] is not placed: {:?}", seq, d, start, start + len, p);
+                if monotone {
+                    prop_assert_eq!(inside, (p.first..=p.last).contains(&seq), "seq {} day {:?} period [{}, {}]", seq, d, start, start + len);
+                }
+            }
+        }
+    }
+}
