@@ -345,35 +345,40 @@ fn a_three_province_evaluation_gives_the_expected_figures_byte_identical_on_two_
 
 /// The evaluation benchmark's set-up is a national hub's store of several provinces' logs, built
 /// through the replica path and opened again by each measurement process: a small run must
-/// count every entry, judge records, and keep nothing after itself unless given `--dir`.
+/// count every entry and judge records, and a second run on the same `--dir` reuses the store.
 #[test]
 fn the_evaluation_benchmark_builds_a_hub_store_and_evaluates_every_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let work = dir.path().join("work");
-    let out = crate::common::cxnode(
-        dir.path(),
-        &[
-            "bench",
-            "evaluate",
-            "--records",
-            "3000",
-            "--origins",
-            "3",
-            "--runs",
-            "1",
-            "--json",
-            "--dir",
-            work.to_str().expect("utf-8"),
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let bench = || {
+        let out = crate::common::cxnode(
+            dir.path(),
+            &[
+                "bench",
+                "evaluate",
+                "--records",
+                "3000",
+                "--origins",
+                "3",
+                "--runs",
+                "1",
+                "--json",
+                "--dir",
+                work.to_str().expect("utf-8"),
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let stdout = bench();
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let run = lines.iter().find(|l| l["run"] == 1).expect("a run line");
     assert_eq!(run["entries"], 3000, "{run}");
+    assert_eq!(run["records_judged"], 3000, "every entry is in the quarter: {run}");
     assert!(run["evaluate_seconds"].as_f64().is_some_and(|s| s > 0.0), "{run}");
     let summary = lines.iter().find(|l| l["summary"] == true).expect("a summary line");
     assert!(summary["ratio"].as_f64().is_some_and(|r| r > 0.0), "{summary}");
@@ -384,24 +389,7 @@ fn the_evaluation_benchmark_builds_a_hub_store_and_evaluates_every_entry() {
             .trim(),
         "100000"
     );
-    let again = crate::common::cxnode(
-        dir.path(),
-        &[
-            "bench",
-            "evaluate",
-            "--records",
-            "3000",
-            "--origins",
-            "3",
-            "--runs",
-            "1",
-            "--json",
-            "--dir",
-            work.to_str().expect("utf-8"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&again.stdout);
-    assert!(again.status.success(), "{text}");
+    let text = bench();
     assert!(
         !text.contains("\"part\":\"build\""),
         "the store was built again: {text}"
