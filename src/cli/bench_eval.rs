@@ -184,15 +184,13 @@ fn measure(data: &Path, what: &str) -> anyhow::Result<Measured> {
     let entries = match what {
         "baseline" => baseline(&store)?,
         "evaluate" => {
-            let today = time::OffsetDateTime::now_utc()
-                .to_offset(crate::evaluate::facts::CHINA_STANDARD_TIME)
-                .date();
+            let (from, to) = super::bench_kit::last_quarter();
             let r = crate::delivery::evaluation::evaluate_view(
                 store.view(),
                 &store.reader(),
                 &calendar,
-                today - time::Duration::days(89),
-                today,
+                from,
+                to,
                 &[],
                 None,
             )?;
@@ -296,24 +294,12 @@ fn baseline(store: &Store) -> anyhow::Result<u64> {
     let mut entries = 0u64;
     let mut step: Vec<Entry> = Vec::with_capacity(BASELINE_STEP);
     let mut parsed = 0u64;
+    // The evaluation's own reader: the same threads and parser.
     let mut parse = |step: &mut Vec<Entry>| {
-        let half = step
-            .len()
-            .div_ceil(crate::delivery::evaluation::EVALUATE_THREADS)
-            .max(1);
-        parsed += std::thread::scope(|s| {
-            let parts: Vec<_> = step
-                .chunks(half)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .filter(|e| crate::evaluate::facts::read(&e.op_bytes).is_ok())
-                            .count() as u64
-                    })
-                })
-                .collect();
-            parts.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
-        });
+        parsed += crate::delivery::evaluation::read_all(step)
+            .iter()
+            .filter(|op| op.is_ok())
+            .count() as u64;
         step.clear();
     };
     reader.scan(JournalPos(0), store.journal_end(), |_, _, frame| {

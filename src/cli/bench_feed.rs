@@ -426,10 +426,8 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     for run in (1..=args.runs).filter(|_| part("evaluate")) {
         let pid = reader.child.id();
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-        let today = time::OffsetDateTime::now_utc()
-            .to_offset(crate::evaluate::facts::CHINA_STANDARD_TIME)
-            .date();
-        let (from, to) = ((today - time::Duration::days(89)).to_string(), today.to_string());
+        let (from, to) = super::bench_kit::last_quarter();
+        let (from, to) = (from.to_string(), to.to_string());
         let started = Instant::now();
         let r = rt.block_on(async {
             let channel = connect(

@@ -68,11 +68,11 @@ pub fn evaluate_view(
     };
     let mut ev = Evaluator::new(calendar, from, to, regions, as_of)?;
     let started = std::time::Instant::now();
-    // Every (origin, category) postings stream, merged in journal order: one pass over the
-    // journal, whose frames are then read densely (six passes, one per category, each read every
-    // sixth frame and paid a seek for each).
-    // Each origin's entries of the period lie between two day marks, or are day exceptions
-    // (read one by one); a view without day marks is read whole and the period filters.
+    // Each origin's entries of the period lie between two day marks, or are day exceptions (a
+    // stream of their own); a view without day marks is read whole and the period filters. The
+    // (origin, category) postings streams are merged in journal order: one pass over the
+    // journal, whose frames are then read densely (six category passes each read every sixth
+    // frame and paid a seek for each).
     let mut streams: Vec<Stream> = Vec::new();
     for (origin, upto) in ev.origins() {
         let (first, last) = match view.period_seqs(origin, from, to)? {
@@ -261,7 +261,7 @@ impl Stream {
 }
 
 /// `facts::read` of every entry, on `EVALUATE_THREADS` threads, in the entries' order.
-fn read_all(entries: &[crate::log::Entry]) -> Vec<Result<facts::Operation, String>> {
+pub fn read_all(entries: &[crate::log::Entry]) -> Vec<Result<facts::Operation, String>> {
     let chunk = entries.len().div_ceil(EVALUATE_THREADS).max(1);
     std::thread::scope(|s| {
         let parts: Vec<_> = entries

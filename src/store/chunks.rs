@@ -182,32 +182,11 @@ impl ChunkMap {
 
     /// The value of `key`, if any (the newest chunk holding it decides).
     pub fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
-        debug_assert_eq!(key.len(), self.key_len);
-        if let Some(v) = self.level0.read().expect("level 0 lock").items.get(key) {
-            return Ok(Some(v.clone()));
-        }
-        let bucket = self.bucket_of(key);
-        let mut seen = 0u16;
-        let mut found = None;
-        for kv in tree.scan_prefix(self.bucket_prefix(bucket)).rev() {
-            let (k, v) = kv?;
-            seen += u16::from(Self::is_open(&k));
-            if self.check(&k, &v).is_err() {
-                continue;
-            }
-            if let Some(item) = self.search(&v, key) {
-                found = Some(item[self.key_len..].to_vec());
-                break;
-            }
-        }
-        if found.is_none() {
-            self.chunks[bucket as usize].store(seen, Ordering::Relaxed);
-        }
-        Ok(found)
+        Ok(self.get_many(tree, &[key])?.pop().flatten())
     }
 
-    /// The values of `keys`, as `get` of each would give them, reading each bucket's chunks once
-    /// for all of its keys (a `get` reads about half a bucket: at 10M records ~200 KB, so 500,000
+    /// The values of `keys` (the newest chunk holding a key decides), reading each bucket's
+    /// chunks once for all of its keys (a `get` reads about half a bucket: at 10M records ~200 KB, so 500,000
     /// separate look-ups read ~100 GB where this reads the map once).
     pub fn get_many(&self, tree: &sled::Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, sled::Error> {
         let mut out = vec![None; keys.len()];

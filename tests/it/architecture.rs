@@ -85,18 +85,22 @@ fn the_sync_engine_imports_no_io_crate() {
     );
 }
 
+/// What a pure core (`evaluate`, `feed`) must not reach: the store, the wire, the delivery
+/// driver, the links and the node.
+const OUTER_LAYERS: [&str; 5] = [
+    "crate::store",
+    "crate::rpc",
+    "crate::delivery",
+    "crate::link",
+    "crate::node",
+];
+
 #[test]
 fn the_evaluation_core_is_pure() {
     // The indicators, the report and its rendering: no I/O crate, neither the store, the wire nor
     // the node (the clock and the calendar are inputs). The one exception: the calendar loads
     // its directory of `calendar-<year>.toml` files.
-    let mut forbidden = vec![
-        "crate::store",
-        "crate::rpc",
-        "crate::delivery",
-        "crate::link",
-        "crate::node",
-    ];
+    let mut forbidden = OUTER_LAYERS.to_vec();
     forbidden.extend(IO);
     let found: Vec<String> = offenders("evaluate", &forbidden)
         .into_iter()
@@ -113,13 +117,7 @@ fn the_evaluation_core_is_pure() {
 fn the_feed_core_is_pure() {
     // Filters, scopes, cursors, events and progress marks: no I/O crate, and neither the store,
     // the wire nor the delivery driver that feeds it.
-    let mut forbidden = vec![
-        "crate::store",
-        "crate::rpc",
-        "crate::delivery",
-        "crate::link",
-        "crate::node",
-    ];
+    let mut forbidden = OUTER_LAYERS.to_vec();
     forbidden.extend(IO);
     let found = offenders("feed", &forbidden);
     assert!(found.is_empty(), "the feed core must stay pure:\n{}", found.join("\n"));
