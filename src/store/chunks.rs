@@ -10,6 +10,10 @@
 //!   `CHUNKS_PER_BUCKET_MAX` has them merged into one, which is sealed (class 0, never merged
 //!   again) once it holds `SEAL_BYTES`.
 //!
+//! Bucket chunks live in the chunk heap (`heap::ChunkHeap`, files of our own): their sled value
+//! is a 16-byte pointer, so sled's pages stay small and its cache bound holds (see `heap`).
+//! Level-0 chunks stay in sled (their items are mirrored in memory and read only at open).
+//!
 //! Invariants: every level-0 item is newer than every bucket item (buckets are written only by
 //! a flush, which empties level 0 in the same batch); within a level a higher chunk number is
 //! newer, and the newest chunk holding a key decides its value; a merge or flush keeps exactly
@@ -18,7 +22,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+use super::heap::{ChunkHeap, HeapError, Pointer};
 
 /// Past this many open chunks a bucket's open chunks are merged (when the flush has merge budget
 /// left).
@@ -68,12 +74,21 @@ pub struct ChunkMap {
     /// exclusive lock, with the sled batch that makes the change durable.
     level0: RwLock<Level0>,
     seal_bytes: usize,
+    heap: Arc<ChunkHeap>,
 }
 
 #[derive(Default)]
 struct Level0 {
     items: HashMap<Vec<u8>, Vec<u8>>,
     chunks: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Heap(#[from] HeapError),
 }
 
 /// What a map lookup or merge found damaged.
@@ -93,7 +108,8 @@ impl ChunkMap {
         hash_len: usize,
         layout: (u32, u64),
         salt: [u8; 16],
-    ) -> Result<ChunkMap, sled::Error> {
+        heap: Arc<ChunkHeap>,
+    ) -> Result<ChunkMap, ChunkError> {
         // (buckets, level-0 items per bucket)
         let (buckets, level0_per_bucket) = layout;
         let (key_len, val_len) = item;
@@ -110,6 +126,7 @@ impl ChunkMap {
             level0_items_max: level0_per_bucket.max(1) * u64::from(buckets),
             level0: RwLock::new(Level0::default()),
             seal_bytes: SEAL_BYTES,
+            heap,
         };
         let mut n = 0u64;
         let mut level0 = Level0::default();
@@ -131,7 +148,43 @@ impl ChunkMap {
         }
         map.level0_items.store(n, Ordering::Relaxed);
         *map.level0.write().expect("level 0 lock") = level0;
+        // The heap counts what the bucket chunks point at (a damaged pointer counts nothing:
+        // lookups skip it and `verify` names it).
+        for kv in tree.scan_prefix([prefix]) {
+            let (k, v) = kv?;
+            if !Self::is_level0(&k) {
+                if let Some(p) = Pointer::decode(&v) {
+                    let _ = map.heap.adopt(&p);
+                }
+            }
+        }
         Ok(map)
+    }
+
+    fn is_level0(k: &[u8]) -> bool {
+        k.get(1..5) == Some(&LEVEL0.to_be_bytes()[..])
+    }
+
+    /// The items of a stored chunk: a level-0 chunk's value itself, a bucket chunk's payload from
+    /// the heap; `Ok(Err(..))` when the chunk is damaged (lookups skip it, `verify` names it).
+    fn chunk_items(&self, k: &[u8], v: &[u8]) -> Result<Result<Vec<u8>, ChunkDamage>, ChunkError> {
+        let damage = |reason: String| ChunkDamage {
+            key: hex::encode(k),
+            reason,
+        };
+        let payload = if Self::is_level0(k) {
+            v.to_vec()
+        } else {
+            let Some(p) = Pointer::decode(v) else {
+                return Ok(Err(damage(format!("a heap pointer of {} bytes", v.len()))));
+            };
+            match self.heap.read(&p) {
+                Ok(payload) => payload,
+                Err(HeapError::Damaged { reason, .. }) => return Ok(Err(damage(reason))),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(self.check(k, &payload).map(|()| payload))
     }
 
     fn item_len(&self) -> usize {
@@ -181,14 +234,14 @@ impl ChunkMap {
     }
 
     /// The value of `key`, if any (the newest chunk holding it decides).
-    pub fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+    pub fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
         Ok(self.get_many(tree, &[key])?.pop().flatten())
     }
 
     /// The values of `keys` (the newest chunk holding a key decides), reading each bucket's
     /// chunks once for all of its keys (a `get` reads about half a bucket: at 10M records ~200 KB, so 500,000
     /// separate look-ups read ~100 GB where this reads the map once).
-    pub fn get_many(&self, tree: &sled::Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, sled::Error> {
+    pub fn get_many(&self, tree: &sled::Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ChunkError> {
         let mut out = vec![None; keys.len()];
         let mut by_bucket: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         {
@@ -209,9 +262,9 @@ impl ChunkMap {
                 }
                 let (k, v) = kv?;
                 seen += u16::from(Self::is_open(&k));
-                if self.check(&k, &v).is_err() {
+                let Ok(v) = self.chunk_items(&k, &v)? else {
                     continue;
-                }
+                };
                 // Newest chunk first: a key found here is decided.
                 pending.retain(|&i| match self.search(&v, keys[i]) {
                     Some(item) => {
@@ -245,7 +298,7 @@ impl ChunkMap {
 
     /// Every item of the bucket of `hash_prefix` whose key starts with it, newest value per key,
     /// in key order.
-    pub fn with_prefix(&self, tree: &sled::Tree, hash_prefix: &[u8]) -> Result<Vec<Item>, sled::Error> {
+    pub fn with_prefix(&self, tree: &sled::Tree, hash_prefix: &[u8]) -> Result<Vec<Item>, ChunkError> {
         debug_assert_eq!(hash_prefix.len(), self.hash_len);
         let bucket = self.bucket_of(hash_prefix);
         // Each chunk is sorted: binary-search the prefix's first item and take only the run
@@ -256,9 +309,9 @@ impl ChunkMap {
         for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
             let (k, v) = kv?;
             seen = seen.saturating_add(u16::from(Self::is_open(&k)));
-            if self.check(&k, &v).is_err() {
+            let Ok(v) = self.chunk_items(&k, &v)? else {
                 continue;
-            }
+            };
             let item = |i: usize| &v[i * width..(i + 1) * width];
             let (mut lo, mut hi) = (0usize, v.len() / width);
             while lo < hi {
@@ -296,7 +349,7 @@ impl ChunkMap {
     }
 
     /// Every item of the map, newest value per key (each once, in no particular order).
-    pub fn for_each(&self, tree: &sled::Tree, mut visit: impl FnMut(&[u8], &[u8])) -> Result<(), sled::Error> {
+    pub fn for_each(&self, tree: &sled::Tree, mut visit: impl FnMut(&[u8], &[u8])) -> Result<(), ChunkError> {
         let level0 = self.level0_items();
         for b in 0..self.buckets {
             for (k, v) in self.bucket_items(tree, b)? {
@@ -312,13 +365,13 @@ impl ChunkMap {
     }
 
     /// Every item of a bucket's open chunks, newest value per key, in key order.
-    fn open_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
+    fn open_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ChunkError> {
         let mut items = BTreeMap::new();
         for kv in tree.scan_prefix(self.open_prefix(bucket)) {
             let (k, v) = kv?;
-            if self.check(&k, &v).is_err() {
+            let Ok(v) = self.chunk_items(&k, &v)? else {
                 continue;
-            }
+            };
             for item in v.chunks_exact(self.item_len()) {
                 items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
             }
@@ -327,16 +380,16 @@ impl ChunkMap {
     }
 
     /// Every item of one bucket (level 0 aside), newest value per key, in key order.
-    fn bucket_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, sled::Error> {
+    fn bucket_items(&self, tree: &sled::Tree, bucket: u32) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ChunkError> {
         let mut items = BTreeMap::new();
         let mut seen = 0u16;
         // Oldest first, so newer chunks overwrite.
         for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
             let (k, v) = kv?;
             seen = seen.saturating_add(u16::from(Self::is_open(&k)));
-            if self.check(&k, &v).is_err() {
+            let Ok(v) = self.chunk_items(&k, &v)? else {
                 continue;
-            }
+            };
             for item in v.chunks_exact(self.item_len()) {
                 items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
             }
@@ -346,15 +399,44 @@ impl ChunkMap {
     }
 
     /// Damaged chunks of the whole map (for `verify`).
-    pub fn damaged(&self, tree: &sled::Tree) -> Result<Vec<ChunkDamage>, sled::Error> {
+    pub fn damaged(&self, tree: &sled::Tree) -> Result<Vec<ChunkDamage>, ChunkError> {
         let mut out = Vec::new();
         for kv in tree.scan_prefix([self.prefix]) {
             let (k, v) = kv?;
-            if let Err(d) = self.check(&k, &v) {
+            if let Err(d) = self.chunk_items(&k, &v)? {
                 out.push(d);
             }
         }
         Ok(out)
+    }
+
+    /// Moves every payload this map keeps in the `victims` segments to the heap's head, the
+    /// new pointers into `batch` (once it is applied and flushed, the victims can be retired).
+    pub fn collect(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        victims: &std::collections::BTreeSet<u32>,
+    ) -> Result<u64, ChunkError> {
+        let mut moved = 0u64;
+        for kv in tree.scan_prefix([self.prefix]) {
+            let (k, v) = kv?;
+            if Self::is_level0(&k) {
+                continue;
+            }
+            let Some(old) = Pointer::decode(&v).filter(|p| victims.contains(&p.segment)) else {
+                continue;
+            };
+            // A damaged payload stays where it is (its segment then stays too).
+            let Ok(payload) = self.chunk_items(&k, &v)? else {
+                continue;
+            };
+            let new = self.heap.append(&payload)?;
+            batch.insert(k, &new.encode()[..]);
+            self.heap.free(&old);
+            moved += u64::from(old.len);
+        }
+        Ok(moved)
     }
 
     /// Writes `items` (key ++ value, any order, later ones win) as chunk `chunk` into `batch`:
@@ -367,7 +449,7 @@ impl ChunkMap {
         batch: &mut sled::Batch,
         chunk: u64,
         items: impl IntoIterator<Item = Vec<u8>>,
-    ) -> Result<bool, sled::Error> {
+    ) -> Result<bool, ChunkError> {
         let mut items: Vec<Vec<u8>> = items.into_iter().collect();
         debug_assert!(items.iter().all(|i| i.len() == self.item_len()));
         self.sort_newest(&mut items);
@@ -432,7 +514,7 @@ impl ChunkMap {
         batch: &mut sled::Batch,
         chunk: u64,
         by_bucket: Vec<(u32, Vec<u8>)>,
-    ) -> Result<(), sled::Error> {
+    ) -> Result<(), ChunkError> {
         let mut groups: Vec<(u32, Vec<u8>)> = Vec::new();
         for (bucket, item) in by_bucket {
             match groups.last_mut() {
@@ -454,7 +536,11 @@ impl ChunkMap {
                 // (newer than every chunk it replaces), sealed if it is large.
                 let mut all = self.open_items(tree, bucket)?;
                 for kv in tree.scan_prefix(self.open_prefix(bucket)) {
-                    batch.remove(kv?.0);
+                    let (k, v) = kv?;
+                    if let Some(p) = Pointer::decode(&v) {
+                        self.heap.free(&p);
+                    }
+                    batch.remove(k);
                 }
                 for item in value.chunks_exact(self.item_len()) {
                     all.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
@@ -467,11 +553,14 @@ impl ChunkMap {
                 let sealed = merged.len() >= self.seal_bytes;
                 batch.insert(
                     self.chunk_key(bucket, if sealed { SEALED } else { OPEN }, chunk),
-                    merged,
+                    &self.heap.append(&merged)?.encode()[..],
                 );
                 self.chunks[bucket as usize].store(u16::from(!sealed), Ordering::Relaxed);
             } else {
-                batch.insert(self.chunk_key(bucket, OPEN, chunk), value);
+                batch.insert(
+                    self.chunk_key(bucket, OPEN, chunk),
+                    &self.heap.append(&value)?.encode()[..],
+                );
                 let n = &self.chunks[bucket as usize];
                 n.store(n.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
             }
@@ -480,16 +569,41 @@ impl ChunkMap {
     }
 }
 
+/// Collects the heap if its garbage calls for it: moves the payloads of the emptiest segments
+/// (`ChunkHeap::victims`) that `maps` point at, applies the new pointers in one batch, flushes
+/// sled so that batch is durable, then deletes the emptied segments. Returns the bytes moved, or
+/// None when there was nothing to collect. The caller holds off other writers to `tree`.
+pub fn collect_garbage(tree: &sled::Tree, maps: &[&ChunkMap], heap: &ChunkHeap) -> Result<Option<u64>, ChunkError> {
+    let victims: std::collections::BTreeSet<u32> =
+        heap.victims(super::heap::HEAP_COLLECT_BYTES_MAX).into_iter().collect();
+    if victims.is_empty() {
+        return Ok(None);
+    }
+    let mut batch = sled::Batch::default();
+    let mut moved = 0;
+    for map in maps {
+        moved += map.collect(tree, &mut batch, &victims)?;
+    }
+    heap.sync()?;
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    heap.retire(&victims.into_iter().collect::<Vec<_>>())?;
+    Ok(Some(moved))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn tree() -> (tempfile::TempDir, sled::Tree) {
+    /// A tree and a heap whose segments are small (4 KiB), so a test's merges fill, close and
+    /// collect segments.
+    fn tree() -> (tempfile::TempDir, sled::Tree, Arc<ChunkHeap>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let db = sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
         let tree = db.open_tree("t").expect("tree");
-        (dir, tree)
+        let heap = Arc::new(ChunkHeap::open_with(&dir.path().join("heap"), 4096, 8192).expect("heap"));
+        (dir, tree, heap)
     }
 
     /// Sealing is shown on one fixed long run: whether a random run seals depends on how many
@@ -497,8 +611,8 @@ mod tests {
     /// then on runs that never filled a bucket).
     #[test]
     fn a_long_run_seals_chunks() {
-        let (_dir, tree) = tree();
-        let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16]).expect("open");
+        let (_dir, tree, heap) = tree();
+        let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16], heap).expect("open");
         map.seal_bytes = 15;
         for i in 0..200u32 {
             let mut batch = sled::Batch::default();
@@ -526,16 +640,19 @@ mod tests {
         fn lookups_see_the_last_write_through_merges(
             batches in proptest::collection::vec(proptest::collection::vec((0u8..40, any::<u8>()), 0..30), 1..160),
         ) {
-            let (_dir, tree) = tree();
-            let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16]).expect("open");
+            let (_dir, tree, heap) = tree();
+            let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16], heap.clone()).expect("open");
             // Small seals, so chunks are sealed within the test.
             map.seal_bytes = 15;
             let mut model = BTreeMap::new();
+            let mut collected = 0u64;
             for (i, items) in batches.iter().enumerate() {
                 let mut batch = sled::Batch::default();
                 let encoded = items.iter().map(|(k, v)| vec![b'k', *k, *v]);
                 map.write(&tree, &mut batch, i as u64 + 1, encoded).expect("write");
+                heap.sync().expect("sync");
                 tree.apply_batch(batch).expect("apply");
+                collected += u64::from(collect_garbage(&tree, &[&map], &heap).expect("collect").is_some());
                 for (k, v) in items {
                     model.insert(*k, *v);
                 }
@@ -557,8 +674,16 @@ mod tests {
             for b in 0..map.buckets {
                 prop_assert!(tree.scan_prefix(map.open_prefix(b)).count() <= usize::from(CHUNKS_PER_BUCKET_MAX) + 1);
             }
-            // Reopened, the map counts its level 0 again and answers the same.
-            let again = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16]).expect("reopen");
+            // The heap stays within twice its live bytes (plus the bound below which it is left).
+            let usage = heap.usage();
+            prop_assert!(usage.file_bytes <= 2 * usage.live_bytes + 8192 + 4096, "{:?} after {} collections", usage, collected);
+            // Reopened (a fresh heap, which deletes the segments nothing points at), the map
+            // counts its level 0 again and answers the same.
+            drop(heap);
+            let heap = Arc::new(ChunkHeap::open_with(&_dir.path().join("heap"), 4096, 8192).expect("heap"));
+            let again = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16], heap.clone()).expect("reopen");
+            heap.finish_open().expect("finish");
+            prop_assert_eq!(heap.usage().live_bytes, usage.live_bytes, "the live bytes counted at open");
             prop_assert_eq!(again.level0_items.load(Ordering::Relaxed), map.level0_items.load(Ordering::Relaxed));
             for k in 0u8..40 {
                 prop_assert_eq!(again.get(&tree, &[b'k', k]).expect("get"), model.get(&k).map(|v| vec![*v]));

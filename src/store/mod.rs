@@ -11,6 +11,7 @@ mod chunks;
 mod crash_tests;
 pub mod decisions;
 pub mod fs;
+pub mod heap;
 pub mod index;
 pub mod indexer;
 pub mod journal;
@@ -243,6 +244,7 @@ impl Store {
         }
         let view = Arc::new(View::open(
             &index::open_sled(&cfg.view_dir(), cfg.index_cache_bytes, cfg.index_flush_ms)?,
+            &cfg.view_dir(),
             cfg.view_layout,
         )?);
         if view.position().pos > journal.end() {

@@ -183,6 +183,7 @@ fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyR
             StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
             StoreConfig::INDEX_FLUSH_MS_DEFAULT,
         )?,
+        &cfg.view_dir(),
         super::view::ViewLayout::default(),
     )?;
     let position = live_view.position();
@@ -205,6 +206,7 @@ fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyR
             StoreConfig::INDEX_CACHE_BYTES_DEFAULT,
             StoreConfig::INDEX_FLUSH_MS_DEFAULT,
         )?,
+        &scratch,
         super::view::ViewLayout::default(),
     )?;
     fresh.load_filter()?;

@@ -22,7 +22,8 @@
 //! entries in different journal orders hold the same view).
 
 use super::bloom::Bloom;
-use super::chunks::ChunkMap;
+use super::chunks::{ChunkError, ChunkMap};
+use super::heap::ChunkHeap;
 use super::journal::{Frame, JournalPos, JournalReader};
 use crate::log::ledger::{self, Change, LedgerState, OpKind, RecordState};
 use crate::log::Entry;
@@ -37,7 +38,10 @@ const KEY_SALT: &[u8] = b"Z";
 const KEY_BUCKETS: &[u8] = b"B";
 const KEY_FORMAT: &[u8] = b"F";
 /// The view's key layout; a view of another layout is rebuilt with `cxnode reindex`.
-const FORMAT: &[u8] = b"cx-view-3";
+/// (4: bucket chunks moved to the chunk heap, sled holding pointers.)
+const FORMAT: &[u8] = b"cx-view-4";
+/// The chunk heap's directory, inside the view's sled directory.
+pub const HEAP_DIR: &str = "chunks";
 const P_RECORD: u8 = b'R';
 const P_SUBJECT: u8 = b'S';
 const P_CATEGORY: u8 = b'C';
@@ -81,6 +85,8 @@ const NO_DATE: i32 = i32::MIN;
 pub enum ViewError {
     #[error("merged view (sled): {0}")]
     Sled(#[from] sled::Error),
+    #[error("merged view: {0}; run `cxnode reindex --data <DIR>` if it is damage")]
+    Heap(#[from] super::heap::HeapError),
     #[error(transparent)]
     Journal(#[from] super::journal::JournalError),
     #[error(
@@ -94,6 +100,15 @@ pub enum ViewError {
         seq: u64,
         expected: u64,
     },
+}
+
+impl From<ChunkError> for ViewError {
+    fn from(e: ChunkError) -> ViewError {
+        match e {
+            ChunkError::Sled(e) => ViewError::Sled(e),
+            ChunkError::Heap(e) => ViewError::Heap(e),
+        }
+    }
 }
 
 /// A record as the merged view knows it: its latest operation applied.
@@ -380,6 +395,7 @@ pub struct View {
     tree: sled::Tree,
     records: ChunkMap,
     subjects: ChunkMap,
+    heap: std::sync::Arc<ChunkHeap>,
     bloom: Bloom,
     /// Readers hold it shared; a commit holds it exclusively, so a chunk merge is never seen half
     /// done by a scan.
@@ -403,9 +419,10 @@ pub struct PeriodSeqs {
 }
 
 impl View {
-    /// Opens the view in `db`; `buckets` is used only when the view is created (the layout of an
-    /// existing view is recorded in it).
-    pub fn open(db: &sled::Db, layout: ViewLayout) -> Result<View, ViewError> {
+    /// Opens the view in `db`, the sled database in `dir` (its chunk heap is in `dir/chunks`);
+    /// `buckets` is used only when the view is created (the layout of an existing view is
+    /// recorded in it).
+    pub fn open(db: &sled::Db, dir: &std::path::Path, layout: ViewLayout) -> Result<View, ViewError> {
         let ViewLayout {
             buckets,
             level0_items_per_bucket,
@@ -490,23 +507,31 @@ impl View {
                 days.insert(*origin, day);
             }
         }
+        let heap = std::sync::Arc::new(ChunkHeap::open(&dir.join(HEAP_DIR))?);
+        let records = ChunkMap::open(
+            &tree,
+            P_RECORD,
+            (RECORD_KEY_BYTES, RECORD_VALUE_BYTES),
+            RECORD_KEY_BYTES,
+            (buckets, level0_items_per_bucket),
+            salt,
+            heap.clone(),
+        )?;
+        let subjects = ChunkMap::open(
+            &tree,
+            P_SUBJECT,
+            (SUBJECT_ITEM_BYTES, SUBJECT_VALUE_BYTES),
+            SUBJECT_BYTES,
+            (buckets, level0_items_per_bucket),
+            salt,
+            heap.clone(),
+        )?;
+        // Both maps have counted what they point at: segments nothing points at go.
+        heap.finish_open()?;
         Ok(View {
-            records: ChunkMap::open(
-                &tree,
-                P_RECORD,
-                (RECORD_KEY_BYTES, RECORD_VALUE_BYTES),
-                RECORD_KEY_BYTES,
-                (buckets, level0_items_per_bucket),
-                salt,
-            )?,
-            subjects: ChunkMap::open(
-                &tree,
-                P_SUBJECT,
-                (SUBJECT_ITEM_BYTES, SUBJECT_VALUE_BYTES),
-                SUBJECT_BYTES,
-                (buckets, level0_items_per_bucket),
-                salt,
-            )?,
+            records,
+            subjects,
+            heap,
             tree,
             bloom: Bloom::default(),
             lock: RwLock::new(()),
@@ -1391,7 +1416,18 @@ impl ViewBatch<'_> {
             batch.insert(k, &at.0.to_be_bytes());
         }
         batch.insert(KEY_META, &self.position.encode());
+        // What the batch points at in the heap is durable before the batch can be.
+        view.heap.sync()?;
         view.tree.apply_batch(batch)?;
+        if let Some(moved) = super::chunks::collect_garbage(&view.tree, &[&view.records, &view.subjects], &view.heap)? {
+            let usage = view.heap.usage();
+            tracing::debug!(
+                moved,
+                live = usage.live_bytes,
+                file = usage.file_bytes,
+                "chunk heap collected"
+            );
+        }
         view.pending.fetch_add(pending_added, Ordering::Relaxed);
         view.pending.fetch_sub(pending_removed, Ordering::Relaxed);
         view.origins

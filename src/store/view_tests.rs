@@ -603,7 +603,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = super::index::open_sled(dir.path(), 8 << 20, 1000).expect("sled");
-        let view = super::view::View::open(&db, Default::default()).expect("view");
+        let view = super::view::View::open(&db, dir.path(), Default::default()).expect("view");
         prop_assert!(view.days_complete(), "a new view keeps day marks");
         let origin = origins()[0];
         let mut gen = RecordGenerator::new(5, origin);
@@ -638,7 +638,7 @@ proptest! {
         }
         // Reopened, the view knows its latest marks and answers the same.
         drop(view);
-        let view = super::view::View::open(&db, Default::default()).expect("reopen");
+        let view = super::view::View::open(&db, dir.path(), Default::default()).expect("reopen");
         let monotone = days.windows(2).all(|w| matches!((w[0], w[1]), (Some(a), Some(b)) if a <= b));
         for (start, len) in periods {
             let (from, to) = (base + time::Duration::days(start), base + time::Duration::days(start + len));

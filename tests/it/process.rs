@@ -294,7 +294,7 @@ fn kill_9_mid_publish_loses_nothing_acknowledged() {
 /// The merged view's position as the store holds it (the node must not be running).
 fn view_entries(data: &std::path::Path) -> u64 {
     let db = cxnode::store::index::open_sled(&data.join("view"), 8 << 20, 1000).expect("view db");
-    let view = cxnode::store::view::View::open(&db, Default::default()).expect("view");
+    let view = cxnode::store::view::View::open(&db, &data.join("view"), Default::default()).expect("view");
     view.position().entries
 }
 
