@@ -5,8 +5,8 @@
 //! page's shard (256 shards), and it counts a page that lives in a blob file as a few bytes. A
 //! view of packed chunks has few, large pages (a leaf holds up to 16 chunks of up to ~100 KB), so
 //! a pass over the record map kept all of it resident: +770 MB during a 10M-record evaluation,
-//! and most of a 10M node's 3.5 GB. Measured with `../shared` 's sled on 300 MB of values under a
-//! 32 MiB cache: 64 KiB values left 325 MB resident after one read pass, 512 B values 106 MB.
+//! and most of a 10M node's 3.5 GB. Measured with sled alone, 300 MB of values read once under a
+//! 32 MiB cache: 64 KiB values left 325 MB resident, 512 B values 106 MB.
 //! Here sled's values are pointers (its leaves ~1 KB, so its cache bound holds) and the payloads
 //! are read with `pread`, through the kernel's page cache, which is not the node's memory.
 //!
@@ -187,12 +187,10 @@ impl ChunkHeap {
             .open(&path)
             .map_err(self.io(n))?;
         // The new name is durable before anything points into the file.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| HeapError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
+        super::fs::JournalFs::sync_dir(&super::fs::OsFs, &self.dir).map_err(|source| HeapError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         inner.head = n;
         inner.segments.insert(
             n,
