@@ -6,6 +6,7 @@
 use std::fmt;
 
 pub mod gen;
+mod json;
 pub mod publicity;
 pub mod region;
 pub mod resident_id;

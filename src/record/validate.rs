@@ -3,7 +3,7 @@
 //! required fields, each present field in key order, and finally the cross-field rules.
 //! Nothing here panics on input, and no detail message repeats a value.
 
-use serde_json::{Map, Value};
+use super::json::{self, Obj, Val};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime};
 
@@ -16,8 +16,6 @@ use super::{
 /// The `field` of a rejection that concerns the line as a whole.
 pub const WHOLE_RECORD: &str = "(record)";
 const REVOCATION_REASON_MAX_CODE_POINTS: usize = 1000;
-
-type Object = Map<String, Value>;
 
 fn reject(reason: RejectReason, field: &str, detail: impl Into<String>) -> Rejection {
     Rejection {
@@ -35,8 +33,8 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     if line.len() > RECORD_BYTES_MAX {
         return Err(oversized_record());
     }
-    let mut obj = match serde_json::from_slice(line) {
-        Ok(Value::Object(obj)) => obj,
+    let mut obj = match json::parse(line) {
+        Ok(Val::Obj(obj)) => obj,
         Ok(_) => return Err(reject(RejectReason::InvalidJson, WHOLE_RECORD, "not a json object")),
         Err(e) => {
             let detail = format!("{} error at column {}", json_error_kind(&e), e.column());
@@ -45,12 +43,12 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     };
     let is_revocation = match obj.get("op") {
         None => false,
-        Some(op) if op == "revoke" => true,
-        Some(op) if op == "receipt" => return receipt_operation(obj),
+        Some(op) if op.as_str() == Some("revoke") => true,
+        Some(op) if op.as_str() == Some("receipt") => return receipt_operation(obj),
         Some(_) => return Err(invalid("op", "op must be \"revoke\", \"receipt\" or absent")),
     };
     // Forbidden data is refused before anything else is looked at, for either kind of line.
-    if let Some(field) = schema::FORBIDDEN_FIELDS.iter().find(|f| obj.contains_key(**f)) {
+    if let Some(field) = schema::FORBIDDEN_FIELDS.iter().find(|f| obj.contains_key(f)) {
         return Err(reject(
             RejectReason::ForbiddenField,
             field,
@@ -64,13 +62,14 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
     };
     // Ids are case-insensitive on input; one spelling keeps equal records byte-equal.
     for field in ["record_id", "repaired_record_id"] {
-        if let Some(Value::String(s)) = obj.get_mut(field) {
+        if let Some(Val::Str(s)) = obj.get_mut(field) {
             if let Some(id) = RecordId::parse(s) {
-                *s = id.to_string();
+                *s = id.to_string().into();
             }
         }
     }
-    let canonical = serde_json::to_vec(&obj)
+    let canonical = obj
+        .to_canonical()
         .map_err(|_| reject(RejectReason::InvalidJson, WHOLE_RECORD, "cannot serialise record"))?;
     // Escaping may grow a line a little, and the limit is a promise about stored bytes.
     if canonical.len() > RECORD_BYTES_MAX {
@@ -86,7 +85,7 @@ pub fn parse_operation(line: &[u8]) -> Result<Operation, Rejection> {
 
 /// A receipt line (`{"op":"receipt",...}`), written by a node for a department: every field
 /// required, nothing else allowed, bounded lists.
-fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
+fn receipt_operation(obj: Obj<'_>) -> Result<Operation, Rejection> {
     const FIELDS: [&str; 7] = [
         "op",
         "receipt_id",
@@ -96,12 +95,12 @@ fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
         "applied",
         "stopped",
     ];
-    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(k)) {
         return Err(reject(RejectReason::InvalidValue, extra, "not a field of a receipt"));
     }
     let string = |field: &str| -> Result<&str, Rejection> {
         obj.get(field)
-            .and_then(Value::as_str)
+            .and_then(Val::as_str)
             .ok_or_else(|| reject(RejectReason::MissingRequiredField, field, "required text"))
     };
     let region = |field: &str, s: &str| Region::parse(s).map_err(|e| invalid(field, &e.to_string()));
@@ -127,7 +126,7 @@ fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
             )
         })?
         .unix_timestamp();
-    let applied_obj = obj.get("applied").and_then(Value::as_object).ok_or_else(|| {
+    let applied_obj = obj.get("applied").and_then(Val::as_object).ok_or_else(|| {
         reject(
             RejectReason::MissingRequiredField,
             "applied",
@@ -138,14 +137,14 @@ fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
         return Err(invalid("applied", "at most 64 origins"));
     }
     let mut applied = std::collections::BTreeMap::new();
-    for (k, v) in applied_obj {
+    for (k, v) in applied_obj.iter() {
         let next = v
             .as_u64()
             .filter(|n| *n >= 1)
             .ok_or_else(|| invalid("applied", "each origin's next seq is an integer of at least 1"))?;
         applied.insert(region("applied", k)?, next);
     }
-    let stopped_list = obj.get("stopped").and_then(Value::as_array).ok_or_else(|| {
+    let stopped_list = obj.get("stopped").and_then(Val::as_array).ok_or_else(|| {
         reject(
             RejectReason::MissingRequiredField,
             "stopped",
@@ -162,7 +161,7 @@ fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
             .ok_or_else(|| invalid("stopped", "each item is {origin, record_id}"))?;
         let get = |f: &str| {
             o.get(f)
-                .and_then(Value::as_str)
+                .and_then(Val::as_str)
                 .ok_or_else(|| invalid("stopped", "each item is {origin, record_id}"))
         };
         if o.len() != 2 {
@@ -183,7 +182,8 @@ fn receipt_operation(obj: Object) -> Result<Operation, Rejection> {
         stopped,
         canonical: Vec::new(),
     };
-    receipt.canonical = serde_json::to_vec(&obj)
+    receipt.canonical = obj
+        .to_canonical()
         .map_err(|_| reject(RejectReason::InvalidJson, WHOLE_RECORD, "cannot serialise receipt"))?;
     if receipt.canonical.len() > RECORD_BYTES_MAX {
         return Err(oversized_record());
@@ -223,10 +223,10 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
 }
 
 /// Validates a record and extracts its typed envelope; `canonical` is filled in by the caller.
-fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
+fn record(obj: &Obj<'_>) -> Result<ValidRecord, Rejection> {
     match required(obj, "schema_version")? {
-        Value::String(s) if s == schema::SCHEMA_VERSION => {}
-        Value::String(_) => {
+        Val::Str(s) if s == schema::SCHEMA_VERSION => {}
+        Val::Str(_) => {
             return Err(reject(
                 RejectReason::UnsupportedSchemaVersion,
                 "schema_version",
@@ -259,7 +259,7 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
 
     let record_id = record_id_value("record_id", required(obj, "record_id")?)?;
     let repaired_record_id = if category == Category::CreditRepair {
-        if required(obj, "record_retained")? != &Value::Bool(true) {
+        if !matches!(required(obj, "record_retained")?, Val::Bool(true)) {
             return Err(invalid(
                 "record_retained",
                 "a repaired record is always retained: must be true",
@@ -302,8 +302,8 @@ fn record(obj: &Object) -> Result<ValidRecord, Rejection> {
 }
 
 /// The schema's "conditional_required" rules.
-fn conditionally_required(obj: &Object, category: Category) -> impl Iterator<Item = &'static str> {
-    let str_of = |field| obj.get(field).and_then(Value::as_str);
+fn conditionally_required<'o>(obj: &'o Obj<'_>, category: Category) -> impl Iterator<Item = &'static str> + 'o {
+    let str_of = |field| obj.get(field).and_then(Val::as_str);
     let published_penalty = category == Category::AdministrativePenalty
         && str_of("severity").is_some_and(|s| schema::PUBLISHED_SEVERITIES.contains(&s));
     let subject_id = match str_of("subject_type") {
@@ -319,7 +319,7 @@ fn conditionally_required(obj: &Object, category: Category) -> impl Iterator<Ite
     publicity.iter().copied().chain(subject_id)
 }
 
-fn revocation(obj: &Object) -> Result<Revocation, Rejection> {
+fn revocation(obj: &Obj<'_>) -> Result<Revocation, Rejection> {
     for field in ["record_id", "reason", "revoked_at"] {
         required(obj, field)?;
     }
@@ -341,16 +341,20 @@ fn revocation(obj: &Object) -> Result<Revocation, Rejection> {
 }
 
 /// Absent, null, "" and [] all mean "not given"; required fields must be given.
-fn present<'a>(obj: &'a Object, field: &str) -> Option<&'a Value> {
-    obj.get(field).filter(|v| match v {
-        Value::Null => false,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        _ => true,
-    })
+fn present<'o, 'a>(obj: &'o Obj<'a>, field: &str) -> Option<&'o Val<'a>> {
+    obj.get(field).filter(|v| is_given(v))
 }
 
-fn required<'a>(obj: &'a Object, field: &str) -> Result<&'a Value, Rejection> {
+fn is_given(value: &Val<'_>) -> bool {
+    match value {
+        Val::Null => false,
+        Val::Str(s) => !s.is_empty(),
+        Val::Arr(a) => !a.is_empty(),
+        _ => true,
+    }
+}
+
+fn required<'o, 'a>(obj: &'o Obj<'a>, field: &str) -> Result<&'o Val<'a>, Rejection> {
     present(obj, field).ok_or_else(|| {
         reject(
             RejectReason::MissingRequiredField,
@@ -362,8 +366,8 @@ fn required<'a>(obj: &'a Object, field: &str) -> Result<&'a Value, Rejection> {
 
 /// Checks every given field in key order (the map is sorted), by the kind `kind_of` assigns;
 /// fields without a kind only have their strings checked for control characters.
-fn check_fields(obj: &Object, kind_of: impl Fn(&str) -> Option<Kind>) -> Result<(), Rejection> {
-    for (name, value) in obj {
+fn check_fields(obj: &Obj<'_>, kind_of: impl Fn(&str) -> Option<Kind>) -> Result<(), Rejection> {
+    for (name, value) in obj.iter() {
         if has_control(name, false) {
             return Err(reject(
                 RejectReason::ControlCharacters,
@@ -371,7 +375,7 @@ fn check_fields(obj: &Object, kind_of: impl Fn(&str) -> Option<Kind>) -> Result<
                 "field name contains a control character",
             ));
         }
-        if present(obj, name).is_none() {
+        if !is_given(value) {
             continue;
         }
         let kind = kind_of(name);
@@ -390,12 +394,12 @@ fn has_control(s: &str, allow_tab_cr_lf: bool) -> bool {
 }
 
 /// Walks nested values too, because extra fields may carry arrays and objects.
-fn check_controls(field: &str, value: &Value, allow_tab_cr_lf: bool) -> Result<(), Rejection> {
+fn check_controls(field: &str, value: &Val<'_>, allow_tab_cr_lf: bool) -> Result<(), Rejection> {
     let found = |detail| Err(reject(RejectReason::ControlCharacters, field, detail));
     match value {
-        Value::String(s) if has_control(s, allow_tab_cr_lf) => found("contains a control character"),
-        Value::Array(items) => items.iter().try_for_each(|v| check_controls(field, v, allow_tab_cr_lf)),
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+        Val::Str(s) if has_control(s, allow_tab_cr_lf) => found("contains a control character"),
+        Val::Arr(items) => items.iter().try_for_each(|v| check_controls(field, v, allow_tab_cr_lf)),
+        Val::Obj(map) => map.iter().try_for_each(|(k, v)| {
             if has_control(k, false) {
                 return found("contains a key with a control character");
             }
@@ -405,7 +409,7 @@ fn check_controls(field: &str, value: &Value, allow_tab_cr_lf: bool) -> Result<(
     }
 }
 
-fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
+fn check_kind(name: &str, value: &Val<'_>, kind: Kind) -> Result<(), Rejection> {
     match kind {
         Kind::Text { max_code_points, .. } => {
             let s = text(name, value)?;
@@ -498,19 +502,19 @@ fn check_kind(name: &str, value: &Value, kind: Kind) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn text<'a>(name: &str, value: &'a Value) -> Result<&'a str, Rejection> {
+fn text<'v>(name: &str, value: &'v Val<'_>) -> Result<&'v str, Rejection> {
     value.as_str().ok_or_else(|| invalid(name, "must be a string"))
 }
 
-fn record_id_value(name: &str, value: &Value) -> Result<RecordId, Rejection> {
+fn record_id_value(name: &str, value: &Val<'_>) -> Result<RecordId, Rejection> {
     RecordId::parse(text(name, value)?).ok_or_else(|| invalid(name, "not a hyphenated version-4 uuid"))
 }
 
-fn region_value(name: &str, value: &Value) -> Result<Region, Rejection> {
+fn region_value(name: &str, value: &Val<'_>) -> Result<Region, Rejection> {
     Region::parse(text(name, value)?).map_err(|_| invalid(name, "not one of the 31 province codes"))
 }
 
-fn version_value(value: &Value) -> Result<u32, Rejection> {
+fn version_value(value: &Val<'_>) -> Result<u32, Rejection> {
     value
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())
@@ -518,12 +522,12 @@ fn version_value(value: &Value) -> Result<u32, Rejection> {
         .ok_or_else(|| invalid("record_version", "must be an integer of at least 1"))
 }
 
-fn date_value(name: &str, value: &Value) -> Result<Date, Rejection> {
+fn date_value(name: &str, value: &Val<'_>) -> Result<Date, Rejection> {
     parse_iso_date(text(name, value)?)
         .ok_or_else(|| reject(RejectReason::InvalidDateFormat, name, "not a real YYYY-MM-DD date"))
 }
 
-fn optional_date(obj: &Object, field: &str) -> Result<Option<Date>, Rejection> {
+fn optional_date(obj: &Obj<'_>, field: &str) -> Result<Option<Date>, Rejection> {
     present(obj, field).map(|v| date_value(field, v)).transpose()
 }
 
@@ -557,7 +561,9 @@ fn date_from_parts(year: &str, month: &str, day: &str) -> Option<Date> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
+
+    type Object = Map<String, Value>;
 
     const ID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
     const OTHER_ID: &str = "9b2e1c3a-7d4f-4e8a-b1c2-d3e4f5a6b7c8";

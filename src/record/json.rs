@@ -1,0 +1,376 @@
+//! A JSON document that borrows its strings from the input line, for validation: one parse
+//! with no allocation per key or unescaped string, objects as sorted vectors (looked up by binary
+//! search), and canonical bytes written straight from it.
+//! Invariant: `Val::write_canonical` gives exactly the bytes `serde_json::to_vec` gives for the
+//! same input parsed as a `serde_json::Value` (keys in byte order, a repeated key keeps its last
+//! value, serde_json's number and escape spelling), so stored records stay byte-identical to
+//! those written before this module existed. A property test checks it against serde_json.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+/// One JSON value; strings borrow from the input unless they held escapes.
+#[derive(Debug, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    Arr(Vec<Val<'a>>),
+    Obj(Obj<'a>),
+}
+
+/// An object's members sorted by key bytes, each key once.
+#[derive(Debug, PartialEq, Default)]
+pub struct Obj<'a>(Vec<(Cow<'a, str>, Val<'a>)>);
+
+impl<'a> Obj<'a> {
+    fn from_members(mut members: Vec<(Cow<'a, str>, Val<'a>)>) -> Self {
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        // `dedup_by` hands (later, kept): moving the later value into the kept slot makes the
+        // last occurrence win, as `serde_json::Map::insert` does.
+        members.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+        Obj(members)
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Val<'a>> {
+        self.position(key).map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Val<'a>> {
+        self.position(key).map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Members in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Val<'a>)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k.as_ref())?;
+            out.push(b':');
+            v.write_canonical(out)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// The canonical bytes of this object.
+    pub fn to_canonical(&self) -> serde_json::Result<Vec<u8>> {
+        // Canonical records are about as long as their input; 1 KiB avoids most regrowth.
+        let mut out = Vec::with_capacity(1024);
+        self.write_canonical(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl<'a> Val<'a> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Val<'a>]> {
+        match self {
+            Val::Arr(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Obj<'a>> {
+        match self {
+            Val::Obj(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Val::Num(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::Num(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    pub fn is_boolean(&self) -> bool {
+        matches!(self, Val::Bool(_))
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Val::Null => out.extend_from_slice(b"null"),
+            Val::Bool(true) => out.extend_from_slice(b"true"),
+            Val::Bool(false) => out.extend_from_slice(b"false"),
+            Val::Num(n) => serde_json::to_writer(&mut *out, n)?,
+            Val::Str(s) => serde_json::to_writer(&mut *out, s.as_ref())?,
+            Val::Arr(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_canonical(out)?;
+                }
+                out.push(b']');
+            }
+            Val::Obj(o) => o.write_canonical(out)?,
+        }
+        Ok(())
+    }
+}
+
+/// Parses one JSON text (serde_json's grammar, errors and nesting limit).
+pub fn parse(bytes: &[u8]) -> serde_json::Result<Val<'_>> {
+    serde_json::from_slice(bytes)
+}
+
+struct ValVisitor;
+
+impl<'de> Visitor<'de> for ValVisitor {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Val<'de>, E> {
+        // As serde_json's own Value: a non-finite float (which JSON cannot spell) becomes null.
+        Ok(Number::from_f64(v).map_or(Val::Null, Val::Num))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        Deserialize::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Val::Arr(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        // A record has about 30 fields; start there rather than growing five times.
+        let mut members = Vec::with_capacity(32);
+        while let Some(Key(k)) = map.next_key()? {
+            members.push((k, map.next_value()?));
+        }
+        Ok(Val::Obj(Obj::from_members(members)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Val<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValVisitor)
+    }
+}
+
+/// A member name, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// What serde_json itself makes of the same text: the reference for canonical bytes.
+    fn reference(text: &[u8]) -> Option<Vec<u8>> {
+        serde_json::from_slice::<Value>(text)
+            .ok()
+            .map(|v| serde_json::to_vec(&v).expect("serialises"))
+    }
+
+    fn ours(text: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        parse(text).ok()?.write_canonical(&mut out).expect("writes");
+        Some(out)
+    }
+
+    #[test]
+    fn canonical_bytes_match_serde_json_on_edge_cases() {
+        let cases: &[&str] = &[
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2,"b":{"z":[1,2,{"y":null,"x":true}],"a":"\u00e9\n\"\\/"}}"#,
+            r#"{"a\u0000b":"x","\u00e9":"é","é":"second"}"#,
+            r#"{"n":[0,-0,1e3,1.5e-7,-12,18446744073709551615,18446744073709551616,-9223372036854775808,1.0,0.1]}"#,
+            r#" { "spaces" : [ ] , "obj" : { } } "#,
+            r#"[1,"two",{"b":2,"a":1}]"#,
+            r#""just a string""#,
+            "{\"\u{7f}\":\"\u{1f600}\\ud83d\\ude00\"}",
+        ];
+        for case in cases {
+            assert_eq!(ours(case.as_bytes()), reference(case.as_bytes()), "{case}");
+        }
+        // serde_json's own grammar decides what is refused, and where.
+        for bad in [
+            &b"{\"a\":}"[..],
+            b"{\"a\":1,}",
+            b"\xff",
+            b"{\"a\":\"\xc3\"}",
+            b"1 2",
+            b"{} x",
+        ] {
+            let (a, b) = (parse(bad).map(|_| ()), serde_json::from_slice::<Value>(bad).map(|_| ()));
+            assert_eq!(a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
+        }
+    }
+
+    #[test]
+    fn the_last_of_repeated_keys_wins_and_lookups_find_every_key() {
+        let v = parse(br#"{"k":1,"c":0,"k":2,"a":9,"k":3}"#).expect("valid");
+        let o = v.as_object().expect("object");
+        assert_eq!(o.len(), 3);
+        assert_eq!(o.get("k").and_then(Val::as_u64), Some(3));
+        assert_eq!(o.keys().collect::<Vec<_>>(), ["a", "c", "k"]);
+        assert!(o.get("b").is_none() && !o.contains_key("z"));
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::String),
+            "[a-c\\n\"\\\\\\u{0}-\\u{1f}é]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(("[a-d]{0,2}|\\PC{0,3}", inner), 0..8)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Renders members in a shuffled order, with repeats, so sorting and "last wins" are exercised.
+    fn shuffled_text(v: &Value, seed: u64) -> String {
+        match v {
+            Value::Object(m) => {
+                let mut members: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), shuffled_text(v, seed.rotate_left(7))))
+                    .collect();
+                members.sort_by_key(|s| (s.len() as u64).wrapping_mul(seed | 1) % 97);
+                if let Some((k, _)) = m.iter().next().filter(|_| seed.is_multiple_of(3)) {
+                    // A repeat first, so the real value (which comes later) must win.
+                    members.insert(0, format!("{}:\"overwritten\"", Value::String(k.clone())));
+                }
+                format!("{{ {} }}", members.join(" , "))
+            }
+            Value::Array(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| shuffled_text(i, seed))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_bytes_equal_serde_json_for_any_document(v in arbitrary_json(), seed in any::<u64>()) {
+            let text = shuffled_text(&v, seed);
+            prop_assert_eq!(ours(text.as_bytes()), reference(text.as_bytes()), "{}", text);
+        }
+    }
+}
