@@ -462,34 +462,62 @@ impl ChunkMap {
             batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), items.concat());
             self.level0_items.store(held + items.len() as u64, Ordering::Relaxed);
             level0.chunks.push(chunk);
-            for item in items {
-                let value = item[self.key_len..].to_vec();
-                level0.items.insert(item[..self.key_len].to_vec(), value);
+            for mut item in items {
+                let value = item.split_off(self.key_len);
+                level0.items.insert(item, value);
             }
             return Ok(false);
         }
-        // Flush: level 0 (older) then this batch (newer), into the buckets.
-        let taken = std::mem::take(&mut *level0);
-        drop(level0);
-        for n in taken.chunks {
+        // Flush: level 0 (older) then this batch (newer), into the buckets. Level 0's map is
+        // drained, not replaced, so it keeps its capacity for the next round.
+        for n in std::mem::take(&mut level0.chunks) {
             batch.remove(self.chunk_key(LEVEL0, OPEN, n));
         }
-        let mut all: Vec<Vec<u8>> = Vec::with_capacity(taken.items.len() + items.len());
-        all.extend(taken.items.into_iter().map(|(mut k, v)| {
-            k.extend_from_slice(&v);
-            k
-        }));
-        all.append(&mut items);
-        self.sort_newest(&mut all);
+        let il = self.item_len();
+        let mut flat: Vec<u8> = Vec::with_capacity((level0.items.len() + items.len()) * il);
+        for (k, v) in level0.items.drain() {
+            flat.extend_from_slice(&k);
+            flat.extend_from_slice(&v);
+        }
+        drop(level0);
+        for item in &items {
+            flat.extend_from_slice(item);
+        }
+        drop(items);
         self.level0_items.store(0, Ordering::Relaxed);
-        let mut by_bucket: Vec<(u32, Vec<u8>)> = all
-            .into_iter()
-            .map(|i| (self.bucket_of(&i[..self.key_len]), i))
-            .collect();
-        // Stable: within a bucket the key order stays.
-        by_bucket.sort_by_key(|(b, _)| *b);
-        self.write_buckets(tree, batch, chunk, by_bucket)?;
+        let groups = self.group_by_bucket(&flat);
+        self.write_buckets(tree, batch, chunk, groups)?;
         Ok(true)
+    }
+
+    /// Groups the items of `flat` (key ++ value each; of equal keys the later is newer) by
+    /// bucket, in bucket order, each group's items in key order with only the newest of a key:
+    /// one sort of (bucket, index) pairs and one copy of each item, no allocation per item.
+    fn group_by_bucket(&self, flat: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let (il, kl) = (self.item_len(), self.key_len);
+        let n = flat.len() / il;
+        let key = |i: u32| &flat[i as usize * il..][..kl];
+        let mut order: Vec<(u32, u32)> = (0..n as u32).map(|i| (self.bucket_of(key(i)), i)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1))).then(a.1.cmp(&b.1)));
+        let mut groups: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut previous: Option<u32> = None;
+        for (bucket, i) in order {
+            let item = &flat[i as usize * il..][..il];
+            match groups.last_mut() {
+                Some((b, value)) if *b == bucket => {
+                    if previous.is_some_and(|p| key(p) == key(i)) {
+                        // The same key again, later in `flat`: newer, so it replaces the last item.
+                        let at = value.len() - il;
+                        value[at..].copy_from_slice(item);
+                    } else {
+                        value.extend_from_slice(item);
+                    }
+                }
+                _ => groups.push((bucket, item.to_vec())),
+            }
+            previous = Some(i);
+        }
+        groups
     }
 
     /// Sorts items by key and keeps, of equal keys, the one that came last (the newest).
@@ -506,22 +534,15 @@ impl ChunkMap {
         *items = kept;
     }
 
-    /// Writes items grouped by bucket (each group in key order) as chunk `chunk` of their
+    /// Writes groups of items (one per bucket, each in key order) as chunk `chunk` of their
     /// buckets, merging up to `MERGES_PER_BATCH_MAX` of the fullest buckets it touches.
     fn write_buckets(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         chunk: u64,
-        by_bucket: Vec<(u32, Vec<u8>)>,
+        groups: Vec<(u32, Vec<u8>)>,
     ) -> Result<(), ChunkError> {
-        let mut groups: Vec<(u32, Vec<u8>)> = Vec::new();
-        for (bucket, item) in by_bucket {
-            match groups.last_mut() {
-                Some((b, value)) if *b == bucket => value.extend_from_slice(&item),
-                _ => groups.push((bucket, item)),
-            }
-        }
         let mut full: Vec<(u16, u32)> = groups
             .iter()
             .map(|(b, _)| (self.chunks[*b as usize].load(Ordering::Relaxed), *b))

@@ -1176,7 +1176,8 @@ impl ViewBatch<'_> {
     }
 
     fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64, at: JournalPos) {
-        let mut k = subject.to_vec();
+        let mut k = Vec::with_capacity(SUBJECT_BYTES + 4 + 8 + 8);
+        k.extend_from_slice(subject);
         k.extend_from_slice(&origin.code().to_be_bytes());
         k.extend_from_slice(&seq.to_be_bytes());
         k.extend_from_slice(&at.0.to_be_bytes());
@@ -1347,7 +1348,8 @@ impl ViewBatch<'_> {
             .iter()
             .filter_map(|((origin, id), (r, written))| match (r, written) {
                 (Some(r), true) => {
-                    let mut item = record_key(*origin, id).to_vec();
+                    let mut item = Vec::with_capacity(RECORD_KEY_BYTES + RECORD_VALUE_BYTES);
+                    item.extend_from_slice(&record_key(*origin, id));
                     item.extend_from_slice(&encode_record(r));
                     Some(item)
                 }
