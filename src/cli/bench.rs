@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// The regional evaluation of one quarter over a store of many provinces' logs, built in
     /// this process, against a scan that reads and parses every entry.
     Evaluate(super::bench_eval::EvaluateArgs),
+    /// The CPU cost of reading records on one thread: full validation and the merged view's
+    /// per-entry decode, each against serde_json parsing the same bytes into a Value.
+    Validate(super::bench_validate::ValidateArgs),
     Publish {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -46,6 +49,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Sync(a) => super::bench_sync::run(a),
         BenchCommand::Feed(a) => super::bench_feed::run(a),
         BenchCommand::Evaluate(a) => super::bench_eval::run(a),
+        BenchCommand::Validate(a) => super::bench_validate::run(a),
         BenchCommand::Publish {
             records,
             runs,

@@ -8,6 +8,7 @@ mod bench_feed;
 mod bench_kit;
 mod bench_mesh;
 mod bench_sync;
+mod bench_validate;
 mod certs;
 pub mod demo;
 mod department;

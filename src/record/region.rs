@@ -93,6 +93,12 @@ impl Region {
         Region::parse(s)
     }
 
+    /// Whether `code` is a participating province's code (not the national hub), without
+    /// building text: the hot path of `check_uscc`.
+    pub fn is_province_code(code: u32) -> bool {
+        PROVINCES.binary_search_by_key(&code, |p| p.0).is_ok()
+    }
+
     /// A province's or the national hub's code, as carried on the wire (origins, nodes).
     pub fn from_code(code: u32) -> Result<Region, RegionError> {
         if code == NATIONAL_HUB_CODE {

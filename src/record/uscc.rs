@@ -21,20 +21,37 @@ pub fn is_legacy_pilot_uscc(s: &str) -> bool {
     LEGACY_PILOT_USCCS.contains(&s)
 }
 
+/// A symbol's value by its ASCII code (`NOT_A_SYMBOL` for every other byte): the check runs
+/// for every record and every stored entry the view indexes, so no search per character.
+const SYMBOL_VALUES: [u8; 128] = {
+    let mut table = [NOT_A_SYMBOL; 128];
+    let set = USCC_CHARSET.as_bytes();
+    let mut i = 0;
+    while i < set.len() {
+        table[set[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_A_SYMBOL: u8 = u8::MAX;
+
 fn symbol_value(c: char) -> Option<u32> {
-    USCC_CHARSET.find(c).map(|i| i as u32)
+    let v = *SYMBOL_VALUES.get(c as usize)?;
+    (v != NOT_A_SYMBOL).then_some(u32::from(v))
 }
 
 /// The check character for the first 17 symbols, or `None` if they are not 17 charset symbols.
 pub fn uscc_check_char(first17: &str) -> Option<char> {
-    if first17.chars().count() != 17 {
+    // 17 charset symbols are 17 bytes; any other length cannot be (a non-ASCII char fails the
+    // lookup below).
+    if first17.len() != 17 {
         return None;
     }
     let sum = first17
-        .chars()
+        .bytes()
         .zip(USCC_WEIGHTS)
-        .try_fold(0, |sum, (c, w)| Some(sum + symbol_value(c)? * w))?;
-    USCC_CHARSET.chars().nth(((31 - sum % 31) % 31) as usize)
+        .try_fold(0, |sum, (c, w)| Some(sum + symbol_value(char::from(c))? * w))?;
+    Some(char::from(USCC_CHARSET.as_bytes()[((31 - sum % 31) % 31) as usize]))
 }
 
 pub fn check_uscc(s: &str) -> Result<(), RejectReason> {
@@ -52,7 +69,9 @@ pub fn check_uscc(s: &str) -> Result<(), RejectReason> {
         return Err(RejectReason::UsccInvalidCharset);
     }
     // All 18 symbols are ASCII from here on, so byte slicing is safe.
-    if Region::parse(&format!("{}0000", &s[2..4])).is_err() {
+    let b = s.as_bytes();
+    let province = u32::from(b[2] - b'0') * 100_000 + u32::from(b[3] - b'0') * 10_000;
+    if !Region::is_province_code(province) {
         return Err(RejectReason::UsccUnknownProvince);
     }
     if uscc_check_char(&s[..17]) != s[17..].chars().next() {
@@ -127,6 +146,81 @@ mod tests {
         assert_eq!(uscc_check_char("9111000060003734"), None);
         assert_eq!(uscc_check_char("911100006000373411"), None);
         assert_eq!(uscc_check_char("9111000060003734I"), None);
+    }
+
+    /// The check character as the standard states it, with no table and no byte tricks.
+    fn reference_check_char(first17: &[char]) -> Option<char> {
+        let symbol = |c: char| USCC_CHARSET.chars().position(|x| x == c);
+        if first17.len() != 17 {
+            return None;
+        }
+        let mut sum = 0;
+        for (i, c) in first17.iter().enumerate() {
+            sum += symbol(*c)? * 3usize.pow(i as u32) % 31;
+        }
+        USCC_CHARSET.chars().nth((31 - sum % 31) % 31)
+    }
+
+    /// The whole rule as the standard states it.
+    fn reference(s: &str) -> Result<(), RejectReason> {
+        let chars: Vec<char> = s.chars().collect();
+        if chars.len() != 18 {
+            return Err(RejectReason::UsccWrongLength);
+        }
+        for (i, c) in chars.iter().enumerate() {
+            let ok = if (2..8).contains(&i) {
+                c.is_ascii_digit()
+            } else {
+                USCC_CHARSET.contains(*c)
+            };
+            if !ok {
+                return Err(RejectReason::UsccInvalidCharset);
+            }
+        }
+        if Region::parse(&format!("{}{}0000", chars[2], chars[3])).is_err() {
+            return Err(RejectReason::UsccUnknownProvince);
+        }
+        if reference_check_char(&chars[..17]) != Some(chars[17]) {
+            return Err(RejectReason::UsccBadCheckDigit);
+        }
+        Ok(())
+    }
+
+    /// A charset symbol mostly, sometimes a look-alike that is not one.
+    fn symbol() -> impl proptest::strategy::Strategy<Value = char> {
+        proptest::prop_oneof![
+            40 => proptest::sample::select(USCC_CHARSET.chars().collect::<Vec<_>>()),
+            1 => proptest::sample::select("IOSVZa９é\u{0}".chars().collect::<Vec<_>>()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The table-driven check gives the reference's verdict on any string near a code:
+        /// valid ones (the right check character appended), wrong symbols, wrong lengths,
+        /// non-ASCII look-alikes.
+        #[test]
+        fn check_equals_the_reference_rule(
+            head in proptest::collection::vec(symbol(), 2),
+            province in proptest::sample::select(vec!["11", "33", "35", "44", "65", "81", "99", "10", "3A"]),
+            digits in proptest::collection::vec(proptest::prop_oneof![
+                20 => proptest::char::range('0', '9'), 1 => symbol()], 4),
+            tail in proptest::collection::vec(symbol(), 9..13),
+            append_check in proptest::bool::weighted(0.8),
+        ) {
+            let mut chars = head;
+            chars.extend(province.chars());
+            chars.extend(digits);
+            chars.extend(tail);
+            let first17: String = chars.iter().take(17).collect();
+            proptest::prop_assert_eq!(uscc_check_char(&first17), reference_check_char(&first17.chars().collect::<Vec<_>>()));
+            if append_check && chars.len() == 17 {
+                if let Some(c) = reference_check_char(&chars) {
+                    chars.push(c);
+                }
+            }
+            let code: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(check_uscc(&code), reference(&code), "{}", code);
+        }
     }
 
     #[test]
