@@ -112,6 +112,60 @@ impl Bloom {
     }
 }
 
+/// A fixed Bloom filter of one packed chunk's keys (or key prefixes), in memory only: a look-up
+/// reads a chunk only when its filter may hold the key, so at 10M records a look-up reads about
+/// one chunk of its bucket instead of all of them (up to ~20). Built from the chunk's items when
+/// it is written or first read; never changed after (a chunk is immutable). About
+/// `BITS_PER_KEY` bits per distinct key, so ~1 % of chunks that do not hold a key are read anyway.
+pub struct ChunkFilter {
+    words: Box<[u64]>,
+}
+
+impl ChunkFilter {
+    /// A filter of the keys whose hashes `hashes` gives (`distinct` of them at most).
+    pub fn build(distinct: usize, hashes: impl Iterator<Item = (u64, u64)>) -> ChunkFilter {
+        let bits = (distinct.max(1) as u64 * BITS_PER_KEY).next_multiple_of(64);
+        let mut words = vec![0u64; (bits / 64) as usize].into_boxed_slice();
+        for h in hashes {
+            for i in 0..PROBES {
+                let bit = h.0.wrapping_add(i.wrapping_mul(h.1)) % bits;
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        ChunkFilter { words }
+    }
+
+    /// False only if the key of hashes `h` was certainly not among those built in.
+    pub fn may_contain(&self, h: (u64, u64)) -> bool {
+        let bits = self.words.len() as u64 * 64;
+        (0..PROBES).all(|i| {
+            let bit = h.0.wrapping_add(i.wrapping_mul(h.1)) % bits;
+            self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    /// Memory held by the bits.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
+/// The two hashes a filter probes with, keyed per process (filters live in memory only, so the
+/// hashes need not be stable, and a peer cannot choose keys that collide).
+pub struct FilterHasher(RandomState, RandomState);
+
+impl Default for FilterHasher {
+    fn default() -> FilterHasher {
+        FilterHasher(RandomState::new(), RandomState::new())
+    }
+}
+
+impl FilterHasher {
+    pub fn hashes(&self, key: &[u8]) -> (u64, u64) {
+        (self.0.hash_one(key), self.1.hash_one(key) | 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +186,20 @@ mod tests {
         let false_positives = (n..n + 100_000).filter(|i| bloom.may_contain(&i.to_be_bytes())).count();
         assert!(false_positives < 4_000, "{false_positives} false positives in 100,000");
         assert_eq!(bloom.layers.read().expect("lock").len(), 2);
+    }
+
+    #[test]
+    fn a_chunk_filter_holds_every_key_it_was_built_with_and_few_others() {
+        let hasher = FilterHasher::default();
+        let n = 1000u64;
+        let filter = ChunkFilter::build(n as usize, (0..n).map(|i| hasher.hashes(&i.to_be_bytes())));
+        assert!((0..n).all(|i| filter.may_contain(hasher.hashes(&i.to_be_bytes()))));
+        let false_positives = (n..n + 100_000)
+            .filter(|i| filter.may_contain(hasher.hashes(&i.to_be_bytes())))
+            .count();
+        assert!(false_positives < 2_500, "{false_positives} false positives in 100,000");
+        assert_eq!(filter.bytes() as u64, (n * BITS_PER_KEY).next_multiple_of(64) / 8);
+        let empty = ChunkFilter::build(0, std::iter::empty());
+        assert!(!empty.may_contain(hasher.hashes(b"anything")));
     }
 }

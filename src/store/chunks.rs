@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::bloom::{ChunkFilter, FilterHasher};
 use super::heap::{ChunkHeap, HeapError, Pointer};
 
 /// Past this many open chunks a bucket's open chunks are merged (when the flush has merge budget
@@ -75,6 +76,12 @@ pub struct ChunkMap {
     level0: RwLock<Level0>,
     seal_bytes: usize,
     heap: Arc<ChunkHeap>,
+    /// Per bucket, a filter of each bucket chunk's hash prefixes (by chunk number), so a look-up
+    /// reads only the chunks that may hold its key. Built when a chunk is written, or the first
+    /// time it is read whole; a chunk without a filter is read. Changed only by the one writer
+    /// under the view's exclusive lock, or filled in by readers (a chunk never changes).
+    filters: Vec<RwLock<Vec<(u64, ChunkFilter)>>>,
+    hasher: FilterHasher,
 }
 
 #[derive(Default)]
@@ -127,6 +134,8 @@ impl ChunkMap {
             level0: RwLock::new(Level0::default()),
             seal_bytes: SEAL_BYTES,
             heap,
+            filters: (0..buckets).map(|_| RwLock::new(Vec::new())).collect(),
+            hasher: FilterHasher::default(),
         };
         let mut n = 0u64;
         let mut level0 = Level0::default();
@@ -223,6 +232,96 @@ impl ChunkMap {
         k.get(5) == Some(&OPEN)
     }
 
+    /// The chunk number of a (checked) chunk key.
+    fn chunk_number(k: &[u8]) -> Option<u64> {
+        k.get(6..14).and_then(|n| n.try_into().ok()).map(u64::from_be_bytes)
+    }
+
+    /// The filter hashes of a key's (or hash prefix's) first `hash_len` bytes.
+    fn filter_hashes(&self, key: &[u8]) -> (u64, u64) {
+        self.hasher.hashes(&key[..self.hash_len])
+    }
+
+    /// A filter of the hash prefixes of a chunk's items (sorted, so equal prefixes are adjacent).
+    fn filter_of(&self, payload: &[u8]) -> ChunkFilter {
+        let prefixes = || {
+            let mut previous: Option<&[u8]> = None;
+            payload.chunks_exact(self.item_len()).filter_map(move |item| {
+                let p = &item[..self.hash_len];
+                (previous.replace(p) != Some(p)).then_some(p)
+            })
+        };
+        ChunkFilter::build(prefixes().count(), prefixes().map(|p| self.hasher.hashes(p)))
+    }
+
+    /// Whether chunk `k` of `bucket` may hold any of the keys hashed `hashes`: None when its
+    /// filter is not known yet.
+    fn may_hold(&self, bucket: u32, k: &[u8], hashes: &[(u64, u64)]) -> Option<bool> {
+        let n = Self::chunk_number(k)?;
+        let filters = self.filters[bucket as usize].read().expect("filters lock");
+        let (_, f) = filters.iter().find(|(c, _)| *c == n)?;
+        Some(hashes.iter().any(|h| f.may_contain(*h)))
+    }
+
+    fn has_filter(&self, bucket: u32, k: &[u8]) -> bool {
+        self.may_hold(bucket, k, &[]).is_some()
+    }
+
+    /// Keeps the filter of chunk `k` of `bucket` (read or written whole as `payload`).
+    fn remember_filter(&self, bucket: u32, k: &[u8], payload: &[u8]) {
+        let Some(n) = Self::chunk_number(k) else {
+            return;
+        };
+        let filter = self.filter_of(payload);
+        let mut filters = self.filters[bucket as usize].write().expect("filters lock");
+        if !filters.iter().any(|(c, _)| *c == n) {
+            filters.push((n, filter));
+        }
+    }
+
+    /// Drops the filter of a chunk that is no more (merged away).
+    fn forget_filter(&self, bucket: u32, k: &[u8]) {
+        if let Some(n) = Self::chunk_number(k) {
+            self.filters[bucket as usize]
+                .write()
+                .expect("filters lock")
+                .retain(|(c, _)| *c != n);
+        }
+    }
+
+    /// Builds the filters of `bucket`'s chunks that have none yet (a warm-up after open, so the
+    /// first look-ups of a bucket do not read all of it).
+    pub fn warm_filters(&self, tree: &sled::Tree, bucket: u32) -> Result<(), ChunkError> {
+        for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
+            let (k, v) = kv?;
+            if self.has_filter(bucket, &k) {
+                continue;
+            }
+            if let Ok(payload) = self.chunk_items(&k, &v)? {
+                self.remember_filter(bucket, &k, &payload);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn buckets(&self) -> u32 {
+        self.buckets
+    }
+
+    /// Bytes held by the chunk filters.
+    pub fn filter_bytes(&self) -> u64 {
+        self.filters
+            .iter()
+            .map(|f| {
+                f.read()
+                    .expect("filters lock")
+                    .iter()
+                    .map(|(_, f)| f.bytes() as u64 + 24)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     fn check(&self, k: &[u8], v: &[u8]) -> Result<(), ChunkDamage> {
         if k.len() != 14 || !v.len().is_multiple_of(self.item_len()) {
             return Err(ChunkDamage {
@@ -254,25 +353,37 @@ impl ChunkMap {
                 }
             }
         }
-        for (bucket, mut pending) in by_bucket {
+        for (bucket, pending) in by_bucket {
             let mut seen = 0u16;
+            let mut pending: Vec<(usize, (u64, u64))> =
+                pending.into_iter().map(|i| (i, self.filter_hashes(keys[i]))).collect();
+            let mut hashes: Vec<(u64, u64)> = pending.iter().map(|p| p.1).collect();
             for kv in tree.scan_prefix(self.bucket_prefix(bucket)).rev() {
                 if pending.is_empty() {
                     break;
                 }
                 let (k, v) = kv?;
                 seen += u16::from(Self::is_open(&k));
+                let known = self.may_hold(bucket, &k, &hashes);
+                if known == Some(false) {
+                    continue;
+                }
                 let Ok(v) = self.chunk_items(&k, &v)? else {
                     continue;
                 };
+                if known.is_none() {
+                    self.remember_filter(bucket, &k, &v);
+                }
                 // Newest chunk first: a key found here is decided.
-                pending.retain(|&i| match self.search(&v, keys[i]) {
+                pending.retain(|&(i, _)| match self.search(&v, keys[i]) {
                     Some(item) => {
                         out[i] = Some(item[self.key_len..].to_vec());
                         false
                     }
                     None => true,
                 });
+                hashes.clear();
+                hashes.extend(pending.iter().map(|p| p.1));
             }
             if !pending.is_empty() {
                 self.chunks[bucket as usize].store(seen, Ordering::Relaxed);
@@ -306,12 +417,20 @@ impl ChunkMap {
         let mut items = BTreeMap::new();
         let mut seen = 0u16;
         let width = self.item_len();
+        let hashes = [self.filter_hashes(hash_prefix)];
         for kv in tree.scan_prefix(self.bucket_prefix(bucket)) {
             let (k, v) = kv?;
             seen = seen.saturating_add(u16::from(Self::is_open(&k)));
+            let known = self.may_hold(bucket, &k, &hashes);
+            if known == Some(false) {
+                continue;
+            }
             let Ok(v) = self.chunk_items(&k, &v)? else {
                 continue;
             };
+            if known.is_none() {
+                self.remember_filter(bucket, &k, &v);
+            }
             let item = |i: usize| &v[i * width..(i + 1) * width];
             let (mut lo, mut hi) = (0usize, v.len() / width);
             while lo < hi {
@@ -390,6 +509,9 @@ impl ChunkMap {
             let Ok(v) = self.chunk_items(&k, &v)? else {
                 continue;
             };
+            if !self.has_filter(bucket, &k) {
+                self.remember_filter(bucket, &k, &v);
+            }
             for item in v.chunks_exact(self.item_len()) {
                 items.insert(item[..self.key_len].to_vec(), item[self.key_len..].to_vec());
             }
@@ -561,6 +683,7 @@ impl ChunkMap {
                     if let Some(p) = Pointer::decode(&v) {
                         self.heap.free(&p);
                     }
+                    self.forget_filter(bucket, &k);
                     batch.remove(k);
                 }
                 for item in value.chunks_exact(self.item_len()) {
@@ -572,16 +695,14 @@ impl ChunkMap {
                     merged.extend_from_slice(&v);
                 }
                 let sealed = merged.len() >= self.seal_bytes;
-                batch.insert(
-                    self.chunk_key(bucket, if sealed { SEALED } else { OPEN }, chunk),
-                    &self.heap.append(&merged)?.encode()[..],
-                );
+                let k = self.chunk_key(bucket, if sealed { SEALED } else { OPEN }, chunk);
+                self.remember_filter(bucket, &k, &merged);
+                batch.insert(k, &self.heap.append(&merged)?.encode()[..]);
                 self.chunks[bucket as usize].store(u16::from(!sealed), Ordering::Relaxed);
             } else {
-                batch.insert(
-                    self.chunk_key(bucket, OPEN, chunk),
-                    &self.heap.append(&value)?.encode()[..],
-                );
+                let k = self.chunk_key(bucket, OPEN, chunk);
+                self.remember_filter(bucket, &k, &value);
+                batch.insert(k, &self.heap.append(&value)?.encode()[..]);
                 let n = &self.chunks[bucket as usize];
                 n.store(n.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
             }

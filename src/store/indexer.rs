@@ -183,6 +183,20 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
         ms = started.elapsed().as_millis() as u64,
         "merged-view filter loaded"
     );
+    // The subject map's chunk filters are built beside the indexing (a profile that comes first
+    // reads its bucket whole, as without filters); a failure there is not the indexer's.
+    let warmed = progress.view.clone();
+    let _ = std::thread::Builder::new()
+        .name("cx-view-warm".to_string())
+        .spawn(move || {
+            let started = Instant::now();
+            match warmed.warm_subject_filters() {
+                Ok(()) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "subject chunk filters built"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "building the subject chunk filters failed; look-ups read whole buckets")
+                }
+            }
+        });
     loop {
         let end = {
             let mut s = progress.state.lock().expect("progress lock");

@@ -558,6 +558,16 @@ impl View {
         Ok(n)
     }
 
+    /// Builds the subject map's chunk filters (the record map's are built by `load_filter`), a
+    /// bucket at a time under the shared lock, so commits go on between buckets.
+    pub fn warm_subject_filters(&self) -> Result<(), ViewError> {
+        for bucket in 0..self.subjects.buckets() {
+            let _shared = self.lock.read().expect("view lock");
+            self.subjects.warm_filters(&self.tree, bucket)?;
+        }
+        Ok(())
+    }
+
     /// Chunks whose value is not a whole number of items (lookups skip them; `verify` names them).
     pub fn damaged_chunks(&self) -> Result<Vec<String>, ViewError> {
         let _shared = self.lock.read().expect("view lock");
@@ -577,8 +587,9 @@ impl View {
         Ok(())
     }
 
+    /// Memory held by the Bloom filter and the chunk filters.
     pub fn filter_bytes(&self) -> u64 {
-        self.bloom.bytes()
+        self.bloom.bytes() + self.records.filter_bytes() + self.subjects.filter_bytes()
     }
 
     /// Whether the day marks cover every entry (`period_seqs` answers).
