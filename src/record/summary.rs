@@ -66,6 +66,28 @@ pub struct RecordSummary {
     pub repaired_record_id: Option<RecordId>,
 }
 
+impl From<&super::Operation> for Summary {
+    /// What `summarize` reads from the operation's canonical bytes, taken from the operation
+    /// validated from them (the writer hands it to the indexer, which then need not parse its
+    /// own records again; `summaries_agree_with_full_validation` checks the two agree).
+    fn from(op: &super::Operation) -> Summary {
+        match op {
+            super::Operation::Upsert(r) => Summary::Upsert(RecordSummary {
+                record_id: r.record_id,
+                category: r.category,
+                record_version: r.record_version,
+                subject: r.subject.clone(),
+                sharing_class: r.sharing_class,
+                disclosure_class: r.disclosure_class,
+                publicity_end_date: r.publicity_end_date,
+                repaired_record_id: r.repaired_record_id,
+            }),
+            super::Operation::Revoke(r) => Summary::Revoke { record_id: r.record_id },
+            super::Operation::Receipt(r) => Summary::Receipt(Box::new(r.clone())),
+        }
+    }
+}
+
 impl Summary {
     pub fn record_id(&self) -> RecordId {
         match self {
@@ -197,31 +219,36 @@ mod tests {
     #[test]
     fn summaries_agree_with_full_validation() {
         let mut gen = RecordGenerator::new(8, Region::parse("440000").expect("province"));
+        let mut repairs = 0;
         for _ in 0..3000 {
             let op = parse_operation(gen.next_line().as_bytes()).expect("valid");
             let s = summarize(op.canonical()).expect("summarizes");
             let Operation::Upsert(r) = &op else {
                 panic!("generator makes records")
             };
-            assert_eq!(
-                s,
-                Summary::Upsert(RecordSummary {
-                    record_id: r.record_id,
-                    category: r.category,
-                    record_version: r.record_version,
-                    subject: r.subject.clone(),
-                    sharing_class: r.sharing_class,
-                    disclosure_class: r.disclosure_class,
-                    publicity_end_date: r.publicity_end_date,
-                    repaired_record_id: r.repaired_record_id,
-                })
-            );
+            repairs += usize::from(r.repaired_record_id.is_some());
+            let expected = Summary::Upsert(RecordSummary {
+                record_id: r.record_id,
+                category: r.category,
+                record_version: r.record_version,
+                subject: r.subject.clone(),
+                sharing_class: r.sharing_class,
+                disclosure_class: r.disclosure_class,
+                publicity_end_date: r.publicity_end_date,
+                repaired_record_id: r.repaired_record_id,
+            });
+            assert_eq!(s, expected);
+            // What the writer hands the indexer for its own records is the same summary.
+            assert_eq!(Summary::from(&op), expected);
         }
+        assert!(repairs > 0, "the generator made repairs");
         let revoke = br#"{"op":"revoke","reason":"x","record_id":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","revoked_at":"2025-07-01"}"#;
         assert_eq!(
             summarize(revoke).map(|s| s.record_id().to_string()),
             Ok("3f2504e0-4f89-41d3-9a0c-0305e82c3301".into())
         );
+        let op = parse_operation(revoke).expect("a valid revocation");
+        assert_eq!(summarize(op.canonical()), Ok(Summary::from(&op)));
     }
 
     #[test]

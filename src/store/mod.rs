@@ -196,6 +196,8 @@ pub struct Store {
     view: Arc<View>,
     decisions: Decisions,
     local: Option<Region>,
+    /// Summaries of own entries made durable, for the indexer (`indexer::SummaryHints`).
+    hints: Option<Arc<indexer::SummaryHints>>,
     /// Entries in the journal, all origins.
     entries: u64,
     _lock: File,
@@ -271,6 +273,7 @@ impl Store {
                 view,
                 decisions,
                 local,
+                hints: local.map(|l| Arc::new(indexer::SummaryHints::new(l))),
                 entries,
                 _lock: lock,
             },
@@ -286,6 +289,7 @@ impl Store {
             &self.journal.reader(),
             self.journal.end(),
             self.cfg.index_batch_entries_max,
+            self.hints.as_deref(),
             |_| {},
         )?;
         self.prune_decisions();
@@ -300,6 +304,11 @@ impl Store {
 
     pub fn view(&self) -> &Arc<View> {
         &self.view
+    }
+
+    /// What the writer hands the indexer of the node's own entries (None without a local origin).
+    pub fn hints(&self) -> Option<Arc<indexer::SummaryHints>> {
+        self.hints.clone()
     }
 
     /// Entries in the journal (all origins).
@@ -411,6 +420,7 @@ impl Store {
         let mut frames = Vec::with_capacity(ops.len() + 1);
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut group_hashes: HashMap<u64, Hash> = HashMap::new();
+        let mut appended: Vec<(u64, Hash, &Operation)> = Vec::with_capacity(ops.len());
         let mut since_checkpoint = 0u64;
         let mut checkpoint = None;
         let at_unix_seconds = now_micros.div_euclid(1_000_000);
@@ -444,6 +454,7 @@ impl Store {
                         unreachable!("built as an entry above")
                     };
                     group_hashes.insert(entry.seq, entry.hash);
+                    appended.push((entry.seq, op_digest, op));
                     self.decisions.appended(op, entry.seq, op_digest, current);
                     outcomes.push(OpOutcome::Appended {
                         kind,
@@ -492,6 +503,9 @@ impl Store {
         let written = std::time::Instant::now();
         self.journal.sync()?;
         let synced = std::time::Instant::now();
+        if let Some(hints) = &self.hints {
+            hints.add(appended.into_iter().map(|(seq, d, op)| (seq, d, op.into())));
+        }
         batch.commit(self.journal.end())?;
         self.entries += outcomes
             .iter()

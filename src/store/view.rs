@@ -635,8 +635,16 @@ impl View {
     }
 
     pub fn record(&self, origin: Region, id: &RecordId) -> Result<Option<ViewRecord>, ViewError> {
+        let key = record_key(origin, id);
+        // "Certainly new" needs no lock: a key enters the filter before the commit that stores
+        // it takes effect, so a reader told "new" during a commit sees the state before it (as
+        // it would have waiting for the lock). The writer's decision of every new id then never
+        // waits for an indexer commit (a level-0 flush holds the lock for its heap fsync).
+        if !self.bloom.may_contain(&key) {
+            return Ok(None);
+        }
         let _shared = self.lock.read().expect("view lock");
-        self.record_unlocked(&record_key(origin, id))
+        self.record_unlocked(&key)
     }
 
     /// Where `origin`'s entries appended in `[from, to]` (days in China Standard Time) lie, from
@@ -1036,6 +1044,7 @@ impl View {
         reader: &JournalReader,
         to: JournalPos,
         batch_entries_max: usize,
+        hints: Option<&super::indexer::SummaryHints>,
         mut after_batch: impl FnMut(&ViewPosition),
     ) -> Result<(), ViewError> {
         let batch_max = batch_entries_max.max(1);
@@ -1049,7 +1058,8 @@ impl View {
             let mut entries = 0usize;
             reader.scan(from, to, |at, frame_end, frame| {
                 if let Frame::Entry(e) = frame {
-                    batch.index_entry(at, frame_end, &e)?;
+                    let hint = hints.and_then(|h| h.take(e.origin, e.seq, &e.op_digest));
+                    batch.index_entry(at, frame_end, &e, hint)?;
                     entries += 1;
                 }
                 end = frame_end;
@@ -1216,8 +1226,15 @@ impl ViewBatch<'_> {
         self.receipts.push((k, v));
     }
 
-    /// Indexes one entry whose frame starts at journal position `at` and ends at `end`.
-    pub fn index_entry(&mut self, at: JournalPos, end: JournalPos, e: &Entry) -> Result<(), ViewError> {
+    /// Indexes one entry whose frame starts at journal position `at` and ends at `end`; `hint`
+    /// is its operation's summary when the writer handed it over (else it is read from the bytes).
+    pub fn index_entry(
+        &mut self,
+        at: JournalPos,
+        end: JournalPos,
+        e: &Entry,
+        hint: Option<Summary>,
+    ) -> Result<(), ViewError> {
         let expected = self
             .origins
             .get(&e.origin)
@@ -1250,7 +1267,7 @@ impl ViewBatch<'_> {
             Some(d) if latest == Some(d) => {}
             _ => self.exceptional = true,
         }
-        let op = match summarize(&e.op_bytes) {
+        let op = match hint.map_or_else(|| summarize(&e.op_bytes), Ok) {
             Ok(op) => op,
             Err(r) => {
                 self.undecodable.push((e.origin, e.seq, r.to_string()));

@@ -632,7 +632,7 @@ proptest! {
             let mut b = view.begin();
             for (j, e) in part.iter().enumerate() {
                 let at = (i * batch + j) as u64 * 10;
-                b.index_entry(super::journal::JournalPos(at), super::journal::JournalPos(at + 10), e).expect("index");
+                b.index_entry(super::journal::JournalPos(at), super::journal::JournalPos(at + 10), e, None).expect("index");
             }
             b.commit(super::journal::JournalPos(((i + 1) * batch) as u64 * 10)).expect("commit");
         }

@@ -157,6 +157,7 @@ pub fn spawn(
     let (end_tx, end_rx) = watch::channel(store.journal_end());
     let progress = Progress::new(
         store.view().clone(),
+        store.hints(),
         store.journal_end(),
         store.entries(),
         store.config().index_lag_entries_max,
