@@ -112,6 +112,33 @@ pub fn day_of(appended_at_micros: i64) -> Option<Date> {
         .map(|t| t.to_offset(CHINA_STANDARD_TIME).date())
 }
 
+/// `day_of`, remembering the last day's span: entries are appended in time order, so nearly
+/// every entry falls on the day of the one before (and a date from a timestamp costs more than
+/// the rest of an entry's day bookkeeping in the indexer).
+#[derive(Default)]
+pub struct DayCache {
+    /// The micros `[from, to)` of the remembered day.
+    span: Option<(i64, i64, Date)>,
+}
+
+impl DayCache {
+    pub fn day_of(&mut self, appended_at_micros: i64) -> Option<Date> {
+        if let Some((from, to, day)) = self.span {
+            if (from..to).contains(&appended_at_micros) {
+                return Some(day);
+            }
+        }
+        let day = day_of(appended_at_micros)?;
+        let from = day
+            .midnight()
+            .assume_offset(CHINA_STANDARD_TIME)
+            .unix_timestamp()
+            .saturating_mul(1_000_000);
+        self.span = Some((from, from.saturating_add(86_400_000_000), day));
+        Some(day)
+    }
+}
+
 fn date(v: &Option<Cow<'_, str>>) -> Option<Date> {
     v.as_deref().and_then(parse_iso_date)
 }
@@ -195,6 +222,28 @@ pub fn read(bytes: &[u8]) -> Result<Operation, String> {
 mod tests {
     use super::*;
     use crate::record::{RecordGenerator, Region};
+
+    #[test]
+    fn the_day_cache_answers_as_day_of_around_midnight_in_china() {
+        let mut cache = DayCache::default();
+        // 2026-03-01 00:00 China Standard Time is 2026-02-28 16:00 UTC.
+        let midnight = time::macros::datetime!(2026-02-28 16:00 UTC).unix_timestamp() * 1_000_000;
+        let hour = 3_600_000_000i64;
+        for at in [
+            midnight - 1,
+            midnight,
+            midnight + 1,
+            midnight + 23 * hour,
+            midnight + 24 * hour - 1,
+            midnight + 24 * hour,
+            midnight - 1,
+            i64::MIN,
+            0,
+            -1,
+        ] {
+            assert_eq!(cache.day_of(at), day_of(at), "at {at}");
+        }
+    }
 
     #[test]
     fn generated_records_read_with_their_dates_authorities_and_repairs() {

@@ -1033,6 +1033,7 @@ impl View {
             day_marks: Vec::new(),
             day_exceptions: Vec::new(),
             exceptional: false,
+            day_cache: Default::default(),
             error: None,
         }
     }
@@ -1095,6 +1096,7 @@ pub struct ViewBatch<'a> {
     day_exceptions: Vec<(Region, u64, JournalPos)>,
     /// The entry being indexed lies outside the day marks (posted as a day exception).
     exceptional: bool,
+    day_cache: crate::evaluate::facts::DayCache,
     error: Option<ViewError>,
 }
 
@@ -1252,8 +1254,10 @@ impl ViewBatch<'_> {
         self.origins.insert(e.origin, e.seq);
         self.position.entries += 1;
         self.position.pos = end;
-        let day =
-            crate::evaluate::facts::day_of(e.appended_at_micros).and_then(|d| u32::try_from(d.to_julian_day()).ok());
+        let day = self
+            .day_cache
+            .day_of(e.appended_at_micros)
+            .and_then(|d| u32::try_from(d.to_julian_day()).ok());
         let latest = match self.days.get(&e.origin) {
             Some(d) => Some(*d),
             None => self.view.latest_day(e.origin),
