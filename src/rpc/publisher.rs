@@ -56,7 +56,9 @@ fn rejected(index: usize, record_id: String, r: pb::Rejection) -> pb::OperationR
 }
 
 /// Validates every operation of a request for `origin`: Ok(op) or the rejection naming the field.
-fn validate(origin: Region, operations: &[pb::Operation]) -> Vec<Result<Operation, Rejection>> {
+/// Validates each operation, and computes the digest of the valid ones' canonical bytes (here,
+/// on the blocking pool's threads, rather than on the one writer thread).
+fn validate(origin: Region, operations: &[pb::Operation]) -> Vec<Result<(Operation, Hash), Rejection>> {
     operations
         .iter()
         .map(|o| {
@@ -81,7 +83,8 @@ fn validate(origin: Region, operations: &[pb::Operation]) -> Vec<Result<Operatio
                     });
                 }
             }
-            Ok(op)
+            let d = crate::log::digest(op.canonical());
+            Ok((op, d))
         })
         .collect()
 }
@@ -90,6 +93,8 @@ fn validate(origin: Region, operations: &[pb::Operation]) -> Vec<Result<Operatio
 struct Checked {
     results: Vec<Option<pb::OperationResult>>,
     valid: Vec<Operation>,
+    /// The digest of each valid operation's canonical bytes.
+    digests: Vec<Hash>,
     valid_at: Vec<usize>,
     /// Record ids of the valid operations (they move to the writer).
     valid_ids: Vec<String>,
@@ -108,12 +113,14 @@ async fn check(origin: Region, operations: Vec<pb::Operation>) -> Result<Checked
         .map_err(|e| Status::internal(format!("validation task failed: {e}")))?;
     let mut results: Vec<Option<pb::OperationResult>> = vec![None; checked.len()];
     let mut valid = Vec::with_capacity(checked.len());
+    let mut digests = Vec::with_capacity(checked.len());
     let mut valid_at = Vec::with_capacity(checked.len());
     for (i, c) in checked.into_iter().enumerate() {
         match c {
-            Ok(op) => {
+            Ok((op, d)) => {
                 valid_at.push(i);
                 valid.push(op);
+                digests.push(d);
             }
             Err(r) => results[i] = Some(rejected(i, String::new(), (&r).into())),
         }
@@ -122,6 +129,7 @@ async fn check(origin: Region, operations: Vec<pb::Operation>) -> Result<Checked
     Ok(Checked {
         results,
         valid,
+        digests,
         valid_at,
         valid_ids,
     })
@@ -206,7 +214,10 @@ impl pb::publisher_server::Publisher for PublisherService {
         } else {
             Some(
                 self.writer
-                    .submit(std::mem::take(&mut checked.valid))
+                    .enqueue_digested(std::mem::take(&mut checked.valid), std::mem::take(&mut checked.digests))
+                    .await
+                    .map_err(|e| store_status(&e))?
+                    .wait()
                     .await
                     .map_err(|e| store_status(&e))?,
             )
@@ -286,7 +297,10 @@ impl pb::publisher_server::Publisher for PublisherService {
                 let pending = if checked.valid.is_empty() {
                     None
                 } else {
-                    match writer.enqueue(std::mem::take(&mut checked.valid)).await {
+                    match writer
+                        .enqueue_digested(std::mem::take(&mut checked.valid), std::mem::take(&mut checked.digests))
+                        .await
+                    {
                         Ok(p) => Some(p),
                         Err(e) => {
                             let _ = fail.send(Err(store_status(&e))).await;

@@ -412,6 +412,22 @@ impl Store {
         signer: &dyn CheckpointSigner,
         now_micros: i64,
     ) -> Result<(Vec<OpOutcome>, Option<Checkpoint>), StoreError> {
+        let digests: Vec<Hash> = ops.iter().map(|op| digest(op.canonical())).collect();
+        self.commit_local_digested(origin, ops, &digests, signer, now_micros)
+    }
+
+    /// `commit_local` of operations whose digests (`digest(op.canonical())`, one per operation)
+    /// the caller computed: the publisher does so while validating, on many threads, so the one
+    /// writer thread does not.
+    pub fn commit_local_digested(
+        &mut self,
+        origin: Region,
+        ops: &[Operation],
+        digests: &[Hash],
+        signer: &dyn CheckpointSigner,
+        now_micros: i64,
+    ) -> Result<(Vec<OpOutcome>, Option<Checkpoint>), StoreError> {
+        assert_eq!(ops.len(), digests.len(), "one digest per operation");
         let started = std::time::Instant::now();
         let reader = self.journal.reader();
         let mut batch = self.index.begin();
@@ -424,8 +440,8 @@ impl Store {
         let mut since_checkpoint = 0u64;
         let mut checkpoint = None;
         let at_unix_seconds = now_micros.div_euclid(1_000_000);
-        for op in ops {
-            let op_digest = digest(op.canonical());
+        for (op, op_digest) in ops.iter().zip(digests.iter().copied()) {
+            debug_assert_eq!(op_digest, digest(op.canonical()), "the digest of the operation's bytes");
             let current = self.decision_state(&reader, origin, &op.record_id(), Some(op))?;
             let target = match ledger::repair_target(op) {
                 Some(t) => self.decision_state(&reader, origin, &t, None)?,

@@ -11,7 +11,7 @@ use super::indexer::{self, IndexLag, Progress};
 use super::journal::JournalPos;
 use super::view::View;
 use super::{OpOutcome, ReplicaOutcome, Store, StoreError};
-use crate::log::{Checkpoint, CheckpointSigner};
+use crate::log::{digest, Checkpoint, CheckpointSigner, Hash};
 use crate::record::{Operation, Region};
 use crate::sync::Covered;
 use std::sync::Arc;
@@ -25,7 +25,12 @@ pub type Committed = (Vec<OpOutcome>, Option<Checkpoint>);
 pub const REPLICA_GROUP_BATCHES_MAX: usize = 64;
 
 enum Work {
-    Local(Vec<Operation>, oneshot::Sender<Result<Committed, Arc<StoreError>>>),
+    /// Operations and their digests (`log::digest` of each one's canonical bytes).
+    Local(
+        Vec<Operation>,
+        Vec<Hash>,
+        oneshot::Sender<Result<Committed, Arc<StoreError>>>,
+    ),
     Replica(Box<Covered>, oneshot::Sender<Result<ReplicaOutcome, Arc<StoreError>>>),
     /// Re-sign the head unless the latest checkpoint is younger than this many seconds.
     Refresh(i64, oneshot::Sender<Result<bool, Arc<StoreError>>>),
@@ -66,9 +71,17 @@ impl WriterHandle {
     /// Queues `ops` (waiting for room in the queue) without waiting for the commit: requests are
     /// decided in the order they were queued.
     pub async fn enqueue(&self, ops: Vec<Operation>) -> Result<Pending, Arc<StoreError>> {
+        let digests = ops.iter().map(|op| digest(op.canonical())).collect();
+        self.enqueue_digested(ops, digests).await
+    }
+
+    /// `enqueue` of operations with their digests (`log::digest` of each one's canonical bytes,
+    /// one per operation), computed by the caller off the writer thread.
+    pub async fn enqueue_digested(&self, ops: Vec<Operation>, digests: Vec<Hash>) -> Result<Pending, Arc<StoreError>> {
+        assert_eq!(ops.len(), digests.len(), "one digest per operation");
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Work::Local(ops, reply))
+            .send(Work::Local(ops, digests, reply))
             .await
             .map_err(|_| Arc::new(StoreError::WriterStopped))?;
         Ok(Pending(rx))
@@ -269,16 +282,18 @@ fn serve_requests(
                     Err(e) => Some(fail_group(e, group.into_iter().map(|(_, reply)| reply))),
                 }
             }
-            Work::Local(ops, reply) => {
+            Work::Local(ops, digests, reply) => {
                 // Group every local request waiting behind this one (up to the bound);
                 // a replica request ends the group and is carried to the next round.
                 let mut group = vec![(ops.len(), reply)];
                 let mut all_ops = ops;
+                let mut all_digests = digests;
                 while all_ops.len() < limits.group_ops_max {
                     match rx.try_recv() {
-                        Ok(Work::Local(more, reply)) => {
+                        Ok(Work::Local(more, more_digests, reply)) => {
                             group.push((more.len(), reply));
                             all_ops.extend(more);
+                            all_digests.extend(more_digests);
                         }
                         Ok(other) => {
                             carried = Some(other);
@@ -287,7 +302,7 @@ fn serve_requests(
                         Err(_) => break,
                     }
                 }
-                match store.commit_local(origin, &all_ops, signer, now_micros()) {
+                match store.commit_local_digested(origin, &all_ops, &all_digests, signer, now_micros()) {
                     Ok((outcomes, checkpoint)) => {
                         announce(store, progress, end_tx);
                         let mut rest = outcomes.into_iter();
@@ -350,7 +365,7 @@ fn refuse_all(rx: &mut mpsc::Receiver<Work>, first: Option<Work>, e: &Arc<StoreE
 
 fn refuse(work: Work, e: &Arc<StoreError>) {
     match work {
-        Work::Local(_, reply) => {
+        Work::Local(_, _, reply) => {
             let _ = reply.send(Err(e.clone()));
         }
         Work::Replica(_, reply) => {
