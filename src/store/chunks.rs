@@ -84,10 +84,61 @@ pub struct ChunkMap {
     hasher: FilterHasher,
 }
 
+/// Longest key a map may have (the subject map's: subject, origin, seq).
+pub const KEY_BYTES_MAX: usize = 32;
+
+/// Level 0 in memory: the newest value of each key, with no allocation per item (keys
+/// zero-padded to `KEY_BYTES_MAX`, which is unambiguous as a map's keys all have one length;
+/// values in one flat buffer, a slot each).
 #[derive(Default)]
 struct Level0 {
-    items: HashMap<Vec<u8>, Vec<u8>>,
+    slots: HashMap<[u8; KEY_BYTES_MAX], u32>,
+    values: Vec<u8>,
     chunks: Vec<u64>,
+}
+
+fn padded(key: &[u8]) -> [u8; KEY_BYTES_MAX] {
+    let mut k = [0u8; KEY_BYTES_MAX];
+    k[..key.len()].copy_from_slice(key);
+    k
+}
+
+impl Level0 {
+    fn get(&self, key: &[u8], val_len: usize) -> Option<&[u8]> {
+        let slot = *self.slots.get(&padded(key))? as usize;
+        Some(&self.values[slot * val_len..][..val_len])
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        let next = u32::try_from(self.slots.len()).expect("level 0 holds far fewer than 4G items");
+        match self.slots.entry(padded(key)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let at = *e.get() as usize * value.len();
+                self.values[at..at + value.len()].copy_from_slice(value);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(next);
+                self.values.extend_from_slice(value);
+            }
+        }
+    }
+
+    /// Each held key (its first `key_len` bytes) and value.
+    fn iter(&self, key_len: usize, val_len: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.slots
+            .iter()
+            .map(move |(k, slot)| (&k[..key_len], &self.values[*slot as usize * val_len..][..val_len]))
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Empties it, keeping its capacity for the next round.
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.values.clear();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +171,7 @@ impl ChunkMap {
         // (buckets, level-0 items per bucket)
         let (buckets, level0_per_bucket) = layout;
         let (key_len, val_len) = item;
-        assert!(hash_len <= key_len && buckets > 0 && buckets < LEVEL0 && key_len > 0);
+        assert!(hash_len <= key_len && buckets > 0 && buckets < LEVEL0 && key_len > 0 && key_len <= KEY_BYTES_MAX);
         let map = ChunkMap {
             prefix,
             key_len,
@@ -150,9 +201,7 @@ impl ChunkMap {
                 .chunks
                 .push(u64::from_be_bytes(k[6..14].try_into().expect("checked key length")));
             for item in v.chunks_exact(map.item_len()) {
-                level0
-                    .items
-                    .insert(item[..map.key_len].to_vec(), item[map.key_len..].to_vec());
+                level0.insert(&item[..map.key_len], &item[map.key_len..]);
             }
         }
         map.level0_items.store(n, Ordering::Relaxed);
@@ -347,8 +396,8 @@ impl ChunkMap {
             let l0 = self.level0.read().expect("level 0 lock");
             for (i, key) in keys.iter().enumerate() {
                 debug_assert_eq!(key.len(), self.key_len);
-                match l0.items.get(*key) {
-                    Some(v) => out[i] = Some(v.clone()),
+                match l0.get(key, self.val_len) {
+                    Some(v) => out[i] = Some(v.to_vec()),
                     None => by_bucket.entry(self.bucket_of(key)).or_default().push(i),
                 }
             }
@@ -453,10 +502,9 @@ impl ChunkMap {
         self.chunks[bucket as usize].store(seen, Ordering::Relaxed);
         let l0 = self.level0.read().expect("level 0 lock");
         items.extend(
-            l0.items
-                .iter()
+            l0.iter(self.key_len, self.val_len)
                 .filter(|(k, _)| k.starts_with(hash_prefix))
-                .map(|(k, v)| (k.clone(), v.clone())),
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
         );
         Ok(items.into_iter().collect())
     }
@@ -464,7 +512,9 @@ impl ChunkMap {
     /// Every item of level 0, newest value per key.
     fn level0_items(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
         let l0 = self.level0.read().expect("level 0 lock");
-        l0.items.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        l0.iter(self.key_len, self.val_len)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
     }
 
     /// Every item of the map, newest value per key (each once, in no particular order).
@@ -561,50 +611,48 @@ impl ChunkMap {
         Ok(moved)
     }
 
-    /// Writes `items` (key ++ value, any order, later ones win) as chunk `chunk` into `batch`:
-    /// to level 0, or, when level 0 would pass its bound, flushed with level 0 into
-    /// the buckets. `chunk` must be greater than every chunk number written before. Returns
-    /// whether it flushed.
+    /// Writes `items` (items of `key ++ value` one after another, any order, of equal keys the
+    /// later wins) as chunk `chunk` into `batch`: to level 0, or, when level 0 would pass its
+    /// bound, flushed with level 0 into the buckets. `chunk` must be greater than every chunk
+    /// number written before. Returns whether it flushed.
     pub fn write(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         chunk: u64,
-        items: impl IntoIterator<Item = Vec<u8>>,
+        items: &[u8],
     ) -> Result<bool, ChunkError> {
-        let mut items: Vec<Vec<u8>> = items.into_iter().collect();
-        debug_assert!(items.iter().all(|i| i.len() == self.item_len()));
-        self.sort_newest(&mut items);
+        let il = self.item_len();
+        debug_assert!(items.len().is_multiple_of(il));
+        let items = self.sort_newest(items);
         if items.is_empty() {
             return Ok(false);
         }
+        let count = (items.len() / il) as u64;
         let held = self.level0_items.load(Ordering::Relaxed);
         let mut level0 = self.level0.write().expect("level 0 lock");
-        if held + (items.len() as u64) < self.level0_items_max {
-            batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), items.concat());
-            self.level0_items.store(held + items.len() as u64, Ordering::Relaxed);
-            level0.chunks.push(chunk);
-            for mut item in items {
-                let value = item.split_off(self.key_len);
-                level0.items.insert(item, value);
+        if held + count < self.level0_items_max {
+            for item in items.chunks_exact(il) {
+                level0.insert(&item[..self.key_len], &item[self.key_len..]);
             }
+            batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), items);
+            self.level0_items.store(held + count, Ordering::Relaxed);
+            level0.chunks.push(chunk);
             return Ok(false);
         }
-        // Flush: level 0 (older) then this batch (newer), into the buckets. Level 0's map is
-        // drained, not replaced, so it keeps its capacity for the next round.
+        // Flush: level 0 (older) then this batch (newer), into the buckets. Level 0 is
+        // cleared, not replaced, so it keeps its capacity for the next round.
         for n in std::mem::take(&mut level0.chunks) {
             batch.remove(self.chunk_key(LEVEL0, OPEN, n));
         }
-        let il = self.item_len();
-        let mut flat: Vec<u8> = Vec::with_capacity((level0.items.len() + items.len()) * il);
-        for (k, v) in level0.items.drain() {
-            flat.extend_from_slice(&k);
-            flat.extend_from_slice(&v);
+        let mut flat: Vec<u8> = Vec::with_capacity(level0.len() * il + items.len());
+        for (k, v) in level0.iter(self.key_len, self.val_len) {
+            flat.extend_from_slice(k);
+            flat.extend_from_slice(v);
         }
+        level0.clear();
         drop(level0);
-        for item in &items {
-            flat.extend_from_slice(item);
-        }
+        flat.extend_from_slice(&items);
         drop(items);
         self.level0_items.store(0, Ordering::Relaxed);
         let groups = self.group_by_bucket(&flat);
@@ -642,18 +690,28 @@ impl ChunkMap {
         groups
     }
 
-    /// Sorts items by key and keeps, of equal keys, the one that came last (the newest).
-    fn sort_newest(&self, items: &mut Vec<Vec<u8>>) {
-        let k = self.key_len;
-        items.sort_by(|a, b| a[..k].cmp(&b[..k]));
-        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
-        for item in items.drain(..) {
-            match kept.last_mut() {
-                Some(last) if last[..k] == item[..k] => *last = item,
-                _ => kept.push(item),
+    /// The items of `flat` sorted by key, keeping of equal keys the one that came last (the
+    /// newest): one sort of indices and one copy of each item kept.
+    fn sort_newest(&self, flat: &[u8]) -> Vec<u8> {
+        let (il, kl) = (self.item_len(), self.key_len);
+        let n = flat.len() / il;
+        let key = |i: u32| &flat[i as usize * il..][..kl];
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        // Stable: of equal keys, the later stays later.
+        order.sort_by(|a, b| key(*a).cmp(key(*b)));
+        let mut out: Vec<u8> = Vec::with_capacity(flat.len());
+        let mut previous: Option<u32> = None;
+        for i in order {
+            let item = &flat[i as usize * il..][..il];
+            if previous.is_some_and(|p| key(p) == key(i)) {
+                let at = out.len() - il;
+                out[at..].copy_from_slice(item);
+            } else {
+                out.extend_from_slice(item);
             }
+            previous = Some(i);
         }
-        *items = kept;
+        out
     }
 
     /// Writes groups of items (one per bucket, each in key order) as chunk `chunk` of their
@@ -758,8 +816,10 @@ mod tests {
         map.seal_bytes = 15;
         for i in 0..200u32 {
             let mut batch = sled::Batch::default();
-            let items = (0..10u32).map(|j| vec![b'k', ((i * 7 + j) % 40) as u8, i as u8]);
-            map.write(&tree, &mut batch, u64::from(i) + 1, items).expect("write");
+            let items: Vec<u8> = (0..10u32)
+                .flat_map(|j| [b'k', ((i * 7 + j) % 40) as u8, i as u8])
+                .collect();
+            map.write(&tree, &mut batch, u64::from(i) + 1, &items).expect("write");
             tree.apply_batch(batch).expect("apply");
         }
         let sealed = (0..map.buckets)
@@ -790,8 +850,8 @@ mod tests {
             let mut collected = 0u64;
             for (i, items) in batches.iter().enumerate() {
                 let mut batch = sled::Batch::default();
-                let encoded = items.iter().map(|(k, v)| vec![b'k', *k, *v]);
-                map.write(&tree, &mut batch, i as u64 + 1, encoded).expect("write");
+                let encoded: Vec<u8> = items.iter().flat_map(|(k, v)| [b'k', *k, *v]).collect();
+                map.write(&tree, &mut batch, i as u64 + 1, &encoded).expect("write");
                 heap.sync().expect("sync");
                 tree.apply_batch(batch).expect("apply");
                 collected += u64::from(collect_garbage(&tree, &[&map], &heap).expect("collect").is_some());

@@ -1084,7 +1084,8 @@ pub struct ViewBatch<'a> {
     new_keys: Vec<[u8; RECORD_KEY_BYTES]>,
     /// `None` = taken in this batch.
     pending: HashMap<(Region, RecordId), Option<u64>>,
-    subjects: Vec<Vec<u8>>,
+    /// Subject postings (items of `SUBJECT_ITEM_BYTES + SUBJECT_VALUE_BYTES`, one after another).
+    subjects: Vec<u8>,
     categories: BTreeMap<(u8, u32), Vec<(u64, JournalPos)>>,
     expiry: BTreeMap<u32, Vec<u8>>,
     undecodable: Vec<(Region, u64, String)>,
@@ -1199,12 +1200,11 @@ impl ViewBatch<'_> {
     }
 
     fn post_subject(&mut self, subject: &[u8; SUBJECT_BYTES], origin: Region, seq: u64, at: JournalPos) {
-        let mut k = Vec::with_capacity(SUBJECT_BYTES + 4 + 8 + 8);
+        let k = &mut self.subjects;
         k.extend_from_slice(subject);
         k.extend_from_slice(&origin.code().to_be_bytes());
         k.extend_from_slice(&seq.to_be_bytes());
         k.extend_from_slice(&at.0.to_be_bytes());
-        self.subjects.push(k);
     }
 
     /// A receipt in `e`: who stopped showing which records, and what the department applied.
@@ -1375,21 +1375,15 @@ impl ViewBatch<'_> {
         for k in &self.new_keys {
             view.bloom.insert(k);
         }
-        let records = self
-            .records
-            .iter()
-            .filter_map(|((origin, id), (r, written))| match (r, written) {
-                (Some(r), true) => {
-                    let mut item = Vec::with_capacity(RECORD_KEY_BYTES + RECORD_VALUE_BYTES);
-                    item.extend_from_slice(&record_key(*origin, id));
-                    item.extend_from_slice(&encode_record(r));
-                    Some(item)
-                }
-                _ => None,
-            });
-        view.records.write(&view.tree, &mut batch, chunk, records)?;
-        view.subjects
-            .write(&view.tree, &mut batch, chunk, std::mem::take(&mut self.subjects))?;
+        let mut records = Vec::with_capacity(self.records.len() * (RECORD_KEY_BYTES + RECORD_VALUE_BYTES));
+        for ((origin, id), (r, written)) in &self.records {
+            if let (Some(r), true) = (r, written) {
+                records.extend_from_slice(&record_key(*origin, id));
+                records.extend_from_slice(&encode_record(r));
+            }
+        }
+        view.records.write(&view.tree, &mut batch, chunk, &records)?;
+        view.subjects.write(&view.tree, &mut batch, chunk, &self.subjects)?;
         for ((cat, origin), seqs) in &self.categories {
             let mut k = vec![P_CATEGORY, *cat];
             k.extend_from_slice(&origin.to_be_bytes());
