@@ -23,13 +23,16 @@ pub enum Val<'a> {
     Obj(Obj<'a>),
 }
 
-/// An object's members sorted by key bytes, each key once.
+/// An object's members sorted by key bytes, each key once; beside them, each key's first eight
+/// bytes as a big-endian word (in the same order), so a look-up searches a dense array of words
+/// and compares whole keys only among those sharing their first eight bytes (validation looks
+/// up some forty fields per record: this was its largest single cost).
 #[derive(Debug, PartialEq, Default)]
-pub struct Obj<'a>(Vec<(Cow<'a, str>, Val<'a>)>);
+pub struct Obj<'a>(Vec<(Cow<'a, str>, Val<'a>)>, Vec<u64>);
 
 /// Eight bytes of `s` from `at`, zero-padded past its end, as a big-endian word.
 #[inline]
-fn word(s: &[u8], at: usize) -> u64 {
+pub(super) fn word(s: &[u8], at: usize) -> u64 {
     let rest = s.get(at..).unwrap_or(&[]);
     if let Some(w) = rest.first_chunk::<8>() {
         return u64::from_be_bytes(*w);
@@ -73,13 +76,18 @@ impl<'a> Obj<'a> {
                 false
             }
         });
-        Obj(members)
+        let words = members.iter().map(|(k, _)| word(k.as_bytes(), 0)).collect();
+        Obj(members, words)
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.0
-            .binary_search_by(|(k, _)| key_cmp(k.as_bytes(), key.as_bytes()))
-            .ok()
+        let w = word(key.as_bytes(), 0);
+        let from = self.1.partition_point(|x| *x < w);
+        let run = self.1[from..].iter().take_while(|x| **x == w).count();
+        self.0[from..from + run]
+            .iter()
+            .position(|(k, _)| k.as_bytes() == key.as_bytes())
+            .map(|i| from + i)
     }
 
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
@@ -130,7 +138,7 @@ impl<'a> Obj<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k.as_ref())?;
+            write_str(out, k)?;
             out.push(b':');
             v.write_canonical(out)?;
         }
@@ -193,7 +201,7 @@ impl<'a> Val<'a> {
             Val::Bool(true) => out.extend_from_slice(b"true"),
             Val::Bool(false) => out.extend_from_slice(b"false"),
             Val::Num(n) => serde_json::to_writer(&mut *out, n)?,
-            Val::Str(s) => serde_json::to_writer(&mut *out, s.as_ref())?,
+            Val::Str(s) => write_str(out, s)?,
             Val::Arr(items) => {
                 out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
@@ -207,6 +215,57 @@ impl<'a> Val<'a> {
             Val::Obj(o) => o.write_canonical(out)?,
         }
         Ok(())
+    }
+}
+
+/// A string as serde_json writes it: as it is, between quotes, unless it holds a byte serde_json
+/// escapes (a quote, a backslash, a control byte below 0x20), which serde_json then writes.
+fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    let escaped = bytes8::any(
+        s.as_bytes(),
+        |w| bytes8::any_below(w, 0x20) || bytes8::any_is(w, b'"') || bytes8::any_is(w, b'\\'),
+        |b| b < 0x20 || b == b'"' || b == b'\\',
+    );
+    if escaped {
+        return serde_json::to_writer(&mut *out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// Byte tests on eight bytes at once (a word), exact as to whether any byte matches: validation
+/// scans every string of every record for control characters and for escapes, and a test per
+/// byte was a sixth of its instructions.
+pub(super) mod bytes8 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// Whether a byte of `w` is below `n` (`n` at most 0x80).
+    #[inline]
+    pub fn any_below(w: u64, n: u8) -> bool {
+        w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0
+    }
+
+    /// Whether a byte of `w` is `c`.
+    #[inline]
+    pub fn any_is(w: u64, c: u8) -> bool {
+        any_below(w ^ (ONES * u64::from(c)), 1)
+    }
+
+    /// Whether any byte of `s` is a hit: `word_hit` tests eight bytes at once, `byte_hit` the
+    /// bytes past the last whole word, and both must say the same of the same bytes.
+    #[inline]
+    pub fn any(s: &[u8], word_hit: impl Fn(u64) -> bool, byte_hit: impl Fn(u8) -> bool) -> bool {
+        let mut words = s.chunks_exact(8);
+        for w in &mut words {
+            if word_hit(u64::from_le_bytes(w.try_into().expect("eight bytes"))) {
+                return true;
+            }
+        }
+        words.remainder().iter().any(|&b| byte_hit(b))
     }
 }
 
@@ -432,6 +491,32 @@ mod tests {
             prop_assert_eq!(key_cmp(&a, &b), a.cmp(&b));
             prop_assert_eq!(key_cmp(&b, &a), b.cmp(&a));
             prop_assert_eq!(key_cmp(&a, &a), std::cmp::Ordering::Equal);
+        }
+
+        /// Every key is found, and nothing else, whatever prefixes the keys share.
+        #[test]
+        fn lookups_find_exactly_the_keys_present(
+            keys in proptest::collection::btree_set("(subject_|abcdefgh|a)[a-c_]{0,10}", 0..24),
+            probes in proptest::collection::vec("(subject_|abcdefgh|a)[a-c_]{0,10}", 0..24),
+        ) {
+            let text = serde_json::to_string(&keys.iter().map(|k| (k.clone(), Value::from(k.len()))).collect::<serde_json::Map<String, Value>>())
+                .expect("serialises");
+            let v = parse(text.as_bytes()).expect("valid");
+            let o = v.as_object().expect("object");
+            for k in keys.iter().chain(&probes) {
+                prop_assert_eq!(o.get(k).and_then(Val::as_u64), keys.contains(k).then_some(k.len() as u64), "{}", k);
+            }
+        }
+
+        /// The word tests say what a test per byte says, of any eight bytes.
+        #[test]
+        fn word_tests_agree_with_byte_tests(w in proptest::collection::vec(prop_oneof![any::<u8>(), Just(0u8), Just(0x1f), Just(0x20), Just(b'"'), Just(b'\\'), Just(0x7f), Just(0xc2), Just(0x80)], 8), n in 1u8..=0x80, c in any::<u8>()) {
+            let word = u64::from_le_bytes(w.clone().try_into().expect("eight bytes"));
+            prop_assert_eq!(bytes8::any_below(word, n), w.iter().any(|b| *b < n));
+            prop_assert_eq!(bytes8::any_is(word, c), w.contains(&c));
+            for b in &w {
+                prop_assert!(bytes8::any_is(word, *b));
+            }
         }
 
         /// The merge walk agrees with a search per name.

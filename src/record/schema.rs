@@ -291,14 +291,16 @@ pub fn forbidden_sorted() -> &'static [&'static str] {
     &SORTED
 }
 
-/// Every named field's kind, sorted by name (byte order), built once from `kind_by_rule`.
-fn kinds() -> &'static [(&'static str, Kind)] {
-    use super::json::key_cmp;
-    static KINDS: std::sync::LazyLock<Vec<(&'static str, Kind)>> = std::sync::LazyLock::new(|| {
+/// Every named field's kind, sorted by name (byte order), built once from `kind_by_rule`; with
+/// each name's first eight bytes as a big-endian word (`json::word`), which decide most
+/// comparisons of the merge walk.
+fn kinds() -> &'static [(u64, &'static str, Kind)] {
+    use super::json::{key_cmp, word};
+    static KINDS: std::sync::LazyLock<Vec<(u64, &'static str, Kind)>> = std::sync::LazyLock::new(|| {
         let mut kinds: Vec<(&'static str, Kind)> = named_fields().filter_map(|f| Some((f, kind_by_rule(f)?))).collect();
         kinds.sort_by(|a, b| key_cmp(a.0.as_bytes(), b.0.as_bytes()));
         kinds.dedup_by_key(|k| k.0);
-        kinds
+        kinds.into_iter().map(|(f, k)| (word(f.as_bytes(), 0), f, k)).collect()
     });
     &KINDS
 }
@@ -312,7 +314,7 @@ pub fn kind_of(field: &str) -> Option<Kind> {
 /// merge walk over the sorted table, about one comparison per name instead of a search (every
 /// record asks this of each of its ~40 fields). Asked out of order it answers None.
 pub struct KindsInOrder {
-    table: &'static [(&'static str, Kind)],
+    table: &'static [(u64, &'static str, Kind)],
     at: usize,
 }
 
@@ -322,10 +324,15 @@ impl KindsInOrder {
     }
 
     pub fn kind_of(&mut self, field: &str) -> Option<Kind> {
-        use super::json::key_cmp;
+        use super::json::{key_cmp, word};
         use std::cmp::Ordering;
-        while let Some((name, kind)) = self.table.get(self.at) {
-            match key_cmp(name.as_bytes(), field.as_bytes()) {
+        let w = word(field.as_bytes(), 0);
+        while let Some((name_word, name, kind)) = self.table.get(self.at) {
+            // Different first words order the names as their bytes do; equal ones need the rest.
+            let order = name_word
+                .cmp(&w)
+                .then_with(|| key_cmp(name.as_bytes(), field.as_bytes()));
+            match order {
                 Ordering::Less => self.at += 1,
                 Ordering::Equal => return Some(*kind),
                 Ordering::Greater => return None,

@@ -394,9 +394,26 @@ fn check_fields(obj: &Obj<'_>, mut kind_of: impl FnMut(&str) -> Option<Kind>) ->
     Ok(())
 }
 
+/// Whether `s` holds a C0 or C1 control character (U+0000-U+001F, U+007F-U+009F), tabs and line
+/// breaks aside when allowed. Read byte by byte, not char by char: in UTF-8 these are the bytes
+/// below 0x20 and 0x7F, and the two-byte sequences 0xC2 0x80-0x9F (a 0xC2 byte is always a lead
+/// byte, so the byte after it is its continuation).
 fn has_control(s: &str, allow_tab_cr_lf: bool) -> bool {
-    s.chars().any(|c| {
-        matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}') && !(allow_tab_cr_lf && matches!(c, '\t' | '\r' | '\n'))
+    let b = s.as_bytes();
+    // Most strings hold none of the bytes a control character can begin with.
+    let may_hold = json::bytes8::any(
+        b,
+        |w| json::bytes8::any_below(w, 0x20) || json::bytes8::any_is(w, 0x7f) || json::bytes8::any_is(w, 0xc2),
+        |c| c < 0x20 || c == 0x7f || c == 0xc2,
+    );
+    if !may_hold {
+        return false;
+    }
+    b.iter().enumerate().any(|(i, &c)| match c {
+        b'\t' | b'\r' | b'\n' => !allow_tab_cr_lf,
+        0..=0x1f | 0x7f => true,
+        0xc2 => b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)),
+        _ => false,
     })
 }
 
@@ -1471,6 +1488,18 @@ mod tests {
     }
 
     proptest! {
+        /// The byte scan finds exactly the control characters the character definition names.
+        #[test]
+        fn control_characters_are_found_by_bytes_as_by_chars(
+            s in "[a-z\\t\\r\\n\\u{0}-\\u{1f}\\u{7f}-\\u{a1}\\u{100}-\\u{10f}杭¢]{0,12}",
+            allow in any::<bool>(),
+        ) {
+            let by_chars = s.chars().any(|c| {
+                matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}') && !(allow && matches!(c, '\t' | '\r' | '\n'))
+            });
+            prop_assert_eq!(has_control(&s, allow), by_chars, "{:?}", s);
+        }
+
         #[test]
         fn never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_operation(&bytes);
