@@ -134,6 +134,7 @@ fn bench_publish(
     for run in 1..=runs {
         let data = work.join(format!("data-{run}"));
         let _ = std::fs::remove_dir_all(&data);
+        super::bench_kit::settle();
         let port = free_port()?;
         let node = start_node(&work, &data, port)?;
         let args = publish_args(&certs, &work, port, "330000", &file, batch);

@@ -391,7 +391,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
 
     // (b) profiles of random subjects.
     if part("profile") {
-        settle();
+        super::bench_kit::settle();
     }
     let mut latencies = Vec::new();
     let mut rows = 0usize;
@@ -483,7 +483,7 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     // (c) live fan-out at the first origin.
     let origin_port = if args.at_origin { reader_port } else { origins[0].1 };
     if part("fan_out") {
-        settle();
+        super::bench_kit::settle();
     }
     let (mut one, mut many) = if part("fan_out") {
         (
@@ -588,13 +588,4 @@ pub fn run(args: FeedArgs) -> anyhow::Result<ExitCode> {
     }
     dir.done();
     Ok(ExitCode::SUCCESS)
-}
-
-/// Lets the set-up's writes reach the disk before a latency is measured: an fsync (a group
-/// commit, an audit row) behind gigabytes of write-back waits for the disk's queue (measured
-/// here: fdatasync p99 0.6 ms idle, 30-38 ms while 6 GB are written), so the tail would be the
-/// set-up's, not the feed's.
-fn settle() {
-    let _ = std::process::Command::new("sync").status();
-    std::thread::sleep(Duration::from_secs(5));
 }
