@@ -1057,15 +1057,19 @@ impl View {
             let mut batch = self.begin();
             let mut end = from;
             let mut entries = 0usize;
+            let mut pending: Vec<(JournalPos, JournalPos, Entry)> = Vec::with_capacity(DECODE_GROUP_ENTRIES);
             reader.scan(from, to, |at, frame_end, frame| {
                 if let Frame::Entry(e) = frame {
-                    let hint = hints.and_then(|h| h.take(e.origin, e.seq, &e.op_digest));
-                    batch.index_entry(at, frame_end, &e, hint)?;
+                    pending.push((at, frame_end, e));
                     entries += 1;
+                    if pending.len() == DECODE_GROUP_ENTRIES {
+                        index_group(&mut batch, &mut pending, hints)?;
+                    }
                 }
                 end = frame_end;
                 Ok::<_, ViewError>(entries < batch_max)
             })?;
+            index_group(&mut batch, &mut pending, hints)?;
             // Past the last frame there may be the group's commit frame, which readers do not
             // see: a batch that read everything ends at `to`.
             let end = if entries < batch_max { to } else { end };
@@ -1073,6 +1077,48 @@ impl View {
             after_batch(&self.position());
         }
     }
+}
+
+/// Entries whose operations are read together, on two threads, before they are indexed in
+/// order: reading an operation (`summarize`) is half of what indexing a replicated entry costs,
+/// and the indexer is the one thread a replica's catch-up waits for. Bounds the entries held
+/// in memory at once (~1 KB each).
+pub const DECODE_GROUP_ENTRIES: usize = 2048;
+
+/// Indexes `group` (entries in journal order) into `batch` and empties it: the summaries the
+/// writer handed over are taken in order, the other operations are read on this thread and
+/// one more, then every entry is indexed in order.
+fn index_group(
+    batch: &mut ViewBatch<'_>,
+    group: &mut Vec<(JournalPos, JournalPos, Entry)>,
+    hints: Option<&super::indexer::SummaryHints>,
+) -> Result<(), ViewError> {
+    let mut ops: Vec<Option<Result<Summary, crate::record::Rejection>>> = group
+        .iter()
+        .map(|(_, _, e)| hints.and_then(|h| h.take(e.origin, e.seq, &e.op_digest)).map(Ok))
+        .collect();
+    let read = |ops: &mut [Option<Result<Summary, crate::record::Rejection>>],
+                entries: &[(JournalPos, JournalPos, Entry)]| {
+        for (op, (_, _, e)) in ops.iter_mut().zip(entries) {
+            if op.is_none() {
+                *op = Some(summarize(&e.op_bytes));
+            }
+        }
+    };
+    let unread = ops.iter().filter(|o| o.is_none()).count();
+    if unread >= 64 {
+        let half = group.len() / 2;
+        let (first_ops, second_ops) = ops.split_at_mut(half);
+        let (first, second) = group.split_at(half);
+        std::thread::scope(|s| {
+            s.spawn(|| read(second_ops, second));
+            read(first_ops, first);
+        });
+    }
+    for ((at, end, e), op) in group.drain(..).zip(ops) {
+        batch.index_entry(at, end, &e, op)?;
+    }
+    Ok(())
 }
 
 /// Updates of one batch: an overlay over the committed view, so later entries see earlier ones.
@@ -1228,14 +1274,15 @@ impl ViewBatch<'_> {
         self.receipts.push((k, v));
     }
 
-    /// Indexes one entry whose frame starts at journal position `at` and ends at `end`; `hint`
-    /// is its operation's summary when the writer handed it over (else it is read from the bytes).
+    /// Indexes one entry whose frame starts at journal position `at` and ends at `end`; `read`
+    /// is its operation as already read (`summarize`, or the writer's summary), else it is read
+    /// here.
     pub fn index_entry(
         &mut self,
         at: JournalPos,
         end: JournalPos,
         e: &Entry,
-        hint: Option<Summary>,
+        read: Option<Result<Summary, crate::record::Rejection>>,
     ) -> Result<(), ViewError> {
         let expected = self
             .origins
@@ -1271,7 +1318,7 @@ impl ViewBatch<'_> {
             Some(d) if latest == Some(d) => {}
             _ => self.exceptional = true,
         }
-        let op = match hint.map_or_else(|| summarize(&e.op_bytes), Ok) {
+        let op = match read.unwrap_or_else(|| summarize(&e.op_bytes)) {
             Ok(op) => op,
             Err(r) => {
                 self.undecodable.push((e.origin, e.seq, r.to_string()));
