@@ -38,8 +38,9 @@ const KEY_SALT: &[u8] = b"Z";
 const KEY_BUCKETS: &[u8] = b"B";
 const KEY_FORMAT: &[u8] = b"F";
 /// The view's key layout; a view of another layout is rebuilt with `cxnode reindex`.
-/// (4: bucket chunks moved to the chunk heap, sled holding pointers.)
-const FORMAT: &[u8] = b"cx-view-4";
+/// (4: bucket chunks moved to the chunk heap, sled holding pointers; 5: level-0 chunks there too,
+/// and buckets chosen by SipHash-1-3 keyed with the salt instead of SHA-256.)
+const FORMAT: &[u8] = b"cx-view-5";
 /// The chunk heap's directory, inside the view's sled directory.
 pub const HEAP_DIR: &str = "chunks";
 const P_RECORD: u8 = b'R';
