@@ -604,7 +604,9 @@ impl ChunkMap {
     /// Writes `items` (items of `key ++ value` one after another, any order, of equal keys the
     /// later wins) as chunk `chunk` into `batch`: to level 0, or, when level 0 would pass its
     /// bound, flushed with level 0 into the buckets. `chunk` must be greater than every chunk
-    /// number written before. Returns whether it flushed.
+    /// number written before, and a map is written at most once per batch (a flush finds level
+    /// 0's chunks in the tree, where a chunk of the same, unapplied batch is not yet). Returns
+    /// whether it flushed.
     pub fn write(
         &self,
         tree: &sled::Tree,

@@ -445,6 +445,33 @@ mod tests {
     }
 
     #[test]
+    fn payloads_read_back_while_gathered_after_a_gathered_write_and_after_a_segment_switch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Segments of 3 MiB: the appends below pass the write buffer's bound, then the segment's.
+        let heap = ChunkHeap::open_with(dir.path(), 3 << 20, 8 << 20).expect("open");
+        let payload = |i: u32| (0..100_000u32).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>();
+        let mut pointers = Vec::new();
+        for i in 0..40u32 {
+            pointers.push(heap.append(&payload(i)).expect("append"));
+            // Every payload so far reads back, whether still gathered or written.
+            for (j, p) in pointers.iter().enumerate() {
+                assert_eq!(heap.read(p).expect("read"), payload(j as u32), "payload {j} after {i}");
+            }
+        }
+        assert!(
+            pointers.iter().any(|p| p.segment != pointers[0].segment),
+            "the head switched"
+        );
+        heap.sync().expect("sync");
+        drop(heap);
+        let heap = ChunkHeap::open_with(dir.path(), 3 << 20, 8 << 20).expect("reopen");
+        for (j, p) in pointers.iter().enumerate() {
+            heap.adopt(p).expect("adopt");
+            assert_eq!(heap.read(p).expect("read"), payload(j as u32));
+        }
+    }
+
+    #[test]
     fn a_changed_byte_or_a_pointer_past_the_end_is_damage() {
         let dir = tempfile::tempdir().expect("tempdir");
         let heap = ChunkHeap::open(dir.path()).expect("open");

@@ -254,14 +254,17 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
         "merged-view filter loaded"
     );
     // The subject map's chunk filters are built beside the indexing (a profile that comes first
-    // reads its bucket whole, as without filters); a failure there is not the indexer's.
-    let warmed = progress.view.clone();
+    // reads its bucket whole, as without filters); a failure there is not the indexer's. The
+    // thread holds the view only while it warms one bucket, so it never keeps a closed store
+    // (its sled lock, its heap) open: once nothing else holds the view, it stops.
+    let warmed = Arc::downgrade(&progress.view);
     let _ = std::thread::Builder::new()
         .name("cx-view-warm".to_string())
         .spawn(move || {
             let started = Instant::now();
-            match warmed.warm_subject_filters() {
-                Ok(()) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "subject chunk filters built"),
+            match View::warm_subject_filters(&warmed) {
+                Ok(true) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "subject chunk filters built"),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "building the subject chunk filters failed; look-ups read whole buckets")
                 }

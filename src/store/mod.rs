@@ -419,7 +419,7 @@ impl Store {
     /// `commit_local` of operations whose digests (`digest(op.canonical())`, one per operation)
     /// the caller computed: the publisher does so while validating, on many threads, so the one
     /// writer thread does not.
-    pub fn commit_local_digested(
+    pub(crate) fn commit_local_digested(
         &mut self,
         origin: Region,
         ops: &[Operation],
@@ -470,7 +470,11 @@ impl Store {
                         unreachable!("built as an entry above")
                     };
                     group_hashes.insert(entry.seq, entry.hash);
-                    appended.push((entry.seq, op_digest, op));
+                    // Receipts (rare, and large: a summary is the whole receipt) are read by
+                    // the indexer itself.
+                    if !matches!(op, Operation::Receipt(_)) {
+                        appended.push((entry.seq, op_digest, op));
+                    }
                     self.decisions.appended(op, entry.seq, op_digest, current);
                     outcomes.push(OpOutcome::Appended {
                         kind,

@@ -560,13 +560,21 @@ impl View {
     }
 
     /// Builds the subject map's chunk filters (the record map's are built by `load_filter`), a
-    /// bucket at a time under the shared lock, so commits go on between buckets.
-    pub fn warm_subject_filters(&self) -> Result<(), ViewError> {
-        for bucket in 0..self.subjects.buckets() {
-            let _shared = self.lock.read().expect("view lock");
-            self.subjects.warm_filters(&self.tree, bucket)?;
+    /// bucket at a time under the shared lock, so commits go on between buckets. Holds the view
+    /// only during a bucket: returns false (stopped) once nothing else holds it.
+    pub fn warm_subject_filters(view: &std::sync::Weak<View>) -> Result<bool, ViewError> {
+        let mut bucket = 0;
+        loop {
+            let Some(v) = view.upgrade() else {
+                return Ok(false);
+            };
+            if bucket >= v.subjects.buckets() {
+                return Ok(true);
+            }
+            let _shared = v.lock.read().expect("view lock");
+            v.subjects.warm_filters(&v.tree, bucket)?;
+            bucket += 1;
         }
-        Ok(())
     }
 
     /// Chunks whose value is not a whole number of items (lookups skip them; `verify` names them).
@@ -1059,12 +1067,15 @@ impl View {
             let mut end = from;
             let mut entries = 0usize;
             let mut pending: Vec<(JournalPos, JournalPos, Entry)> = Vec::with_capacity(DECODE_GROUP_ENTRIES);
+            let mut pending_bytes = 0usize;
             reader.scan(from, to, |at, frame_end, frame| {
                 if let Frame::Entry(e) = frame {
+                    pending_bytes += e.op_bytes.len();
                     pending.push((at, frame_end, e));
                     entries += 1;
-                    if pending.len() == DECODE_GROUP_ENTRIES {
+                    if pending.len() == DECODE_GROUP_ENTRIES || pending_bytes >= DECODE_GROUP_BYTES_MAX {
                         index_group(&mut batch, &mut pending, hints)?;
+                        pending_bytes = 0;
                     }
                 }
                 end = frame_end;
@@ -1082,9 +1093,11 @@ impl View {
 
 /// Entries whose operations are read together, on two threads, before they are indexed in
 /// order: reading an operation (`summarize`) is half of what indexing a replicated entry costs,
-/// and the indexer is the one thread a replica's catch-up waits for. Bounds the entries held
-/// in memory at once (~1 KB each).
+/// and the indexer is the one thread a replica's catch-up waits for. With
+/// `DECODE_GROUP_BYTES_MAX`, bounds the entries held in memory at once.
 pub const DECODE_GROUP_ENTRIES: usize = 2048;
+/// Operation bytes a group holds at most (a record is ~1 KB, but may be 64 KiB).
+pub const DECODE_GROUP_BYTES_MAX: usize = 8 << 20;
 
 /// Indexes `group` (entries in journal order) into `batch` and empties it: the summaries the
 /// writer handed over are taken in order, the other operations are read on this thread and

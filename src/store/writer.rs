@@ -77,7 +77,11 @@ impl WriterHandle {
 
     /// `enqueue` of operations with their digests (`log::digest` of each one's canonical bytes,
     /// one per operation), computed by the caller off the writer thread.
-    pub async fn enqueue_digested(&self, ops: Vec<Operation>, digests: Vec<Hash>) -> Result<Pending, Arc<StoreError>> {
+    pub(crate) async fn enqueue_digested(
+        &self,
+        ops: Vec<Operation>,
+        digests: Vec<Hash>,
+    ) -> Result<Pending, Arc<StoreError>> {
         assert_eq!(ops.len(), digests.len(), "one digest per operation");
         let (reply, rx) = oneshot::channel();
         self.tx
