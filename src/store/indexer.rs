@@ -248,6 +248,10 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
     let view = &progress.view;
     let started = Instant::now();
     let filtered = view.load_filter()?;
+    // A second thread reads operations (without one, the indexer reads them all itself).
+    let ops_reader = super::view::Reader::spawn()
+        .map_err(|e| tracing::warn!(error = %e, "no thread to read operations beside the indexer; it reads them alone"))
+        .ok();
     tracing::debug!(
         records = filtered,
         ms = started.elapsed().as_millis() as u64,
@@ -281,7 +285,7 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
             }
             s.journal_end
         };
-        view.catch_up(reader, end, batch_entries_max, progress.hints.as_deref(), |p| {
+        view.catch_up(reader, end, batch_entries_max, progress.hints.as_deref(), ops_reader.as_ref(), |p| {
             let mut s = progress.state.lock().expect("progress lock");
             s.view_pos = p.pos;
             s.view_entries = p.entries;

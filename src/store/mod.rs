@@ -290,6 +290,7 @@ impl Store {
             self.journal.end(),
             self.cfg.index_batch_entries_max,
             self.hints.as_deref(),
+            view::Reader::spawn().ok().as_ref(),
             |_| {},
         )?;
         self.prune_decisions();

@@ -210,7 +210,14 @@ fn compare_views(cfg: &StoreConfig, reader: &JournalReader, report: &mut VerifyR
         super::view::ViewLayout::default(),
     )?;
     fresh.load_filter()?;
-    fresh.catch_up(reader, position.pos, super::view::BATCH_ENTRIES_MAX, None, |_| {})?;
+    fresh.catch_up(
+        reader,
+        position.pos,
+        super::view::BATCH_ENTRIES_MAX,
+        None,
+        super::view::Reader::spawn().ok().as_ref(),
+        |_| {},
+    )?;
     let mut a = Vec::new();
     live_view.logical_dump(|l| a.push(l))?;
     let mut b = Vec::new();

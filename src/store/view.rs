@@ -101,6 +101,8 @@ pub enum ViewError {
         seq: u64,
         expected: u64,
     },
+    #[error("merged view: the thread reading operations for the indexer stopped (see the log for why); restart the node")]
+    ReaderStopped,
 }
 
 impl From<ChunkError> for ViewError {
@@ -1055,6 +1057,7 @@ impl View {
         to: JournalPos,
         batch_entries_max: usize,
         hints: Option<&super::indexer::SummaryHints>,
+        ops_reader: Option<&Reader>,
         mut after_batch: impl FnMut(&ViewPosition),
     ) -> Result<(), ViewError> {
         let batch_max = batch_entries_max.max(1);
@@ -1074,14 +1077,14 @@ impl View {
                     pending.push((at, frame_end, e));
                     entries += 1;
                     if pending.len() == DECODE_GROUP_ENTRIES || pending_bytes >= DECODE_GROUP_BYTES_MAX {
-                        index_group(&mut batch, &mut pending, hints)?;
+                        index_group(&mut batch, &mut pending, hints, ops_reader)?;
                         pending_bytes = 0;
                     }
                 }
                 end = frame_end;
                 Ok::<_, ViewError>(entries < batch_max)
             })?;
-            index_group(&mut batch, &mut pending, hints)?;
+            index_group(&mut batch, &mut pending, hints, ops_reader)?;
             // Past the last frame there may be the group's commit frame, which readers do not
             // see: a batch that read everything ends at `to`.
             let end = if entries < batch_max { to } else { end };
@@ -1099,35 +1102,84 @@ pub const DECODE_GROUP_ENTRIES: usize = 2048;
 /// Operation bytes a group holds at most (a record is ~1 KB, but may be 64 KiB).
 pub const DECODE_GROUP_BYTES_MAX: usize = 8 << 20;
 
+type Read = Option<Result<Summary, crate::record::Rejection>>;
+type Group = Vec<(JournalPos, JournalPos, Entry)>;
+
+/// Fills in what is not read yet: each entry's operation, as `summarize` reads it.
+fn read_group(ops: &mut [Read], entries: &[(JournalPos, JournalPos, Entry)]) {
+    for (op, (_, _, e)) in ops.iter_mut().zip(entries) {
+        if op.is_none() {
+            *op = Some(summarize(&e.op_bytes));
+        }
+    }
+}
+
+/// A thread that reads operations for the indexer, half of each group, while the indexer reads
+/// the other half: one for the indexer's life (a thread per group cost more than the reading
+/// it saved, in a virtual machine). It ends when the `Reader` is dropped.
+pub struct Reader {
+    jobs: std::sync::mpsc::SyncSender<(Group, Vec<Read>)>,
+    done: std::sync::mpsc::Receiver<(Group, Vec<Read>)>,
+}
+
+impl Reader {
+    pub fn spawn() -> std::io::Result<Reader> {
+        // One job in flight at a time: the indexer waits for each before the next.
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Group, Vec<Read>)>(1);
+        let (outbox, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("cx-index-read".to_string())
+            .spawn(move || {
+                while let Ok((group, mut ops)) = inbox.recv() {
+                    read_group(&mut ops, &group);
+                    if outbox.send((group, ops)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Reader { jobs, done })
+    }
+
+    /// Reads `group`'s unread operations, the second half on the reader thread.
+    fn read(&self, group: &mut Group, ops: &mut Vec<Read>) -> Result<(), ViewError> {
+        let half = group.len() / 2;
+        let (their_group, their_ops) = (group.split_off(half), ops.split_off(half));
+        match self.jobs.send((their_group, their_ops)) {
+            Ok(()) => {
+                read_group(ops, group);
+                // It answers every job it took unless it panicked: then the group is lost.
+                let (g, o) = self.done.recv().map_err(|_| ViewError::ReaderStopped)?;
+                group.extend(g);
+                ops.extend(o);
+            }
+            Err(std::sync::mpsc::SendError((mut g, mut o))) => {
+                read_group(&mut o, &g);
+                read_group(ops, group);
+                group.append(&mut g);
+                ops.append(&mut o);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Indexes `group` (entries in journal order) into `batch` and empties it: the summaries the
-/// writer handed over are taken in order, the other operations are read on this thread and
-/// one more, then every entry is indexed in order.
+/// writer handed over are taken in order, the other operations are read on this thread and,
+/// with a `reader`, on its thread too, then every entry is indexed in order.
 fn index_group(
     batch: &mut ViewBatch<'_>,
-    group: &mut Vec<(JournalPos, JournalPos, Entry)>,
+    group: &mut Group,
     hints: Option<&super::indexer::SummaryHints>,
+    reader: Option<&Reader>,
 ) -> Result<(), ViewError> {
-    let mut ops: Vec<Option<Result<Summary, crate::record::Rejection>>> = group
+    let mut ops: Vec<Read> = group
         .iter()
         .map(|(_, _, e)| hints.and_then(|h| h.take(e.origin, e.seq, &e.op_digest)).map(Ok))
         .collect();
-    let read = |ops: &mut [Option<Result<Summary, crate::record::Rejection>>],
-                entries: &[(JournalPos, JournalPos, Entry)]| {
-        for (op, (_, _, e)) in ops.iter_mut().zip(entries) {
-            if op.is_none() {
-                *op = Some(summarize(&e.op_bytes));
-            }
-        }
-    };
     let unread = ops.iter().filter(|o| o.is_none()).count();
-    if unread >= 64 {
-        let half = group.len() / 2;
-        let (first_ops, second_ops) = ops.split_at_mut(half);
-        let (first, second) = group.split_at(half);
-        std::thread::scope(|s| {
-            s.spawn(|| read(second_ops, second));
-            read(first_ops, first);
-        });
+    match reader {
+        Some(r) if unread >= 64 => r.read(group, &mut ops)?,
+        _ => read_group(&mut ops, group),
     }
     for ((at, end, e), op) in group.drain(..).zip(ops) {
         batch.index_entry(at, end, &e, op)?;
@@ -1559,6 +1611,52 @@ mod tests {
         };
         assert_eq!(decode_record(&encode_record(&none)), Some(none));
         assert_eq!(decode_record(&encode_record(&r)[1..]), None);
+    }
+
+    #[test]
+    fn the_reader_thread_reads_what_this_thread_would_in_the_same_order() {
+        let mut gen = crate::record::RecordGenerator::new(3, Region::parse("440000").expect("province"));
+        let mut group: Group = Vec::new();
+        for i in 0..300u64 {
+            // Some entries are damaged, so errors must come back in their places too.
+            let op_bytes = if i % 37 == 5 {
+                b"[1,2]".to_vec()
+            } else {
+                let op = crate::record::parse_operation(gen.next_line().as_bytes()).expect("valid");
+                op.canonical().to_vec()
+            };
+            let e = Entry {
+                origin: Region::parse("440000").expect("province"),
+                seq: i + 1,
+                prev_hash: [0; 32],
+                appended_at_micros: 0,
+                op_digest: [0; 32],
+                op_bytes,
+                hash: [0; 32],
+            };
+            group.push((JournalPos(i * 10), JournalPos(i * 10 + 10), e));
+        }
+        let mut expected: Vec<Read> = vec![None; group.len()];
+        read_group(&mut expected, &group);
+        // Entries with a writer's summary are kept as they were handed over, not read again.
+        let placeholder = summarize(&group[0].2.op_bytes);
+        let prefilled = |i: usize| i % 5 == 0 && i != 5;
+        let mut ops: Vec<Read> = (0..group.len()).map(|i| prefilled(i).then(|| placeholder.clone())).collect();
+        for (i, op) in expected.iter_mut().enumerate() {
+            if prefilled(i) {
+                *op = Some(placeholder.clone());
+            }
+        }
+        let reader = Reader::spawn().expect("thread");
+        let before: Vec<u64> = group.iter().map(|(_, _, e)| e.seq).collect();
+        reader.read(&mut group, &mut ops).expect("read");
+        assert_eq!(group.iter().map(|(_, _, e)| e.seq).collect::<Vec<_>>(), before);
+        assert_eq!(ops, expected);
+        assert!(ops.iter().filter(|o| matches!(o, Some(Err(_)))).count() >= 5);
+        // And again with the same thread, which must still be there.
+        let mut again: Vec<Read> = vec![None; group.len()];
+        reader.read(&mut group, &mut again).expect("read");
+        assert_eq!(again.iter().filter(|o| o.is_none()).count(), 0);
     }
 
     #[test]
