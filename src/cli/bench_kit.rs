@@ -86,6 +86,17 @@ impl NodeProcess {
     }
 }
 
+impl Drop for NodeProcess {
+    /// A bench that fails half-way leaves no node behind (they outlived a failed fan-out and ran
+    /// beside the next benches). After `stop` the child has exited and this does nothing.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

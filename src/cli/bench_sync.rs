@@ -117,6 +117,9 @@ fn catch_up(args: &SyncArgs, work: &Path, certs: &Path, rt: &tokio::runtime::Run
     let mut mbs = Vec::new();
     let mut rss_b = Vec::new();
     for run in 1..=args.runs {
+        // Each run starts once earlier writes (the source's set-up, the last replica) reached
+        // the disk, as the publish bench does: the first run was always the slowest.
+        super::bench_kit::settle();
         let data = work.join(format!("data-fresh-{run}"));
         let _ = std::fs::remove_dir_all(&data);
         let port = free_port()?;
