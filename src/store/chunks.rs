@@ -655,6 +655,9 @@ impl ChunkMap {
         drop(items);
         self.level0_items.store(0, Ordering::Relaxed);
         let groups = self.group_by_bucket(&flat);
+        // Not held while the buckets are written: at each flush level 0, its flat copy and the
+        // groups were all alive at once, the peak of a replica's memory.
+        drop(flat);
         self.write_buckets(tree, batch, chunk, groups)?;
         Ok(true)
     }
@@ -670,7 +673,11 @@ impl ChunkMap {
         order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1))).then(a.1.cmp(&b.1)));
         let mut groups: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut previous: Option<u32> = None;
-        for (bucket, i) in order {
+        // Items of the bucket starting at `at` in `order`: each group is allocated once, at most
+        // its size (growing by doubling left up to half of every group unused).
+        let group_len = |at: usize| order[at..].iter().take_while(|(b, _)| *b == order[at].0).count();
+        let mut at = 0usize;
+        for &(bucket, i) in &order {
             let item = &flat[i as usize * il..][..il];
             match groups.last_mut() {
                 Some((b, value)) if *b == bucket => {
@@ -682,9 +689,14 @@ impl ChunkMap {
                         value.extend_from_slice(item);
                     }
                 }
-                _ => groups.push((bucket, item.to_vec())),
+                _ => {
+                    let mut value = Vec::with_capacity(group_len(at) * il);
+                    value.extend_from_slice(item);
+                    groups.push((bucket, value));
+                }
             }
             previous = Some(i);
+            at += 1;
         }
         groups
     }
