@@ -676,8 +676,7 @@ impl ChunkMap {
         // Items of the bucket starting at `at` in `order`: each group is allocated once, at most
         // its size (growing by doubling left up to half of every group unused).
         let group_len = |at: usize| order[at..].iter().take_while(|(b, _)| *b == order[at].0).count();
-        let mut at = 0usize;
-        for &(bucket, i) in &order {
+        for (at, &(bucket, i)) in order.iter().enumerate() {
             let item = &flat[i as usize * il..][..il];
             match groups.last_mut() {
                 Some((b, value)) if *b == bucket => {
@@ -696,7 +695,6 @@ impl ChunkMap {
                 }
             }
             previous = Some(i);
-            at += 1;
         }
         groups
     }

@@ -285,17 +285,24 @@ fn run(progress: &Progress, reader: &JournalReader, batch_entries_max: usize) ->
             }
             s.journal_end
         };
-        view.catch_up(reader, end, batch_entries_max, progress.hints.as_deref(), ops_reader.as_ref(), |p| {
-            let mut s = progress.state.lock().expect("progress lock");
-            s.view_pos = p.pos;
-            s.view_entries = p.entries;
-            if s.view_pos >= s.journal_end {
-                s.caught_up_at = Instant::now();
-            }
-            progress.changed.notify_all();
-            drop(s);
-            progress.indexed.send_replace(p.entries);
-        })?;
+        view.catch_up(
+            reader,
+            end,
+            batch_entries_max,
+            progress.hints.as_deref(),
+            ops_reader.as_ref(),
+            |p| {
+                let mut s = progress.state.lock().expect("progress lock");
+                s.view_pos = p.pos;
+                s.view_entries = p.entries;
+                if s.view_pos >= s.journal_end {
+                    s.caught_up_at = Instant::now();
+                }
+                progress.changed.notify_all();
+                drop(s);
+                progress.indexed.send_replace(p.entries);
+            },
+        )?;
     }
 }
 

@@ -101,7 +101,9 @@ pub enum ViewError {
         seq: u64,
         expected: u64,
     },
-    #[error("merged view: the thread reading operations for the indexer stopped (see the log for why); restart the node")]
+    #[error(
+        "merged view: the thread reading operations for the indexer stopped (see the log for why); restart the node"
+    )]
     ReaderStopped,
 }
 
@@ -1640,8 +1642,10 @@ mod tests {
         read_group(&mut expected, &group);
         // Entries with a writer's summary are kept as they were handed over, not read again.
         let placeholder = summarize(&group[0].2.op_bytes);
-        let prefilled = |i: usize| i % 5 == 0 && i != 5;
-        let mut ops: Vec<Read> = (0..group.len()).map(|i| prefilled(i).then(|| placeholder.clone())).collect();
+        let prefilled = |i: usize| i.is_multiple_of(5) && i != 5;
+        let mut ops: Vec<Read> = (0..group.len())
+            .map(|i| prefilled(i).then(|| placeholder.clone()))
+            .collect();
         for (i, op) in expected.iter_mut().enumerate() {
             if prefilled(i) {
                 *op = Some(placeholder.clone());
