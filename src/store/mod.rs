@@ -12,6 +12,7 @@ mod crash_tests;
 pub mod decisions;
 pub mod fs;
 pub mod heap;
+pub mod hints;
 pub mod index;
 pub mod indexer;
 pub mod journal;
@@ -196,8 +197,8 @@ pub struct Store {
     view: Arc<View>,
     decisions: Decisions,
     local: Option<Region>,
-    /// Summaries of own entries made durable, for the indexer (`indexer::SummaryHints`).
-    hints: Option<Arc<indexer::SummaryHints>>,
+    /// Summaries of own entries made durable, for the indexer (`hints::SummaryHints`).
+    hints: Option<Arc<hints::SummaryHints>>,
     /// Entries in the journal, all origins.
     entries: u64,
     _lock: File,
@@ -273,7 +274,7 @@ impl Store {
                 view,
                 decisions,
                 local,
-                hints: local.map(|l| Arc::new(indexer::SummaryHints::new(l))),
+                hints: local.map(|l| Arc::new(hints::SummaryHints::new(l))),
                 entries,
                 _lock: lock,
             },
@@ -308,7 +309,7 @@ impl Store {
     }
 
     /// What the writer hands the indexer of the node's own entries (None without a local origin).
-    pub fn hints(&self) -> Option<Arc<indexer::SummaryHints>> {
+    pub fn hints(&self) -> Option<Arc<hints::SummaryHints>> {
         self.hints.clone()
     }
 

@@ -1058,7 +1058,7 @@ impl View {
         reader: &JournalReader,
         to: JournalPos,
         batch_entries_max: usize,
-        hints: Option<&super::indexer::SummaryHints>,
+        hints: Option<&super::hints::SummaryHints>,
         ops_reader: Option<&Reader>,
         mut after_batch: impl FnMut(&ViewPosition),
     ) -> Result<(), ViewError> {
@@ -1171,7 +1171,7 @@ impl Reader {
 fn index_group(
     batch: &mut ViewBatch<'_>,
     group: &mut Group,
-    hints: Option<&super::indexer::SummaryHints>,
+    hints: Option<&super::hints::SummaryHints>,
     reader: Option<&Reader>,
 ) -> Result<(), ViewError> {
     let mut ops: Vec<Read> = group
