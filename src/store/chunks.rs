@@ -3,10 +3,11 @@
 //! `../shared/notes`). Two levels:
 //! - level 0: each small batch is one sorted chunk (key: prefix, `LEVEL0`, class, chunk number), so a
 //!   live batch of a few records costs one sled key, not one per record;
-//! - buckets: items hash to one of `buckets` buckets; once level 0 holds
-//!   `LEVEL0_ITEMS_PER_BUCKET` × buckets items
-//!   (or a batch is that large itself) it is *flushed*: its items and the batch's go out as one
-//!   chunk per bucket (key: prefix, bucket, class, chunk number); a bucket whose open chunks pass
+//! - buckets: items hash to one of `buckets` buckets; level 0 is kept in `LEVEL0_PARTITIONS`
+//!   partitions by bucket, and once it holds `LEVEL0_ITEMS_PER_BUCKET` × buckets items
+//!   partitions are *flushed* in turn until it is back under: a partition's items go out as one
+//!   chunk per bucket (key: prefix, bucket, class, chunk number); a level-0 chunk is dropped once
+//!   every partition was flushed since it was written; a bucket whose open chunks pass
 //!   `CHUNKS_PER_BUCKET_MAX` has them merged into one, which is sealed (class 0, never merged
 //!   again) once it holds `SEAL_BYTES`.
 //!
