@@ -3,10 +3,11 @@
 //! `../shared/notes`). Two levels:
 //! - level 0: each small batch is one sorted chunk (key: prefix, `LEVEL0`, class, chunk number), so a
 //!   live batch of a few records costs one sled key, not one per record;
-//! - buckets: items hash to one of `buckets` buckets; once level 0 holds
-//!   `LEVEL0_ITEMS_PER_BUCKET` × buckets items
-//!   (or a batch is that large itself) it is *flushed*: its items and the batch's go out as one
-//!   chunk per bucket (key: prefix, bucket, class, chunk number); a bucket whose open chunks pass
+//! - buckets: items hash to one of `buckets` buckets; level 0 is kept in `LEVEL0_PARTITIONS`
+//!   partitions by bucket, and once it holds `LEVEL0_ITEMS_PER_BUCKET` × buckets items
+//!   partitions are *flushed* in turn until it is back under: a partition's items go out as one
+//!   chunk per bucket (key: prefix, bucket, class, chunk number); a level-0 chunk is dropped once
+//!   every partition was flushed since it was written; a bucket whose open chunks pass
 //!   `CHUNKS_PER_BUCKET_MAX` has them merged into one, which is sealed (class 0, never merged
 //!   again) once it holds `SEAL_BYTES`.
 //!
@@ -49,6 +50,12 @@ pub const MERGES_PER_BATCH_MAX: usize = 256;
 /// (flush bursts); 4 gave 30k/s and 1.0 x; 64 gave 63k/s, 0.22 x, 394 MB and p99 7 ms. Level 0
 /// is mirrored in memory, so its size costs ~150 B per held item (~40 MB for both maps at 64).
 pub const LEVEL0_ITEMS_PER_BUCKET: u64 = 64;
+
+/// Level 0 is kept in this many partitions by bucket, and a batch that takes it past its bound
+/// flushes partitions one after another, each at most once, only until it is back under: a
+/// live batch flushes one partition (~8,000 items), where flushing all of level 0 at once
+/// (131,072 items) made one commit take 60-95 ms and held back every live feed subscriber.
+pub const LEVEL0_PARTITIONS: u32 = 16;
 /// The bucket number of level 0 (above every real bucket; not all ones, so the upper bound of its
 /// key prefix never carries into the next prefix byte).
 const LEVEL0: u32 = u32::MAX - 1;
@@ -76,7 +83,11 @@ pub struct ChunkMap {
     /// Level 0 in memory as well (newest value per key, and its chunk numbers): a lookup of a
     /// held key and a flush then read no level-0 chunk from sled. Changed only under the view's
     /// exclusive lock, with the sled batch that makes the change durable.
-    level0: RwLock<Level0>,
+    level0: RwLock<Vec<Level0>>,
+    /// Which level-0 chunks are still needed (kept by the one writer).
+    flush: std::sync::Mutex<FlushState>,
+    /// The partition the next flush starts with.
+    next_flush: std::sync::atomic::AtomicUsize,
     seal_bytes: usize,
     heap: Arc<ChunkHeap>,
     /// Per bucket, a filter of each bucket chunk's hash prefixes (by chunk number), so a look-up
@@ -85,6 +96,19 @@ pub struct ChunkMap {
     /// under the view's exclusive lock, or filled in by readers (a chunk never changes).
     filters: Vec<RwLock<Vec<(u64, ChunkFilter)>>>,
     hasher: FilterHasher,
+}
+
+/// What says which level-0 chunks are still needed.
+struct FlushState {
+    /// Per level-0 partition, the batch (chunk number) in which it was last flushed: a level-0
+    /// chunk is dropped once every partition was flushed in it or after (until then some of
+    /// its items are only there). Zero after open.
+    flushed_in: Vec<u64>,
+    /// The level-0 chunks kept (chunk number, items), oldest first, and their items in all:
+    /// past twice level 0's bound (a few keys written over and over never fill level 0, but
+    /// their chunks pile up) every partition is flushed.
+    chunks: std::collections::VecDeque<(u64, u64)>,
+    chunk_items: u64,
 }
 
 /// Longest key a map may have (the subject map's: subject, origin, seq).
@@ -187,7 +211,13 @@ impl ChunkMap {
             chunks: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
             level0_items: AtomicU64::new(0),
             level0_items_max: level0_per_bucket.max(1) * u64::from(buckets),
-            level0: RwLock::new(Level0::default()),
+            level0: RwLock::new((0..LEVEL0_PARTITIONS.min(buckets)).map(|_| Level0::default()).collect()),
+            flush: std::sync::Mutex::new(FlushState {
+                flushed_in: vec![0; LEVEL0_PARTITIONS.min(buckets) as usize],
+                chunks: std::collections::VecDeque::new(),
+                chunk_items: 0,
+            }),
+            next_flush: std::sync::atomic::AtomicUsize::new(0),
             seal_bytes: SEAL_BYTES,
             heap,
             filters: (0..buckets).map(|_| RwLock::new(Vec::new())).collect(),
@@ -201,21 +231,30 @@ impl ChunkMap {
                 let _ = map.heap.adopt(&p);
             }
         }
-        let mut n = 0u64;
-        let mut level0 = Level0::default();
-        // Oldest chunk first, so newer values overwrite.
-        for kv in tree.scan_prefix(map.bucket_prefix(LEVEL0)) {
-            let (k, v) = kv?;
-            let Ok(items) = map.chunk_items(&k, &v)? else {
-                continue;
-            };
-            n += (items.len() / map.item_len()) as u64;
-            for item in items.chunks_exact(map.item_len()) {
-                level0.insert(&item[..map.key_len], &item[map.key_len..]);
+        // Oldest chunk first, so newer values overwrite. A chunk may still hold items of a
+        // partition flushed since: they come back to level 0, as new as or newer than what the
+        // buckets hold (every value passes through level 0, and chunks go oldest first).
+        {
+            let mut level0 = map.level0.write().expect("level 0 lock");
+            for kv in tree.scan_prefix(map.bucket_prefix(LEVEL0)) {
+                let (k, v) = kv?;
+                let Ok(items) = map.chunk_items(&k, &v)? else {
+                    continue;
+                };
+                if let Some(number) = Self::chunk_number(&k) {
+                    let n = (items.len() / map.item_len()) as u64;
+                    let mut flush = map.flush.lock().expect("flush lock");
+                    flush.chunks.push_back((number, n));
+                    flush.chunk_items += n;
+                }
+                for item in items.chunks_exact(map.item_len()) {
+                    let part = map.partition_of(map.bucket_of(&item[..map.key_len]));
+                    level0[part].insert(&item[..map.key_len], &item[map.key_len..]);
+                }
             }
+            let n = level0.iter().map(|p| p.len() as u64).sum();
+            map.level0_items.store(n, Ordering::Relaxed);
         }
-        map.level0_items.store(n, Ordering::Relaxed);
-        *map.level0.write().expect("level 0 lock") = level0;
         Ok(map)
     }
 
@@ -256,6 +295,12 @@ impl ChunkMap {
     fn bucket_prefix(&self, bucket: u32) -> [u8; 5] {
         let b = bucket.to_be_bytes();
         [self.prefix, b[0], b[1], b[2], b[3]]
+    }
+
+    /// The level-0 partition of `bucket`.
+    fn partition_of(&self, bucket: u32) -> usize {
+        let parts = LEVEL0_PARTITIONS.min(self.buckets);
+        (u64::from(bucket) * u64::from(parts) / u64::from(self.buckets)) as usize
     }
 
     fn open_prefix(&self, bucket: u32) -> [u8; 6] {
@@ -389,9 +434,10 @@ impl ChunkMap {
             let l0 = self.level0.read().expect("level 0 lock");
             for (i, key) in keys.iter().enumerate() {
                 debug_assert_eq!(key.len(), self.key_len);
-                match l0.get(key, self.val_len) {
+                let bucket = self.bucket_of(key);
+                match l0[self.partition_of(bucket)].get(key, self.val_len) {
                     Some(v) => out[i] = Some(v.to_vec()),
-                    None => by_bucket.entry(self.bucket_of(key)).or_default().push(i),
+                    None => by_bucket.entry(bucket).or_default().push(i),
                 }
             }
         }
@@ -495,7 +541,8 @@ impl ChunkMap {
         self.chunks[bucket as usize].store(seen, Ordering::Relaxed);
         let l0 = self.level0.read().expect("level 0 lock");
         items.extend(
-            l0.iter(self.key_len, self.val_len)
+            l0[self.partition_of(bucket)]
+                .iter(self.key_len, self.val_len)
                 .filter(|(k, _)| k.starts_with(hash_prefix))
                 .map(|(k, v)| (k.to_vec(), v.to_vec())),
         );
@@ -505,7 +552,8 @@ impl ChunkMap {
     /// Every item of level 0, newest value per key.
     fn level0_items(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
         let l0 = self.level0.read().expect("level 0 lock");
-        l0.iter(self.key_len, self.val_len)
+        l0.iter()
+            .flat_map(|p| p.iter(self.key_len, self.val_len))
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect()
     }
@@ -620,45 +668,78 @@ impl ChunkMap {
         if items.is_empty() {
             return Ok(false);
         }
+        // Every batch's items join level 0 (in memory, and as one chunk in the heap: as a sled
+        // value, each batch's level-0 chunk of a few hundred KB was a sled blob file written,
+        // logged and deleted).
+        let this = self.heap.append(&items)?;
+        let this_key = self.chunk_key(LEVEL0, OPEN, chunk);
+        batch.insert(&this_key[..], &this.encode()[..]);
+        let mut flush = self.flush.lock().expect("flush lock");
         let count = (items.len() / il) as u64;
-        let held = self.level0_items.load(Ordering::Relaxed);
+        flush.chunks.push_back((chunk, count));
+        flush.chunk_items += count;
         let mut level0 = self.level0.write().expect("level 0 lock");
-        if held + count < self.level0_items_max {
-            for item in items.chunks_exact(il) {
-                level0.insert(&item[..self.key_len], &item[self.key_len..]);
-            }
-            // In the heap like every chunk: as a sled value, each batch's level-0 chunk (a few
-            // hundred KB) was a sled blob file written, logged and deleted.
-            let p = self.heap.append(&items)?;
-            batch.insert(self.chunk_key(LEVEL0, OPEN, chunk), &p.encode()[..]);
-            self.level0_items.store(held + count, Ordering::Relaxed);
+        for item in items.chunks_exact(il) {
+            let part = self.partition_of(self.bucket_of(&item[..self.key_len]));
+            level0[part].insert(&item[..self.key_len], &item[self.key_len..]);
+        }
+        drop(items);
+        let mut held: u64 = level0.iter().map(|p| p.len() as u64).sum();
+        let over = |held: u64, flush: &FlushState| {
+            held >= self.level0_items_max || flush.chunk_items >= 2 * self.level0_items_max
+        };
+        if !over(held, &flush) {
+            self.level0_items.store(held, Ordering::Relaxed);
             return Ok(false);
         }
-        // Flush: level 0 (older) then this batch (newer), into the buckets. Level 0 is
-        // cleared, not replaced, so it keeps its capacity for the next round. Its chunks'
-        // pointers are read from the tree (a collection may have moved their payloads).
-        for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
-            let (k, v) = kv?;
-            if let Some(p) = Pointer::decode(&v) {
-                self.heap.free(&p);
+        // Past the bound: flush partitions in turn until level 0 is back under it, each at
+        // most once (a catch-up's large batch may need several, a live one needs one).
+        let parts = level0.len();
+        for _ in 0..parts {
+            if !over(held, &flush) {
+                break;
             }
-            batch.remove(k);
+            let part = self.next_flush.load(Ordering::Relaxed) % parts;
+            self.next_flush.store((part + 1) % parts, Ordering::Relaxed);
+            let mut flat: Vec<u8> = Vec::with_capacity(level0[part].len() * il);
+            for (k, v) in level0[part].iter(self.key_len, self.val_len) {
+                flat.extend_from_slice(k);
+                flat.extend_from_slice(v);
+            }
+            held -= level0[part].len() as u64;
+            // Cleared, not replaced, so it keeps its capacity for the next round.
+            level0[part].clear();
+            flush.flushed_in[part] = chunk;
+            let groups = self.group_by_bucket(&flat);
+            // Not held while the buckets are written (the peak of a replica's memory).
+            drop(flat);
+            self.write_buckets(tree, batch, chunk, groups)?;
         }
-        let mut flat: Vec<u8> = Vec::with_capacity(level0.len() * il + items.len());
-        for (k, v) in level0.iter(self.key_len, self.val_len) {
-            flat.extend_from_slice(k);
-            flat.extend_from_slice(v);
-        }
-        level0.clear();
         drop(level0);
-        flat.extend_from_slice(&items);
-        drop(items);
-        self.level0_items.store(0, Ordering::Relaxed);
-        let groups = self.group_by_bucket(&flat);
-        // Not held while the buckets are written: at each flush level 0, its flat copy and the
-        // groups were all alive at once, the peak of a replica's memory.
-        drop(flat);
-        self.write_buckets(tree, batch, chunk, groups)?;
+        self.level0_items.store(held, Ordering::Relaxed);
+        // Level-0 chunks every partition has been flushed since hold nothing only they hold.
+        // Their pointers are read from the tree (a collection may have moved their payloads).
+        let through = flush.flushed_in.iter().copied().min().unwrap_or(0);
+        while flush.chunks.front().is_some_and(|(n, _)| *n <= through) {
+            let (_, n) = flush.chunks.pop_front().expect("a front");
+            flush.chunk_items -= n;
+        }
+        if through > 0 {
+            for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
+                let (k, v) = kv?;
+                if Self::chunk_number(&k).is_none_or(|n| n > through) {
+                    break;
+                }
+                if let Some(p) = Pointer::decode(&v) {
+                    self.heap.free(&p);
+                }
+                batch.remove(k);
+            }
+            if through >= chunk {
+                self.heap.free(&this);
+                batch.remove(this_key);
+            }
+        }
         Ok(true)
     }
 
@@ -823,7 +904,9 @@ mod tests {
         let (_dir, tree, heap) = tree();
         let mut map = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16], heap).expect("open");
         map.seal_bytes = 15;
-        for i in 0..200u32 {
+        // Long enough for buckets to reach CHUNKS_PER_BUCKET_MAX and merge: with 40 keys, level
+        // 0 holds them all and flushes only when its chunks pass twice its bound (~13 batches).
+        for i in 0..600u32 {
             let mut batch = sled::Batch::default();
             let items: Vec<u8> = (0..10u32)
                 .flat_map(|j| [b'k', ((i * 7 + j) % 40) as u8, i as u8])
@@ -895,7 +978,9 @@ mod tests {
             let again = ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 16), [7; 16], heap.clone()).expect("reopen");
             heap.finish_open().expect("finish");
             prop_assert_eq!(heap.usage().live_bytes, usage.live_bytes, "the live bytes counted at open");
-            prop_assert_eq!(again.level0_items.load(Ordering::Relaxed), map.level0_items.load(Ordering::Relaxed));
+            // Level-0 chunks not yet flushed in every partition come back whole: at least what
+            // level 0 held, at most its bound plus a batch.
+            prop_assert!(again.level0_items.load(Ordering::Relaxed) >= map.level0_items.load(Ordering::Relaxed));
             for k in 0u8..40 {
                 prop_assert_eq!(again.get(&tree, &[b'k', k]).expect("get"), model.get(&k).map(|v| vec![*v]));
             }
