@@ -17,8 +17,9 @@
 //! chunk has a Bloom filter in memory (`ChunkFilter`), so a look-up reads the chunks that may
 //! hold its key, not the whole bucket.
 //!
-//! Invariants: every level-0 item is newer than every bucket item (buckets are written only by
-//! a flush, which empties level 0 in the same batch); within a level a higher chunk number is
+//! Invariants: a key's value in level 0 is as new as or newer than any of its bucket items
+//! (buckets are written only by a flush, which empties the key's level-0 partition in the same
+//! batch, and a level-0 chunk read back at open holds no older value than the buckets); within a level a higher chunk number is
 //! newer, and the newest chunk holding a key decides its value; a merge or flush keeps exactly
 //! that, so neither changes what a lookup returns; every write goes into the caller's
 //! `sled::Batch`, so it becomes visible with the rest of the batch or not at all.
@@ -80,7 +81,7 @@ pub struct ChunkMap {
     /// Items at level 0 (exact: counted at open, then kept by the one writer).
     level0_items: AtomicU64,
     level0_items_max: u64,
-    /// Level 0 in memory as well (newest value per key, and its chunk numbers): a lookup of a
+    /// Level 0 in memory as well (newest value per key, by partition): a lookup of a
     /// held key and a flush then read no level-0 chunk from sled. Changed only under the view's
     /// exclusive lock, with the sled batch that makes the change durable.
     level0: RwLock<Vec<Level0>>,
@@ -650,11 +651,11 @@ impl ChunkMap {
     }
 
     /// Writes `items` (items of `key ++ value` one after another, any order, of equal keys the
-    /// later wins) as chunk `chunk` into `batch`: to level 0, or, when level 0 would pass its
-    /// bound, flushed with level 0 into the buckets. `chunk` must be greater than every chunk
-    /// number written before, and a map is written at most once per batch (a flush finds level
-    /// 0's chunks in the tree, where a chunk of the same, unapplied batch is not yet). Returns
-    /// whether it flushed.
+    /// later wins) as chunk `chunk` into `batch`: to level 0, then, when level 0 is past its
+    /// bound, partitions of it flushed into the buckets in turn until it is back under. `chunk`
+    /// must be greater than every chunk number written before, and a map is written at most
+    /// once per batch (the level-0 chunks it drops are found in the tree, where a chunk of the
+    /// same, unapplied batch is not yet). Returns whether it flushed.
     pub fn write(
         &self,
         tree: &sled::Tree,
