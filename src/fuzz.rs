@@ -122,7 +122,9 @@ pub fn link_batches(data: &[u8]) -> LinkOutcome {
             // A tampered entry.
             4 => {
                 let mut e = next_entry(origin, &logs[i], size);
-                e.op_bytes.push(b'x');
+                let mut tampered = e.op_bytes.to_vec();
+                tampered.push(b'x');
+                e.op_bytes = tampered.into();
                 batch.entries.push(e);
             }
             // A checkpoint signed by the origin over its head, or over a head it never had.

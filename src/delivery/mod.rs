@@ -176,6 +176,7 @@ pub struct Deliveries {
     slots: Arc<Semaphore>,
     open: Arc<AtomicU64>,
     tail: Arc<TailCache>,
+    steps: Arc<StepCache>,
 }
 
 impl Deliveries {
@@ -206,6 +207,7 @@ impl Deliveries {
             stopping,
             open: Arc::default(),
             tail: Arc::default(),
+            steps: Arc::default(),
         })
     }
 
@@ -707,21 +709,21 @@ impl Task {
                 let done = step.done;
                 // The cursor before each event: where a cut-off subscriber resumes.
                 let mut queued = self.cursor.clone();
-                for (event, entry) in step.events {
+                for (event, entry) in &step.events {
                     if let Some((origin, seq)) = event.entry {
                         self.cursor.advance(origin, seq);
                     }
                     let out = Out::Record {
-                        event,
-                        entry,
+                        event: event.clone(),
+                        entry: entry.clone(),
                         cursor: self.cursor.clone(),
                     };
                     self.send(out, &queued).await?;
                     self.sent += 1;
                     queued = self.cursor.clone();
                 }
-                for (origin, reached) in step.reached {
-                    self.cursor.advance(origin, reached);
+                for (origin, reached) in &step.reached {
+                    self.cursor.advance(*origin, *reached);
                 }
                 behind = !done;
                 if done {
@@ -783,7 +785,7 @@ impl Task {
         }
     }
 
-    async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Step, End> {
+    async fn step(&self, target: &BTreeMap<Region, u64>, today: Date) -> Result<Arc<Step>, End> {
         // A live subscriber a few entries behind reads only what was just made durable (in the
         // page cache and the tail cache) and the view's in-memory level 0: microseconds of work,
         // cheaper on this task than a hand-off to the blocking pool (which, once per step per
@@ -795,17 +797,29 @@ impl Task {
             .map(|o| (target[&o] + 1).saturating_sub(self.cursor.next_seq(o)))
             .sum();
         if behind <= LIVE_INLINE_ENTRIES_MAX {
-            let budget = self.d.limits.step_entries_max;
-            return Ok(read_step(
+            let key = StepKey {
+                plan: self.plan.clone(),
+                cursor: self.cursor.clone(),
+                target: target.clone(),
+                today,
+                budget: self.d.limits.step_entries_max,
+                view_entries: self.d.view.position().entries,
+            };
+            if let Some(step) = self.d.steps.get(&key) {
+                return Ok(step);
+            }
+            let step = Arc::new(read_step(
                 &self.d.view,
                 &self.d.journal,
                 &self.d.tail,
-                &self.plan,
-                &self.cursor,
+                &key.plan,
+                &key.cursor,
                 target,
                 today,
-                budget,
+                key.budget,
             )?);
+            self.d.steps.put(key, step.clone());
+            return Ok(step);
         }
         let (view, journal, tail) = (self.d.view.clone(), self.d.journal.clone(), self.d.tail.clone());
         let (plan, cursor, target) = (self.plan.clone(), self.cursor.clone(), target.clone());
@@ -815,7 +829,7 @@ impl Task {
         })
         .await
         .map_err(|e| DeliveryError::Task(e.to_string()))??;
-        Ok(step)
+        Ok(Arc::new(step))
     }
 
     /// Events of publicity periods that ended, with each one's expiry position; the position the
@@ -927,6 +941,48 @@ struct TailInner {
 
 /// An entry read once, with its summary (`None`: it does not decode).
 type Read = Arc<(Entry, Option<Summary>)>;
+
+/// What a live step is a function of: subscribers with the same plan at the same cursor, view
+/// position and day read the same step, so they read it once between them (a wide fan-out of
+/// one filter, caught up, is the common case: each of 50 subscribers re-reading the postings,
+/// the entries and the records' states was the largest part of what delivering cost).
+#[derive(Clone, PartialEq, Eq)]
+struct StepKey {
+    plan: Plan,
+    cursor: Cursor,
+    target: BTreeMap<Region, u64>,
+    today: Date,
+    budget: usize,
+    view_entries: u64,
+}
+
+/// Live steps read recently, at most `STEP_CACHE_STEPS_MAX` (each of at most
+/// `LIVE_INLINE_ENTRIES_MAX` entries, whose bytes the tail cache shares).
+#[derive(Default)]
+pub struct StepCache {
+    steps: std::sync::Mutex<std::collections::VecDeque<(StepKey, Arc<Step>)>>,
+}
+
+/// Steps the step cache holds at most.
+pub const STEP_CACHE_STEPS_MAX: usize = 64;
+
+impl StepCache {
+    fn get(&self, key: &StepKey) -> Option<Arc<Step>> {
+        let steps = self.steps.lock().expect("step cache lock");
+        steps.iter().rev().find(|(k, _)| k == key).map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, key: StepKey, step: Arc<Step>) {
+        let mut steps = self.steps.lock().expect("step cache lock");
+        if steps.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        steps.push_back((key, step));
+        while steps.len() > STEP_CACHE_STEPS_MAX {
+            steps.pop_front();
+        }
+    }
+}
 
 /// Entries the tail cache holds at most (about 1.5 KiB each).
 pub const TAIL_CACHE_ENTRIES_MAX: usize = 16_384;
@@ -1171,7 +1227,7 @@ pub fn profile_rows(
                 record: facts,
                 latest_seq: r.latest_seq,
                 latest_kind: r.kind,
-                record_json: latest.op_bytes.clone(),
+                record_json: latest.op_bytes.to_vec(),
             });
         }
         let after = view.origin_seqs();

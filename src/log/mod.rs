@@ -64,7 +64,8 @@ pub struct Entry {
     /// The operation exactly as stored. Never empty: until erasure exists as a signed operation of
     /// the origin, an entry without its bytes is refused everywhere (a relay must not be able to
     /// blank a record and have honest copies count as "already held").
-    pub op_bytes: Vec<u8>,
+    /// Shared, not copied, when an entry is cloned (a feed sends one entry to many subscribers).
+    pub op_bytes: bytes::Bytes,
     pub hash: Hash,
 }
 
@@ -104,7 +105,7 @@ impl Entry {
             prev_hash,
             appended_at_micros,
             op_digest,
-            op_bytes,
+            op_bytes: op_bytes.into(),
             hash,
         }
     }
@@ -343,7 +344,9 @@ mod tests {
     #[test]
     fn tampering_is_detected() {
         let mut entries = chain(3);
-        entries[1].op_bytes[0] ^= 1;
+        let mut changed = entries[1].op_bytes.to_vec();
+        changed[0] ^= 1;
+        entries[1].op_bytes = changed.into();
         assert_eq!(
             entries[1].verify_self(),
             Err(LogError::DigestMismatch { origin: zj(), seq: 2 })

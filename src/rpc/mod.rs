@@ -60,7 +60,7 @@ impl From<Entry> for pb::Entry {
             prev_hash: e.prev_hash.to_vec().into(),
             appended_at_micros: e.appended_at_micros,
             op_digest: e.op_digest.to_vec().into(),
-            op_bytes: e.op_bytes.into(),
+            op_bytes: e.op_bytes,
             hash: e.hash.to_vec().into(),
         }
     }
@@ -151,7 +151,8 @@ impl TryFrom<&pb::Entry> for Entry {
             prev_hash: hash32(&e.prev_hash, "prev_hash")?,
             appended_at_micros: e.appended_at_micros,
             op_digest: hash32(&e.op_digest, "op_digest")?,
-            op_bytes: e.op_bytes.to_vec(),
+            // Copied: a slice of the received message would keep its whole buffer alive.
+            op_bytes: bytes::Bytes::copy_from_slice(&e.op_bytes),
             hash: hash32(&e.hash, "hash")?,
         };
         // A blanked entry never gets past the wire conversion. The digest and hash are checked

@@ -93,8 +93,10 @@ pub struct ChunkMap {
     heap: Arc<ChunkHeap>,
     /// Per bucket, a filter of each bucket chunk's hash prefixes (by chunk number), so a look-up
     /// reads only the chunks that may hold its key. Built when a chunk is written, or the first
-    /// time it is read whole; a chunk without a filter is read. Changed only by the one writer
-    /// under the view's exclusive lock, or filled in by readers (a chunk never changes).
+    /// time it is read whole; a chunk without a filter is read. A new chunk's filter is added when
+    /// it is prepared (unused until the batch that stores the chunk is applied), a merged one's
+    /// removed under the view's exclusive lock; readers fill in missing ones (a chunk never
+    /// changes).
     filters: Vec<RwLock<Vec<(u64, ChunkFilter)>>>,
     hasher: FilterHasher,
 }
@@ -110,6 +112,16 @@ struct FlushState {
     /// their chunks pile up) every partition is flushed.
     chunks: std::collections::VecDeque<(u64, u64)>,
     chunk_items: u64,
+}
+
+/// A write of one batch's items, prepared (in the heap and the sled batch) and not yet visible.
+pub struct Prepared {
+    /// The batch's items, sorted by key, newest per key.
+    items: Vec<u8>,
+    /// Level-0 partitions it flushed into the buckets.
+    flushed: Vec<usize>,
+    /// Chunks it merged away (bucket, key), whose filters go once the batch is applied.
+    forget: Vec<(u32, Vec<u8>)>,
 }
 
 /// Longest key a map may have (the subject map's: subject, origin, seq).
@@ -651,23 +663,39 @@ impl ChunkMap {
     }
 
     /// Writes `items` (items of `key ++ value` one after another, any order, of equal keys the
-    /// later wins) as chunk `chunk` into `batch`: to level 0, then, when level 0 is past its
-    /// bound, partitions of it flushed into the buckets in turn until it is back under. `chunk`
-    /// must be greater than every chunk number written before, and a map is written at most
-    /// once per batch (the level-0 chunks it drops are found in the tree, where a chunk of the
-    /// same, unapplied batch is not yet). Returns whether it flushed.
-    pub fn write(
+    /// later wins) as chunk `chunk` into `batch`: `prepare`, then `install` (for a caller with no
+    /// readers to keep off: tests). Returns whether it flushed.
+    #[cfg(test)]
+    pub fn write(&self, tree: &sled::Tree, batch: &mut sled::Batch, chunk: u64, items: &[u8]) -> Result<bool, ChunkError> {
+        let prepared = self.prepare(tree, batch, chunk, items)?;
+        let flushed = prepared.as_ref().is_some_and(|p| !p.flushed.is_empty());
+        if let Some(p) = prepared {
+            self.install(p);
+        }
+        Ok(flushed)
+    }
+
+    /// The part of a write that readers do not see: appends `items` to the heap as chunk `chunk`
+    /// of level 0 and, when level 0 would pass its bound, partitions of it (with the items that
+    /// fall in them) as chunks of their buckets, flushed in turn until it is back under; puts
+    /// the pointers and the removal of level-0 chunks no longer needed into `batch`. Level 0 in
+    /// memory is not changed: `install` does that, with `batch` applied in the same exclusive
+    /// section, so a reader meanwhile sees the map as before and the heap's sync needs no lock.
+    /// `chunk` must be greater than every chunk number written before, and a map is prepared at
+    /// most once per batch and installed before the next (the level-0 chunks it drops are found
+    /// in the tree, where a chunk of the same, unapplied batch is not yet). None: no items.
+    pub fn prepare(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         chunk: u64,
         items: &[u8],
-    ) -> Result<bool, ChunkError> {
+    ) -> Result<Option<Prepared>, ChunkError> {
         let il = self.item_len();
         debug_assert!(items.len().is_multiple_of(il));
         let items = self.sort_newest(items);
         if items.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         // Every batch's items join level 0 (in memory, and as one chunk in the heap: as a sled
         // value, each batch's level-0 chunk of a few hundred KB was a sled blob file written,
@@ -679,45 +707,50 @@ impl ChunkMap {
         let count = (items.len() / il) as u64;
         flush.chunks.push_back((chunk, count));
         flush.chunk_items += count;
-        let mut level0 = self.level0.write().expect("level 0 lock");
+        // Only the one writer changes level 0, so what it holds now is what `install` changes.
+        let level0 = self.level0.read().expect("level 0 lock");
+        let parts = level0.len();
+        // Per partition: the items held once this batch's are in.
+        let mut part_items: Vec<u64> = level0.iter().map(|p| p.len() as u64).collect();
         for item in items.chunks_exact(il) {
             let part = self.partition_of(self.bucket_of(&item[..self.key_len]));
-            level0[part].insert(&item[..self.key_len], &item[self.key_len..]);
+            if level0[part].get(&item[..self.key_len], self.val_len).is_none() {
+                part_items[part] += 1;
+            }
         }
-        drop(items);
-        let mut held: u64 = level0.iter().map(|p| p.len() as u64).sum();
+        let mut held: u64 = part_items.iter().sum();
         let over = |held: u64, flush: &FlushState| {
             held >= self.level0_items_max || flush.chunk_items >= 2 * self.level0_items_max
         };
-        if !over(held, &flush) {
-            self.level0_items.store(held, Ordering::Relaxed);
-            return Ok(false);
-        }
+        let (mut flushed, mut forget) = (Vec::new(), Vec::new());
         // Past the bound: flush partitions in turn until level 0 is back under it, each at
         // most once (a catch-up's large batch may need several, a live one needs one).
-        let parts = level0.len();
         for _ in 0..parts {
             if !over(held, &flush) {
                 break;
             }
             let part = self.next_flush.load(Ordering::Relaxed) % parts;
             self.next_flush.store((part + 1) % parts, Ordering::Relaxed);
-            let mut flat: Vec<u8> = Vec::with_capacity(level0[part].len() * il);
+            let mut flat: Vec<u8> = Vec::with_capacity(part_items[part] as usize * il);
             for (k, v) in level0[part].iter(self.key_len, self.val_len) {
                 flat.extend_from_slice(k);
                 flat.extend_from_slice(v);
             }
-            held -= level0[part].len() as u64;
-            // Cleared, not replaced, so it keeps its capacity for the next round.
-            level0[part].clear();
+            // This batch's items of the partition come after (later is newer).
+            for item in items.chunks_exact(il) {
+                if self.partition_of(self.bucket_of(&item[..self.key_len])) == part {
+                    flat.extend_from_slice(item);
+                }
+            }
+            held -= part_items[part];
+            flushed.push(part);
             flush.flushed_in[part] = chunk;
             let groups = self.group_by_bucket(&flat);
             // Not held while the buckets are written (the peak of a replica's memory).
             drop(flat);
-            self.write_buckets(tree, batch, chunk, groups)?;
+            self.write_buckets(tree, batch, chunk, groups, &mut forget)?;
         }
         drop(level0);
-        self.level0_items.store(held, Ordering::Relaxed);
         // Level-0 chunks every partition has been flushed since hold nothing only they hold.
         // Their pointers are read from the tree (a collection may have moved their payloads).
         let through = flush.flushed_in.iter().copied().min().unwrap_or(0);
@@ -725,7 +758,7 @@ impl ChunkMap {
             let (_, n) = flush.chunks.pop_front().expect("a front");
             flush.chunk_items -= n;
         }
-        if through > 0 {
+        if !flushed.is_empty() && through > 0 {
             for kv in tree.scan_prefix(self.bucket_prefix(LEVEL0)) {
                 let (k, v) = kv?;
                 if Self::chunk_number(&k).is_none_or(|n| n > through) {
@@ -741,7 +774,31 @@ impl ChunkMap {
                 batch.remove(this_key);
             }
         }
-        Ok(true)
+        Ok(Some(Prepared { items, flushed, forget }))
+    }
+
+    /// Makes a prepared write visible in memory: empties the partitions it flushed and puts its
+    /// other items into level 0. The caller applies the prepared batch in the same section that
+    /// readers are kept out of.
+    pub fn install(&self, p: Prepared) {
+        let il = self.item_len();
+        let mut level0 = self.level0.write().expect("level 0 lock");
+        for part in &p.flushed {
+            // Cleared, not replaced, so it keeps its capacity for the next round.
+            level0[*part].clear();
+        }
+        for item in p.items.chunks_exact(il) {
+            let part = self.partition_of(self.bucket_of(&item[..self.key_len]));
+            if !p.flushed.contains(&part) {
+                level0[part].insert(&item[..self.key_len], &item[self.key_len..]);
+            }
+        }
+        let held = level0.iter().map(|p| p.len() as u64).sum();
+        self.level0_items.store(held, Ordering::Relaxed);
+        drop(level0);
+        for (bucket, k) in &p.forget {
+            self.forget_filter(*bucket, k);
+        }
     }
 
     /// Groups the items of `flat` (key ++ value each; of equal keys the later is newer) by
@@ -813,6 +870,7 @@ impl ChunkMap {
         batch: &mut sled::Batch,
         chunk: u64,
         groups: Vec<(u32, Vec<u8>)>,
+        forget: &mut Vec<(u32, Vec<u8>)>,
     ) -> Result<(), ChunkError> {
         let mut full: Vec<(u16, u32)> = groups
             .iter()
@@ -832,7 +890,8 @@ impl ChunkMap {
                     if let Some(p) = Pointer::decode(&v) {
                         self.heap.free(&p);
                     }
-                    self.forget_filter(bucket, &k);
+                    // Readers see the chunk until the batch is applied: its filter goes then.
+                    forget.push((bucket, k.to_vec()));
                     batch.remove(k);
                 }
                 for item in value.chunks_exact(self.item_len()) {

@@ -667,6 +667,11 @@ impl JournalReader {
     /// listing and one open file per segment, where `read_at` would pay both per frame.
     pub fn read_many(&self, positions: &[JournalPos]) -> Result<Vec<Frame>, JournalError> {
         debug_assert!(positions.windows(2).all(|w| w[0] <= w[1]), "ascending positions");
+        // Nothing to read costs no directory listing (a live subscriber served from the tail
+        // cache asks for nothing, once per step).
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
         let segments = list_segments(self.fs.as_ref(), &self.dir)?;
         let mut out = Vec::with_capacity(positions.len());
         // Dense positions (a pass over most frames) are read through a buffer that a short skip
@@ -925,7 +930,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
             appended_at_micros: c.i64()?,
             op_digest: c.hash()?,
             hash: c.hash()?,
-            op_bytes: c.vec()?,
+            op_bytes: c.vec()?.into(),
         }),
         kind @ (KIND_CHECKPOINT | KIND_FORK_EVIDENCE) => {
             let origin = c.region()?;

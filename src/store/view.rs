@@ -16,7 +16,8 @@
 //!   batch as everything else.
 //!
 //! Invariants: a batch becomes visible whole or not at all (one `apply_batch`, under the view's
-//! write lock, so a reader never sees a bucket half merged); the position never passes the
+//! write lock, so a reader never sees a bucket half merged; the chunks it points at are written
+//! and synced before, while readers go on, and level 0 in memory changes with it); the position never passes the
 //! journal's durable end; entries are applied in journal order, so each origin's entries in seq
 //! order, and the state is a function of each origin's log alone (two stores holding the same
 //! entries in different journal orders hold the same view).
@@ -652,7 +653,7 @@ impl View {
         // "Certainly new" needs no lock: a key enters the filter before the commit that stores
         // it takes effect, so a reader told "new" during a commit sees the state before it (as
         // it would have waiting for the lock). The writer's decision of every new id then never
-        // waits for an indexer commit (a level-0 flush holds the lock for its heap fsync).
+        // waits for an indexer commit (which holds the lock while it applies its batch).
         if !self.bloom.may_contain(&key) {
             return Ok(None);
         }
@@ -1485,7 +1486,6 @@ impl ViewBatch<'_> {
         let chunk = self.position.chunk;
         let mut pending_added = 0u64;
         let mut pending_removed = 0u64;
-        let _exclusive = view.lock.write().expect("view lock");
         // New keys enter the filter before they become visible (no false negatives).
         for k in &self.new_keys {
             view.bloom.insert(k);
@@ -1497,8 +1497,10 @@ impl ViewBatch<'_> {
                 records.extend_from_slice(&encode_record(r));
             }
         }
-        view.records.write(&view.tree, &mut batch, chunk, &records)?;
-        view.subjects.write(&view.tree, &mut batch, chunk, &self.subjects)?;
+        // Readers go on while the chunks are written and synced: they see the view as it was
+        // until the exclusive section below installs the maps' level 0 and applies the batch.
+        let records = view.records.prepare(&view.tree, &mut batch, chunk, &records)?;
+        let subjects = view.subjects.prepare(&view.tree, &mut batch, chunk, &self.subjects)?;
         for ((cat, origin), seqs) in &self.categories {
             let mut k = vec![P_CATEGORY, *cat];
             k.extend_from_slice(&origin.to_be_bytes());
@@ -1561,6 +1563,13 @@ impl ViewBatch<'_> {
         batch.insert(KEY_META, &self.position.encode());
         // What the batch points at in the heap is durable before the batch can be.
         view.heap.sync()?;
+        let _exclusive = view.lock.write().expect("view lock");
+        if let Some(p) = records {
+            view.records.install(p);
+        }
+        if let Some(p) = subjects {
+            view.subjects.install(p);
+        }
         view.tree.apply_batch(batch)?;
         if let Some(moved) = super::chunks::collect_garbage(&view.tree, &[&view.records, &view.subjects], &view.heap)? {
             let usage = view.heap.usage();
@@ -1633,7 +1642,7 @@ mod tests {
                 prev_hash: [0; 32],
                 appended_at_micros: 0,
                 op_digest: [0; 32],
-                op_bytes,
+                op_bytes: op_bytes.into(),
                 hash: [0; 32],
             };
             group.push((JournalPos(i * 10), JournalPos(i * 10 + 10), e));

@@ -353,7 +353,7 @@ fn an_undecodable_peer_entry_is_reported_counted_and_indexing_goes_on() {
     assert!(decode_stored(&future).is_err());
     let mut head = ChainHead::default();
     for (i, e) in entries.iter_mut().enumerate() {
-        let bytes = if i == 2 { future.clone() } else { e.op_bytes.clone() };
+        let bytes = if i == 2 { future.clone() } else { e.op_bytes.to_vec() };
         let d = digest(&bytes);
         *e = Entry::with_digest(origin, e.seq, head.head_hash, e.appended_at_micros, bytes, d);
         head = ChainHead {

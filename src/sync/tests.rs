@@ -69,7 +69,7 @@ fn nothing_is_released_without_a_checkpoint() {
 #[test]
 fn a_tampered_entry_is_a_fault() {
     let (mut entries, cps) = log(5, 5);
-    entries[2].op_bytes = b"changed".to_vec();
+    entries[2].op_bytes = bytes::Bytes::from_static(b"changed");
     let mut rx = LinkReceiver::new([], 1 << 20);
     let err = rx
         .receive(batch(&entries, &cps), &TestVerifier, CLOCK)
@@ -157,7 +157,7 @@ fn checkpoints_dated_in_the_future_or_before_their_entries_are_refused() {
     // Entries appended at t = 500 s, a checkpoint over them dated 400 s.
     let mut h = ChainHead::default();
     for (i, e) in late.iter_mut().enumerate() {
-        *e = Entry::new(zj(), i as u64 + 1, h.head_hash, 500_000_000, e.op_bytes.clone());
+        *e = Entry::new(zj(), i as u64 + 1, h.head_hash, 500_000_000, e.op_bytes.to_vec());
         h.advance(e).expect("links");
     }
     let early = Checkpoint::sign(zj(), h, 400, &TestKey(zj())).expect("sign");
