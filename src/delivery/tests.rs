@@ -288,3 +288,56 @@ fn an_evaluation_through_the_day_marks_equals_one_reading_every_posting() {
         assert!(store.view().days_complete());
     }
 }
+
+/// A live step is shared only by subscribers whose plan, cursor, target, day and view position
+/// are all equal; the cache holds at most its bound.
+#[test]
+fn the_step_cache_shares_a_step_only_under_an_equal_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = store(dir.path(), 60, 11);
+    let today = time::macros::date!(2026 - 12 - 01);
+    let target = store.view().origin_seqs();
+    let plan = Plan::new(Filter::default(), everything()).expect("plan");
+    let cache = TailCache::default();
+    let key = |plan: &Plan, cursor: &Cursor, today: Date, view_entries: u64| StepKey {
+        plan: plan.clone(),
+        cursor: cursor.clone(),
+        target: target.clone(),
+        today,
+        budget: 16,
+        view_entries,
+    };
+    let start = Cursor::start(today);
+    let first =
+        Arc::new(read_step(store.view(), &store.reader(), &cache, &plan, &start, &target, today, 16).expect("step"));
+    assert!(!first.events.is_empty(), "the first step has events");
+    let steps = StepCache::default();
+    steps.put(key(&plan, &start, today, 7), first.clone());
+    let hit = steps
+        .get(&key(&plan, &start, today, 7))
+        .expect("an equal key finds the step");
+    assert!(Arc::ptr_eq(&hit, &first));
+    let mut moved = start.clone();
+    moved.advance(zj(), 1);
+    assert!(steps.get(&key(&plan, &moved, today, 7)).is_none(), "another cursor");
+    assert!(
+        steps.get(&key(&plan, &start, today, 8)).is_none(),
+        "another view position"
+    );
+    let tomorrow = today.next_day().expect("a day");
+    assert!(steps.get(&key(&plan, &start, tomorrow, 7)).is_none(), "another day");
+    let narrower = Plan::new(
+        Filter::parse(&["administrative_penalty".to_string()], &[], &[], false).expect("filter"),
+        everything(),
+    )
+    .expect("plan");
+    assert!(steps.get(&key(&narrower, &start, today, 7)).is_none(), "another plan");
+    for n in 0..(STEP_CACHE_STEPS_MAX as u64 + 10) {
+        steps.put(key(&plan, &start, today, 100 + n), first.clone());
+    }
+    assert_eq!(steps.steps.lock().expect("lock").len(), STEP_CACHE_STEPS_MAX);
+    assert!(
+        steps.get(&key(&plan, &start, today, 7)).is_none(),
+        "the oldest step left first"
+    );
+}
