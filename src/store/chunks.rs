@@ -5,15 +5,18 @@
 //!   live batch of a few records costs one sled key, not one per record;
 //! - buckets: items hash to one of `buckets` buckets; level 0 is kept in `LEVEL0_PARTITIONS`
 //!   partitions by bucket, and once it holds `LEVEL0_ITEMS_PER_BUCKET` × buckets items
-//!   partitions are *flushed* in turn until it is back under: a partition's items go out as one
-//!   chunk per bucket (key: prefix, bucket, class, chunk number); a level-0 chunk is dropped once
-//!   every partition was flushed since it was written; a bucket whose open chunks pass
-//!   `CHUNKS_PER_BUCKET_MAX` has them merged into one, which is sealed (class 0, never merged
-//!   again) once it holds `SEAL_BYTES`.
+//!   partitions are *flushed* in turn until it is back under (all of them for a large batch):
+//!   a partition's items go out as one chunk per bucket (key: prefix, bucket, class, chunk
+//!   number); a level-0 chunk is dropped once every partition was flushed since it was written;
+//!   a bucket whose open chunks pass `CHUNKS_PER_BUCKET_MAX` has them merged into one (at most
+//!   `MERGES_PER_BATCH_MAX` per batch), which is sealed (class 0, never merged again) once it
+//!   holds `SEAL_BYTES`.
 //!
 //! Chunks live in the chunk heap (`heap::ChunkHeap`, files of our own): their sled value is a
 //! 16-byte pointer, so sled's pages stay small and its cache bound holds (see `heap`). Level-0
-//! chunks are there too (their items are mirrored in memory and read only at open). Each bucket
+//! chunks are there too, except small ones (a live batch's, up to `LEVEL0_INLINE_BYTES_MAX`),
+//! kept in their sled value so a commit that flushes nothing syncs no heap file; their items are
+//! mirrored in memory and read only at open. Each bucket
 //! chunk has a Bloom filter in memory (`ChunkFilter`), so a look-up reads the chunks that may
 //! hold its key, not the whole bucket.
 //!
@@ -43,7 +46,8 @@ pub const SEAL_BYTES: usize = 64 * 1024;
 /// (a merge takes all open chunks), so key order within a bucket is age order.
 const SEALED: u8 = 0;
 const OPEN: u8 = 1;
-/// Buckets merged in one flush at most, so one batch's work stays bounded.
+/// Buckets merged in one batch at most (whatever partitions it flushes), so one batch's work,
+/// and the sled node copies its apply makes, stay bounded.
 pub const MERGES_PER_BATCH_MAX: usize = 256;
 /// Items level 0 holds, per bucket, by default, before it is flushed into the buckets (so a flush
 /// writes about this many items per bucket chunk). Measured at 1M records published (one run
@@ -52,10 +56,11 @@ pub const MERGES_PER_BATCH_MAX: usize = 256;
 /// is mirrored in memory, so its size costs ~150 B per held item (~40 MB for both maps at 64).
 pub const LEVEL0_ITEMS_PER_BUCKET: u64 = 64;
 
-/// Level 0 is kept in this many partitions by bucket, and a batch that takes it past its bound
-/// flushes partitions one after another, each at most once, only until it is back under: a
-/// live batch flushes one partition (~8,000 items), where flushing all of level 0 at once
-/// (131,072 items) made one commit take 60-95 ms and held back every live feed subscriber.
+/// Level 0 is kept in this many partitions by bucket, and a small (live) batch that takes it
+/// past its bound flushes partitions one after another, each at most once, only until it is
+/// back under: one partition (~8,000 items), where flushing all of level 0 at once (131,072
+/// items) made one commit take 60-95 ms and held back every live feed subscriber. A batch
+/// larger than a partition's share (a catch-up's) flushes them all.
 pub const LEVEL0_PARTITIONS: u32 = 16;
 /// The bucket number of level 0 (above every real bucket; not all ones, so the upper bound of its
 /// key prefix never carries into the next prefix byte).
@@ -112,6 +117,39 @@ struct FlushState {
     /// their chunks pile up) every partition is flushed.
     chunks: std::collections::VecDeque<(u64, u64)>,
     chunk_items: u64,
+}
+
+/// A level-0 chunk of at most this many bytes is kept in its sled value (tag, items, CRC32C)
+/// rather than in the heap: a live batch's few hundred items, so a commit that flushes nothing
+/// syncs no heap file (the view's sled batch is durable with sled's own flush, and a crash
+/// before it re-indexes from the journal, as for every other key of the batch).
+pub const LEVEL0_INLINE_BYTES_MAX: usize = 16 * 1024;
+/// The first byte of an inline chunk's value (its length is never a pointer's).
+const INLINE_TAG: u8 = 0xC1;
+
+/// The sled value of an inline chunk of `items`, or None when it goes to the heap (too large, or
+/// of a pointer's length, which would be ambiguous).
+fn inline_value(items: &[u8]) -> Option<Vec<u8>> {
+    let len = 1 + items.len() + 4;
+    if items.len() > LEVEL0_INLINE_BYTES_MAX || len == super::heap::POINTER_BYTES {
+        return None;
+    }
+    let mut v = Vec::with_capacity(len);
+    v.push(INLINE_TAG);
+    v.extend_from_slice(items);
+    v.extend_from_slice(&crc32c::crc32c(items).to_be_bytes());
+    Some(v)
+}
+
+/// The items of an inline chunk's value: None when `v` is not one, Some(None) when its CRC does
+/// not match.
+fn inline_body(v: &[u8]) -> Option<Option<&[u8]>> {
+    if v.len() == super::heap::POINTER_BYTES || v.len() < 5 || v[0] != INLINE_TAG {
+        return None;
+    }
+    let (body, crc) = v[1..].split_at(v.len() - 5);
+    let crc = u32::from_be_bytes(crc.try_into().expect("four bytes"));
+    Some((crc32c::crc32c(body) == crc).then_some(body))
 }
 
 /// A write of one batch's items, prepared (in the heap and the sled batch) and not yet visible.
@@ -278,6 +316,12 @@ impl ChunkMap {
             key: hex::encode(k),
             reason,
         };
+        if let Some(body) = inline_body(v) {
+            return Ok(match body {
+                Some(items) => self.check(k, items).map(|()| items.to_vec()),
+                None => Err(damage("an inline chunk whose CRC does not match".to_string())),
+            });
+        }
         let Some(p) = Pointer::decode(v) else {
             return Ok(Err(damage(format!("a heap pointer of {} bytes", v.len()))));
         };
@@ -703,12 +747,23 @@ impl ChunkMap {
         if items.is_empty() {
             return Ok(None);
         }
-        // Every batch's items join level 0 (in memory, and as one chunk in the heap: as a sled
-        // value, each batch's level-0 chunk of a few hundred KB was a sled blob file written,
-        // logged and deleted).
-        let this = self.heap.append(&items)?;
+        // Every batch's items join level 0 (in memory, and as one chunk: a small one, a live
+        // batch's, in the sled value itself, so a commit that flushes nothing writes nothing to
+        // the heap and waits for no heap sync; a large one in the heap, as in a sled value each
+        // batch's level-0 chunk of a few hundred KB was a sled blob file written, logged and
+        // deleted).
         let this_key = self.chunk_key(LEVEL0, OPEN, chunk);
-        batch.insert(&this_key[..], &this.encode()[..]);
+        let this = match inline_value(&items) {
+            Some(value) => {
+                batch.insert(&this_key[..], value);
+                None
+            }
+            None => {
+                let p = self.heap.append(&items)?;
+                batch.insert(&this_key[..], &p.encode()[..]);
+                Some(p)
+            }
+        };
         let mut flush = self.flush.lock().expect("flush lock");
         let count = (items.len() / il) as u64;
         flush.chunks.push_back((chunk, count));
@@ -729,10 +784,35 @@ impl ChunkMap {
             held >= self.level0_items_max || flush.chunk_items >= 2 * self.level0_items_max
         };
         let (mut flushed, mut forget) = (Vec::new(), Vec::new());
+        let mut merges_left = MERGES_PER_BATCH_MAX;
+        // A batch larger than a partition's share of the bound (a catch-up's) flushes all of
+        // level 0 when it passes the bound, as one flush did before partitions. The merges of
+        // a batch share one budget: with a budget per partition flushed, a whole flush merged up
+        // to 16 x 256 buckets in one batch, and a 10M replica's catch-up peaked at 344-363 MB
+        // (heaptrack: ~120 MB of sled node copies in that batch's apply) against 237 MB.
+        let whole = over(held, &flush) && count >= self.level0_items_max / parts as u64;
+        if whole {
+            // One flat of every partition and the batch (newest last), one grouping, one write:
+            // flushed partition by partition instead, the same catch-up peaked ~55 MB higher.
+            let mut flat: Vec<u8> = Vec::with_capacity(held as usize * il);
+            for (part, held_in) in level0.iter().enumerate() {
+                for (k, v) in held_in.iter(self.key_len, self.val_len) {
+                    flat.extend_from_slice(k);
+                    flat.extend_from_slice(v);
+                }
+                flushed.push(part);
+                flush.flushed_in[part] = chunk;
+            }
+            flat.extend_from_slice(&items);
+            held = 0;
+            let groups = self.group_by_bucket(&flat);
+            drop(flat);
+            self.write_buckets(tree, batch, chunk, groups, &mut forget, &mut merges_left)?;
+        }
         // Past the bound: flush partitions in turn until level 0 is back under it, each at
-        // most once (a catch-up's large batch may need several, a live one needs one).
+        // most once (a live batch needs one).
         for _ in 0..parts {
-            if !over(held, &flush) {
+            if whole || !over(held, &flush) {
                 break;
             }
             let part = self.next_flush.load(Ordering::Relaxed) % parts;
@@ -754,7 +834,7 @@ impl ChunkMap {
             let groups = self.group_by_bucket(&flat);
             // Not held while the buckets are written (the peak of a replica's memory).
             drop(flat);
-            self.write_buckets(tree, batch, chunk, groups, &mut forget)?;
+            self.write_buckets(tree, batch, chunk, groups, &mut forget, &mut merges_left)?;
         }
         drop(level0);
         // Level-0 chunks every partition has been flushed since hold nothing only they hold.
@@ -776,7 +856,9 @@ impl ChunkMap {
                 batch.remove(k);
             }
             if through >= chunk {
-                self.heap.free(&this);
+                if let Some(p) = &this {
+                    self.heap.free(p);
+                }
                 batch.remove(this_key);
             }
         }
@@ -869,7 +951,8 @@ impl ChunkMap {
     }
 
     /// Writes groups of items (one per bucket, each in key order) as chunk `chunk` of their
-    /// buckets, merging up to `MERGES_PER_BATCH_MAX` of the fullest buckets it touches.
+    /// buckets, merging up to `merges_left` of the fullest buckets it touches (and counting them
+    /// off: the bound is the batch's, whatever the partitions it flushes).
     fn write_buckets(
         &self,
         tree: &sled::Tree,
@@ -877,6 +960,7 @@ impl ChunkMap {
         chunk: u64,
         groups: Vec<(u32, Vec<u8>)>,
         forget: &mut Vec<(u32, Vec<u8>)>,
+        merges_left: &mut usize,
     ) -> Result<(), ChunkError> {
         let mut full: Vec<(u16, u32)> = groups
             .iter()
@@ -884,7 +968,8 @@ impl ChunkMap {
             .filter(|(n, _)| *n >= CHUNKS_PER_BUCKET_MAX)
             .collect();
         full.sort_unstable_by(|a, b| b.cmp(a));
-        full.truncate(MERGES_PER_BATCH_MAX);
+        full.truncate(*merges_left);
+        *merges_left -= full.len();
         let merging: std::collections::BTreeSet<u32> = full.into_iter().map(|(_, b)| b).collect();
         for (bucket, value) in groups {
             if merging.contains(&bucket) {
@@ -991,6 +1076,57 @@ mod tests {
         for k in 0u8..40 {
             assert!(map.get(&tree, &[b'k', k]).expect("get").is_some(), "key {k}");
         }
+    }
+
+    /// A live batch's level-0 chunk is kept in its sled value and a large one in the heap; both
+    /// come back when the map is opened again, and a changed byte of an inline chunk is damage.
+    #[test]
+    fn small_level0_chunks_live_in_sled_and_large_ones_in_the_heap() {
+        let (_dir, tree, heap) = tree();
+        let open = || ChunkMap::open(&tree, b'x', (2, 1), 2, (4, 100_000), [7; 16], heap.clone()).expect("open");
+        let map = open();
+        let item = |i: u32| [(i >> 8) as u8, i as u8, (i % 251) as u8];
+        let small: Vec<u8> = (0..10).flat_map(item).collect();
+        let large: Vec<u8> = (10..7_000).flat_map(item).collect();
+        assert!(large.len() > LEVEL0_INLINE_BYTES_MAX);
+        for (n, items) in [(1u64, &small), (2, &large)] {
+            let mut batch = sled::Batch::default();
+            map.write(&tree, &mut batch, n, items).expect("write");
+            heap.sync().expect("sync");
+            tree.apply_batch(batch).expect("apply");
+        }
+        let values: Vec<Vec<u8>> = tree
+            .scan_prefix(map.bucket_prefix(LEVEL0))
+            .map(|kv| kv.expect("kv").1.to_vec())
+            .collect();
+        assert_eq!(values.len(), 2, "two level-0 chunks");
+        assert_eq!(values[0][0], INLINE_TAG, "the small one inline");
+        assert_eq!(
+            values[1].len(),
+            crate::store::heap::POINTER_BYTES,
+            "the large one a heap pointer"
+        );
+        let reopened = open();
+        for i in 0..7_000u32 {
+            let it = item(i);
+            assert_eq!(
+                reopened.get(&tree, &it[..2]).expect("get"),
+                Some(vec![it[2]]),
+                "item {i}"
+            );
+        }
+        assert!(reopened.damaged(&tree).expect("damaged").is_empty());
+        let (k, v) = tree
+            .scan_prefix(map.bucket_prefix(LEVEL0))
+            .next()
+            .expect("a chunk")
+            .expect("kv");
+        let mut changed = v.to_vec();
+        changed[3] ^= 1;
+        tree.insert(&k, changed).expect("insert");
+        let damaged = reopened.damaged(&tree).expect("damaged");
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert!(damaged[0].reason.contains("CRC"), "{}", damaged[0].reason);
     }
 
     /// Between `prepare` (chunks in the heap, pointers in the batch) and `install` with the batch
