@@ -60,6 +60,8 @@ pub const LEVEL0_ITEMS_PER_BUCKET: u64 = 64;
 /// items) made one commit take 60-95 ms and held back every live feed subscriber. A batch
 /// larger than a partition's share (a catch-up's) flushes them all.
 pub const LEVEL0_PARTITIONS: u32 = 16;
+// A partition number fits the byte `Prepared` keeps per item.
+const _: () = assert!(LEVEL0_PARTITIONS <= 256);
 /// The bucket number of level 0 (above every real bucket; not all ones, so the upper bound of its
 /// key prefix never carries into the next prefix byte).
 const LEVEL0: u32 = u32::MAX - 1;
@@ -121,6 +123,8 @@ struct FlushState {
 pub struct Prepared {
     /// The batch's items, sorted by key, newest per key.
     items: Vec<u8>,
+    /// Each item's level-0 partition.
+    item_parts: Vec<u8>,
     /// Level-0 partitions it flushed into the buckets.
     flushed: Vec<usize>,
     /// Chunks it merged away (bucket, key), whose filters go once the batch is applied.
@@ -721,12 +725,19 @@ impl ChunkMap {
         // Only the one writer changes level 0, so what it holds now is what `install` changes.
         let level0 = self.level0.read().expect("level 0 lock");
         let parts = level0.len();
-        // Per partition: the items held once this batch's are in.
+        // Each item's partition (hashed once for the flush and `install`), and per partition
+        // the items held once this batch's are in.
+        let item_parts: Vec<u8> = items
+            .chunks_exact(il)
+            .map(|item| self.partition_of(self.bucket_of(&item[..self.key_len])) as u8)
+            .collect();
         let mut part_items: Vec<u64> = level0.iter().map(|p| p.len() as u64).collect();
-        for item in items.chunks_exact(il) {
-            let part = self.partition_of(self.bucket_of(&item[..self.key_len]));
-            if level0[part].get(&item[..self.key_len], self.val_len).is_none() {
-                part_items[part] += 1;
+        for (item, part) in items.chunks_exact(il).zip(&item_parts) {
+            if level0[*part as usize]
+                .get(&item[..self.key_len], self.val_len)
+                .is_none()
+            {
+                part_items[*part as usize] += 1;
             }
         }
         let mut held: u64 = part_items.iter().sum();
@@ -741,50 +752,44 @@ impl ChunkMap {
         // to 16 x 256 buckets in one batch, and a 10M replica's catch-up peaked at 344-363 MB
         // (heaptrack: ~120 MB of sled node copies in that batch's apply) against 237 MB.
         let whole = over(held, &flush) && count >= self.level0_items_max / parts as u64;
-        if whole {
-            // One flat of every partition and the batch (newest last), one grouping, one write:
-            // flushed partition by partition instead, the same catch-up peaked ~55 MB higher.
-            let mut flat: Vec<u8> = Vec::with_capacity(held as usize * il);
-            for (part, held_in) in level0.iter().enumerate() {
-                for (k, v) in held_in.iter(self.key_len, self.val_len) {
+        // Flushed in one flat, one grouping and one write: partition by partition instead, the
+        // same catch-up peaked ~55 MB higher.
+        let mut flush_parts = |these: &[usize], flush: &mut FlushState| -> Result<(), ChunkError> {
+            let size: u64 = these.iter().map(|p| part_items[*p]).sum();
+            let mut flat: Vec<u8> = Vec::with_capacity(size as usize * il);
+            for part in these {
+                for (k, v) in level0[*part].iter(self.key_len, self.val_len) {
                     flat.extend_from_slice(k);
                     flat.extend_from_slice(v);
                 }
-                flushed.push(part);
-                flush.flushed_in[part] = chunk;
+                flushed.push(*part);
+                flush.flushed_in[*part] = chunk;
             }
-            flat.extend_from_slice(&items);
-            held = 0;
-            let groups = self.group_by_bucket(&flat);
-            drop(flat);
-            self.write_buckets(tree, batch, chunk, groups, &mut forget, &mut merges_left)?;
-        }
-        // Past the bound: flush partitions in turn until level 0 is back under it, each at
-        // most once (a live batch needs one).
-        for _ in 0..parts {
-            if whole || !over(held, &flush) {
-                break;
-            }
-            let part = self.next_flush.load(Ordering::Relaxed) % parts;
-            self.next_flush.store((part + 1) % parts, Ordering::Relaxed);
-            let mut flat: Vec<u8> = Vec::with_capacity(part_items[part] as usize * il);
-            for (k, v) in level0[part].iter(self.key_len, self.val_len) {
-                flat.extend_from_slice(k);
-                flat.extend_from_slice(v);
-            }
-            // This batch's items of the partition come after (later is newer).
-            for item in items.chunks_exact(il) {
-                if self.partition_of(self.bucket_of(&item[..self.key_len])) == part {
+            // This batch's items of those partitions come after (later is newer).
+            for (item, part) in items.chunks_exact(il).zip(&item_parts) {
+                if these.contains(&(*part as usize)) {
                     flat.extend_from_slice(item);
                 }
             }
-            held -= part_items[part];
-            flushed.push(part);
-            flush.flushed_in[part] = chunk;
             let groups = self.group_by_bucket(&flat);
             // Not held while the buckets are written (the peak of a replica's memory).
             drop(flat);
-            self.write_buckets(tree, batch, chunk, groups, &mut forget, &mut merges_left)?;
+            self.write_buckets(tree, batch, chunk, groups, &mut forget, &mut merges_left)
+        };
+        if whole {
+            flush_parts(&(0..parts).collect::<Vec<_>>(), &mut flush)?;
+        } else {
+            // Past the bound: flush partitions in turn until level 0 is back under it, each at
+            // most once (a live batch needs one).
+            for _ in 0..parts {
+                if !over(held, &flush) {
+                    break;
+                }
+                let part = self.next_flush.load(Ordering::Relaxed) % parts;
+                self.next_flush.store((part + 1) % parts, Ordering::Relaxed);
+                held -= part_items[part];
+                flush_parts(&[part], &mut flush)?;
+            }
         }
         drop(level0);
         // Level-0 chunks every partition has been flushed since hold nothing only they hold.
@@ -810,7 +815,12 @@ impl ChunkMap {
                 batch.remove(this_key);
             }
         }
-        Ok(Some(Prepared { items, flushed, forget }))
+        Ok(Some(Prepared {
+            items,
+            item_parts,
+            flushed,
+            forget,
+        }))
     }
 
     /// Makes a prepared write visible in memory: empties the partitions it flushed and puts its
@@ -823,10 +833,12 @@ impl ChunkMap {
             // Cleared, not replaced, so it keeps its capacity for the next round.
             level0[*part].clear();
         }
-        for item in p.items.chunks_exact(il) {
-            let part = self.partition_of(self.bucket_of(&item[..self.key_len]));
-            if !p.flushed.contains(&part) {
-                level0[part].insert(&item[..self.key_len], &item[self.key_len..]);
+        if p.flushed.len() < level0.len() {
+            for (item, part) in p.items.chunks_exact(il).zip(&p.item_parts) {
+                let part = *part as usize;
+                if !p.flushed.contains(&part) {
+                    level0[part].insert(&item[..self.key_len], &item[self.key_len..]);
+                }
             }
         }
         let held = level0.iter().map(|p| p.len() as u64).sum();
